@@ -47,9 +47,9 @@ const (
 // Key is a CA or JWT signing key.
 type Key struct {
 	ID          string    `json:"id"`
-	Kind        string    `json:"kind"` // "x509-root", "x509-intermediate", "jwt"
-	PublicKey   []byte    `json:"public_key"`  // PKIX DER
-	PrivateRef  string    `json:"private_ref"` // file name in the data dir, or a KMS URI
+	Kind        string    `json:"kind"`                  // "x509-root", "x509-intermediate", "jwt"
+	PublicKey   []byte    `json:"public_key"`            // PKIX DER
+	PrivateRef  string    `json:"private_ref"`           // file name in the data dir, or a KMS URI
 	Certificate []byte    `json:"certificate,omitempty"` // DER, for X.509 keys
 	CreatedAt   time.Time `json:"created_at"`
 	NotAfter    time.Time `json:"not_after"`
