@@ -1,0 +1,134 @@
+package admin
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"syscall"
+)
+
+// Client calls the admin API over its Unix socket.
+type Client struct {
+	socket string
+	http   *http.Client
+}
+
+// NewClient returns a client for the admin socket at path.
+func NewClient(path string) *Client {
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		},
+		DisableCompression: true,
+	}
+	return &Client{socket: path, http: &http.Client{Transport: tr}}
+}
+
+// Error is an error answered by the server.
+type Error struct {
+	Status  int    // HTTP status
+	Message string // the server's one-line cause
+	Field   string // the invalid request field, if any
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// CreateEntry registers a workload and returns the stored entry.
+func (c *Client) CreateEntry(ctx context.Context, req EntryRequest) (Entry, error) {
+	var e Entry
+	err := c.do(ctx, http.MethodPost, "/v1/entries", req, &e)
+	return e, err
+}
+
+// ListEntries returns every entry in creation order.
+func (c *Client) ListEntries(ctx context.Context) ([]Entry, error) {
+	var es []Entry
+	err := c.do(ctx, http.MethodGet, "/v1/entries", nil, &es)
+	return es, err
+}
+
+// GetEntry returns one entry.
+func (c *Client) GetEntry(ctx context.Context, id string) (Entry, error) {
+	var e Entry
+	err := c.do(ctx, http.MethodGet, "/v1/entries/"+url.PathEscape(id), nil, &e)
+	return e, err
+}
+
+// DeleteEntry deletes an entry.
+func (c *Client) DeleteEntry(ctx context.Context, id string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/entries/"+url.PathEscape(id), nil, nil)
+}
+
+// Bundle returns the trust bundle as PEM ("pem") or a SPIFFE JWKS ("jwks").
+func (c *Client) Bundle(ctx context.Context, format string) ([]byte, error) {
+	var raw rawBody
+	err := c.do(ctx, http.MethodGet, "/v1/bundle?format="+url.QueryEscape(format), nil, &raw)
+	return raw, err
+}
+
+// Health returns nil when the server answers and its authority is serving.
+func (c *Client) Health(ctx context.Context) error {
+	var out map[string]string
+	return c.do(ctx, http.MethodGet, "/v1/health", nil, &out)
+}
+
+type rawBody []byte
+
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		data, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(data)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://badge"+path, body)
+	if err != nil {
+		return err
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
+			return fmt.Errorf("cannot reach the admin socket %s: is badge server running?", c.socket)
+		}
+		if errors.Is(err, syscall.EACCES) {
+			return fmt.Errorf("permission denied on the admin socket %s: run as root or as the server's user", c.socket)
+		}
+		return fmt.Errorf("admin socket %s: %w", c.socket, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return fmt.Errorf("reading admin response: %w", err)
+	}
+	if resp.StatusCode >= 300 {
+		var e errorResponse
+		if json.Unmarshal(data, &e) != nil || e.Error == "" {
+			e.Error = fmt.Sprintf("admin API answered %s", resp.Status)
+		}
+		return &Error{Status: resp.StatusCode, Message: e.Error, Field: e.Field}
+	}
+	switch out := out.(type) {
+	case nil:
+		return nil
+	case *rawBody:
+		*out = data
+		return nil
+	default:
+		if err := json.Unmarshal(data, out); err != nil {
+			return fmt.Errorf("decoding admin response: %w", err)
+		}
+		return nil
+	}
+}

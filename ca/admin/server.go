@@ -1,0 +1,249 @@
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
+	"golang.org/x/sys/unix"
+
+	"github.com/badge-dev/badge/ca"
+	"github.com/badge-dev/badge/storage"
+)
+
+// Authority is what the admin API manages.
+type Authority interface {
+	CreateEntry(ctx context.Context, req ca.EntryRequest) (storage.Entry, error)
+	GetEntry(ctx context.Context, id string) (storage.Entry, error)
+	ListEntries(ctx context.Context) ([]storage.Entry, error)
+	DeleteEntry(ctx context.Context, id string) error
+	Snapshot() *ca.Snapshot
+}
+
+// Config configures a Server.
+type Config struct {
+	// Authority is the authority to manage. Required.
+	Authority Authority
+	// AllowedUIDs may use the API besides root. Default: the server's own uid.
+	AllowedUIDs []uint32
+	// Logger receives the audit trail and errors. Nil discards them.
+	Logger *slog.Logger
+}
+
+// Server is the admin API server.
+type Server struct {
+	auth    Authority
+	log     *slog.Logger
+	allowed map[uint32]bool
+	http    *http.Server
+}
+
+type ctxKey struct{}
+
+// New returns an admin API server.
+func New(cfg Config) *Server {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{auth: cfg.Authority, log: log, allowed: map[uint32]bool{0: true}}
+	if cfg.AllowedUIDs == nil {
+		cfg.AllowedUIDs = []uint32{uint32(os.Geteuid())}
+	}
+	for _, u := range cfg.AllowedUIDs {
+		s.allowed[u] = true
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/entries", s.createEntry)
+	mux.HandleFunc("GET /v1/entries", s.listEntries)
+	mux.HandleFunc("GET /v1/entries/{id}", s.getEntry)
+	mux.HandleFunc("DELETE /v1/entries/{id}", s.deleteEntry)
+	mux.HandleFunc("GET /v1/bundle", s.bundle)
+	mux.HandleFunc("GET /v1/health", s.health)
+	s.http = &http.Server{
+		Handler:           s.authorize(mux),
+		ReadHeaderTimeout: 10 * time.Second,
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			uid, err := peerUID(c)
+			if err != nil {
+				return context.WithValue(ctx, ctxKey{}, err)
+			}
+			return context.WithValue(ctx, ctxKey{}, uid)
+		},
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	return s
+}
+
+// Serve answers requests on l until Shutdown.
+func (s *Server) Serve(l net.Listener) error {
+	err := s.http.Serve(l)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Shutdown stops accepting and waits for requests in flight, until ctx is done.
+func (s *Server) Shutdown(ctx context.Context) error { return s.http.Shutdown(ctx) }
+
+func peerUID(c net.Conn) (uint32, error) {
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		return 0, errors.New("admin API: not a Unix socket connection")
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var cred *unix.Ucred
+	var credErr error
+	if err := raw.Control(func(fd uintptr) { cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED) }); err != nil {
+		return 0, err
+	}
+	if credErr != nil {
+		return 0, fmt.Errorf("admin API: reading peer credentials: %w", credErr)
+	}
+	return cred.Uid, nil
+}
+
+// authorize serves only root and the allowed uids, and writes the audit
+// record of every request.
+func (s *Server) authorize(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		uid, ok := r.Context().Value(ctxKey{}).(uint32)
+		if !ok {
+			err, _ := r.Context().Value(ctxKey{}).(error)
+			s.log.Warn("admin request without peer credentials refused", slog.Any(ca.LogError, err))
+			writeError(w, http.StatusForbidden, fmt.Errorf("peer credentials unavailable: %v", err))
+			return
+		}
+		if !s.allowed[uid] {
+			s.log.Warn("admin request refused", slog.Int(ca.LogAdminUID, int(uid)), slog.String(ca.LogMethod, r.Method+" "+r.URL.Path), slog.Bool(ca.LogAudit, true))
+			writeError(w, http.StatusForbidden, fmt.Errorf("uid %d may not use the admin API (only root and the server's uid)", uid))
+			return
+		}
+		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		next.ServeHTTP(rec, r)
+		if r.Method != http.MethodGet {
+			s.log.Info("admin request", slog.Int(ca.LogAdminUID, int(uid)), slog.String(ca.LogMethod, r.Method+" "+r.URL.Path),
+				slog.Int("status", rec.status), slog.Bool(ca.LogAudit, true))
+		}
+	})
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	r.status = code
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (s *Server) createEntry(w http.ResponseWriter, r *http.Request) {
+	req, ttl, err := DecodeEntryRequest(r.Body)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	e, err := s.auth.CreateEntry(r.Context(), ca.EntryRequest{SPIFFEID: req.SPIFFEID, Selectors: req.Selectors, TTL: ttl, DNSNames: req.DNSNames})
+	if err != nil {
+		s.writeAuthorityError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, entryFromStorage(e))
+}
+
+func (s *Server) listEntries(w http.ResponseWriter, r *http.Request) {
+	es, err := s.auth.ListEntries(r.Context())
+	if err != nil {
+		s.writeAuthorityError(w, err)
+		return
+	}
+	out := make([]Entry, len(es))
+	for i, e := range es {
+		out[i] = entryFromStorage(e)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) getEntry(w http.ResponseWriter, r *http.Request) {
+	e, err := s.auth.GetEntry(r.Context(), r.PathValue("id"))
+	if err != nil {
+		s.writeAuthorityError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, entryFromStorage(e))
+}
+
+func (s *Server) deleteEntry(w http.ResponseWriter, r *http.Request) {
+	if err := s.auth.DeleteEntry(r.Context(), r.PathValue("id")); err != nil {
+		s.writeAuthorityError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) bundle(w http.ResponseWriter, r *http.Request) {
+	b := s.auth.Snapshot().Bundle()
+	switch f := r.URL.Query().Get("format"); f {
+	case "", "pem":
+		w.Header().Set("Content-Type", "application/x-pem-file")
+		for _, c := range b.X509Authorities() {
+			pem.Encode(w, &pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+		}
+	case "jwks":
+		data, err := spiffebundle.FromX509Bundle(b).Marshal()
+		if err != nil {
+			writeError(w, http.StatusInternalServerError, err)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(data)
+	default:
+		writeError(w, http.StatusBadRequest, fmt.Errorf("unknown bundle format %q (want pem or jwks)", f))
+	}
+}
+
+func (s *Server) health(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "trust_domain": s.auth.Snapshot().TrustDomain().Name()})
+}
+
+func (s *Server) writeAuthorityError(w http.ResponseWriter, err error) {
+	var inv *ca.InvalidError
+	switch {
+	case errors.As(err, &inv):
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusBadRequest)
+		json.NewEncoder(w).Encode(errorResponse{Error: err.Error(), Field: inv.Field})
+	case errors.Is(err, storage.ErrNotFound):
+		writeError(w, http.StatusNotFound, err)
+	case errors.Is(err, storage.ErrExists):
+		writeError(w, http.StatusConflict, err)
+	default:
+		s.log.Error("admin request failed", slog.Any(ca.LogError, err))
+		writeError(w, http.StatusInternalServerError, err)
+	}
+}
+
+func writeError(w http.ResponseWriter, code int, err error) {
+	writeJSON(w, code, errorResponse{Error: err.Error()})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}

@@ -1,0 +1,256 @@
+package ca
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/badge-dev/badge/storage"
+)
+
+// Defaults and limits of the authority.
+const (
+	// DefaultSVIDTTL is the lifetime of an X.509-SVID when neither the entry
+	// nor the configuration says otherwise.
+	DefaultSVIDTTL = 5 * time.Minute
+	// DefaultMaxSVIDTTL is the longest lifetime an SVID may have unless the
+	// operator raises it explicitly.
+	DefaultMaxSVIDTTL = 5 * time.Minute
+	// MinSVIDTTL is the shortest lifetime an entry or the configuration may ask for.
+	MinSVIDTTL = 10 * time.Second
+	// DefaultRootTTL is the lifetime of a new root CA.
+	DefaultRootTTL = 365 * 24 * time.Hour
+	// DefaultIntermediateTTL is the lifetime of a new intermediate signing CA.
+	DefaultIntermediateTTL = 24 * time.Hour
+	// Backdate is how far NotBefore is set into the past, for clock skew.
+	Backdate = 30 * time.Second
+	// pruneInterval is how often expired serial records are removed.
+	pruneInterval = 10 * time.Minute
+)
+
+// Store is the persistent state the authority needs. storage/bbolt
+// implements it.
+type Store interface {
+	CreateEntry(ctx context.Context, e storage.Entry) error
+	GetEntry(ctx context.Context, id string) (storage.Entry, error)
+	ListEntries(ctx context.Context) ([]storage.Entry, error)
+	DeleteEntry(ctx context.Context, id string) error
+	RecordSerial(ctx context.Context, r storage.Serial) error
+	PruneSerials(ctx context.Context, expiredBefore time.Time) (int, error)
+	PutKey(ctx context.Context, k storage.Key) error
+	ListKeys(ctx context.Context) ([]storage.Key, error)
+}
+
+// Config configures an Authority. Only Store and KeyDir are required; the
+// zero value of every other field is a working default.
+type Config struct {
+	// TrustDomain is the trust domain the authority issues for. Default example.org.
+	TrustDomain spiffeid.TrustDomain
+	// Store keeps entries, issued serials and key records.
+	Store Store
+	// KeyDir is the directory holding the CA private key files (mode 0600).
+	// It is created with mode 0700 if missing.
+	KeyDir string
+	// SVIDTTL is the lifetime of an SVID whose entry sets none. Default DefaultSVIDTTL.
+	SVIDTTL time.Duration
+	// MaxSVIDTTL bounds every SVID lifetime, entries included. Default DefaultMaxSVIDTTL.
+	MaxSVIDTTL time.Duration
+	// RootTTL is the lifetime of a newly created root CA. Default DefaultRootTTL.
+	RootTTL time.Duration
+	// IntermediateTTL is the lifetime of each intermediate CA. It is replaced
+	// at half its life. Default DefaultIntermediateTTL.
+	IntermediateTTL time.Duration
+	// Time returns the current time. Default time.Now.
+	Time func() time.Time
+	// Logger receives operational logs. Nil discards them.
+	Logger *slog.Logger
+}
+
+func (c *Config) setDefaults() error {
+	if c.Store == nil {
+		return errors.New("ca: Config.Store is required")
+	}
+	if c.KeyDir == "" {
+		return errors.New("ca: Config.KeyDir is required")
+	}
+	if c.TrustDomain.IsZero() {
+		c.TrustDomain = spiffeid.RequireTrustDomainFromString("example.org")
+	}
+	if c.MaxSVIDTTL == 0 {
+		c.MaxSVIDTTL = DefaultMaxSVIDTTL
+	}
+	if c.SVIDTTL == 0 {
+		c.SVIDTTL = min(DefaultSVIDTTL, c.MaxSVIDTTL)
+	}
+	if c.RootTTL == 0 {
+		c.RootTTL = DefaultRootTTL
+	}
+	if c.IntermediateTTL == 0 {
+		c.IntermediateTTL = DefaultIntermediateTTL
+	}
+	if c.Time == nil {
+		c.Time = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	switch {
+	case c.MaxSVIDTTL < MinSVIDTTL:
+		return fmt.Errorf("ca: maximum SVID TTL %s is below the minimum %s", c.MaxSVIDTTL, MinSVIDTTL)
+	case c.SVIDTTL < MinSVIDTTL:
+		return fmt.Errorf("ca: SVID TTL %s is below the minimum %s", c.SVIDTTL, MinSVIDTTL)
+	case c.SVIDTTL > c.MaxSVIDTTL:
+		return fmt.Errorf("ca: SVID TTL %s exceeds the maximum SVID TTL %s (raise the maximum explicitly)", c.SVIDTTL, c.MaxSVIDTTL)
+	case c.IntermediateTTL < 4*c.MaxSVIDTTL:
+		return fmt.Errorf("ca: intermediate TTL %s must be at least four times the maximum SVID TTL %s", c.IntermediateTTL, c.MaxSVIDTTL)
+	case c.RootTTL < 2*c.IntermediateTTL:
+		return fmt.Errorf("ca: root TTL %s must be at least twice the intermediate TTL %s", c.RootTTL, c.IntermediateTTL)
+	}
+	return nil
+}
+
+// Authority is the certificate authority of one trust domain. It is safe for
+// concurrent use.
+type Authority struct {
+	cfg   Config
+	log   *slog.Logger
+	store Store
+
+	// mu serialises changes (entries, keys); readers use snap.
+	mu      sync.Mutex
+	entries []storage.Entry // ordered by (CreatedAt, ID)
+	keys    *keySet
+
+	snap atomic.Pointer[Snapshot]
+
+	stop     chan struct{}
+	stopOnce sync.Once
+	wg       sync.WaitGroup
+}
+
+// New opens the authority: it loads or creates the CA keys, loads the
+// registration entries and publishes the first snapshot. Call Close to stop
+// its background work (intermediate rotation, serial pruning).
+func New(ctx context.Context, cfg Config) (*Authority, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	a := &Authority{cfg: cfg, log: cfg.Logger, store: cfg.Store, stop: make(chan struct{})}
+	keys, err := loadKeys(ctx, &a.cfg)
+	if err != nil {
+		return nil, err
+	}
+	a.keys = keys
+	entries, err := a.store.ListEntries(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("ca: loading entries: %w", err)
+	}
+	a.entries = slices.SortedStableFunc(slices.Values(entries), compareEntries)
+	a.publishLocked()
+	a.log.Info("authority ready",
+		slog.String(LogTrustDomain, cfg.TrustDomain.String()),
+		slog.Int(LogCount, len(entries)),
+		slog.String("root_expires", keys.root.cert.NotAfter.UTC().Format(time.RFC3339)),
+		slog.String("intermediate_expires", keys.current().cert.NotAfter.UTC().Format(time.RFC3339)))
+
+	a.wg.Add(2)
+	go a.rotateLoop()
+	go a.pruneLoop()
+	return a, nil
+}
+
+// Close stops background work. Streams holding snapshots keep working; the
+// store is the caller's to close.
+func (a *Authority) Close() error {
+	a.stopOnce.Do(func() { close(a.stop) })
+	a.wg.Wait()
+	return nil
+}
+
+// TrustDomain returns the trust domain of the authority.
+func (a *Authority) TrustDomain() spiffeid.TrustDomain { return a.cfg.TrustDomain }
+
+// Snapshot returns the current registration state and trust bundle. Its Done
+// channel closes when a newer snapshot is published.
+func (a *Authority) Snapshot() *Snapshot { return a.snap.Load() }
+
+// publishLocked builds a snapshot of the current entries and keys and
+// replaces the previous one, waking everything that waits on it. Callers
+// hold a.mu (or are the constructor).
+func (a *Authority) publishLocked() {
+	s := newSnapshot(a.cfg.TrustDomain, a.entries, a.keys, a.log)
+	if old := a.snap.Swap(s); old != nil {
+		close(old.done)
+	}
+}
+
+func (a *Authority) rotateLoop() {
+	defer a.wg.Done()
+	for {
+		a.mu.Lock()
+		next := a.keys.current().rotateAt()
+		a.mu.Unlock()
+		t := time.NewTimer(max(time.Until(next), time.Second))
+		select {
+		case <-a.stop:
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		if err := a.rotateIntermediate(context.Background()); err != nil {
+			// Keep serving with the current intermediate; it is valid for
+			// another half of its life. Try again in a minute.
+			a.log.Error("intermediate rotation failed", slog.Any(LogError, err))
+			select {
+			case <-a.stop:
+				return
+			case <-time.After(time.Minute):
+			}
+		}
+	}
+}
+
+func (a *Authority) rotateIntermediate(ctx context.Context) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.cfg.Time().Before(a.keys.current().rotateAt()) {
+		return nil
+	}
+	k, err := a.keys.rotate(ctx, &a.cfg)
+	if err != nil {
+		return err
+	}
+	a.publishLocked()
+	a.log.Info("intermediate CA rotated", slog.String(LogKeyID, k.id),
+		slog.String("expires", k.cert.NotAfter.UTC().Format(time.RFC3339)))
+	return nil
+}
+
+func (a *Authority) pruneLoop() {
+	defer a.wg.Done()
+	t := time.NewTicker(pruneInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-a.stop:
+			return
+		case <-t.C:
+		}
+		n, err := a.store.PruneSerials(context.Background(), a.cfg.Time().Add(-Backdate))
+		if err != nil {
+			a.log.Error("pruning expired serials failed", slog.Any(LogError, err))
+			continue
+		}
+		if n > 0 {
+			a.log.Debug("pruned expired serials", slog.Int(LogCount, n))
+		}
+	}
+}

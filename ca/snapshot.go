@@ -1,0 +1,142 @@
+package ca
+
+import (
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"log/slog"
+	"net/url"
+	"slices"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/badge-dev/badge/attest"
+	"github.com/badge-dev/badge/storage"
+)
+
+// Entry is a registration entry ready for matching and signing.
+type Entry struct {
+	// Record is the entry as stored.
+	Record storage.Entry
+	// ID is the parsed SPIFFE ID of the entry.
+	ID spiffeid.ID
+
+	selectors []attest.Selector
+	tmpl      *x509.Certificate // prepared once per entry revision
+	order     int               // position in (CreatedAt, ID) order; lower is the default
+}
+
+// Snapshot is an immutable view of the authority: registration entries
+// indexed by selector, the trust bundle and the signing key. Done closes when
+// a newer snapshot replaces it.
+type Snapshot struct {
+	td      spiffeid.TrustDomain
+	entries []*Entry
+	index   map[attest.Selector][]*Entry // each entry under its first selector only
+	kinds   attest.Kind
+
+	bundle    *x509bundle.Bundle
+	bundleDER []byte // the root certificates, concatenated DER
+	signer    *caKey
+	chainDER  []byte // the intermediate, appended to every leaf
+
+	done chan struct{}
+}
+
+func newSnapshot(td spiffeid.TrustDomain, recs []storage.Entry, keys *keySet, log *slog.Logger) *Snapshot {
+	s := &Snapshot{
+		td:        td,
+		index:     make(map[attest.Selector][]*Entry),
+		bundle:    x509bundle.FromX509Authorities(td, []*x509.Certificate{keys.root.cert}),
+		bundleDER: slices.Clone(keys.root.cert.Raw),
+		signer:    keys.current(),
+		chainDER:  keys.current().cert.Raw,
+		done:      make(chan struct{}),
+	}
+	for i, rec := range recs {
+		e, err := prepareEntry(td, rec)
+		if err != nil {
+			// Entries are validated when created; one that no longer parses
+			// is kept in the store untouched but cannot match anyone.
+			log.Error("registration entry skipped", slog.String(LogEntryID, rec.ID), slog.Any(LogError, err))
+			continue
+		}
+		e.order = i
+		s.entries = append(s.entries, e)
+		s.index[e.selectors[0]] = append(s.index[e.selectors[0]], e)
+		for _, sel := range e.selectors {
+			s.kinds |= attest.KindOf(sel)
+		}
+	}
+	return s
+}
+
+// prepareEntry parses an entry and prepares its certificate template.
+func prepareEntry(td spiffeid.TrustDomain, rec storage.Entry) (*Entry, error) {
+	id, err := parseID(td, rec.SPIFFEID)
+	if err != nil {
+		return nil, err
+	}
+	sels, err := parseSelectors(rec.Selectors)
+	if err != nil {
+		return nil, err
+	}
+	u := id.URL()
+	tmpl := &x509.Certificate{
+		Subject:               pkix.Name{Organization: []string{"badge"}},
+		URIs:                  []*url.URL{u},
+		DNSNames:              rec.DNSNames,
+		KeyUsage:              x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		BasicConstraintsValid: true,
+	}
+	if len(rec.DNSNames) > 0 {
+		tmpl.Subject.CommonName = rec.DNSNames[0]
+	}
+	return &Entry{Record: rec, ID: id, selectors: sels, tmpl: tmpl}, nil
+}
+
+// TrustDomain returns the trust domain of the snapshot.
+func (s *Snapshot) TrustDomain() spiffeid.TrustDomain { return s.td }
+
+// Done returns a channel that is closed when a newer snapshot replaces s.
+func (s *Snapshot) Done() <-chan struct{} { return s.done }
+
+// Kinds returns the selector kinds that some entry uses: the attestor need
+// compute no others.
+func (s *Snapshot) Kinds() attest.Kind { return s.kinds }
+
+// Entries returns all entries in (CreatedAt, ID) order. The slice must not be modified.
+func (s *Snapshot) Entries() []*Entry { return s.entries }
+
+// Bundle returns the X.509 trust bundle of the trust domain.
+func (s *Snapshot) Bundle() *x509bundle.Bundle { return s.bundle }
+
+// BundleDER returns the bundle's certificates as concatenated DER, the
+// encoding of the Workload API. It must not be modified.
+func (s *Snapshot) BundleDER() []byte { return s.bundleDER }
+
+// Match returns the entries whose selectors are all among the caller's, in
+// (CreatedAt, ID) order: the first is the default SVID.
+func (s *Snapshot) Match(caller attest.Set) []*Entry {
+	var out []*Entry
+	for sel := range caller {
+		for _, e := range s.index[sel] {
+			if caller.Matches(e.selectors) {
+				out = append(out, e)
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b *Entry) int { return a.order - b.order })
+	return out
+}
+
+// effectiveTTL is the lifetime of an SVID for entry e under cfg.
+func effectiveTTL(cfg *Config, e *Entry) time.Duration {
+	ttl := e.Record.TTL
+	if ttl <= 0 {
+		ttl = cfg.SVIDTTL
+	}
+	return min(ttl, cfg.MaxSVIDTTL)
+}

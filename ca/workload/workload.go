@@ -1,0 +1,288 @@
+// Package workload serves the SPIFFE Workload API on a Unix socket.
+//
+// Every connection is attributed to the process that opened it by the
+// kernel (SO_PEERCRED and a pidfd, read once per connection by the transport
+// credentials of the gRPC server). Each call turns that peer into selectors,
+// matches them against the registration entries of the current
+// [ca.Snapshot], and has the [Authority] sign one X.509-SVID per matching
+// entry. Streams then wait on the snapshot's Done channel and on the
+// half-life of their SVIDs: a new entry, a deleted entry or a new bundle
+// reaches every open stream as soon as it is published, with no polling.
+//
+// The server depends only on the two small interfaces below, so that an
+// agent on another host can serve the same API from a remote authority.
+package workload
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/badge-dev/badge/attest"
+	"github.com/badge-dev/badge/ca"
+)
+
+// Authority issues identities: *ca.Authority today, a remote client in an agent later.
+type Authority interface {
+	// Snapshot returns the current entries and bundle.
+	Snapshot() *ca.Snapshot
+	// SignX509SVID signs a fresh SVID for entry e of snapshot s.
+	SignX509SVID(ctx context.Context, s *ca.Snapshot, e *ca.Entry) (*ca.X509SVID, error)
+}
+
+// Attestor turns a connected peer into selectors.
+type Attestor interface {
+	Attest(p *attest.Peer, kinds attest.Kind) (attest.Set, error)
+}
+
+// Config configures a Server.
+type Config struct {
+	// Authority signs SVIDs and publishes snapshots. Required.
+	Authority Authority
+	// Attestor computes the caller's selectors. Required.
+	Attestor Attestor
+	// Logger receives operational logs. Nil discards them.
+	Logger *slog.Logger
+}
+
+// Server is a Workload API server.
+type Server struct {
+	workload.UnimplementedSpiffeWorkloadAPIServer
+
+	auth Authority
+	att  Attestor
+	log  *slog.Logger
+	grpc *grpc.Server
+
+	quit     chan struct{}
+	quitOnce sync.Once
+}
+
+// New returns a Server; call Serve to accept connections.
+func New(cfg Config) *Server {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{auth: cfg.Authority, att: cfg.Attestor, log: log, quit: make(chan struct{})}
+	s.grpc = grpc.NewServer(
+		grpc.Creds(peerCredentials{}),
+		// A stream carries a few kilobytes every couple of minutes: small
+		// per-connection buffers keep ten thousand streams cheap.
+		grpc.ReadBufferSize(4<<10),
+		grpc.WriteBufferSize(4<<10),
+		grpc.SharedWriteBuffer(true),
+		grpc.InitialConnWindowSize(64<<10),
+		grpc.InitialWindowSize(64<<10),
+		grpc.MaxRecvMsgSize(64<<10),
+	)
+	workload.RegisterSpiffeWorkloadAPIServer(s.grpc, s)
+	return s
+}
+
+// Serve accepts connections on l until Shutdown. It returns nil after Shutdown.
+func (s *Server) Serve(l net.Listener) error {
+	err := s.grpc.Serve(l)
+	if errors.Is(err, grpc.ErrServerStopped) {
+		return nil
+	}
+	return err
+}
+
+// Shutdown ends every open stream (clients reconnect to the next server) and
+// waits for handlers to return, until ctx is done.
+func (s *Server) Shutdown(ctx context.Context) {
+	s.quitOnce.Do(func() { close(s.quit) })
+	done := make(chan struct{})
+	go func() { s.grpc.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		s.grpc.Stop()
+	}
+}
+
+// Listen creates the Workload API socket at path, connectable by every
+// uid: authorization is attestation.
+func Listen(path string) (*net.UnixListener, error) {
+	return ca.ListenUnix(path, 0o777)
+}
+
+// caller attests the peer of the call: header check, peer credentials,
+// selectors of the kinds the snapshot's entries use.
+func (s *Server) caller(ctx context.Context, snap *ca.Snapshot) (*attest.Peer, attest.Set, error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	if v := md.Get("workload.spiffe.io"); len(v) != 1 || v[0] != "true" {
+		return nil, nil, status.Error(codes.InvalidArgument, "security header missing from request: set metadata workload.spiffe.io: true")
+	}
+	p, ok := peerFromContext(ctx)
+	if !ok {
+		return nil, nil, status.Error(codes.Internal, "no peer credentials on the connection")
+	}
+	sel, err := s.att.Attest(p, snap.Kinds())
+	if err != nil {
+		s.log.Warn("attestation failed", slog.Int(ca.LogPID, int(p.PID)), slog.Int(ca.LogUID, int(p.UID)), slog.Any(ca.LogError, err))
+		return nil, nil, status.Errorf(codes.PermissionDenied, "could not attest the calling process: %v", err)
+	}
+	return p, sel, nil
+}
+
+func noIdentity(p *attest.Peer) error {
+	return status.Errorf(codes.PermissionDenied, "no identity issued: no registration entry matches the caller (pid %d, uid %d, gid %d)", p.PID, p.UID, p.GID)
+}
+
+var errShutdown = status.Error(codes.Unavailable, "server is shutting down")
+
+// FetchX509SVID streams the caller's X.509-SVIDs: at once, then whenever an
+// SVID reaches half its life, the caller's entries change or the bundle
+// changes.
+func (s *Server) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.ServerStreamingServer[workload.X509SVIDResponse]) error {
+	ctx := stream.Context()
+	snap := s.auth.Snapshot()
+	p, sel, err := s.caller(ctx, snap)
+	if err != nil {
+		return err
+	}
+	kinds := snap.Kinds()
+	var (
+		held      []*ca.X509SVID
+		sentBundle []byte
+		timer     *time.Timer
+	)
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for {
+		if k := snap.Kinds(); k&^kinds != 0 {
+			// A new entry uses a kind of selector this caller was not
+			// attested for: attest again (the peer must still be alive).
+			if sel, err = s.att.Attest(p, k); err != nil {
+				return status.Errorf(codes.PermissionDenied, "could not attest the calling process: %v", err)
+			}
+			kinds = k
+		}
+		entries := snap.Match(sel)
+		if len(entries) == 0 {
+			return noIdentity(p)
+		}
+		next, changed, err := s.refresh(ctx, snap, entries, held)
+		if err != nil {
+			s.log.Error("signing X.509-SVID failed", slog.Int(ca.LogPID, int(p.PID)), slog.Any(ca.LogError, err))
+			return status.Errorf(codes.Unavailable, "signing X.509-SVID: %v", err)
+		}
+		if changed || !bytes.Equal(sentBundle, snap.BundleDER()) {
+			if err := stream.Send(x509Response(next, snap)); err != nil {
+				return err
+			}
+			held, sentBundle = next, snap.BundleDER()
+			s.log.Debug("X.509-SVIDs sent", slog.Int(ca.LogPID, int(p.PID)), slog.Int(ca.LogUID, int(p.UID)),
+				slog.String(ca.LogSPIFFEID, held[0].ID.String()), slog.String(ca.LogSerial, held[0].Serial))
+		}
+		refreshAt := held[0].RefreshAt()
+		for _, h := range held[1:] {
+			if r := h.RefreshAt(); r.Before(refreshAt) {
+				refreshAt = r
+			}
+		}
+		wait := time.Until(refreshAt)
+		if timer == nil {
+			timer = time.NewTimer(wait)
+		} else {
+			timer.Reset(wait)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.quit:
+			return errShutdown
+		case <-snap.Done():
+			snap = s.auth.Snapshot()
+		case <-timer.C:
+		}
+	}
+}
+
+// refresh returns the SVIDs for entries, reusing each held SVID that was
+// issued for the same entry revision and is not yet due for refresh.
+func (s *Server) refresh(ctx context.Context, snap *ca.Snapshot, entries []*ca.Entry, held []*ca.X509SVID) ([]*ca.X509SVID, bool, error) {
+	now := time.Now()
+	out := make([]*ca.X509SVID, len(entries))
+	changed := len(entries) != len(held)
+	for i, e := range entries {
+		var reuse *ca.X509SVID
+		for _, h := range held {
+			if h.EntryID == e.Record.ID && h.Revision == e.Record.Revision && now.Before(h.RefreshAt()) {
+				reuse = h
+				break
+			}
+		}
+		if reuse == nil {
+			svid, err := s.auth.SignX509SVID(ctx, snap, e)
+			if err != nil {
+				return nil, false, err
+			}
+			reuse, changed = svid, true
+		}
+		if i < len(held) && held[i] != reuse {
+			changed = true
+		}
+		out[i] = reuse
+	}
+	return out, changed, nil
+}
+
+func x509Response(svids []*ca.X509SVID, snap *ca.Snapshot) *workload.X509SVIDResponse {
+	resp := &workload.X509SVIDResponse{Svids: make([]*workload.X509SVID, len(svids))}
+	for i, sv := range svids {
+		resp.Svids[i] = &workload.X509SVID{
+			SpiffeId:    sv.ID.String(),
+			X509Svid:    sv.CertChainDER,
+			X509SvidKey: sv.KeyDER,
+			Bundle:      snap.BundleDER(),
+		}
+	}
+	return resp
+}
+
+// FetchX509Bundles streams the trust bundle: at once, then on every change.
+func (s *Server) FetchX509Bundles(_ *workload.X509BundlesRequest, stream grpc.ServerStreamingServer[workload.X509BundlesResponse]) error {
+	ctx := stream.Context()
+	snap := s.auth.Snapshot()
+	p, sel, err := s.caller(ctx, snap)
+	if err != nil {
+		return err
+	}
+	var sent []byte
+	for {
+		if len(snap.Match(sel)) == 0 {
+			return noIdentity(p)
+		}
+		if !bytes.Equal(sent, snap.BundleDER()) {
+			sent = snap.BundleDER()
+			resp := &workload.X509BundlesResponse{Bundles: map[string][]byte{snap.TrustDomain().IDString(): sent}}
+			if err := stream.Send(resp); err != nil {
+				return err
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.quit:
+			return errShutdown
+		case <-snap.Done():
+			snap = s.auth.Snapshot()
+		}
+	}
+}

@@ -1,0 +1,204 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Default locations.
+const (
+	defaultWorkloadSocket = "/tmp/badge/workload.sock"
+	defaultAdminSocket    = "/tmp/badge/admin.sock"
+)
+
+// flagSet returns a flag set for a command that reports errors instead of exiting.
+func (e *env) flagSet(name, usage string) *flag.FlagSet {
+	fs := flag.NewFlagSet("badge "+name, flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(e.stderr, "Usage: badge %s %s\n\nFlags:\n", name, usage)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// parse parses args and then fills every flag the command line did not set:
+// first from its BADGE_* environment variable (--svid-ttl from
+// BADGE_SVID_TTL), then from the TOML file named by *configFile, if any.
+// Every value goes through the flag's own Set, so all three sources are
+// validated alike. It returns the names set on the command line.
+func (e *env) parse(fs *flag.FlagSet, args []string, configFile *string, noEnv ...string) (map[string]bool, error) {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, err
+		}
+		return nil, usageError{err}
+	}
+	cmdline := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { cmdline[f.Name] = true })
+	set := map[string]bool{}
+	for k := range cmdline {
+		set[k] = true
+	}
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		if set[f.Name] || err != nil || contains(noEnv, f.Name) {
+			return
+		}
+		name := envName(f.Name)
+		if v := e.getenv(name); v != "" {
+			if serr := fs.Set(f.Name, v); serr != nil {
+				err = usagef("invalid value %q for %s: %v", v, name, serr)
+			}
+			set[f.Name] = true
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	if configFile != nil && *configFile != "" {
+		if err := applyConfigFile(fs, *configFile, set); err != nil {
+			return nil, err
+		}
+	}
+	return cmdline, nil
+}
+
+func envName(flagName string) string {
+	return "BADGE_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// applyConfigFile sets flags from a TOML file whose keys are flag names
+// (trust-domain = "example.org", svid-ttl = "5m"). Unknown keys are errors.
+func applyConfigFile(fs *flag.FlagSet, path string, set map[string]bool) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return usagef("reading config file: %v", err)
+	}
+	return applyConfig(fs, path, data, set)
+}
+
+func applyConfig(fs *flag.FlagSet, path string, data []byte, set map[string]bool) error {
+	var values map[string]any
+	md, err := toml.Decode(string(data), &values)
+	if err != nil {
+		return usagef("config file %s: %v", path, err)
+	}
+	keys := make([]string, 0, len(values))
+	for k := range values {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		f := fs.Lookup(k)
+		if f == nil || k == "config" {
+			return usagef("config file %s: unknown setting %q", path, k)
+		}
+		if set[k] {
+			continue
+		}
+		var s string
+		switch v := values[k].(type) {
+		case string:
+			s = v
+		case int64, bool, float64:
+			s = fmt.Sprint(v)
+		default:
+			return usagef("config file %s: setting %q must be a string, number or boolean, not %s", path, k, md.Type(k))
+		}
+		if err := fs.Set(k, s); err != nil {
+			return usagef("config file %s: invalid value %q for %q: %v", path, s, k, err)
+		}
+	}
+	return nil
+}
+
+// defaultDataDir is /var/lib/badge for root, else the XDG state directory.
+func defaultDataDir(getenv func(string) string) string {
+	if os.Geteuid() == 0 {
+		return "/var/lib/badge"
+	}
+	if d := getenv("XDG_STATE_HOME"); d != "" && filepath.IsAbs(d) {
+		return filepath.Join(d, "badge")
+	}
+	if home, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(home, ".local", "state", "badge")
+	}
+	return filepath.Join(os.TempDir(), "badge-state")
+}
+
+// workloadSocket resolves the Workload API socket path: --socket, then
+// SPIFFE_ENDPOINT_SOCKET, then BADGE_SOCKET, then the default. Values may be
+// a path or a unix:// URL.
+func (e *env) workloadSocket(flagValue string) (string, error) {
+	v := flagValue
+	for _, name := range []string{"SPIFFE_ENDPOINT_SOCKET", "BADGE_SOCKET"} {
+		if v == "" {
+			v = e.getenv(name)
+		}
+	}
+	if v == "" {
+		return defaultWorkloadSocket, nil
+	}
+	return socketPath(v)
+}
+
+// socketPath accepts "/path", "unix:/path" or "unix:///path".
+func socketPath(v string) (string, error) {
+	p := v
+	switch {
+	case strings.HasPrefix(v, "unix://"):
+		p = strings.TrimPrefix(v, "unix://")
+	case strings.HasPrefix(v, "unix:"):
+		p = strings.TrimPrefix(v, "unix:")
+	}
+	if !filepath.IsAbs(p) {
+		return "", usagef("socket %q must be an absolute path or a unix:///path URL", v)
+	}
+	return filepath.Clean(p), nil
+}
+
+// durationFlag is a time.Duration flag that refuses negative values.
+type durationFlag struct{ d *time.Duration }
+
+func (f durationFlag) String() string {
+	if f.d == nil {
+		return ""
+	}
+	return f.d.String()
+}
+
+func (f durationFlag) Set(s string) error {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	if d < 0 {
+		return fmt.Errorf("duration %s is negative", s)
+	}
+	*f.d = d
+	return nil
+}
+
+// stringsFlag collects a repeatable flag.
+type stringsFlag []string
+
+func (s *stringsFlag) String() string     { return strings.Join(*s, ",") }
+func (s *stringsFlag) Set(v string) error { *s = append(*s, v); return nil }

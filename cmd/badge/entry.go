@@ -1,0 +1,173 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/badge-dev/badge/ca/admin"
+)
+
+// adminFlags adds --admin-socket to fs.
+func adminFlags(fs *flag.FlagSet) *string {
+	return fs.String("admin-socket", defaultAdminSocket, "admin API socket `path` (env BADGE_ADMIN_SOCKET)")
+}
+
+func (e *env) adminClient(path string) (*admin.Client, error) {
+	p, err := socketPath(path)
+	if err != nil {
+		return nil, err
+	}
+	return admin.NewClient(p), nil
+}
+
+func runEntryCreate(ctx context.Context, e *env, args []string) error {
+	fs := e.flagSet("entry create", "--id SPIFFE_ID --selector TYPE:KEY:VALUE [--selector ...] [--ttl DUR] [--dns NAME]")
+	id := fs.String("id", "", "SPIFFE ID to issue, e.g. spiffe://example.org/payments")
+	var sels, dns stringsFlag
+	fs.Var(&sels, "selector", "TYPE:KEY:VALUE the caller must have; repeat for several (all must match)")
+	ttl := fs.Duration("ttl", 0, "SVID lifetime for this entry (default: the server's --svid-ttl)")
+	fs.Var(&dns, "dns", "DNS name to include in the SVID; repeatable")
+	sock := adminFlags(fs)
+	if _, err := e.parse(fs, args, nil, "id", "ttl"); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("unexpected argument %q", fs.Arg(0))
+	}
+	if *id == "" {
+		return usagef("--id is required")
+	}
+	if len(sels) == 0 {
+		return usagef("at least one --selector is required")
+	}
+	c, err := e.adminClient(*sock)
+	if err != nil {
+		return err
+	}
+	req := admin.EntryRequest{SPIFFEID: *id, Selectors: sels, DNSNames: dns}
+	if *ttl != 0 {
+		req.TTL = ttl.String()
+	}
+	ent, err := c.CreateEntry(ctx, req)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(e.stdout, ent.ID)
+	return nil
+}
+
+func runEntryList(ctx context.Context, e *env, args []string) error {
+	fs := e.flagSet("entry list", "[--json]")
+	asJSON := fs.Bool("json", false, "print a stable JSON array")
+	sock := adminFlags(fs)
+	if _, err := e.parse(fs, args, nil, "json"); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("unexpected argument %q", fs.Arg(0))
+	}
+	c, err := e.adminClient(*sock)
+	if err != nil {
+		return err
+	}
+	es, err := c.ListEntries(ctx)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		if es == nil {
+			es = []admin.Entry{}
+		}
+		return writeJSON(e.stdout, es)
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tSPIFFE ID\tSELECTORS\tTTL\tDNS")
+	for _, en := range es {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", en.ID, en.SPIFFEID, strings.Join(en.Selectors, ","), orDash(en.TTL), orDash(strings.Join(en.DNSNames, ",")))
+	}
+	return tw.Flush()
+}
+
+func runEntryShow(ctx context.Context, e *env, args []string) error {
+	fs := e.flagSet("entry show", "ID")
+	asJSON := fs.Bool("json", false, "print JSON")
+	sock := adminFlags(fs)
+	id, err := e.parseWithID(fs, args)
+	if err != nil {
+		return err
+	}
+	c, err := e.adminClient(*sock)
+	if err != nil {
+		return err
+	}
+	en, err := c.GetEntry(ctx, id)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return writeJSON(e.stdout, en)
+	}
+	fmt.Fprintf(e.stdout, "ID:         %s\nSPIFFE ID:  %s\nSelectors:  %s\nTTL:        %s\nDNS names:  %s\nCreated:    %s\nRevision:   %d\n",
+		en.ID, en.SPIFFEID, strings.Join(en.Selectors, ", "), orDash(en.TTL), orDash(strings.Join(en.DNSNames, ", ")),
+		en.CreatedAt.Format(time.RFC3339), en.Revision)
+	return nil
+}
+
+func runEntryDelete(ctx context.Context, e *env, args []string) error {
+	fs := e.flagSet("entry delete", "ID")
+	sock := adminFlags(fs)
+	id, err := e.parseWithID(fs, args)
+	if err != nil {
+		return err
+	}
+	c, err := e.adminClient(*sock)
+	if err != nil {
+		return err
+	}
+	if err := c.DeleteEntry(ctx, id); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "deleted %s\n", id)
+	return nil
+}
+
+// parseWithID parses a command that takes one positional ID, before or after its flags.
+func (e *env) parseWithID(fs *flag.FlagSet, args []string) (string, error) {
+	var id string
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		id, args = args[0], args[1:]
+	}
+	if _, err := e.parse(fs, args, nil, "json"); err != nil {
+		return "", err
+	}
+	rest := fs.Args()
+	if id == "" && len(rest) > 0 {
+		id, rest = rest[0], rest[1:]
+	}
+	if id == "" {
+		return "", usagef("an entry ID is required")
+	}
+	if len(rest) > 0 {
+		return "", usagef("unexpected argument %q", rest[0])
+	}
+	return id, nil
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}

@@ -1,0 +1,206 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/badge-dev/badge/attest"
+	"github.com/badge-dev/badge/ca"
+	"github.com/badge-dev/badge/ca/admin"
+	"github.com/badge-dev/badge/ca/workload"
+	"github.com/badge-dev/badge/storage/bbolt"
+)
+
+// serverConfig is everything `badge server` is configured with.
+type serverConfig struct {
+	config          string
+	dataDir         string
+	trustDomain     string
+	socket          string
+	adminSocket     string
+	listen          string
+	svidTTL         time.Duration
+	maxSVIDTTL      time.Duration
+	jwtTTL          time.Duration
+	rootTTL         time.Duration
+	intermediateTTL time.Duration
+	logLevel        string
+	logFormat       string
+}
+
+func runServer(ctx context.Context, e *env, args []string) error {
+	c := serverConfig{
+		trustDomain: "example.org", socket: defaultWorkloadSocket, adminSocket: defaultAdminSocket,
+		svidTTL: ca.DefaultSVIDTTL, maxSVIDTTL: ca.DefaultMaxSVIDTTL, jwtTTL: 5 * time.Minute,
+		rootTTL: ca.DefaultRootTTL, intermediateTTL: ca.DefaultIntermediateTTL,
+		logLevel: "info", logFormat: "text",
+	}
+	fs := e.flagSet("server", "[flags]")
+	fs.StringVar(&c.config, "config", "", "TOML `file` whose keys are these flag names (env BADGE_CONFIG)")
+	fs.StringVar(&c.dataDir, "data-dir", "", "state `directory` (default /var/lib/badge as root, else $XDG_STATE_HOME/badge)")
+	fs.StringVar(&c.trustDomain, "trust-domain", c.trustDomain, "SPIFFE trust `domain` of this authority")
+	fs.StringVar(&c.socket, "socket", c.socket, "Workload API socket `path`")
+	fs.StringVar(&c.adminSocket, "admin-socket", c.adminSocket, "admin API socket `path` (root and the server's uid only)")
+	fs.StringVar(&c.listen, "listen", "", "public HTTP `address` for health checks (nothing listens on TCP unless set)")
+	fs.Var(durationFlag{&c.svidTTL}, "svid-ttl", "lifetime of an X.509-SVID whose entry sets none")
+	fs.Var(durationFlag{&c.maxSVIDTTL}, "max-svid-ttl", "upper bound of every SVID lifetime; raise it explicitly to allow longer")
+	fs.Var(durationFlag{&c.jwtTTL}, "jwt-ttl", "lifetime of a JWT-SVID (at most 5m)")
+	fs.Var(durationFlag{&c.rootTTL}, "root-ttl", "lifetime of a newly created root CA")
+	fs.Var(durationFlag{&c.intermediateTTL}, "intermediate-ttl", "lifetime of each intermediate CA; replaced at half its life")
+	fs.StringVar(&c.logLevel, "log-level", c.logLevel, "debug, info, warn or error")
+	fs.StringVar(&c.logFormat, "log-format", c.logFormat, "text or json")
+	if _, err := e.parse(fs, args, &c.config); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("unexpected argument %q", fs.Arg(0))
+	}
+	if c.dataDir == "" {
+		c.dataDir = defaultDataDir(e.getenv)
+	}
+	log, err := newLogger(e, c.logLevel, c.logFormat)
+	if err != nil {
+		return err
+	}
+	td, err := spiffeid.TrustDomainFromString(c.trustDomain)
+	if err != nil {
+		return usagef("invalid --trust-domain %q: %v", c.trustDomain, err)
+	}
+	if c.jwtTTL > 5*time.Minute || c.jwtTTL < ca.MinSVIDTTL {
+		return usagef("invalid --jwt-ttl %s: must be between %s and 5m", c.jwtTTL, ca.MinSVIDTTL)
+	}
+	for _, p := range []*string{&c.socket, &c.adminSocket, &c.dataDir} {
+		if !filepath.IsAbs(*p) {
+			return usagef("path %q must be absolute", *p)
+		}
+	}
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	return serve(ctx, c, td, log)
+}
+
+func newLogger(e *env, level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, usagef("invalid --log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(e.stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(e.stderr, opts)), nil
+	default:
+		return nil, usagef("invalid --log-format %q: want text or json", format)
+	}
+}
+
+// serve runs the daemon until ctx is done.
+func serve(ctx context.Context, c serverConfig, td spiffeid.TrustDomain, log *slog.Logger) error {
+	if err := os.MkdirAll(c.dataDir, 0o700); err != nil {
+		return fmt.Errorf("creating data directory: %w", err)
+	}
+	if fi, err := os.Stat(c.dataDir); err != nil {
+		return err
+	} else if fi.Mode().Perm()&0o077 != 0 {
+		log.Warn("data directory is accessible to other users; tightening to 0700", slog.String("path", c.dataDir))
+		if err := os.Chmod(c.dataDir, 0o700); err != nil {
+			return err
+		}
+	}
+	dbPath := filepath.Join(c.dataDir, "badge.db")
+	store, err := bbolt.Open(dbPath, &bbolt.Options{Logger: log})
+	if err != nil {
+		return fmt.Errorf("opening database: %w", err)
+	}
+	defer store.Close()
+
+	auth, err := ca.New(ctx, ca.Config{
+		TrustDomain:     td,
+		Store:           store,
+		KeyDir:          filepath.Join(c.dataDir, "keys"),
+		SVIDTTL:         c.svidTTL,
+		MaxSVIDTTL:      c.maxSVIDTTL,
+		RootTTL:         c.rootTTL,
+		IntermediateTTL: c.intermediateTTL,
+		Logger:          log,
+	})
+	if err != nil {
+		return err
+	}
+	defer auth.Close()
+
+	wl, err := workload.Listen(c.socket)
+	if err != nil {
+		return fmt.Errorf("workload API socket: %w", err)
+	}
+	defer os.Remove(c.socket)
+	al, err := ca.ListenUnix(c.adminSocket, 0o600)
+	if err != nil {
+		wl.Close()
+		return fmt.Errorf("admin socket: %w", err)
+	}
+	defer os.Remove(c.adminSocket)
+
+	wsrv := workload.New(workload.Config{Authority: auth, Attestor: attest.New(attest.Config{}), Logger: log})
+	asrv := admin.New(admin.Config{Authority: auth, Logger: log})
+	errc := make(chan error, 3)
+	go func() { errc <- wsrv.Serve(wl) }()
+	go func() { errc <- asrv.Serve(al) }()
+
+	var pub *http.Server
+	if c.listen != "" {
+		pl, err := net.Listen("tcp", c.listen)
+		if err != nil {
+			wsrv.Shutdown(ctx)
+			asrv.Shutdown(ctx)
+			return fmt.Errorf("--listen %s: %w", c.listen, err)
+		}
+		pub = &http.Server{Handler: publicHandler(auth), ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			if err := pub.Serve(pl); !errors.Is(err, http.ErrServerClosed) {
+				errc <- err
+			}
+		}()
+		log.Info("public listener ready", slog.String("address", pl.Addr().String()))
+	}
+	log.Info("badge server ready", slog.String(ca.LogTrustDomain, td.Name()),
+		slog.String("socket", c.socket), slog.String("admin_socket", c.adminSocket), slog.String("data_dir", c.dataDir))
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+	case serveErr = <-errc:
+		log.Error("server failed", slog.Any(ca.LogError, serveErr))
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	wsrv.Shutdown(sctx)
+	asrv.Shutdown(sctx)
+	if pub != nil {
+		pub.Shutdown(sctx)
+	}
+	return serveErr
+}
+
+// publicHandler serves what may be asked over TCP without credentials.
+func publicHandler(auth *ca.Authority) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		fmt.Fprintln(w, "ok")
+	})
+	return mux
+}
