@@ -45,4 +45,3 @@ func ListenUnix(path string, sockMode os.FileMode) (*net.UnixListener, error) {
 	}
 	return l, nil
 }
-

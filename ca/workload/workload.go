@@ -155,9 +155,9 @@ func (s *Server) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.ServerSt
 	}
 	kinds := snap.Kinds()
 	var (
-		held      []*ca.X509SVID
+		held       []*ca.X509SVID
 		sentBundle []byte
-		timer     *time.Timer
+		timer      *time.Timer
 	)
 	defer func() {
 		if timer != nil {
