@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -172,6 +173,7 @@ func createCA(ctx context.Context, cfg *Config, kind string, tmpl *x509.Certific
 		return nil, fmt.Errorf("ca: %s template: %w", kind, err)
 	}
 	x := c.GetCertificate()
+	x.URIs = []*url.URL{cfg.TrustDomain.ID().URL()} // step's default CA templates drop .SANs
 	now := cfg.Time()
 	x.NotBefore = now.Add(-Backdate)
 	x.NotAfter = notAfter
