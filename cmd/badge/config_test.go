@@ -1,0 +1,168 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"io"
+	"os"
+	"testing"
+	"time"
+)
+
+// testFlags is a flag set shaped like the server's.
+func testFlags(e *env) (*flag.FlagSet, *string, *string, *time.Duration, *string) {
+	fs := e.flagSet("server", "")
+	fs.SetOutput(io.Discard)
+	config := fs.String("config", "", "")
+	td := fs.String("trust-domain", "example.org", "")
+	ttl := new(time.Duration)
+	*ttl = 5 * time.Minute
+	fs.Var(durationFlag{ttl}, "svid-ttl", "")
+	level := fs.String("log-level", "info", "")
+	return fs, config, td, ttl, level
+}
+
+func TestFlagPrecedence(t *testing.T) {
+	cfg := t.TempDir() + "/c.toml"
+	if err := os.WriteFile(cfg, []byte("trust-domain = \"file.org\"\nsvid-ttl = \"2m\"\nlog-level = \"warn\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		envs    map[string]string
+		td      string
+		ttl     time.Duration
+		level   string
+		wantErr bool
+	}{
+		{name: "defaults", td: "example.org", ttl: 5 * time.Minute, level: "info"},
+		{name: "file", args: []string{"--config", cfg}, td: "file.org", ttl: 2 * time.Minute, level: "warn"},
+		{name: "env beats file", args: []string{"--config", cfg}, envs: map[string]string{"BADGE_TRUST_DOMAIN": "env.org"}, td: "env.org", ttl: 2 * time.Minute, level: "warn"},
+		{name: "flag beats env and file", args: []string{"--config", cfg, "--trust-domain", "flag.org", "--svid-ttl", "1m"}, envs: map[string]string{"BADGE_TRUST_DOMAIN": "env.org"}, td: "flag.org", ttl: time.Minute, level: "warn"},
+		{name: "config from env", envs: map[string]string{"BADGE_CONFIG": cfg}, td: "file.org", ttl: 2 * time.Minute, level: "warn"},
+		{name: "bad env value", envs: map[string]string{"BADGE_SVID_TTL": "soon"}, wantErr: true},
+		{name: "negative duration", args: []string{"--svid-ttl", "-1m"}, wantErr: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := &env{stderr: io.Discard, getenv: func(k string) string { return tc.envs[k] }}
+			fs, config, td, ttl, level := testFlags(e)
+			_, err := e.parse(fs, tc.args, config)
+			if tc.wantErr {
+				var ue usageError
+				if !errors.As(err, &ue) {
+					t.Fatalf("err = %v, want a usage error", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if *td != tc.td || *ttl != tc.ttl || *level != tc.level {
+				t.Fatalf("got %s %s %s, want %s %s %s", *td, *ttl, *level, tc.td, tc.ttl, tc.level)
+			}
+		})
+	}
+}
+
+func TestConfigFileFixture(t *testing.T) {
+	e := &env{stderr: io.Discard, getenv: func(string) string { return "" }}
+	var c serverConfig
+	fs := e.flagSet("server", "")
+	for _, name := range []string{"trust-domain", "data-dir", "socket", "admin-socket", "log-level", "log-format"} {
+		fs.String(name, "", "")
+	}
+	fs.StringVar(&c.config, "config", "", "")
+	fs.Var(durationFlag{&c.svidTTL}, "svid-ttl", "")
+	fs.Var(durationFlag{&c.maxSVIDTTL}, "max-svid-ttl", "")
+	fs.Var(durationFlag{&c.jwtTTL}, "jwt-ttl", "")
+	if _, err := e.parse(fs, []string{"--config", "testdata/server.toml"}, &c.config); err != nil {
+		t.Fatal(err)
+	}
+	if got := fs.Lookup("trust-domain").Value.String(); got != "prod.example.com" {
+		t.Fatalf("trust-domain = %q", got)
+	}
+	if c.svidTTL != 2*time.Minute || c.maxSVIDTTL != 5*time.Minute {
+		t.Fatalf("ttls = %s %s", c.svidTTL, c.maxSVIDTTL)
+	}
+}
+
+func TestConfigFileErrors(t *testing.T) {
+	for _, tc := range []struct{ name, data string }{
+		{"unknown key", `trust_domain = "x"`},
+		{"config inside config", `config = "other.toml"`},
+		{"table", "[server]\ntrust-domain = \"x\""},
+		{"array", `trust-domain = ["a", "b"]`},
+		{"syntax", `trust-domain = `},
+		{"bad value", `svid-ttl = "forever"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := &env{stderr: io.Discard, getenv: func(string) string { return "" }}
+			fs, _, _, _, _ := testFlags(e)
+			err := applyConfig(fs, "c.toml", []byte(tc.data), map[string]bool{})
+			var ue usageError
+			if !errors.As(err, &ue) {
+				t.Fatalf("err = %v, want a usage error", err)
+			}
+		})
+	}
+}
+
+func TestSocketPath(t *testing.T) {
+	for _, tc := range []struct {
+		in, want string
+		ok       bool
+	}{
+		{"/tmp/badge/workload.sock", "/tmp/badge/workload.sock", true},
+		{"unix:///tmp/badge/workload.sock", "/tmp/badge/workload.sock", true},
+		{"unix:/tmp/badge/../badge/workload.sock", "/tmp/badge/workload.sock", true},
+		{"workload.sock", "", false},
+		{"unix://relative", "", false},
+		{"tcp://127.0.0.1:1", "", false},
+	} {
+		got, err := socketPath(tc.in)
+		if (err == nil) != tc.ok || got != tc.want {
+			t.Errorf("socketPath(%q) = %q, %v; want %q ok=%v", tc.in, got, err, tc.want, tc.ok)
+		}
+	}
+}
+
+func TestWorkloadSocketPrecedence(t *testing.T) {
+	vars := map[string]string{"SPIFFE_ENDPOINT_SOCKET": "unix:///spiffe.sock", "BADGE_SOCKET": "/badge.sock"}
+	e := &env{getenv: func(k string) string { return vars[k] }}
+	if got, _ := e.workloadSocket("/flag.sock"); got != "/flag.sock" {
+		t.Errorf("flag: %s", got)
+	}
+	if got, _ := e.workloadSocket(""); got != "/spiffe.sock" {
+		t.Errorf("SPIFFE_ENDPOINT_SOCKET: %s", got)
+	}
+	delete(vars, "SPIFFE_ENDPOINT_SOCKET")
+	if got, _ := e.workloadSocket(""); got != "/badge.sock" {
+		t.Errorf("BADGE_SOCKET: %s", got)
+	}
+	delete(vars, "BADGE_SOCKET")
+	if got, _ := e.workloadSocket(""); got != defaultWorkloadSocket {
+		t.Errorf("default: %s", got)
+	}
+}
+
+// FuzzConfigFile feeds arbitrary bytes to the config file parser: it must
+// never panic, and whatever it accepts must leave the flags valid.
+func FuzzConfigFile(f *testing.F) {
+	if data, err := os.ReadFile("testdata/server.toml"); err == nil {
+		f.Add(data)
+	}
+	f.Add([]byte(`svid-ttl = "5m"`))
+	f.Add([]byte(`trust-domain = 3`))
+	f.Add([]byte("[a]\nb = 1"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		e := &env{stderr: io.Discard, getenv: func(string) string { return "" }}
+		fs, _, _, ttl, _ := testFlags(e)
+		if err := applyConfig(fs, "fuzz.toml", data, map[string]bool{}); err != nil {
+			return
+		}
+		if *ttl < 0 {
+			t.Fatalf("accepted a negative svid-ttl %s", *ttl)
+		}
+	})
+}
