@@ -1,0 +1,356 @@
+package attest
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math/bits"
+	"os/user"
+	"strconv"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// procKinds are the kinds that need /proc/<pid>.
+const procKinds = KindSupplementaryGID | KindPath | KindSHA256 | KindSystemdUnit | KindDockerContainer
+
+// Attest returns the selectors of kinds for p, and verifies afterwards that
+// the process that connected is still the one inspected.
+//
+// uid and gid come from SO_PEERCRED; user and group names are looked up
+// (and cached) for them. Everything else is read from /proc/<pid>, and only
+// for the kinds asked for. After the last read, Attest checks through the
+// pidfd that the process is still alive: if it is, the PID was never
+// reused, so every file read belonged to it. If not, Attest fails with
+// ErrPeerGone. A Peer without a pidfd fails with ErrNoPidfd.
+//
+// Facts a process may lack (a systemd unit, a container, a path that is not
+// printable UTF-8 or whose file was deleted) yield no selector. A fact that
+// was asked for but cannot be established is an error, and no Set is
+// returned: /proc unreadable (the daemon lacks the privilege), a name
+// service failure, an executable larger than Config.MaxExecutableSize.
+func (a *Attestor) Attest(p *Peer, kinds Kind) (Set, error) {
+	if p == nil || !p.hasPidfd() {
+		return nil, ErrNoPidfd
+	}
+	kinds &= KindAll
+	set := make(Set, bits.OnesCount16(uint16(kinds))+2)
+	if kinds&KindUID != 0 {
+		set[Selector{typeUnix, keyUID, formatID(p.UID)}] = struct{}{}
+	}
+	if kinds&KindGID != 0 {
+		set[Selector{typeUnix, keyGID, formatID(p.GID)}] = struct{}{}
+	}
+	if kinds&(KindUser|KindGroup) != 0 {
+		now := a.now()
+		if kinds&KindUser != 0 {
+			name, ok, err := a.users.get(p.UID, now, a.nameTTL, lookupUser)
+			if err != nil {
+				return nil, fmt.Errorf("attest: user name of uid %d: %w", p.UID, err)
+			}
+			if ok {
+				set[Selector{typeUnix, keyUser, name}] = struct{}{}
+			}
+		}
+		if kinds&KindGroup != 0 {
+			name, ok, err := a.groups.get(p.GID, now, a.nameTTL, lookupGroup)
+			if err != nil {
+				return nil, fmt.Errorf("attest: group name of gid %d: %w", p.GID, err)
+			}
+			if ok {
+				set[Selector{typeUnix, keyGroup, name}] = struct{}{}
+			}
+		}
+	}
+	if kinds&procKinds != 0 {
+		if err := a.inspect(p.PID, kinds, set); err != nil {
+			// A read failing because the process exited is ErrPeerGone,
+			// not a puzzling ENOENT.
+			if cerr := p.check(); cerr != nil {
+				return nil, cerr
+			}
+			return nil, err
+		}
+	}
+	// The PID-reuse guard: see the doc comment.
+	if err := p.check(); err != nil {
+		return nil, err
+	}
+	return set, nil
+}
+
+// inspect adds the selectors that come from /proc/<pid>.
+func (a *Attestor) inspect(pid int32, kinds Kind, set Set) error {
+	if pid <= 0 {
+		return fmt.Errorf("attest: no process to inspect (pid %d)", pid)
+	}
+	dir := a.procRoot + "/" + strconv.Itoa(int(pid)) + "/"
+	bp := bufPool.Get().(*[]byte)
+	defer putBuf(bp)
+
+	if kinds&KindSupplementaryGID != 0 {
+		data, err := readProcFile(dir+"status", bp)
+		if err != nil {
+			return err
+		}
+		var arr [32]uint32
+		gids, err := parseStatusGroups(data, arr[:0])
+		if err != nil {
+			return fmt.Errorf("attest: %sstatus: %w", dir, err)
+		}
+		for _, g := range gids {
+			set[Selector{typeUnix, keySupplementaryGID, formatID(g)}] = struct{}{}
+		}
+	}
+	if kinds&KindPath != 0 {
+		p, err := exePath(dir, bp)
+		if err != nil {
+			return err
+		}
+		if p != "" {
+			set[Selector{typeUnix, keyPath, p}] = struct{}{}
+		}
+	}
+	if kinds&KindSHA256 != 0 {
+		sum, err := a.exeHash(dir + "exe")
+		if err != nil {
+			return err
+		}
+		set[Selector{typeUnix, keySHA256, sum}] = struct{}{}
+	}
+	if kinds&(KindSystemdUnit|KindDockerContainer) != 0 {
+		data, err := readProcFile(dir+"cgroup", bp)
+		if err != nil {
+			return err
+		}
+		unit, container := parseCgroup(data)
+		if kinds&KindSystemdUnit != 0 && unit != nil {
+			set[Selector{typeSystemd, keyUnit, string(unit)}] = struct{}{}
+		}
+		if kinds&KindDockerContainer != 0 && container != nil {
+			set[Selector{typeDocker, keyContainerID, string(container)}] = struct{}{}
+		}
+	}
+	return nil
+}
+
+const deletedSuffix = " (deleted)"
+
+// exePath returns the path of the executable, or "" if it has none that a
+// selector could name: the file was deleted (or replaced) since it was
+// executed, or its path is not a valid path selector value.
+func exePath(dir string, bp *[]byte) (string, error) {
+	buf := (*bp)[:cap(*bp)]
+	if len(buf) < maxPath+1 {
+		buf = make([]byte, maxPath+1)
+		*bp = buf
+	}
+	link := dir + "exe"
+	n, err := readlink(link, buf)
+	if err != nil {
+		return "", fmt.Errorf("attest: readlink %s: %w", link, err)
+	}
+	if n >= len(buf) {
+		return "", nil // longer than PATH_MAX: not a path we can name
+	}
+	target := buf[:n]
+	if bytes.HasSuffix(target, []byte(deletedSuffix)) {
+		// Either the file is gone (the kernel appended the suffix), or it
+		// really has that name. Only the same inode at that very name
+		// tells the second case apart.
+		var exe, named unix.Stat_t
+		if unix.Stat(link, &exe) != nil || unix.Stat(string(target), &named) != nil ||
+			exe.Dev != named.Dev || exe.Ino != named.Ino {
+			return "", nil
+		}
+	}
+	p := string(target)
+	if p == "" || pathProblem(p) != "" {
+		return "", nil
+	}
+	return p, nil
+}
+
+func readlink(path string, buf []byte) (int, error) {
+	for {
+		n, err := unix.Readlink(path, buf)
+		if err != unix.EINTR {
+			return n, err
+		}
+	}
+}
+
+// exeHash returns the SHA-256 of the executable behind the /proc/<pid>/exe
+// link, as lowercase hex. The link leads to the inode the process runs,
+// even when its path now names another file. A cache hit costs one stat.
+func (a *Attestor) exeHash(link string) (string, error) {
+	var st unix.Stat_t
+	if err := statRetry(link, &st); err != nil {
+		return "", fmt.Errorf("attest: stat %s: %w", link, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return "", fmt.Errorf("attest: %s is not a regular file", link)
+	}
+	id := fileIDOf(&st)
+	compute := func() (string, error) {
+		if id.size > a.maxExe {
+			return "", fmt.Errorf("%w: %s is %d bytes, limit %d", ErrExecutableTooLarge, link, id.size, a.maxExe)
+		}
+		fd, err := openRead(link)
+		if err != nil {
+			return "", fmt.Errorf("attest: open %s: %w", link, err)
+		}
+		defer unix.Close(fd)
+		return hashFile(fd, link, id)
+	}
+	cacheable := func() bool {
+		// Racy-git rule: the content may still change within the
+		// timestamp granularity without changing the key.
+		settled := a.now().Add(-racyWindow).UnixNano()
+		return id.ctimeNs < settled && id.mtimeNs < settled
+	}
+	return a.hashes.get(id, compute, cacheable)
+}
+
+func statRetry(path string, st *unix.Stat_t) error {
+	for {
+		if err := unix.Stat(path, st); err != unix.EINTR {
+			return err
+		}
+	}
+}
+
+func fileIDOf(st *unix.Stat_t) fileID {
+	return fileID{
+		dev:     uint64(st.Dev),
+		ino:     uint64(st.Ino),
+		size:    st.Size,
+		mtimeNs: st.Mtim.Nano(),
+		ctimeNs: st.Ctim.Nano(),
+	}
+}
+
+// hashFile hashes the open file fd, checking that it is the file id
+// (the process may have called execve since it was looked at) and that it
+// did not change meanwhile.
+func hashFile(fd int, name string, id fileID) (string, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return "", fmt.Errorf("attest: stat %s: %w", name, err)
+	}
+	if fileIDOf(&st) != id {
+		return "", fmt.Errorf("attest: %s changed during attestation", name)
+	}
+	bp := hashBufPool.Get().(*[]byte)
+	defer hashBufPool.Put(bp)
+	buf := *bp
+	h := sha256.New()
+	var off int64
+	for {
+		n, err := unix.Pread(fd, buf, off)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return "", fmt.Errorf("attest: read %s: %w", name, err)
+		}
+		if n == 0 {
+			break
+		}
+		h.Write(buf[:n])
+		off += int64(n)
+	}
+	if err := unix.Fstat(fd, &st); err != nil {
+		return "", fmt.Errorf("attest: stat %s: %w", name, err)
+	}
+	if fileIDOf(&st) != id || off != id.size {
+		return "", fmt.Errorf("attest: %s changed while it was hashed", name)
+	}
+	var sum [sha256.Size]byte
+	return hex.EncodeToString(h.Sum(sum[:0])), nil
+}
+
+var hashBufPool = sync.Pool{New: func() any { b := make([]byte, 128<<10); return &b }}
+
+// bufPool holds buffers for /proc files and readlink.
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+func putBuf(bp *[]byte) {
+	if cap(*bp) <= 64<<10 {
+		bufPool.Put(bp)
+	}
+}
+
+// maxProcFile bounds what readProcFile reads. A status file of a process in
+// 65536 groups is about 720 KiB.
+const maxProcFile = 1 << 20
+
+func openRead(path string) (int, error) {
+	for {
+		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
+		if err != unix.EINTR {
+			return fd, err
+		}
+	}
+}
+
+// readProcFile reads a whole (small) file into *bp, growing it if needed.
+func readProcFile(path string, bp *[]byte) ([]byte, error) {
+	fd, err := openRead(path)
+	if err != nil {
+		return nil, fmt.Errorf("attest: open %s: %w", path, err)
+	}
+	defer unix.Close(fd)
+	b := (*bp)[:0]
+	for {
+		if len(b) == cap(b) {
+			if cap(b) == 0 {
+				b = make([]byte, 0, 4096)
+			} else if cap(b) >= maxProcFile {
+				return nil, fmt.Errorf("attest: %s is larger than %d bytes", path, maxProcFile)
+			} else {
+				b = append(b, make([]byte, cap(b))...)[:len(b)]
+			}
+		}
+		n, err := unix.Read(fd, b[len(b):cap(b)])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("attest: read %s: %w", path, err)
+		}
+		if n == 0 {
+			break
+		}
+		b = b[:len(b)+n]
+	}
+	*bp = b
+	return b, nil
+}
+
+func lookupUser(uid uint32) (string, bool, error) {
+	u, err := user.LookupId(formatID(uid))
+	var unknown user.UnknownUserIdError
+	if errors.As(err, &unknown) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, err
+	}
+	return u.Username, true, nil
+}
+
+func lookupGroup(gid uint32) (string, bool, error) {
+	g, err := user.LookupGroupId(formatID(gid))
+	var unknown user.UnknownGroupIdError
+	if errors.As(err, &unknown) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, err
+	}
+	return g.Name, true, nil
+}

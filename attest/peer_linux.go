@@ -1,0 +1,155 @@
+package attest
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// Peer is the process on the other end of a Unix-socket connection, as the
+// kernel reported it when the connection was accepted.
+//
+// PID, UID and GID are those of the connecting process at connect(2) time
+// (SO_PEERCRED). The PID is in the PID namespace of the process that
+// called PeerFromConn. A Peer also holds a pidfd, a handle on that very
+// process that stays valid if the PID is reused; release it with Close.
+// A Peer must not be copied; pass *Peer. It is safe for concurrent use.
+type Peer struct {
+	PID int32
+	UID uint32
+	GID uint32
+
+	mu    sync.RWMutex // write-held by Close so Alive never uses a closed, reused descriptor
+	pidfd int
+	open  bool
+}
+
+// PeerFromConn reads the peer credentials (SO_PEERCRED) and a pidfd
+// (SO_PEERPIDFD, else pidfd_open) of an accepted Unix-socket connection.
+//
+// SO_PEERPIDFD (Linux 6.5) names the process that called connect(2), so it
+// cannot be fooled by PID reuse. On older kernels pidfd_open(2) is used
+// instead; it names whichever process holds the PID when it runs, which
+// leaves a short window (between connect and this call) in which a peer
+// that exited could have its PID reused.
+//
+// The caller must Close the Peer.
+func PeerFromConn(c *net.UnixConn) (*Peer, error) {
+	if c == nil {
+		return nil, errors.New("attest: nil connection")
+	}
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return nil, fmt.Errorf("attest: raw connection: %w", err)
+	}
+	var (
+		cred         *unix.Ucred
+		pidfd        = -1
+		credErr, pfE error
+	)
+	ctlErr := rc.Control(func(fd uintptr) {
+		cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+		if credErr == nil {
+			pidfd, pfE = peerPidfd(int(fd))
+		}
+	})
+	if ctlErr != nil {
+		return nil, fmt.Errorf("attest: raw connection: %w", ctlErr)
+	}
+	if credErr != nil {
+		return nil, fmt.Errorf("attest: SO_PEERCRED: %w", credErr)
+	}
+	p, err := newPeer(cred, pidfd, pfE)
+	if err != nil && pidfd >= 0 {
+		unix.Close(pidfd)
+	}
+	return p, err
+}
+
+// peerPidfd asks the socket for a pidfd of its peer. It returns -1 and no
+// error when the kernel does not know SO_PEERPIDFD.
+func peerPidfd(sock int) (int, error) {
+	fd, err := unix.GetsockoptInt(sock, unix.SOL_SOCKET, unix.SO_PEERPIDFD)
+	if errors.Is(err, unix.ENOPROTOOPT) || errors.Is(err, unix.EINVAL) {
+		return -1, nil
+	}
+	return fd, err
+}
+
+// newPeer builds a Peer from SO_PEERCRED and the outcome of SO_PEERPIDFD
+// (pidfd < 0 and no error: not supported, fall back to pidfd_open).
+func newPeer(cred *unix.Ucred, pidfd int, pidfdErr error) (*Peer, error) {
+	if cred.Pid <= 0 {
+		// The peer's PID namespace is not below ours (or it is not a
+		// connected socket): there is no process we could inspect.
+		return nil, fmt.Errorf("attest: SO_PEERCRED reports pid %d: peer is not visible in this PID namespace", cred.Pid)
+	}
+	if cred.Uid == 1<<32-1 || cred.Gid == 1<<32-1 {
+		return nil, errors.New("attest: SO_PEERCRED reports no credentials (socket not connected?)")
+	}
+	switch {
+	case errors.Is(pidfdErr, unix.ESRCH):
+		return nil, fmt.Errorf("%w (pid %d, SO_PEERPIDFD)", ErrPeerGone, cred.Pid)
+	case pidfdErr != nil:
+		return nil, fmt.Errorf("attest: SO_PEERPIDFD: %w", pidfdErr)
+	case pidfd < 0:
+		fd, err := unix.PidfdOpen(int(cred.Pid), 0)
+		if errors.Is(err, unix.ESRCH) {
+			return nil, fmt.Errorf("%w (pid %d, pidfd_open)", ErrPeerGone, cred.Pid)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("attest: pidfd_open(%d): %w", cred.Pid, err)
+		}
+		pidfd = fd
+	}
+	return &Peer{PID: cred.Pid, UID: cred.Uid, GID: cred.Gid, pidfd: pidfd, open: true}, nil
+}
+
+// Close releases the pidfd. It is safe to call more than once; after Close
+// the Peer is no longer Alive and cannot be attested.
+func (p *Peer) Close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.open {
+		return nil
+	}
+	p.open = false
+	if err := unix.Close(p.pidfd); err != nil {
+		return fmt.Errorf("attest: close pidfd: %w", err)
+	}
+	return nil
+}
+
+// Alive reports whether the process that connected is still running, that
+// is whether its PID still belongs to it. An exited process that its parent
+// has not reaped yet (a zombie) still holds its PID and counts as alive.
+func (p *Peer) Alive() bool { return p.check() == nil }
+
+// check returns nil if the peer is alive, else ErrNoPidfd, ErrPeerGone, or
+// another error from pidfd_send_signal.
+func (p *Peer) check() error {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if !p.open {
+		return ErrNoPidfd
+	}
+	// Signal 0 checks existence only. EPERM means the process exists but
+	// we may not signal it (the daemon does not run as root).
+	switch err := unix.PidfdSendSignal(p.pidfd, 0, nil, 0); {
+	case err == nil, errors.Is(err, unix.EPERM):
+		return nil
+	case errors.Is(err, unix.ESRCH):
+		return fmt.Errorf("%w (pid %d)", ErrPeerGone, p.PID)
+	default:
+		return fmt.Errorf("attest: pidfd_send_signal(pid %d): %w", p.PID, err)
+	}
+}
+
+func (p *Peer) hasPidfd() bool {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return p.open
+}
