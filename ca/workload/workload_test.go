@@ -1,0 +1,458 @@
+package workload_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/badge-dev/badge/attest"
+	"github.com/badge-dev/badge/ca"
+	badgeworkload "github.com/badge-dev/badge/ca/workload"
+	"github.com/badge-dev/badge/storage/bbolt"
+)
+
+// fixture is a Workload API server on a real Unix socket, backed by a real
+// authority on a real bbolt store and the real attestor. The test process
+// itself is the workload.
+type fixture struct {
+	auth   *ca.Authority
+	srv    *badgeworkload.Server
+	sock   string
+	api    workload.SpiffeWorkloadAPIClient
+	served chan error
+	once   sync.Once
+}
+
+func start(t *testing.T, mod func(*ca.Config)) *fixture {
+	t.Helper()
+	// os.MkdirTemp keeps the socket path under the 108-byte limit
+	// whatever the test's name.
+	dir, err := os.MkdirTemp("", "badge-wl-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	store, err := bbolt.Open(filepath.Join(dir, "badge.db"), &bbolt.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	cfg := ca.Config{Store: store, KeyDir: filepath.Join(dir, "keys")}
+	if mod != nil {
+		mod(&cfg)
+	}
+	auth, err := ca.New(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { auth.Close() })
+
+	f := &fixture{auth: auth, sock: filepath.Join(dir, "workload.sock"), served: make(chan error, 1)}
+	l, err := badgeworkload.Listen(f.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.srv = badgeworkload.New(badgeworkload.Config{Authority: auth, Attestor: attest.New(attest.Config{})})
+	go func() { f.served <- f.srv.Serve(l) }()
+	t.Cleanup(func() { f.shutdown(t) })
+
+	conn, err := grpc.NewClient("unix://"+f.sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	f.api = workload.NewSpiffeWorkloadAPIClient(conn)
+	return f
+}
+
+// shutdown stops the server, once, and checks that Serve returned nil.
+func (f *fixture) shutdown(t *testing.T) {
+	t.Helper()
+	f.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		f.srv.Shutdown(ctx)
+		if err := <-f.served; err != nil {
+			t.Errorf("Serve returned %v after Shutdown, want nil", err)
+		}
+	})
+}
+
+func (f *fixture) create(t *testing.T, id string, selectors ...string) string {
+	t.Helper()
+	e, err := f.auth.CreateEntry(context.Background(), ca.EntryRequest{SPIFFEID: id, Selectors: selectors})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e.ID
+}
+
+// withHeader adds the metadata every Workload API call must carry.
+func withHeader(ctx context.Context) context.Context {
+	return metadata.AppendToOutgoingContext(ctx, "workload.spiffe.io", "true")
+}
+
+// mySelector is a selector the test process (the workload) has.
+func mySelector() string { return fmt.Sprintf("unix:uid:%d", os.Getuid()) }
+
+// received is one message or the error that ended the stream.
+type received[T any] struct {
+	msg *T
+	err error
+	at  time.Time
+}
+
+// recvLoop reads a stream until it ends, handing each message over a channel.
+func recvLoop[T any](stream interface{ Recv() (*T, error) }) <-chan received[T] {
+	ch := make(chan received[T], 16)
+	go func() {
+		defer close(ch)
+		for {
+			m, err := stream.Recv()
+			ch <- received[T]{msg: m, err: err, at: time.Now()}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return ch
+}
+
+// next waits for the next message or the end of the stream, failing the
+// test if neither comes within d.
+func next[T any](t *testing.T, ch <-chan received[T], d time.Duration) received[T] {
+	t.Helper()
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case r, ok := <-ch:
+		if !ok {
+			t.Fatal("stream reader stopped")
+		}
+		return r
+	case <-timer.C:
+		t.Fatalf("nothing received within %s", d)
+		return received[T]{}
+	}
+}
+
+func TestSecurityHeaderRequired(t *testing.T) {
+	f := start(t, nil)
+	f.create(t, "spiffe://example.org/me", mySelector())
+
+	headers := []struct {
+		name string
+		md   metadata.MD
+	}{
+		{"missing", nil},
+		{"false", metadata.Pairs("workload.spiffe.io", "false")},
+		{"empty", metadata.Pairs("workload.spiffe.io", "")},
+	}
+	calls := []struct {
+		name string
+		call func(ctx context.Context) error
+	}{
+		{"FetchX509SVID", func(ctx context.Context) error {
+			s, err := f.api.FetchX509SVID(ctx, &workload.X509SVIDRequest{})
+			if err != nil {
+				return err
+			}
+			_, err = s.Recv()
+			return err
+		}},
+		{"FetchX509Bundles", func(ctx context.Context) error {
+			s, err := f.api.FetchX509Bundles(ctx, &workload.X509BundlesRequest{})
+			if err != nil {
+				return err
+			}
+			_, err = s.Recv()
+			return err
+		}},
+	}
+	for _, h := range headers {
+		for _, c := range calls {
+			t.Run(h.name+"/"+c.name, func(t *testing.T) {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				if h.md != nil {
+					ctx = metadata.NewOutgoingContext(ctx, h.md)
+				}
+				if err := c.call(ctx); status.Code(err) != codes.InvalidArgument {
+					t.Errorf("%s with header %s = %v, want InvalidArgument", c.name, h.name, err)
+				}
+			})
+		}
+	}
+}
+
+func TestNoMatchingEntry(t *testing.T) {
+	tests := []struct {
+		name    string
+		entries [][]string // selectors of each entry
+	}{
+		{"no entries", nil},
+		{"entry for another uid", [][]string{{"unix:uid:4242"}}},
+		{"entry needing a selector the caller lacks", [][]string{{mySelector(), "unix:uid:4242"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := start(t, nil)
+			for i, sels := range tt.entries {
+				f.create(t, fmt.Sprintf("spiffe://example.org/other/%d", i), sels...)
+			}
+			ctx, cancel := context.WithTimeout(withHeader(context.Background()), 10*time.Second)
+			defer cancel()
+			s, err := f.api.FetchX509SVID(ctx, &workload.X509SVIDRequest{})
+			if err == nil {
+				_, err = s.Recv()
+			}
+			if status.Code(err) != codes.PermissionDenied {
+				t.Errorf("FetchX509SVID = %v, want PermissionDenied", err)
+			}
+			b, err := f.api.FetchX509Bundles(ctx, &workload.X509BundlesRequest{})
+			if err == nil {
+				_, err = b.Recv()
+			}
+			if status.Code(err) != codes.PermissionDenied {
+				t.Errorf("FetchX509Bundles = %v, want PermissionDenied", err)
+			}
+		})
+	}
+}
+
+func TestFetchWithGoSPIFFEClient(t *testing.T) {
+	f := start(t, nil)
+	f.create(t, "spiffe://example.org/me", mySelector())
+	f.create(t, "spiffe://example.org/me-too", fmt.Sprintf("unix:gid:%d", os.Getgid()))
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	client, err := workloadapi.New(ctx, workloadapi.WithAddr("unix://"+f.sock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+
+	svid, err := client.FetchX509SVID(ctx)
+	if err != nil {
+		t.Fatalf("FetchX509SVID: %v", err)
+	}
+	want := spiffeid.RequireFromString("spiffe://example.org/me")
+	if svid.ID != want {
+		t.Errorf("default SVID is %s, want the oldest entry's %s", svid.ID, want)
+	}
+	bundles, err := client.FetchX509Bundles(ctx)
+	if err != nil {
+		t.Fatalf("FetchX509Bundles: %v", err)
+	}
+	b, err := bundles.GetX509BundleForTrustDomain(want.TrustDomain())
+	if err != nil || !b.Equal(f.auth.Snapshot().Bundle()) {
+		t.Fatalf("bundle for %s: %v; want the authority's bundle", want.TrustDomain(), err)
+	}
+	if id, _, err := x509svid.Verify(svid.Certificates, bundles); err != nil || id != want {
+		t.Errorf("x509svid.Verify = %s, %v; want %s", id, err, want)
+	}
+
+	all, err := client.FetchX509SVIDs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all) != 2 || all[0].ID != want || all[1].ID.String() != "spiffe://example.org/me-too" {
+		t.Errorf("FetchX509SVIDs gave %d SVIDs, want me then me-too", len(all))
+	}
+	xctx, err := client.FetchX509Context(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(xctx.SVIDs) != 2 || xctx.Bundles.Len() != 1 {
+		t.Errorf("X509Context: %d SVIDs, %d bundles; want 2, 1", len(xctx.SVIDs), xctx.Bundles.Len())
+	}
+}
+
+func svidIDs(resp *workload.X509SVIDResponse) []string {
+	var out []string
+	for _, s := range resp.GetSvids() {
+		out = append(out, s.GetSpiffeId())
+	}
+	return out
+}
+
+func leafOf(t *testing.T, s *workload.X509SVID) *x509.Certificate {
+	t.Helper()
+	certs, err := x509.ParseCertificates(s.GetX509Svid())
+	if err != nil || len(certs) == 0 {
+		t.Fatalf("parsing SVID: %v", err)
+	}
+	return certs[0]
+}
+
+func TestStreamPushesEntryChanges(t *testing.T) {
+	f := start(t, nil)
+	first := f.create(t, "spiffe://example.org/first", mySelector())
+
+	ctx, cancel := context.WithTimeout(withHeader(context.Background()), 30*time.Second)
+	defer cancel()
+	stream, err := f.api.FetchX509SVID(ctx, &workload.X509SVIDRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs := recvLoop(stream)
+	r := next(t, msgs, 10*time.Second)
+	if r.err != nil || !equal(svidIDs(r.msg), "spiffe://example.org/first") {
+		t.Fatalf("first message: %v, %v; want one SVID for first", svidIDs(r.msg), r.err)
+	}
+	firstCert := r.msg.Svids[0].X509Svid
+
+	// A new matching entry, with a kind of selector the stream was not
+	// attested for, reaches the open stream at once.
+	created := time.Now()
+	second := f.create(t, "spiffe://example.org/second", fmt.Sprintf("unix:gid:%d", os.Getgid()))
+	r = next(t, msgs, 5*time.Second)
+	t.Logf("new entry reached the stream after %s", r.at.Sub(created))
+	if r.err != nil || !equal(svidIDs(r.msg), "spiffe://example.org/first", "spiffe://example.org/second") {
+		t.Fatalf("after CreateEntry: %v, %v; want first then second", svidIDs(r.msg), r.err)
+	}
+	if !bytes.Equal(r.msg.Svids[0].X509Svid, firstCert) {
+		t.Error("the unchanged entry's SVID was re-signed; it should be reused until half its life")
+	}
+	for _, s := range r.msg.Svids {
+		if !bytes.Equal(s.Bundle, f.auth.Snapshot().BundleDER()) {
+			t.Errorf("SVID %s carries a bundle other than the authority's", s.SpiffeId)
+		}
+	}
+
+	// An entry that does not match the caller sends nothing; the next
+	// message is the one for the delete below.
+	f.create(t, "spiffe://example.org/stranger", "unix:uid:4242")
+	deleted := time.Now()
+	if err := f.auth.DeleteEntry(context.Background(), second); err != nil {
+		t.Fatal(err)
+	}
+	r = next(t, msgs, 5*time.Second)
+	t.Logf("deleted entry reached the stream after %s", r.at.Sub(deleted))
+	if r.err != nil || !equal(svidIDs(r.msg), "spiffe://example.org/first") {
+		t.Fatalf("after DeleteEntry: %v, %v; want first only", svidIDs(r.msg), r.err)
+	}
+
+	// The last matching entry gone, the stream ends.
+	if err := f.auth.DeleteEntry(context.Background(), first); err != nil {
+		t.Fatal(err)
+	}
+	r = next(t, msgs, 5*time.Second)
+	if status.Code(r.err) != codes.PermissionDenied {
+		t.Fatalf("after deleting every matching entry: message %v, error %v; want PermissionDenied", svidIDs(r.msg), r.err)
+	}
+}
+
+func equal(got []string, want ...string) bool {
+	if len(got) != len(want) {
+		return false
+	}
+	for i := range got {
+		if got[i] != want[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func TestHalfLifeRefresh(t *testing.T) {
+	f := start(t, func(c *ca.Config) {
+		c.SVIDTTL, c.MaxSVIDTTL, c.IntermediateTTL = ca.MinSVIDTTL, ca.MinSVIDTTL, time.Hour
+	})
+	f.create(t, "spiffe://example.org/short", mySelector())
+
+	ctx, cancel := context.WithTimeout(withHeader(context.Background()), 30*time.Second)
+	defer cancel()
+	stream, err := f.api.FetchX509SVID(ctx, &workload.X509SVIDRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs := recvLoop(stream)
+	r := next(t, msgs, 5*time.Second)
+	if r.err != nil || len(r.msg.Svids) != 1 {
+		t.Fatalf("first message: %v, %v", svidIDs(r.msg), r.err)
+	}
+	firstAt, first := r.at, leafOf(t, r.msg.Svids[0])
+	if life := first.NotAfter.Sub(first.NotBefore); life > ca.MinSVIDTTL+ca.Backdate {
+		t.Fatalf("SVID valid for %s, want at most %s", life, ca.MinSVIDTTL+ca.Backdate)
+	}
+
+	// Half of the 10s lifetime, plus a margin: an event wait, not a sleep.
+	r = next(t, msgs, ca.MinSVIDTTL/2+3*time.Second)
+	if r.err != nil || len(r.msg.Svids) != 1 {
+		t.Fatalf("second message: %v, %v", svidIDs(r.msg), r.err)
+	}
+	elapsed := r.at.Sub(firstAt)
+	t.Logf("refreshed SVID arrived %s after the first", elapsed)
+	if elapsed < ca.MinSVIDTTL/2-time.Second {
+		t.Errorf("refresh came after %s, well before half the SVID's life (%s)", elapsed, ca.MinSVIDTTL/2)
+	}
+	second := leafOf(t, r.msg.Svids[0])
+	if second.SerialNumber.Cmp(first.SerialNumber) == 0 {
+		t.Error("the refreshed SVID has the same serial")
+	}
+	if !second.NotAfter.After(first.NotAfter) {
+		t.Errorf("refreshed SVID expires at %v, not after the first's %v", second.NotAfter, first.NotAfter)
+	}
+}
+
+func TestShutdownEndsStreams(t *testing.T) {
+	f := start(t, nil)
+	f.create(t, "spiffe://example.org/me", mySelector())
+
+	ctx, cancel := context.WithTimeout(withHeader(context.Background()), 30*time.Second)
+	defer cancel()
+	svids, err := f.api.FetchX509SVID(ctx, &workload.X509SVIDRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bundles, err := f.api.FetchX509Bundles(ctx, &workload.X509BundlesRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svidMsgs, bundleMsgs := recvLoop(svids), recvLoop(bundles)
+	if r := next(t, svidMsgs, 10*time.Second); r.err != nil {
+		t.Fatalf("FetchX509SVID: %v", r.err)
+	}
+	if r := next(t, bundleMsgs, 10*time.Second); r.err != nil || !bytes.Equal(r.msg.Bundles["spiffe://example.org"], f.auth.Snapshot().BundleDER()) {
+		t.Fatalf("FetchX509Bundles: %v, %v; want the authority's bundle", r.msg, r.err)
+	}
+
+	stopped := make(chan struct{})
+	go func() { f.shutdown(t); close(stopped) }()
+	for name, r := range map[string]error{
+		"FetchX509SVID":    next(t, svidMsgs, 10*time.Second).err,
+		"FetchX509Bundles": next(t, bundleMsgs, 10*time.Second).err,
+	} {
+		if status.Code(r) != codes.Unavailable {
+			t.Errorf("%s after Shutdown: %v, want Unavailable", name, r)
+		}
+		if errors.Is(r, io.EOF) {
+			t.Errorf("%s ended cleanly; a client would not know to reconnect", name)
+		}
+	}
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Shutdown did not return")
+	}
+}
