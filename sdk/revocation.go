@@ -121,7 +121,18 @@ func (l *RevocationList) IsRevoked(td spiffeid.TrustDomain, serial *big.Int) boo
 	if l == nil || serial == nil {
 		return false
 	}
-	_, ok := l.serials[td][serialKey(serial)]
+	m := l.serials[td]
+	if len(m) == 0 {
+		return false
+	}
+	// Serials are at most 20 octets (RFC 5280); look those up from a
+	// stack buffer so the handshake path does not allocate.
+	var buf [20]byte
+	if n := (serial.BitLen() + 7) / 8; serial.Sign() > 0 && n <= len(buf) {
+		_, ok := m[string(serial.FillBytes(buf[:n]))]
+		return ok
+	}
+	_, ok := m[serialKey(serial)]
 	return ok
 }
 

@@ -60,6 +60,13 @@ func TestRevocationList(t *testing.T) {
 	if !l.IsRevoked(td, big.NewInt(7)) || l.IsRevoked(td, big.NewInt(-7)) {
 		t.Error("IsRevoked: want 7 revoked and -7 not")
 	}
+	// Serials longer than RFC 5280's 20 octets and negative ones (both
+	// parse) take the slow path; they must still be found.
+	huge, negative := new(big.Int).Lsh(big.NewInt(1), 200), big.NewInt(-9)
+	odd := NewRevocationList([]RevokedSerial{{TrustDomain: td, Serial: huge}, {TrustDomain: td, Serial: negative}}, nil)
+	if !odd.IsRevoked(td, huge) || !odd.IsRevoked(td, negative) || odd.IsRevoked(td, big.NewInt(9)) {
+		t.Error("IsRevoked: long or negative serials are not matched exactly")
+	}
 	merged := l.merge(NewRevocationList([]RevokedSerial{{TrustDomain: td, Serial: big.NewInt(10)}}, nil))
 	if merged.Len() != 4 || !merged.IsRevoked(td, big.NewInt(7)) || !merged.IsRevoked(td, big.NewInt(10)) {
 		t.Errorf("merge lost entries: Len = %d", merged.Len())

@@ -69,6 +69,7 @@ type watched struct {
 	w *sdk.ConnWatcher
 }
 
+// ServerHandshake tracks the connection once its handshake has succeeded.
 func (c *watched) ServerHandshake(raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
 	conn, info, err := c.TransportCredentials.ServerHandshake(raw)
 	if err != nil {
@@ -83,6 +84,7 @@ func (c *watched) ServerHandshake(raw net.Conn) (net.Conn, credentials.AuthInfo,
 	return &untrackOnClose{Conn: conn, untrack: untrack}, info, nil
 }
 
+// Clone keeps the watcher.
 func (c *watched) Clone() credentials.TransportCredentials {
 	return &watched{TransportCredentials: c.TransportCredentials.Clone(), w: c.w}
 }
@@ -92,6 +94,7 @@ type untrackOnClose struct {
 	untrack func()
 }
 
+// Close stops watching the connection and closes it.
 func (u *untrackOnClose) Close() error {
 	u.untrack()
 	return u.Conn.Close()
