@@ -13,9 +13,13 @@ import (
 // X509-SVID and talks only to servers that authz accepts (see
 // ClientConfig). Use https:// URLs; the host name is used to connect, not
 // to identify the server. The client's transport is a clone of
-// http.DefaultTransport, HTTP/2 included.
+// http.DefaultTransport (proxy settings from the environment included),
+// with HTTP/2 enabled.
 func NewHTTPClient(src Source, authz Authorizer, opts ...ConfigOption) *http.Client {
-	t := http.DefaultTransport.(*http.Transport).Clone()
+	t := &http.Transport{}
+	if dt, ok := http.DefaultTransport.(*http.Transport); ok {
+		t = dt.Clone()
+	}
 	t.TLSClientConfig = ClientConfig(src, authz, opts...)
 	t.ForceAttemptHTTP2 = true
 	return &http.Client{Transport: t}
