@@ -1,0 +1,118 @@
+package ca
+
+import (
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// socketDir is a temporary directory whose paths fit a Unix socket address
+// (108 bytes) whatever the test's name.
+func socketDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "badge-ca-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+func TestListenUnix(t *testing.T) {
+	tests := []struct {
+		name string
+		// prepare sets up the path (or not) and returns it.
+		prepare func(t *testing.T, dir string) string
+		mode    os.FileMode
+		ok      bool
+	}{
+		{
+			name:    "new socket in a new directory",
+			prepare: func(_ *testing.T, dir string) string { return filepath.Join(dir, "sub", "dir", "s.sock") },
+			mode:    0o600, ok: true,
+		},
+		{
+			name:    "world-connectable socket",
+			prepare: func(_ *testing.T, dir string) string { return filepath.Join(dir, "s.sock") },
+			mode:    0o777, ok: true,
+		},
+		{
+			name: "stale socket left by a crash is replaced",
+			prepare: func(t *testing.T, dir string) string {
+				p := filepath.Join(dir, "s.sock")
+				l, err := net.ListenUnix("unix", &net.UnixAddr{Name: p, Net: "unix"})
+				if err != nil {
+					t.Fatal(err)
+				}
+				l.SetUnlinkOnClose(false)
+				l.Close()
+				return p
+			},
+			mode: 0o600, ok: true,
+		},
+		{
+			name:    "relative path",
+			prepare: func(*testing.T, string) string { return "s.sock" },
+			mode:    0o600,
+		},
+		{
+			name: "regular file in the way",
+			prepare: func(t *testing.T, dir string) string {
+				p := filepath.Join(dir, "s.sock")
+				writeFile(t, p, []byte("keep me"))
+				return p
+			},
+			mode: 0o600,
+		},
+		{
+			name: "socket of a running server",
+			prepare: func(t *testing.T, dir string) string {
+				p := filepath.Join(dir, "s.sock")
+				l, err := net.Listen("unix", p)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { l.Close() })
+				return p
+			},
+			mode: 0o600,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := socketDir(t)
+			path := tt.prepare(t, dir)
+			before, statErr := os.Lstat(path)
+			l, err := ListenUnix(path, tt.mode)
+			if !tt.ok {
+				if err == nil {
+					l.Close()
+					t.Fatal("ListenUnix succeeded")
+				}
+				t.Logf("ListenUnix: %v", err)
+				// Whatever was there is left alone.
+				if after, err := os.Lstat(path); statErr == nil && (err != nil || !os.SameFile(before, after)) {
+					t.Errorf("%s was replaced or removed by a failed ListenUnix", path)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("ListenUnix: %v", err)
+			}
+			defer l.Close()
+			fi, err := os.Lstat(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fi.Mode().Type() != os.ModeSocket || fi.Mode().Perm() != tt.mode {
+				t.Errorf("%s has mode %v, want a socket of mode %v", path, fi.Mode(), tt.mode)
+			}
+			c, err := net.Dial("unix", path)
+			if err != nil {
+				t.Fatalf("dialing the new socket: %v", err)
+			}
+			c.Close()
+		})
+	}
+}
