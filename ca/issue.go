@@ -72,13 +72,35 @@ func (a *Authority) SignX509SVID(ctx context.Context, s *Snapshot, e *Entry) (*X
 	if ca := s.signer.cert; tmpl.NotAfter.After(ca.NotAfter) {
 		tmpl.NotAfter = ca.NotAfter
 	}
+	serialHex := hex.EncodeToString(serial.Bytes())
+	// Everything the serial record holds is known before signing, so the
+	// durable write (a disk flush shared with concurrent callers) runs
+	// while the certificate is signed. No SVID is returned before its
+	// record is durable; a record whose signing then fails is harmless and
+	// pruned after its NotAfter.
+	recorded := make(chan error, 1)
+	go func() {
+		recorded <- a.store.RecordSerial(ctx, storage.Serial{
+			Serial:    serialHex,
+			SPIFFEID:  e.Record.SPIFFEID,
+			EntryID:   e.Record.ID,
+			NotBefore: tmpl.NotBefore,
+			NotAfter:  tmpl.NotAfter,
+			IssuedAt:  now,
+		})
+	}()
 	der, err := x509.CreateCertificate(rand.Reader, &tmpl, s.signer.cert, key.Public(), s.signer.signer)
 	if err != nil {
+		<-recorded
 		return nil, fmt.Errorf("ca: signing SVID for %s: %w", e.ID, err)
 	}
 	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
+		<-recorded
 		return nil, fmt.Errorf("ca: encoding SVID key: %w", err)
+	}
+	if err := <-recorded; err != nil {
+		return nil, fmt.Errorf("ca: recording serial of SVID for %s: %w", e.ID, err)
 	}
 	svid := &X509SVID{
 		ID:           e.ID,
@@ -86,20 +108,9 @@ func (a *Authority) SignX509SVID(ctx context.Context, s *Snapshot, e *Entry) (*X
 		Revision:     e.Record.Revision,
 		CertChainDER: append(der, s.chainDER...),
 		KeyDER:       keyDER,
-		Serial:       hex.EncodeToString(serial.Bytes()),
+		Serial:       serialHex,
 		NotBefore:    tmpl.NotBefore,
 		NotAfter:     tmpl.NotAfter,
-	}
-	err = a.store.RecordSerial(ctx, storage.Serial{
-		Serial:    svid.Serial,
-		SPIFFEID:  e.Record.SPIFFEID,
-		EntryID:   e.Record.ID,
-		NotBefore: svid.NotBefore,
-		NotAfter:  svid.NotAfter,
-		IssuedAt:  now,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("ca: recording serial of SVID for %s: %w", e.ID, err)
 	}
 	return svid, nil
 }

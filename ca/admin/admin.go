@@ -21,6 +21,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/badge-dev/badge/ca"
 	"github.com/badge-dev/badge/storage"
 )
 
@@ -91,7 +92,7 @@ func DecodeEntryRequest(r io.Reader) (EntryRequest, time.Duration, error) {
 	var ttl time.Duration
 	if req.TTL != "" {
 		if ttl, err = time.ParseDuration(req.TTL); err != nil {
-			return req, 0, fmt.Errorf("invalid ttl %q: %w", req.TTL, err)
+			return req, 0, &ca.InvalidError{Field: "ttl", Value: req.TTL, Err: err}
 		}
 	}
 	return req, ttl, nil

@@ -153,7 +153,11 @@ func (r *statusRecorder) WriteHeader(code int) {
 func (s *Server) createEntry(w http.ResponseWriter, r *http.Request) {
 	req, ttl, err := DecodeEntryRequest(r.Body)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, err)
+		if errors.Is(err, ca.ErrInvalid) {
+			s.writeAuthorityError(w, err)
+		} else {
+			writeError(w, http.StatusBadRequest, err)
+		}
 		return
 	}
 	e, err := s.auth.CreateEntry(r.Context(), ca.EntryRequest{SPIFFEID: req.SPIFFEID, Selectors: req.Selectors, TTL: ttl, DNSNames: req.DNSNames})

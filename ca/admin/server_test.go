@@ -298,15 +298,6 @@ func TestEntriesRoundTrip(t *testing.T) {
 	}
 }
 
-// knownBug skips a test case that fails because of a reported bug in the
-// code under test, unless BADGE_KNOWN_BUGS=1 asks to see it fail.
-func knownBug(t *testing.T, what string) {
-	t.Helper()
-	if os.Getenv("BADGE_KNOWN_BUGS") != "1" {
-		t.Skip("known bug (run with BADGE_KNOWN_BUGS=1 to see it fail): " + what)
-	}
-}
-
 func sameEntry(a, b admin.Entry) bool {
 	return a.ID == b.ID && a.SPIFFEID == b.SPIFFEID && slices.Equal(a.Selectors, b.Selectors) &&
 		a.TTL == b.TTL && slices.Equal(a.DNSNames, b.DNSNames) && a.CreatedAt.Equal(b.CreatedAt) && a.Revision == b.Revision
@@ -337,15 +328,8 @@ func TestBadRequests(t *testing.T) {
 		{"unparsable TTL", good(func(r *admin.EntryRequest) { r.TTL = "five minutes" }), "ttl"},
 		{"bad DNS name", good(func(r *admin.EntryRequest) { r.DNSNames = []string{"a_b.example.org"} }), "dns_name"},
 	}
-	// Cases that fail because of a reported bug in the code under test.
-	knownBugs := map[string]string{
-		"unparsable TTL": "DecodeEntryRequest reports an unparsable ttl as a plain error, so the 400 names no field",
-	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if bug, ok := knownBugs[tt.name]; ok {
-				knownBug(t, bug)
-			}
 			_, err := s.client.CreateEntry(ctx, tt.req)
 			var ae *admin.Error
 			if !errors.As(err, &ae) {

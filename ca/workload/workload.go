@@ -264,8 +264,15 @@ func (s *Server) FetchX509Bundles(_ *workload.X509BundlesRequest, stream grpc.Se
 	if err != nil {
 		return err
 	}
+	kinds := snap.Kinds()
 	var sent []byte
 	for {
+		if k := snap.Kinds(); k&^kinds != 0 {
+			if sel, err = s.att.Attest(p, k); err != nil {
+				return status.Errorf(codes.PermissionDenied, "could not attest the calling process: %v", err)
+			}
+			kinds = k
+		}
 		if len(snap.Match(sel)) == 0 {
 			return noIdentity(p)
 		}

@@ -457,20 +457,10 @@ func TestShutdownEndsStreams(t *testing.T) {
 	}
 }
 
-// knownBug skips a test that fails because of a reported bug in the code
-// under test, unless BADGE_KNOWN_BUGS=1 asks to see it fail.
-func knownBug(t *testing.T, what string) {
-	t.Helper()
-	if os.Getenv("BADGE_KNOWN_BUGS") != "1" {
-		t.Skip("known bug (run with BADGE_KNOWN_BUGS=1 to see it fail): " + what)
-	}
-}
-
 // TestBundleStreamReattests: a bundle stream whose caller is entitled only
 // through an entry with a kind of selector that did not exist when the
 // stream was opened must stay open, as FetchX509SVID's does.
 func TestBundleStreamReattests(t *testing.T) {
-	knownBug(t, "FetchX509Bundles attests once and never again for new selector kinds, so it ends with PermissionDenied")
 	f := start(t, nil)
 	uidEntry := f.create(t, "spiffe://example.org/by-uid", mySelector())
 
