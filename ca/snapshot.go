@@ -41,6 +41,9 @@ type Snapshot struct {
 	signer    *caKey
 	chainDER  []byte // the intermediate, appended to every leaf
 
+	revokedIDs     map[spiffeid.ID]IDRevocation
+	revokedSerials map[string]struct{}
+
 	done chan struct{}
 }
 
