@@ -1,57 +1,181 @@
 package storage
 
-// CONTRACT STUB: the exported API below is fixed; the storage helper implements it.
-
 import (
 	"errors"
+	"fmt"
+	"strings"
 	"time"
 )
 
+// Errors returned by every store. Implementations wrap them with %w and a
+// message naming the record or the file, so test them with errors.Is.
 var (
+	// ErrNotFound is returned when the requested record does not exist.
 	ErrNotFound = errors.New("storage: not found")
-	ErrExists   = errors.New("storage: already exists")
-	ErrClosed   = errors.New("storage: closed")
+	// ErrExists is returned when a record with the same ID or serial is
+	// already stored.
+	ErrExists = errors.New("storage: already exists")
+	// ErrClosed is returned by every method called after Close.
+	ErrClosed = errors.New("storage: closed")
+	// ErrInvalid is returned when a record cannot be stored as given, for
+	// example an entry without an ID or a serial that is not lower-case hex.
+	ErrInvalid = errors.New("storage: invalid record")
+	// ErrCorrupt is returned when the database file or a record in it cannot
+	// be read: the file is not a database, is truncated, or holds a record
+	// that does not decode. Nothing is repaired or deleted automatically.
+	ErrCorrupt = errors.New("storage: database is corrupt")
+	// ErrLocked is returned by Open when another process holds the
+	// database, typically a second server started with the same data
+	// directory.
+	ErrLocked = errors.New("storage: database is locked by another process")
+	// ErrSchema is returned by Open when the database was written with a
+	// schema this version does not know, typically by a newer release.
+	ErrSchema = errors.New("storage: unsupported database schema")
 )
+
+// MaxIDLen is the longest ID, SPIFFE ID or private key reference a store
+// accepts, in bytes. It is the limit the SPIFFE specification sets for a
+// SPIFFE ID.
+const MaxIDLen = 2048
+
+// maxSerialHexLen is 20 octets, the longest serial RFC 5280 allows.
+const maxSerialHexLen = 40
 
 // Entry is a registration entry: callers whose selectors include all of
 // Selectors get an SVID for SPIFFEID.
 type Entry struct {
-	ID        string        `json:"id"`
-	SPIFFEID  string        `json:"spiffe_id"`
-	Selectors []string      `json:"selectors"` // canonical TYPE:KEY:VALUE, sorted
-	TTL       time.Duration `json:"ttl,omitempty"`
-	DNSNames  []string      `json:"dns_names,omitempty"`
-	CreatedAt time.Time     `json:"created_at"`
-	Revision  uint64        `json:"revision"`
+	// ID identifies the entry; it is chosen by the caller and never reused.
+	ID string `json:"id"`
+	// SPIFFEID is the identity issued to matching workloads.
+	SPIFFEID string `json:"spiffe_id"`
+	// Selectors are the conditions a caller must all meet, each in
+	// canonical TYPE:KEY:VALUE form, sorted.
+	Selectors []string `json:"selectors"` // canonical TYPE:KEY:VALUE, sorted
+	// TTL is the lifetime of the SVIDs issued for the entry; zero means the
+	// server default.
+	TTL time.Duration `json:"ttl,omitempty"`
+	// DNSNames are added to the X.509-SVID as DNS subject alternative names.
+	DNSNames []string `json:"dns_names,omitempty"`
+	// CreatedAt is when the entry was created; entries are listed in
+	// (CreatedAt, ID) order.
+	CreatedAt time.Time `json:"created_at"`
+	// Revision counts changes to the entry; SVIDs record the revision they
+	// were issued for.
+	Revision uint64 `json:"revision"`
+}
+
+// Validate reports whether e can be stored. The error wraps ErrInvalid.
+// It checks only what a store needs (non-empty IDs of bounded length);
+// the syntax of SPIFFE IDs and selectors is checked by the authority.
+func (e Entry) Validate() error {
+	if err := checkID("entry id", e.ID); err != nil {
+		return err
+	}
+	return checkID("entry spiffe_id", e.SPIFFEID)
 }
 
 // Serial records one issued certificate.
 type Serial struct {
-	Serial    string    `json:"serial"` // lower-case hex
-	SPIFFEID  string    `json:"spiffe_id"`
-	EntryID   string    `json:"entry_id"`
+	// Serial is the certificate serial number in lower-case hexadecimal,
+	// at most 40 digits (20 octets).
+	Serial string `json:"serial"` // lower-case hex
+	// SPIFFEID is the identity in the certificate.
+	SPIFFEID string `json:"spiffe_id"`
+	// EntryID is the registration entry the certificate was issued for.
+	EntryID string `json:"entry_id"`
+	// NotBefore is the start of the certificate's validity.
 	NotBefore time.Time `json:"not_before"`
-	NotAfter  time.Time `json:"not_after"`
-	IssuedAt  time.Time `json:"issued_at"`
+	// NotAfter is the end of the certificate's validity; the record is
+	// pruned after it.
+	NotAfter time.Time `json:"not_after"`
+	// IssuedAt is when the certificate was signed.
+	IssuedAt time.Time `json:"issued_at"`
+}
+
+// Validate reports whether s can be stored. The error wraps ErrInvalid.
+func (s Serial) Validate() error {
+	if s.Serial == "" || len(s.Serial) > maxSerialHexLen {
+		return fmt.Errorf("%w: serial %q: want 1 to %d hex digits", ErrInvalid, s.Serial, maxSerialHexLen)
+	}
+	for i := 0; i < len(s.Serial); i++ {
+		if c := s.Serial[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return fmt.Errorf("%w: serial %q is not lower-case hex", ErrInvalid, s.Serial)
+		}
+	}
+	if err := checkID("serial spiffe_id", s.SPIFFEID); err != nil {
+		return err
+	}
+	if len(s.EntryID) > MaxIDLen {
+		return fmt.Errorf("%w: serial entry_id is longer than %d bytes", ErrInvalid, MaxIDLen)
+	}
+	if s.NotAfter.IsZero() {
+		return fmt.Errorf("%w: serial %s has no not_after", ErrInvalid, s.Serial)
+	}
+	return nil
 }
 
 // KeyState is where a signing key is in its life.
 type KeyState string
 
+// The states of a signing key, in the order it goes through them.
 const (
+	// KeyPrepared is a key that is published in the bundle but not yet
+	// used for signing.
 	KeyPrepared KeyState = "prepared"
-	KeyActive   KeyState = "active"
-	KeyRetired  KeyState = "retired"
+	// KeyActive is the key currently used for signing.
+	KeyActive KeyState = "active"
+	// KeyRetired is a key no longer used for signing; it stays in the
+	// bundle until what it signed has expired.
+	KeyRetired KeyState = "retired"
 )
 
 // Key is a CA or JWT signing key.
 type Key struct {
-	ID          string    `json:"id"`
-	Kind        string    `json:"kind"`                  // "x509-root", "x509-intermediate", "jwt"
-	PublicKey   []byte    `json:"public_key"`            // PKIX DER
-	PrivateRef  string    `json:"private_ref"`           // file name in the data dir, or a KMS URI
-	Certificate []byte    `json:"certificate,omitempty"` // DER, for X.509 keys
-	CreatedAt   time.Time `json:"created_at"`
-	NotAfter    time.Time `json:"not_after"`
-	State       KeyState  `json:"state"`
+	// ID identifies the key.
+	ID string `json:"id"`
+	// Kind is what the key signs: "x509-root", "x509-intermediate" or "jwt".
+	Kind string `json:"kind"` // "x509-root", "x509-intermediate", "jwt"
+	// PublicKey is the public key in PKIX DER form.
+	PublicKey []byte `json:"public_key"` // PKIX DER
+	// PrivateRef locates the private key: a file name in the data
+	// directory, or a KMS URI. The private key itself is never stored.
+	PrivateRef string `json:"private_ref"` // file name in the data dir, or a KMS URI
+	// Certificate is the DER certificate of an X.509 key; empty for JWT keys.
+	Certificate []byte `json:"certificate,omitempty"` // DER, for X.509 keys
+	// CreatedAt is when the key was made; keys are listed in (CreatedAt, ID)
+	// order.
+	CreatedAt time.Time `json:"created_at"`
+	// NotAfter is when the key stops being valid.
+	NotAfter time.Time `json:"not_after"`
+	// State is where the key is in its life.
+	State KeyState `json:"state"`
+}
+
+// Validate reports whether k can be stored. The error wraps ErrInvalid.
+func (k Key) Validate() error {
+	if err := checkID("key id", k.ID); err != nil {
+		return err
+	}
+	if len(k.PrivateRef) > MaxIDLen {
+		return fmt.Errorf("%w: key %s: private_ref is longer than %d bytes", ErrInvalid, k.ID, MaxIDLen)
+	}
+	switch k.State {
+	case KeyPrepared, KeyActive, KeyRetired:
+		return nil
+	}
+	return fmt.Errorf("%w: key %s: unknown state %q", ErrInvalid, k.ID, k.State)
+}
+
+// checkID rejects empty and over-long identifiers, and NUL bytes, which
+// stores use as a separator in index keys.
+func checkID(what, v string) error {
+	switch {
+	case v == "":
+		return fmt.Errorf("%w: %s is empty", ErrInvalid, what)
+	case len(v) > MaxIDLen:
+		return fmt.Errorf("%w: %s is longer than %d bytes", ErrInvalid, what, MaxIDLen)
+	case strings.IndexByte(v, 0) >= 0:
+		return fmt.Errorf("%w: %s %q contains a NUL byte", ErrInvalid, what, v)
+	}
+	return nil
 }

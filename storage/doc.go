@@ -1,0 +1,28 @@
+// Package storage defines the records badge keeps across restarts and the
+// errors every store returns.
+//
+// The records are registration entries (Entry), one record per issued
+// certificate (Serial) and the CA and JWT signing keys (Key). They are plain
+// values: a store keeps a copy and returns copies.
+//
+// Implementations live in sub-packages: storage/bbolt is the embedded
+// single-host default. Each implements the same methods, declared by their
+// users (the authority declares the ones it calls), and each passes the
+// conformance suite in storage/storagetest:
+//
+//	CreateEntry(ctx, Entry) error             // ErrExists if the ID is taken
+//	GetEntry(ctx, id) (Entry, error)          // ErrNotFound
+//	ListEntries(ctx) ([]Entry, error)         // ordered by (CreatedAt, ID)
+//	DeleteEntry(ctx, id) error                // ErrNotFound
+//	RecordSerial(ctx, Serial) error           // durable when it returns
+//	SerialsFor(ctx, spiffeID, now) ([]Serial, error) // unexpired only
+//	PruneSerials(ctx, before) (int, error)    // NotAfter < before
+//	PutKey(ctx, Key) error                    // insert or replace
+//	ListKeys(ctx) ([]Key, error)              // ordered by (CreatedAt, ID)
+//	Close() error                             // later calls: ErrClosed
+//
+// Errors wrap the sentinels of this package (ErrNotFound, ErrExists,
+// ErrClosed, ErrInvalid, ErrCorrupt, ErrLocked, ErrSchema) and name the
+// record or file concerned; test them with errors.Is. A store never panics on
+// a damaged file: it returns an error wrapping ErrCorrupt.
+package storage

@@ -1,0 +1,568 @@
+// Package storagetest is the conformance suite every badge store passes,
+// so that the embedded bbolt store and a later networked one behave the
+// same for the authority.
+//
+// A backend's test calls Run with a function that opens a new, empty store:
+//
+//	func TestConformance(t *testing.T) {
+//		storagetest.Run(t, func(t *testing.T) storagetest.Store {
+//			s, err := bbolt.Open(filepath.Join(t.TempDir(), "badge.db"), nil)
+//			if err != nil {
+//				t.Fatal(err)
+//			}
+//			return s
+//		})
+//	}
+package storagetest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/badge-dev/badge/storage"
+)
+
+// Store is the set of methods the suite checks; see package storage for
+// their contract.
+type Store interface {
+	CreateEntry(ctx context.Context, e storage.Entry) error
+	GetEntry(ctx context.Context, id string) (storage.Entry, error)
+	ListEntries(ctx context.Context) ([]storage.Entry, error)
+	DeleteEntry(ctx context.Context, id string) error
+	RecordSerial(ctx context.Context, r storage.Serial) error
+	SerialsFor(ctx context.Context, spiffeID string, now time.Time) ([]storage.Serial, error)
+	PruneSerials(ctx context.Context, expiredBefore time.Time) (int, error)
+	PutKey(ctx context.Context, k storage.Key) error
+	ListKeys(ctx context.Context) ([]storage.Key, error)
+	Close() error
+}
+
+// Run runs the suite. open must return a new, empty store each time it is
+// called; Run closes every store it opens.
+func Run(t *testing.T, open func(t *testing.T) Store) {
+	newStore := func(t *testing.T) Store {
+		t.Helper()
+		s := open(t)
+		t.Cleanup(func() { _ = s.Close() })
+		return s
+	}
+	for _, tc := range []struct {
+		name string
+		fn   func(t *testing.T, s Store)
+	}{
+		{"Entry/CreateGet", testEntryCreateGet},
+		{"Entry/CreateExisting", testEntryCreateExisting},
+		{"Entry/Missing", testEntryMissing},
+		{"Entry/Delete", testEntryDelete},
+		{"Entry/ListOrder", testEntryListOrder},
+		{"Entry/Invalid", testEntryInvalid},
+		{"Serial/RecordAndQuery", testSerialRecordAndQuery},
+		{"Serial/Duplicate", testSerialDuplicate},
+		{"Serial/Invalid", testSerialInvalid},
+		{"Serial/Concurrent", testSerialConcurrent},
+		{"Serial/Prune", testSerialPrune},
+		{"Serial/PruneMany", testSerialPruneMany},
+		{"Key/PutList", testKeyPutList},
+		{"Key/Invalid", testKeyInvalid},
+		{"Context/Cancelled", testCancelled},
+		{"Closed", testClosed},
+	} {
+		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newStore(t)) })
+	}
+}
+
+// t0 has nanoseconds, to check that times are kept exactly.
+var t0 = time.Date(2026, 11, 24, 13, 0, 0, 123456789, time.UTC)
+
+func entry(id string, created time.Time) storage.Entry {
+	return storage.Entry{
+		ID:        id,
+		SPIFFEID:  "spiffe://example.org/" + id,
+		Selectors: []string{"unix:gid:100", "unix:uid:1000"},
+		CreatedAt: created,
+		Revision:  1,
+	}
+}
+
+func serial(n int, spiffeID string, notAfter time.Time) storage.Serial {
+	return storage.Serial{
+		Serial:    fmt.Sprintf("%032x", n),
+		SPIFFEID:  spiffeID,
+		EntryID:   "entry-1",
+		NotBefore: notAfter.Add(-5*time.Minute - 30*time.Second),
+		NotAfter:  notAfter,
+		IssuedAt:  notAfter.Add(-5 * time.Minute),
+	}
+}
+
+// Times come back as the same instant, not necessarily in the same
+// location: compare them in UTC.
+
+func normEntry(e storage.Entry) storage.Entry {
+	e.CreatedAt = e.CreatedAt.UTC()
+	return e
+}
+
+func normSerial(s storage.Serial) storage.Serial {
+	s.NotBefore, s.NotAfter, s.IssuedAt = s.NotBefore.UTC(), s.NotAfter.UTC(), s.IssuedAt.UTC()
+	return s
+}
+
+func normKey(k storage.Key) storage.Key {
+	k.CreatedAt, k.NotAfter = k.CreatedAt.UTC(), k.NotAfter.UTC()
+	return k
+}
+
+func normAll[T any](in []T, norm func(T) T) []T {
+	out := make([]T, len(in))
+	for i, v := range in {
+		out[i] = norm(v)
+	}
+	return out
+}
+
+func mustCreate(t *testing.T, s Store, e storage.Entry) {
+	t.Helper()
+	if err := s.CreateEntry(t.Context(), e); err != nil {
+		t.Fatalf("CreateEntry(%s): %v", e.ID, err)
+	}
+}
+
+func mustRecord(t *testing.T, s Store, r storage.Serial) {
+	t.Helper()
+	if err := s.RecordSerial(t.Context(), r); err != nil {
+		t.Fatalf("RecordSerial(%s): %v", r.Serial, err)
+	}
+}
+
+// recordAll records rs from 32 goroutines.
+func recordAll(t *testing.T, s Store, rs []storage.Serial) {
+	t.Helper()
+	const workers = 32
+	errs := make([]error, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := w; i < len(rs); i += workers {
+				if err := s.RecordSerial(context.Background(), rs[i]); err != nil {
+					errs[w] = fmt.Errorf("RecordSerial(%s): %w", rs[i].Serial, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func serialIDs(rs []storage.Serial) []string {
+	out := make([]string, len(rs))
+	for i, r := range rs {
+		out[i] = r.Serial
+	}
+	return out
+}
+
+func testEntryCreateGet(t *testing.T, s Store) {
+	ctx := t.Context()
+	full := storage.Entry{
+		ID:        "e1",
+		SPIFFEID:  "spiffe://example.org/web",
+		Selectors: []string{"unix:path:/usr/bin/web", "unix:uid:1000"},
+		TTL:       90 * time.Second,
+		DNSNames:  []string{"web.example.org", "web"},
+		CreatedAt: t0.In(time.FixedZone("X", 3600)),
+		Revision:  7,
+	}
+	minimal := storage.Entry{ID: "e2", SPIFFEID: "spiffe://example.org/db"}
+	for _, want := range []storage.Entry{full, minimal} {
+		mustCreate(t, s, want)
+		got, err := s.GetEntry(ctx, want.ID)
+		if err != nil {
+			t.Fatalf("GetEntry(%s): %v", want.ID, err)
+		}
+		if !reflect.DeepEqual(normEntry(got), normEntry(want)) {
+			t.Errorf("GetEntry(%s) = %+v, want %+v", want.ID, got, want)
+		}
+	}
+}
+
+func testEntryCreateExisting(t *testing.T, s Store) {
+	ctx := t.Context()
+	first := entry("e1", t0)
+	mustCreate(t, s, first)
+	second := entry("e1", t0.Add(time.Hour))
+	second.SPIFFEID = "spiffe://example.org/other"
+	if err := s.CreateEntry(ctx, second); !errors.Is(err, storage.ErrExists) {
+		t.Fatalf("CreateEntry(existing ID) = %v, want ErrExists", err)
+	}
+	got, err := s.GetEntry(ctx, "e1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.SPIFFEID != first.SPIFFEID {
+		t.Errorf("after a refused CreateEntry, SPIFFEID = %s, want the original %s", got.SPIFFEID, first.SPIFFEID)
+	}
+}
+
+func testEntryMissing(t *testing.T, s Store) {
+	ctx := t.Context()
+	mustCreate(t, s, entry("e1", t0))
+	for _, id := range []string{"e2", "e", "e10", ""} {
+		if _, err := s.GetEntry(ctx, id); !errors.Is(err, storage.ErrNotFound) {
+			t.Errorf("GetEntry(%q) = %v, want ErrNotFound", id, err)
+		}
+		if err := s.DeleteEntry(ctx, id); !errors.Is(err, storage.ErrNotFound) {
+			t.Errorf("DeleteEntry(%q) = %v, want ErrNotFound", id, err)
+		}
+	}
+}
+
+func testEntryDelete(t *testing.T, s Store) {
+	ctx := t.Context()
+	mustCreate(t, s, entry("e1", t0))
+	mustCreate(t, s, entry("e2", t0))
+	if err := s.DeleteEntry(ctx, "e1"); err != nil {
+		t.Fatalf("DeleteEntry: %v", err)
+	}
+	if _, err := s.GetEntry(ctx, "e1"); !errors.Is(err, storage.ErrNotFound) {
+		t.Errorf("GetEntry after delete = %v, want ErrNotFound", err)
+	}
+	if err := s.DeleteEntry(ctx, "e1"); !errors.Is(err, storage.ErrNotFound) {
+		t.Errorf("second DeleteEntry = %v, want ErrNotFound", err)
+	}
+	list, err := s.ListEntries(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 1 || list[0].ID != "e2" {
+		t.Errorf("ListEntries after delete = %v, want [e2]", list)
+	}
+	// The ID can be used again.
+	mustCreate(t, s, entry("e1", t0))
+}
+
+func testEntryListOrder(t *testing.T, s Store) {
+	ctx := t.Context()
+	list, err := s.ListEntries(ctx)
+	if err != nil {
+		t.Fatalf("ListEntries(empty): %v", err)
+	}
+	if len(list) != 0 {
+		t.Fatalf("ListEntries(empty) = %v", list)
+	}
+	// Created out of order; ties on CreatedAt are broken by ID; the same
+	// instant in another zone is a tie.
+	want := []storage.Entry{
+		entry("z", t0.Add(-time.Hour)),
+		entry("a", t0),
+		entry("b", t0.In(time.FixedZone("Y", -7200))),
+		entry("c", t0.Add(time.Nanosecond)),
+		entry("0", t0.Add(time.Hour)),
+	}
+	for _, i := range []int{3, 1, 4, 0, 2} {
+		mustCreate(t, s, want[i])
+	}
+	for range 2 { // stable across calls
+		got, err := s.ListEntries(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(normAll(got, normEntry), normAll(want, normEntry)) {
+			t.Fatalf("ListEntries =\n%v\nwant\n%v", got, want)
+		}
+	}
+}
+
+func testEntryInvalid(t *testing.T, s Store) {
+	ctx := t.Context()
+	for name, e := range map[string]storage.Entry{
+		"no ID":         {SPIFFEID: "spiffe://example.org/a"},
+		"no SPIFFE ID":  {ID: "e1"},
+		"NUL in ID":     {ID: "e\x001", SPIFFEID: "spiffe://example.org/a"},
+		"long ID":       {ID: string(make([]byte, storage.MaxIDLen+1)), SPIFFEID: "spiffe://example.org/a"},
+		"NUL SPIFFE ID": {ID: "e1", SPIFFEID: "spiffe://example.org/a\x00"},
+	} {
+		if err := s.CreateEntry(ctx, e); !errors.Is(err, storage.ErrInvalid) {
+			t.Errorf("CreateEntry(%s) = %v, want ErrInvalid", name, err)
+		}
+	}
+	list, err := s.ListEntries(ctx)
+	if err != nil || len(list) != 0 {
+		t.Errorf("ListEntries after invalid creates = %v, %v; want none", list, err)
+	}
+}
+
+func testSerialRecordAndQuery(t *testing.T, s Store) {
+	ctx := t.Context()
+	const (
+		web   = "spiffe://example.org/web"
+		webby = "spiffe://example.org/webby" // web is a prefix of it
+		other = "spiffe://example.org/db"
+	)
+	now := t0
+	expired := serial(1, web, now.Add(-time.Minute))
+	boundary := serial(2, web, now) // NotAfter == now: no longer valid
+	valid := serial(3, web, now.Add(time.Nanosecond))
+	valid.NotBefore = valid.NotBefore.In(time.FixedZone("X", 3600))
+	later := serial(4, web, now.Add(5*time.Minute))
+	for _, r := range []storage.Serial{later, expired, valid, boundary,
+		serial(5, webby, now.Add(time.Minute)), serial(6, other, now.Add(time.Minute))} {
+		mustRecord(t, s, r)
+	}
+	got, err := s.SerialsFor(ctx, web, now)
+	if err != nil {
+		t.Fatalf("SerialsFor: %v", err)
+	}
+	want := []storage.Serial{valid, later} // ordered by serial
+	if !reflect.DeepEqual(normAll(got, normSerial), normAll(want, normSerial)) {
+		t.Errorf("SerialsFor(%s, now) =\n%+v\nwant\n%+v", web, got, want)
+	}
+	got, err = s.SerialsFor(ctx, web, now.Add(-2*time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ids, want := serialIDs(got), serialIDs([]storage.Serial{expired, boundary, valid, later}); !slices.Equal(ids, want) {
+		t.Errorf("SerialsFor(%s, earlier) = %v, want %v", web, ids, want)
+	}
+	for _, id := range []string{"spiffe://example.org/none", "spiffe://example.org/we", ""} {
+		got, err := s.SerialsFor(ctx, id, now)
+		if err != nil || len(got) != 0 {
+			t.Errorf("SerialsFor(%q) = %v, %v; want none", id, got, err)
+		}
+	}
+}
+
+func testSerialDuplicate(t *testing.T, s Store) {
+	ctx := t.Context()
+	r := serial(1, "spiffe://example.org/web", t0)
+	mustRecord(t, s, r)
+	dup := r
+	dup.SPIFFEID = "spiffe://example.org/other"
+	if err := s.RecordSerial(ctx, dup); !errors.Is(err, storage.ErrExists) {
+		t.Fatalf("RecordSerial(same serial) = %v, want ErrExists", err)
+	}
+	if got, err := s.SerialsFor(ctx, dup.SPIFFEID, t0.Add(-time.Hour)); err != nil || len(got) != 0 {
+		t.Errorf("SerialsFor(duplicate's ID) = %v, %v; want none", got, err)
+	}
+	if got, err := s.SerialsFor(ctx, r.SPIFFEID, t0.Add(-time.Hour)); err != nil || len(got) != 1 {
+		t.Errorf("SerialsFor(original ID) = %v, %v; want one", got, err)
+	}
+}
+
+func testSerialInvalid(t *testing.T, s Store) {
+	ctx := t.Context()
+	good := serial(1, "spiffe://example.org/web", t0)
+	for name, mod := range map[string]func(*storage.Serial){
+		"empty serial":     func(r *storage.Serial) { r.Serial = "" },
+		"upper-case hex":   func(r *storage.Serial) { r.Serial = "0A" },
+		"not hex":          func(r *storage.Serial) { r.Serial = "xyz" },
+		"0x prefix":        func(r *storage.Serial) { r.Serial = "0x0a" },
+		"serial too long":  func(r *storage.Serial) { r.Serial = fmt.Sprintf("%041x", 1) },
+		"no SPIFFE ID":     func(r *storage.Serial) { r.SPIFFEID = "" },
+		"NUL in SPIFFE ID": func(r *storage.Serial) { r.SPIFFEID = "spiffe://example.org/a\x00b" },
+		"no NotAfter":      func(r *storage.Serial) { r.NotAfter = time.Time{} },
+	} {
+		r := good
+		mod(&r)
+		if err := s.RecordSerial(ctx, r); !errors.Is(err, storage.ErrInvalid) {
+			t.Errorf("RecordSerial(%s) = %v, want ErrInvalid", name, err)
+		}
+	}
+	max := good
+	max.Serial = fmt.Sprintf("%040x", 1)
+	mustRecord(t, s, max)
+}
+
+func testSerialConcurrent(t *testing.T, s Store) {
+	ctx := t.Context()
+	ids := []string{"spiffe://example.org/a", "spiffe://example.org/b", "spiffe://example.org/c"}
+	var rs []storage.Serial
+	for i := range 600 {
+		rs = append(rs, serial(i, ids[i%len(ids)], t0.Add(time.Duration(i)*time.Second)))
+	}
+	recordAll(t, s, rs)
+	for k, id := range ids {
+		got, err := s.SerialsFor(ctx, id, t0.Add(-time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want []string
+		for i := k; i < len(rs); i += len(ids) {
+			want = append(want, rs[i].Serial)
+		}
+		if ids := serialIDs(got); !slices.Equal(ids, want) {
+			t.Errorf("SerialsFor(%s): got %d serials, want %d", id, len(ids), len(want))
+		}
+	}
+}
+
+func testSerialPrune(t *testing.T, s Store) {
+	ctx := t.Context()
+	const web, db = "spiffe://example.org/web", "spiffe://example.org/db"
+	cut := t0
+	recordAll(t, s, []storage.Serial{
+		serial(1, web, cut.Add(-time.Hour)),
+		serial(2, web, cut.Add(-time.Nanosecond)),
+		serial(3, db, cut.Add(-time.Second)),
+		serial(4, web, cut), // NotAfter == before: kept
+		serial(5, web, cut.Add(time.Second)),
+		serial(6, db, cut.Add(time.Hour)),
+		serial(7, db, time.Date(1960, 1, 1, 0, 0, 0, 0, time.UTC)), // before 1970
+		serial(8, db, time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC)),
+	})
+	n, err := s.PruneSerials(ctx, cut)
+	if err != nil {
+		t.Fatalf("PruneSerials: %v", err)
+	}
+	if n != 4 {
+		t.Errorf("PruneSerials = %d, want 4", n)
+	}
+	long := time.Date(1900, 1, 1, 0, 0, 0, 0, time.UTC)
+	for id, want := range map[string][]string{
+		web: {fmt.Sprintf("%032x", 4), fmt.Sprintf("%032x", 5)},
+		db:  {fmt.Sprintf("%032x", 6), fmt.Sprintf("%032x", 8)},
+	} {
+		got, err := s.SerialsFor(ctx, id, long)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ids := serialIDs(got); !slices.Equal(ids, want) {
+			t.Errorf("after prune, SerialsFor(%s) = %v, want %v", id, ids, want)
+		}
+	}
+	// A pruned serial can be recorded again; pruning again finds nothing.
+	mustRecord(t, s, serial(1, web, cut.Add(time.Hour)))
+	if n, err := s.PruneSerials(ctx, cut); n != 0 || err != nil {
+		t.Errorf("second PruneSerials = %d, %v; want 0, nil", n, err)
+	}
+}
+
+func testSerialPruneMany(t *testing.T, s Store) {
+	ctx := t.Context()
+	const id = "spiffe://example.org/web"
+	var rs []storage.Serial
+	for i := range 2500 {
+		rs = append(rs, serial(i, id, t0.Add(-time.Duration(i+1)*time.Millisecond)))
+	}
+	for i := range 3 {
+		rs = append(rs, serial(10000+i, id, t0.Add(time.Minute)))
+	}
+	recordAll(t, s, rs)
+	n, err := s.PruneSerials(ctx, t0)
+	if err != nil || n != 2500 {
+		t.Fatalf("PruneSerials = %d, %v; want 2500", n, err)
+	}
+	got, err := s.SerialsFor(ctx, id, time.Time{})
+	if err != nil || len(got) != 3 {
+		t.Errorf("after prune, SerialsFor = %d records, %v; want 3", len(got), err)
+	}
+}
+
+func testKeyPutList(t *testing.T, s Store) {
+	ctx := t.Context()
+	keys, err := s.ListKeys(ctx)
+	if err != nil || len(keys) != 0 {
+		t.Fatalf("ListKeys(empty) = %v, %v", keys, err)
+	}
+	root := storage.Key{
+		ID: "root-1", Kind: "x509-root", PublicKey: []byte{0x30, 0x59, 0x00, 0xff},
+		PrivateRef: "root-1.key", Certificate: []byte{0x30, 0x82, 0x01},
+		CreatedAt: t0, NotAfter: t0.Add(365 * 24 * time.Hour), State: storage.KeyActive,
+	}
+	inter := storage.Key{
+		ID: "int-1", Kind: "x509-intermediate", PublicKey: []byte{1}, PrivateRef: "int-1.key",
+		CreatedAt: t0.Add(time.Second), NotAfter: t0.Add(24 * time.Hour), State: storage.KeyActive,
+	}
+	jwt := storage.Key{
+		ID: "jwt-1", Kind: "jwt", PublicKey: []byte{2}, PrivateRef: "awskms:key-id=abc",
+		CreatedAt: t0.Add(time.Second), NotAfter: t0.Add(24 * time.Hour), State: storage.KeyPrepared,
+	}
+	for _, k := range []storage.Key{jwt, root, inter} {
+		if err := s.PutKey(ctx, k); err != nil {
+			t.Fatalf("PutKey(%s): %v", k.ID, err)
+		}
+	}
+	inter.State = storage.KeyRetired // replace
+	if err := s.PutKey(ctx, inter); err != nil {
+		t.Fatalf("PutKey(replace): %v", err)
+	}
+	got, err := s.ListKeys(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []storage.Key{root, inter, jwt}
+	if !reflect.DeepEqual(normAll(got, normKey), normAll(want, normKey)) {
+		t.Errorf("ListKeys =\n%+v\nwant\n%+v", got, want)
+	}
+}
+
+func testKeyInvalid(t *testing.T, s Store) {
+	ctx := t.Context()
+	for name, k := range map[string]storage.Key{
+		"no ID":         {State: storage.KeyActive},
+		"unknown state": {ID: "k", State: "lost"},
+		"no state":      {ID: "k"},
+	} {
+		if err := s.PutKey(ctx, k); !errors.Is(err, storage.ErrInvalid) {
+			t.Errorf("PutKey(%s) = %v, want ErrInvalid", name, err)
+		}
+	}
+}
+
+// calls runs every method of s with ctx and reports each error by name.
+func calls(ctx context.Context, s Store) map[string]error {
+	errs := map[string]error{}
+	errs["CreateEntry"] = s.CreateEntry(ctx, entry("e9", t0))
+	_, errs["GetEntry"] = s.GetEntry(ctx, "e1")
+	_, errs["ListEntries"] = s.ListEntries(ctx)
+	errs["DeleteEntry"] = s.DeleteEntry(ctx, "e1")
+	errs["RecordSerial"] = s.RecordSerial(ctx, serial(99, "spiffe://example.org/web", t0))
+	_, errs["SerialsFor"] = s.SerialsFor(ctx, "spiffe://example.org/web", t0)
+	_, errs["PruneSerials"] = s.PruneSerials(ctx, t0.Add(time.Hour))
+	errs["PutKey"] = s.PutKey(ctx, storage.Key{ID: "k9", State: storage.KeyActive})
+	_, errs["ListKeys"] = s.ListKeys(ctx)
+	return errs
+}
+
+func testCancelled(t *testing.T, s Store) {
+	mustCreate(t, s, entry("e1", t0))
+	mustRecord(t, s, serial(1, "spiffe://example.org/web", t0))
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	for name, err := range calls(ctx, s) {
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("%s(cancelled ctx) = %v, want context.Canceled", name, err)
+		}
+	}
+	// Nothing changed.
+	if _, err := s.GetEntry(t.Context(), "e1"); err != nil {
+		t.Errorf("GetEntry after cancelled calls: %v", err)
+	}
+	if got, err := s.SerialsFor(t.Context(), "spiffe://example.org/web", time.Time{}); err != nil || len(got) != 1 {
+		t.Errorf("SerialsFor after cancelled calls = %v, %v; want 1 record", got, err)
+	}
+}
+
+func testClosed(t *testing.T, s Store) {
+	mustCreate(t, s, entry("e1", t0))
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	for name, err := range calls(t.Context(), s) {
+		if !errors.Is(err, storage.ErrClosed) {
+			t.Errorf("%s after Close = %v, want ErrClosed", name, err)
+		}
+	}
+	if err := s.Close(); !errors.Is(err, storage.ErrClosed) {
+		t.Errorf("second Close = %v, want ErrClosed", err)
+	}
+}
