@@ -179,3 +179,47 @@ func checkID(what, v string) error {
 	}
 	return nil
 }
+
+// Revocation is the revocation of a SPIFFE ID: every certificate and token
+// issued to it before RevokedAt is revoked, and a blocked ID is issued
+// nothing more until it is unblocked.
+type Revocation struct {
+	// SPIFFEID is the revoked identity.
+	SPIFFEID string `json:"spiffe_id"`
+	// RevokedAt is when the revocation was recorded.
+	RevokedAt time.Time `json:"revoked_at"`
+	// Reason is the admin's free-text reason, for the audit trail.
+	Reason string `json:"reason,omitempty"`
+	// Blocked stops all issuance to the ID.
+	Blocked bool `json:"blocked"`
+	// AdminUID is the uid of the admin who revoked it.
+	AdminUID uint32 `json:"admin_uid"`
+}
+
+// Validate reports whether r can be stored. The error wraps ErrInvalid.
+func (r Revocation) Validate() error {
+	if err := checkID("revocation spiffe_id", r.SPIFFEID); err != nil {
+		return err
+	}
+	if r.RevokedAt.IsZero() {
+		return fmt.Errorf("%w: revocation of %s has no revoked_at", ErrInvalid, r.SPIFFEID)
+	}
+	return nil
+}
+
+// RevokedSerial is one revoked certificate. It is kept until the
+// certificate expires, so the revocation list stays short.
+type RevokedSerial struct {
+	// Serial is the certificate serial in lower-case hexadecimal.
+	Serial string `json:"serial"`
+	// SPIFFEID is the identity in the certificate.
+	SPIFFEID string `json:"spiffe_id"`
+	// NotAfter is when the certificate expires; the record is pruned after it.
+	NotAfter time.Time `json:"not_after"`
+	// RevokedAt is when it was revoked.
+	RevokedAt time.Time `json:"revoked_at"`
+	// Reason is the admin's free-text reason.
+	Reason string `json:"reason,omitempty"`
+	// AdminUID is the uid of the admin who revoked it.
+	AdminUID uint32 `json:"admin_uid"`
+}

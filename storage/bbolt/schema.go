@@ -22,6 +22,8 @@ var (
 	bucketSerialsByID     = []byte("serials_by_id")
 	bucketSerialsByExpiry = []byte("serials_by_expiry")
 	bucketSerialsLog      = []byte("serials_log")
+	bucketRevokedIDs      = []byte("revoked_ids")
+	bucketRevokedSerials  = []byte("revoked_serials")
 
 	keySchemaVersion = []byte("schema_version")
 )
@@ -37,10 +39,14 @@ var migrations = [...]func(tx *bolt.Tx) error{
 	0: func(tx *bolt.Tx) error {
 		return createBuckets(tx, bucketEntries, bucketKeys, bucketSerials, bucketSerialsByID, bucketSerialsByExpiry, bucketSerialsLog)
 	},
+	// Version 1 → 2: revocations by SPIFFE ID and by serial.
+	1: func(tx *bolt.Tx) error {
+		return createBuckets(tx, bucketRevokedIDs, bucketRevokedSerials)
+	},
 }
 
 // buckets are the buckets the current schema needs.
-var buckets = [][]byte{bucketMeta, bucketEntries, bucketKeys, bucketSerials, bucketSerialsByID, bucketSerialsByExpiry, bucketSerialsLog}
+var buckets = [][]byte{bucketMeta, bucketEntries, bucketKeys, bucketSerials, bucketSerialsByID, bucketSerialsByExpiry, bucketSerialsLog, bucketRevokedIDs, bucketRevokedSerials}
 
 func createBuckets(tx *bolt.Tx, names ...[]byte) error {
 	for _, name := range names {

@@ -40,6 +40,11 @@ type Store interface {
 	PruneSerials(ctx context.Context, expiredBefore time.Time) (int, error)
 	PutKey(ctx context.Context, k storage.Key) error
 	ListKeys(ctx context.Context) ([]storage.Key, error)
+	RevokeID(ctx context.Context, r storage.Revocation, now time.Time) ([]storage.RevokedSerial, error)
+	RevokeSerial(ctx context.Context, serial, reason string, adminUID uint32, now time.Time) (storage.RevokedSerial, error)
+	Unblock(ctx context.Context, spiffeID string) error
+	ListRevocations(ctx context.Context) ([]storage.Revocation, []storage.RevokedSerial, error)
+	PruneRevocations(ctx context.Context, now time.Time, keep time.Duration) (int, error)
 	Close() error
 }
 
@@ -70,6 +75,10 @@ func Run(t *testing.T, open func(t *testing.T) Store) {
 		{"Serial/PruneMany", testSerialPruneMany},
 		{"Key/PutList", testKeyPutList},
 		{"Key/Invalid", testKeyInvalid},
+		{"Revocation/ID", testRevokeID},
+		{"Revocation/Serial", testRevokeSerial},
+		{"Revocation/Block", testRevokeBlock},
+		{"Revocation/Prune", testRevocationPrune},
 		{"Context/Cancelled", testCancelled},
 		{"Closed", testClosed},
 	} {
@@ -530,6 +539,11 @@ func calls(ctx context.Context, s Store) map[string]error {
 	_, errs["PruneSerials"] = s.PruneSerials(ctx, t0.Add(time.Hour))
 	errs["PutKey"] = s.PutKey(ctx, storage.Key{ID: "k9", State: storage.KeyActive})
 	_, errs["ListKeys"] = s.ListKeys(ctx)
+	_, errs["RevokeID"] = s.RevokeID(ctx, storage.Revocation{SPIFFEID: "spiffe://example.org/web", RevokedAt: t0}, t0)
+	_, errs["RevokeSerial"] = s.RevokeSerial(ctx, fmt.Sprintf("%032x", 1), "", 0, t0.Add(-time.Hour))
+	errs["Unblock"] = s.Unblock(ctx, "spiffe://example.org/web")
+	_, _, errs["ListRevocations"] = s.ListRevocations(ctx)
+	_, errs["PruneRevocations"] = s.PruneRevocations(ctx, t0, time.Minute)
 	return errs
 }
 
@@ -564,5 +578,129 @@ func testClosed(t *testing.T, s Store) {
 	}
 	if err := s.Close(); !errors.Is(err, storage.ErrClosed) {
 		t.Errorf("second Close = %v, want ErrClosed", err)
+	}
+}
+
+// testRevokeID: revoking an ID revokes exactly its unexpired serials, in
+// the log and in the indexed buckets alike, and survives in the listing.
+func testRevokeID(t *testing.T, s Store) {
+	ctx := t.Context()
+	web, other := "spiffe://example.org/web", "spiffe://example.org/webby"
+	recordAll(t, s, []storage.Serial{
+		serial(1, web, t0.Add(time.Minute)),
+		serial(2, web, t0.Add(-time.Minute)), // expired at t0
+		serial(3, other, t0.Add(time.Minute)),
+		serial(4, web, t0.Add(2*time.Minute)),
+	})
+	got, err := s.RevokeID(ctx, storage.Revocation{SPIFFEID: web, RevokedAt: t0, Reason: "key leaked", AdminUID: 7}, t0)
+	if err != nil {
+		t.Fatalf("RevokeID: %v", err)
+	}
+	var serials []string
+	for _, r := range got {
+		serials = append(serials, r.Serial)
+		if r.SPIFFEID != web || !r.RevokedAt.Equal(t0) || r.Reason != "key leaked" || r.AdminUID != 7 {
+			t.Errorf("revoked serial record %+v", r)
+		}
+	}
+	if want := []string{fmt.Sprintf("%032x", 1), fmt.Sprintf("%032x", 4)}; !slices.Equal(serials, want) {
+		t.Fatalf("RevokeID revoked %v, want %v", serials, want)
+	}
+	ids, revoked, err := s.ListRevocations(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ids) != 1 || ids[0].SPIFFEID != web || ids[0].Blocked || !ids[0].RevokedAt.Equal(t0) {
+		t.Fatalf("ListRevocations ids = %+v", ids)
+	}
+	if len(revoked) != 2 {
+		t.Fatalf("ListRevocations serials = %+v", revoked)
+	}
+	// An ID with no certificate is still recorded.
+	got, err = s.RevokeID(ctx, storage.Revocation{SPIFFEID: "spiffe://example.org/none", RevokedAt: t0}, t0)
+	if err != nil || len(got) != 0 {
+		t.Fatalf("RevokeID of an ID without certificates = %v, %v", got, err)
+	}
+	if _, err := s.RevokeID(ctx, storage.Revocation{SPIFFEID: web}, t0); !errors.Is(err, storage.ErrInvalid) {
+		t.Fatalf("RevokeID without revoked_at = %v, want ErrInvalid", err)
+	}
+}
+
+func testRevokeSerial(t *testing.T, s Store) {
+	ctx := t.Context()
+	web := "spiffe://example.org/web"
+	recordAll(t, s, []storage.Serial{serial(1, web, t0.Add(time.Minute)), serial(2, web, t0.Add(-time.Minute))})
+	r, err := s.RevokeSerial(ctx, fmt.Sprintf("%032x", 1), "rotated out", 0, t0)
+	if err != nil {
+		t.Fatalf("RevokeSerial: %v", err)
+	}
+	if r.SPIFFEID != web || !r.NotAfter.Equal(t0.Add(time.Minute)) {
+		t.Fatalf("RevokeSerial = %+v", r)
+	}
+	if _, err := s.RevokeSerial(ctx, fmt.Sprintf("%032x", 2), "", 0, t0); !errors.Is(err, storage.ErrNotFound) {
+		t.Errorf("RevokeSerial of an expired certificate = %v, want ErrNotFound", err)
+	}
+	if _, err := s.RevokeSerial(ctx, "abcdef", "", 0, t0); !errors.Is(err, storage.ErrNotFound) {
+		t.Errorf("RevokeSerial of an unknown serial = %v, want ErrNotFound", err)
+	}
+	_, revoked, err := s.ListRevocations(ctx)
+	if err != nil || len(revoked) != 1 || revoked[0].Reason != "rotated out" {
+		t.Fatalf("ListRevocations = %+v, %v", revoked, err)
+	}
+}
+
+func testRevokeBlock(t *testing.T, s Store) {
+	ctx := t.Context()
+	web := "spiffe://example.org/web"
+	if err := s.Unblock(ctx, web); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("Unblock of an unrevoked ID = %v, want ErrNotFound", err)
+	}
+	if _, err := s.RevokeID(ctx, storage.Revocation{SPIFFEID: web, RevokedAt: t0, Blocked: true}, t0); err != nil {
+		t.Fatal(err)
+	}
+	// A later revocation without Block does not lift the block.
+	if _, err := s.RevokeID(ctx, storage.Revocation{SPIFFEID: web, RevokedAt: t0.Add(time.Second)}, t0); err != nil {
+		t.Fatal(err)
+	}
+	ids, _, err := s.ListRevocations(ctx)
+	if err != nil || len(ids) != 1 || !ids[0].Blocked {
+		t.Fatalf("after a second revocation: %+v, %v; want still blocked", ids, err)
+	}
+	if err := s.Unblock(ctx, web); err != nil {
+		t.Fatalf("Unblock: %v", err)
+	}
+	ids, _, err = s.ListRevocations(ctx)
+	if err != nil || len(ids) != 1 || ids[0].Blocked {
+		t.Fatalf("after Unblock: %+v, %v; want the revocation kept, unblocked", ids, err)
+	}
+	if err := s.Unblock(ctx, web); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("second Unblock = %v, want ErrNotFound", err)
+	}
+}
+
+func testRevocationPrune(t *testing.T, s Store) {
+	ctx := t.Context()
+	recordAll(t, s, []storage.Serial{serial(1, "spiffe://example.org/a", t0.Add(time.Minute)), serial(2, "spiffe://example.org/b", t0.Add(time.Hour))})
+	for _, r := range []storage.Revocation{
+		{SPIFFEID: "spiffe://example.org/a", RevokedAt: t0},
+		{SPIFFEID: "spiffe://example.org/b", RevokedAt: t0},
+		{SPIFFEID: "spiffe://example.org/blocked", RevokedAt: t0, Blocked: true},
+	} {
+		if _, err := s.RevokeID(ctx, r, t0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Ten minutes on: a's certificate expired, ID revocations older than
+	// five minutes go, except the blocked one.
+	n, err := s.PruneRevocations(ctx, t0.Add(10*time.Minute), 5*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids, serials, err := s.ListRevocations(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 3 || len(ids) != 1 || ids[0].SPIFFEID != "spiffe://example.org/blocked" || len(serials) != 1 || serials[0].SPIFFEID != "spiffe://example.org/b" {
+		t.Fatalf("after prune (%d deleted): ids %+v serials %+v", n, ids, serials)
 	}
 }
