@@ -30,6 +30,8 @@ const (
 	DefaultRootTTL = 365 * 24 * time.Hour
 	// DefaultIntermediateTTL is the lifetime of a new intermediate signing CA.
 	DefaultIntermediateTTL = 24 * time.Hour
+	// DefaultJWTTTL is the lifetime, and the longest allowed, of a JWT-SVID.
+	DefaultJWTTTL = 5 * time.Minute
 	// Backdate is how far NotBefore is set into the past, for clock skew.
 	Backdate = 30 * time.Second
 	// pruneInterval is how often expired serial records are removed.
@@ -47,6 +49,11 @@ type Store interface {
 	PruneSerials(ctx context.Context, expiredBefore time.Time) (int, error)
 	PutKey(ctx context.Context, k storage.Key) error
 	ListKeys(ctx context.Context) ([]storage.Key, error)
+	RevokeID(ctx context.Context, r storage.Revocation, now time.Time) ([]storage.RevokedSerial, error)
+	RevokeSerial(ctx context.Context, serial, reason string, adminUID uint32, now time.Time) (storage.RevokedSerial, error)
+	Unblock(ctx context.Context, spiffeID string) error
+	ListRevocations(ctx context.Context) ([]storage.Revocation, []storage.RevokedSerial, error)
+	PruneRevocations(ctx context.Context, now time.Time, keep time.Duration) (int, error)
 }
 
 // Config configures an Authority. Only Store and KeyDir are required; the
@@ -54,7 +61,7 @@ type Store interface {
 type Config struct {
 	// TrustDomain is the trust domain the authority issues for. Default example.org.
 	TrustDomain spiffeid.TrustDomain
-	// Store keeps entries, issued serials and key records.
+	// Store keeps entries, issued serials, revocations and key records.
 	Store Store
 	// KeyDir is the directory holding the CA private key files (mode 0600).
 	// It is created with mode 0700 if missing.
@@ -68,6 +75,8 @@ type Config struct {
 	// IntermediateTTL is the lifetime of each intermediate CA. It is replaced
 	// at half its life. Default DefaultIntermediateTTL.
 	IntermediateTTL time.Duration
+	// JWTTTL is the lifetime of a JWT-SVID. Default and maximum DefaultJWTTTL.
+	JWTTTL time.Duration
 	// Time returns the current time. Default time.Now.
 	Time func() time.Time
 	// Logger receives operational logs. Nil discards them.
@@ -90,6 +99,9 @@ func (c *Config) setDefaults() error {
 	if c.SVIDTTL == 0 {
 		c.SVIDTTL = min(DefaultSVIDTTL, c.MaxSVIDTTL)
 	}
+	if c.JWTTTL == 0 {
+		c.JWTTTL = DefaultJWTTTL
+	}
 	if c.RootTTL == 0 {
 		c.RootTTL = DefaultRootTTL
 	}
@@ -109,6 +121,8 @@ func (c *Config) setDefaults() error {
 		return fmt.Errorf("ca: SVID TTL %s is below the minimum %s", c.SVIDTTL, MinSVIDTTL)
 	case c.SVIDTTL > c.MaxSVIDTTL:
 		return fmt.Errorf("ca: SVID TTL %s exceeds the maximum SVID TTL %s (raise the maximum explicitly)", c.SVIDTTL, c.MaxSVIDTTL)
+	case c.JWTTTL < MinSVIDTTL || c.JWTTTL > DefaultJWTTTL:
+		return fmt.Errorf("ca: JWT TTL %s must be between %s and %s", c.JWTTTL, MinSVIDTTL, DefaultJWTTTL)
 	case c.IntermediateTTL < 4*c.MaxSVIDTTL:
 		return fmt.Errorf("ca: intermediate TTL %s must be at least four times the maximum SVID TTL %s", c.IntermediateTTL, c.MaxSVIDTTL)
 	case c.RootTTL < 2*c.IntermediateTTL:
@@ -124,10 +138,16 @@ type Authority struct {
 	log   *slog.Logger
 	store Store
 
-	// mu serialises changes (entries, keys); readers use snap.
-	mu      sync.Mutex
-	entries []storage.Entry // ordered by (CreatedAt, ID)
-	keys    *keySet
+	// mu serialises changes (entries, keys, revocations); readers use snap.
+	mu          sync.Mutex
+	entries     []storage.Entry // ordered by (CreatedAt, ID)
+	keys        *keySet
+	revocations *revocationState
+	crlNumber   uint64
+
+	// issueMu is read-held while an SVID or token is signed and recorded,
+	// and write-held while a revocation lists the serials to revoke.
+	issueMu sync.RWMutex
 
 	snap atomic.Pointer[Snapshot]
 
@@ -154,6 +174,9 @@ func New(ctx context.Context, cfg Config) (*Authority, error) {
 		return nil, fmt.Errorf("ca: loading entries: %w", err)
 	}
 	a.entries = slices.SortedStableFunc(slices.Values(entries), compareEntries)
+	if err := a.loadRevocations(ctx); err != nil {
+		return nil, err
+	}
 	a.publishLocked()
 	a.log.Info("authority ready",
 		slog.String(LogTrustDomain, cfg.TrustDomain.String()),
@@ -186,7 +209,7 @@ func (a *Authority) Snapshot() *Snapshot { return a.snap.Load() }
 // replaces the previous one, waking everything that waits on it. Callers
 // hold a.mu (or are the constructor).
 func (a *Authority) publishLocked() {
-	s := newSnapshot(a.cfg.TrustDomain, a.entries, a.keys, a.log)
+	s := newSnapshot(a.cfg.TrustDomain, a.entries, a.keys, a.revocations, a.log)
 	if old := a.snap.Swap(s); old != nil {
 		close(old.done)
 	}
@@ -228,6 +251,11 @@ func (a *Authority) rotateIntermediate(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	state := a.revocations.clone()
+	if err := a.signCRLLocked(state); err != nil {
+		return err
+	}
+	a.revocations = state
 	a.publishLocked()
 	a.log.Info("intermediate CA rotated", slog.String(LogKeyID, k.id),
 		slog.String("expires", k.cert.NotAfter.UTC().Format(time.RFC3339)))
@@ -238,10 +266,20 @@ func (a *Authority) pruneLoop() {
 	defer a.wg.Done()
 	t := time.NewTicker(pruneInterval)
 	defer t.Stop()
+	crl := time.NewTicker(crlRefresh)
+	defer crl.Stop()
 	for {
 		select {
 		case <-a.stop:
 			return
+		case <-crl.C:
+			a.mu.Lock()
+			err := a.refreshRevocationsLocked(context.Background())
+			a.mu.Unlock()
+			if err != nil {
+				a.log.Error("refreshing the revocation list failed", slog.Any(LogError, err))
+			}
+			continue
 		case <-t.C:
 		}
 		n, err := a.store.PruneSerials(context.Background(), a.cfg.Time().Add(-Backdate))

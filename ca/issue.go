@@ -6,7 +6,6 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
-	"encoding/hex"
 	"fmt"
 	"math/big"
 	"time"
@@ -29,7 +28,8 @@ type X509SVID struct {
 	CertChainDER []byte
 	// KeyDER is the private key, PKCS#8 DER.
 	KeyDER []byte
-	// Serial is the certificate serial number, lower-case hex.
+	// Serial is the certificate serial number, lower-case hex without
+	// leading zeros (big.Int.Text(16)), the form used everywhere in badge.
 	Serial string
 	// NotBefore and NotAfter bound the certificate's validity.
 	NotBefore, NotAfter time.Time
@@ -51,6 +51,13 @@ var serialLimit = new(big.Int).Lsh(big.NewInt(1), 127)
 // is returned, so that revocation by SPIFFE ID finds every certificate that
 // left the process.
 func (a *Authority) SignX509SVID(ctx context.Context, s *Snapshot, e *Entry) (*X509SVID, error) {
+	// Revocation holds issuance while it lists the serials of an ID; a
+	// blocked ID is checked against the newest snapshot, not the caller's.
+	a.issueMu.RLock()
+	defer a.issueMu.RUnlock()
+	if r, ok := a.Snapshot().Revoked(e.ID); ok && r.Blocked {
+		return nil, fmt.Errorf("ca: SVID for %s: %w", e.ID, ErrBlocked)
+	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("ca: generating SVID key: %w", err)
@@ -72,7 +79,7 @@ func (a *Authority) SignX509SVID(ctx context.Context, s *Snapshot, e *Entry) (*X
 	if ca := s.signer.cert; tmpl.NotAfter.After(ca.NotAfter) {
 		tmpl.NotAfter = ca.NotAfter
 	}
-	serialHex := hex.EncodeToString(serial.Bytes())
+	serialHex := serial.Text(16) // canonical: lower case, no leading zeros
 	// Everything the serial record holds is known before signing, so the
 	// durable write (a disk flush shared with concurrent callers) runs
 	// while the certificate is signed. No SVID is returned before its

@@ -41,13 +41,12 @@ type Snapshot struct {
 	signer    *caKey
 	chainDER  []byte // the intermediate, appended to every leaf
 
-	revokedIDs     map[spiffeid.ID]IDRevocation
-	revokedSerials map[string]struct{}
+	revocations *revocationState
 
 	done chan struct{}
 }
 
-func newSnapshot(td spiffeid.TrustDomain, recs []storage.Entry, keys *keySet, log *slog.Logger) *Snapshot {
+func newSnapshot(td spiffeid.TrustDomain, recs []storage.Entry, keys *keySet, revs *revocationState, log *slog.Logger) *Snapshot {
 	s := &Snapshot{
 		td:        td,
 		index:     make(map[attest.Selector][]*Entry),
@@ -56,6 +55,8 @@ func newSnapshot(td spiffeid.TrustDomain, recs []storage.Entry, keys *keySet, lo
 		signer:    keys.current(),
 		chainDER:  keys.current().cert.Raw,
 		done:      make(chan struct{}),
+
+		revocations: revs,
 	}
 	for i, rec := range recs {
 		e, err := prepareEntry(td, rec)
@@ -67,6 +68,9 @@ func newSnapshot(td spiffeid.TrustDomain, recs []storage.Entry, keys *keySet, lo
 		}
 		e.order = i
 		s.entries = append(s.entries, e)
+		if r, ok := revs.ids[e.ID]; ok && r.Blocked {
+			continue // listed, but matches no one until unblocked
+		}
 		s.index[e.selectors[0]] = append(s.index[e.selectors[0]], e)
 		for _, sel := range e.selectors {
 			s.kinds |= attest.KindOf(sel)

@@ -61,7 +61,7 @@ func TestMatchAgainstBruteForce(t *testing.T) {
 				}
 			}
 			slices.SortStableFunc(recs, compareEntries)
-			snap := newSnapshot(a.cfg.TrustDomain, recs, a.keys, slog.New(slog.DiscardHandler))
+			snap := newSnapshot(a.cfg.TrustDomain, recs, a.keys, a.revocations, slog.New(slog.DiscardHandler))
 			if len(snap.Entries()) != len(recs) {
 				t.Fatalf("snapshot holds %d entries, want %d", len(snap.Entries()), len(recs))
 			}
@@ -123,7 +123,7 @@ func TestSnapshotSkipsUnparsableEntry(t *testing.T) {
 		{ID: "b", SPIFFEID: "spiffe://example.org/x", Selectors: []string{"k8s:ns:x"}, CreatedAt: testStart},
 		{ID: "c", SPIFFEID: "spiffe://example.org/x", Selectors: []string{"unix:uid:1"}, CreatedAt: testStart},
 	}
-	snap := newSnapshot(a.cfg.TrustDomain, recs, a.keys, slog.New(slog.DiscardHandler))
+	snap := newSnapshot(a.cfg.TrustDomain, recs, a.keys, a.revocations, slog.New(slog.DiscardHandler))
 	if got := entryIDs(snap.Match(set(t, "unix:uid:1"))); !slices.Equal(got, []string{"c"}) {
 		t.Errorf("Match = %v, want [c]", got)
 	}

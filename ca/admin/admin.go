@@ -9,6 +9,9 @@
 //	GET    /v1/entries        list entries, returns []Entry in creation order
 //	GET    /v1/entries/{id}   one entry
 //	DELETE /v1/entries/{id}   delete an entry
+//	POST   /v1/revocations    revoke an ID or a serial (RevokeRequest), returns RevokeResponse
+//	GET    /v1/revocations    what is in force, returns Revocations
+//	POST   /v1/unblock        lift the block of an ID (UnblockRequest)
 //	GET    /v1/bundle         the trust bundle, ?format=pem (default) or jwks
 //	GET    /v1/health         {"status":"ok"} when the authority is serving
 package admin
@@ -74,26 +77,100 @@ func entryFromStorage(e storage.Entry) Entry {
 // validates the values.
 func DecodeEntryRequest(r io.Reader) (EntryRequest, time.Duration, error) {
 	var req EntryRequest
-	data, err := io.ReadAll(io.LimitReader(r, maxRequestBytes+1))
-	if err != nil {
-		return req, 0, fmt.Errorf("reading request: %w", err)
-	}
-	if len(data) > maxRequestBytes {
-		return req, 0, fmt.Errorf("request body exceeds %d bytes", maxRequestBytes)
-	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		return req, 0, fmt.Errorf("decoding entry request: %w", err)
-	}
-	if err := dec.Decode(new(json.RawMessage)); err != io.EOF {
-		return req, 0, errors.New("decoding entry request: unexpected data after the JSON object")
+	if err := decodeStrict(r, &req, "entry request"); err != nil {
+		return req, 0, err
 	}
 	var ttl time.Duration
 	if req.TTL != "" {
+		var err error
 		if ttl, err = time.ParseDuration(req.TTL); err != nil {
 			return req, 0, &ca.InvalidError{Field: "ttl", Value: req.TTL, Err: err}
 		}
 	}
 	return req, ttl, nil
+}
+
+// RevokeRequest revokes a SPIFFE ID (every unexpired certificate issued to
+// it) or one certificate by serial. Exactly one of SPIFFEID and Serial is set.
+type RevokeRequest struct {
+	SPIFFEID string `json:"spiffe_id,omitempty"`
+	Serial   string `json:"serial,omitempty"`
+	Reason   string `json:"reason,omitempty"`
+	// Block stops issuance to the ID until it is unblocked (SPIFFEID only).
+	Block bool `json:"block,omitempty"`
+}
+
+// RevokeResponse says how many certificates a revocation revoked.
+type RevokeResponse struct {
+	Revoked  int    `json:"revoked"`
+	SPIFFEID string `json:"spiffe_id,omitempty"`
+	Blocked  bool   `json:"blocked,omitempty"`
+}
+
+// UnblockRequest lifts the block of a SPIFFE ID.
+type UnblockRequest struct {
+	SPIFFEID string `json:"spiffe_id"`
+}
+
+// Revocations is what is in force, sorted: revoked IDs and revoked,
+// unexpired certificates.
+type Revocations struct {
+	IDs     []RevokedID     `json:"ids"`
+	Serials []RevokedSerial `json:"serials"`
+}
+
+// RevokedID is a revoked (and possibly blocked) SPIFFE ID.
+type RevokedID struct {
+	SPIFFEID  string    `json:"spiffe_id"`
+	RevokedAt time.Time `json:"revoked_at"`
+	Reason    string    `json:"reason,omitempty"`
+	Blocked   bool      `json:"blocked"`
+}
+
+// RevokedSerial is a revoked certificate.
+type RevokedSerial struct {
+	Serial    string    `json:"serial"`
+	SPIFFEID  string    `json:"spiffe_id"`
+	NotAfter  time.Time `json:"not_after"`
+	RevokedAt time.Time `json:"revoked_at"`
+	Reason    string    `json:"reason,omitempty"`
+}
+
+// DecodeRevokeRequest decodes one RevokeRequest as strictly as
+// DecodeEntryRequest, and checks that it names exactly one target.
+func DecodeRevokeRequest(r io.Reader) (RevokeRequest, error) {
+	var req RevokeRequest
+	if err := decodeStrict(r, &req, "revoke request"); err != nil {
+		return req, err
+	}
+	switch {
+	case req.SPIFFEID == "" && req.Serial == "":
+		return req, &ca.InvalidError{Field: "spiffe_id", Err: errors.New("a revocation names a SPIFFE ID or a serial")}
+	case req.SPIFFEID != "" && req.Serial != "":
+		return req, &ca.InvalidError{Field: "serial", Value: req.Serial, Err: errors.New("a revocation names a SPIFFE ID or a serial, not both")}
+	case req.Serial != "" && req.Block:
+		return req, &ca.InvalidError{Field: "block", Value: "true", Err: errors.New("only a SPIFFE ID can be blocked")}
+	}
+	return req, nil
+}
+
+// decodeStrict decodes one JSON object into v, refusing unknown fields,
+// trailing data and bodies over 1 MiB.
+func decodeStrict(r io.Reader, v any, what string) error {
+	data, err := io.ReadAll(io.LimitReader(r, maxRequestBytes+1))
+	if err != nil {
+		return fmt.Errorf("reading %s: %w", what, err)
+	}
+	if len(data) > maxRequestBytes {
+		return fmt.Errorf("%s body exceeds %d bytes", what, maxRequestBytes)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("decoding %s: %w", what, err)
+	}
+	if err := dec.Decode(new(json.RawMessage)); err != io.EOF {
+		return fmt.Errorf("decoding %s: unexpected data after the JSON object", what)
+	}
+	return nil
 }

@@ -66,6 +66,25 @@ func (c *Client) DeleteEntry(ctx context.Context, id string) error {
 	return c.do(ctx, http.MethodDelete, "/v1/entries/"+url.PathEscape(id), nil, nil)
 }
 
+// Revoke revokes an ID or a serial and returns how many certificates it revoked.
+func (c *Client) Revoke(ctx context.Context, req RevokeRequest) (RevokeResponse, error) {
+	var out RevokeResponse
+	err := c.do(ctx, http.MethodPost, "/v1/revocations", req, &out)
+	return out, err
+}
+
+// Unblock lifts the block of a SPIFFE ID.
+func (c *Client) Unblock(ctx context.Context, spiffeID string) error {
+	return c.do(ctx, http.MethodPost, "/v1/unblock", UnblockRequest{SPIFFEID: spiffeID}, nil)
+}
+
+// Revocations returns what is in force.
+func (c *Client) Revocations(ctx context.Context) (Revocations, error) {
+	var out Revocations
+	err := c.do(ctx, http.MethodGet, "/v1/revocations", nil, &out)
+	return out, err
+}
+
 // Bundle returns the trust bundle as PEM ("pem") or a SPIFFE JWKS ("jwks").
 func (c *Client) Bundle(ctx context.Context, format string) ([]byte, error) {
 	var raw rawBody

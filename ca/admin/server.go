@@ -25,6 +25,10 @@ type Authority interface {
 	GetEntry(ctx context.Context, id string) (storage.Entry, error)
 	ListEntries(ctx context.Context) ([]storage.Entry, error)
 	DeleteEntry(ctx context.Context, id string) error
+	RevokeID(ctx context.Context, req ca.RevokeRequest) (int, error)
+	RevokeSerial(ctx context.Context, serial, reason string, adminUID uint32) (storage.RevokedSerial, error)
+	Unblock(ctx context.Context, spiffeID string, adminUID uint32) error
+	Revocations() ([]storage.Revocation, []storage.RevokedSerial)
 	Snapshot() *ca.Snapshot
 }
 
@@ -66,6 +70,9 @@ func New(cfg Config) *Server {
 	mux.HandleFunc("GET /v1/entries", s.listEntries)
 	mux.HandleFunc("GET /v1/entries/{id}", s.getEntry)
 	mux.HandleFunc("DELETE /v1/entries/{id}", s.deleteEntry)
+	mux.HandleFunc("POST /v1/revocations", s.revoke)
+	mux.HandleFunc("GET /v1/revocations", s.listRevocations)
+	mux.HandleFunc("POST /v1/unblock", s.unblock)
 	mux.HandleFunc("GET /v1/bundle", s.bundle)
 	mux.HandleFunc("GET /v1/health", s.health)
 	s.http = &http.Server{
@@ -153,11 +160,7 @@ func (r *statusRecorder) WriteHeader(code int) {
 func (s *Server) createEntry(w http.ResponseWriter, r *http.Request) {
 	req, ttl, err := DecodeEntryRequest(r.Body)
 	if err != nil {
-		if errors.Is(err, ca.ErrInvalid) {
-			s.writeAuthorityError(w, err)
-		} else {
-			writeError(w, http.StatusBadRequest, err)
-		}
+		s.writeRequestError(w, err)
 		return
 	}
 	e, err := s.auth.CreateEntry(r.Context(), ca.EntryRequest{SPIFFEID: req.SPIFFEID, Selectors: req.Selectors, TTL: ttl, DNSNames: req.DNSNames})
@@ -198,6 +201,55 @@ func (s *Server) deleteEntry(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
+func (s *Server) revoke(w http.ResponseWriter, r *http.Request) {
+	req, err := DecodeRevokeRequest(r.Body)
+	if err != nil {
+		s.writeRequestError(w, err)
+		return
+	}
+	uid, _ := r.Context().Value(ctxKey{}).(uint32)
+	if req.Serial != "" {
+		if _, err := s.auth.RevokeSerial(r.Context(), req.Serial, req.Reason, uid); err != nil {
+			s.writeAuthorityError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, RevokeResponse{Revoked: 1})
+		return
+	}
+	n, err := s.auth.RevokeID(r.Context(), ca.RevokeRequest{SPIFFEID: req.SPIFFEID, Reason: req.Reason, Block: req.Block, AdminUID: uid})
+	if err != nil {
+		s.writeAuthorityError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, RevokeResponse{Revoked: n, SPIFFEID: req.SPIFFEID, Blocked: req.Block})
+}
+
+func (s *Server) unblock(w http.ResponseWriter, r *http.Request) {
+	var req UnblockRequest
+	if err := decodeStrict(r.Body, &req, "unblock request"); err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	uid, _ := r.Context().Value(ctxKey{}).(uint32)
+	if err := s.auth.Unblock(r.Context(), req.SPIFFEID, uid); err != nil {
+		s.writeAuthorityError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) listRevocations(w http.ResponseWriter, _ *http.Request) {
+	ids, serials := s.auth.Revocations()
+	out := Revocations{IDs: make([]RevokedID, len(ids)), Serials: make([]RevokedSerial, len(serials))}
+	for i, r := range ids {
+		out.IDs[i] = RevokedID{SPIFFEID: r.SPIFFEID, RevokedAt: r.RevokedAt.UTC(), Reason: r.Reason, Blocked: r.Blocked}
+	}
+	for i, r := range serials {
+		out.Serials[i] = RevokedSerial{Serial: r.Serial, SPIFFEID: r.SPIFFEID, NotAfter: r.NotAfter.UTC(), RevokedAt: r.RevokedAt.UTC(), Reason: r.Reason}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
 func (s *Server) bundle(w http.ResponseWriter, r *http.Request) {
 	b := s.auth.Snapshot().Bundle()
 	switch f := r.URL.Query().Get("format"); f {
@@ -221,6 +273,16 @@ func (s *Server) bundle(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) health(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "trust_domain": s.auth.Snapshot().TrustDomain().Name()})
+}
+
+// writeRequestError answers a request that could not be decoded: 400, with
+// the field named when the decoder knows it.
+func (s *Server) writeRequestError(w http.ResponseWriter, err error) {
+	if errors.Is(err, ca.ErrInvalid) {
+		s.writeAuthorityError(w, err)
+		return
+	}
+	writeError(w, http.StatusBadRequest, err)
 }
 
 func (s *Server) writeAuthorityError(w http.ResponseWriter, err error) {

@@ -143,8 +143,9 @@ func noIdentity(p *attest.Peer) error {
 
 var errShutdown = status.Error(codes.Unavailable, "server is shutting down")
 
-// FetchX509SVID streams the caller's X.509-SVIDs: at once, then whenever an
-// SVID reaches half its life, the caller's entries change or the bundle
+// FetchX509SVID streams the caller's X.509-SVIDs with the bundle and the
+// revocation list: at once, then whenever an SVID reaches half its life or
+// is revoked, the caller's entries change, or the bundle or revocation list
 // changes.
 func (s *Server) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.ServerStreamingServer[workload.X509SVIDResponse]) error {
 	ctx := stream.Context()
@@ -157,6 +158,7 @@ func (s *Server) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.ServerSt
 	var (
 		held       []*ca.X509SVID
 		sentBundle []byte
+		sentCRL    uint64
 		timer      *time.Timer
 	)
 	defer func() {
@@ -178,15 +180,22 @@ func (s *Server) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.ServerSt
 			return noIdentity(p)
 		}
 		next, changed, err := s.refresh(ctx, snap, entries, held)
+		if errors.Is(err, ca.ErrBlocked) {
+			// Blocked between the snapshot and the signing; the next
+			// snapshot no longer matches the entry.
+			snap = s.auth.Snapshot()
+			continue
+		}
 		if err != nil {
 			s.log.Error("signing X.509-SVID failed", slog.Int(ca.LogPID, int(p.PID)), slog.Any(ca.LogError, err))
 			return status.Errorf(codes.Unavailable, "signing X.509-SVID: %v", err)
 		}
-		if changed || !bytes.Equal(sentBundle, snap.BundleDER()) {
+		_, crlNumber := snap.CRL()
+		if changed || crlNumber != sentCRL || !bytes.Equal(sentBundle, snap.BundleDER()) {
 			if err := stream.Send(x509Response(next, snap)); err != nil {
 				return err
 			}
-			held, sentBundle = next, snap.BundleDER()
+			held, sentBundle, sentCRL = next, snap.BundleDER(), crlNumber
 			s.log.Debug("X.509-SVIDs sent", slog.Int(ca.LogPID, int(p.PID)), slog.Int(ca.LogUID, int(p.UID)),
 				slog.String(ca.LogSPIFFEID, held[0].ID.String()), slog.String(ca.LogSerial, held[0].Serial))
 		}
@@ -223,7 +232,9 @@ func (s *Server) refresh(ctx context.Context, snap *ca.Snapshot, entries []*ca.E
 	for i, e := range entries {
 		var reuse *ca.X509SVID
 		for _, h := range held {
-			if h.EntryID == e.Record.ID && h.Revision == e.Record.Revision && now.Before(h.RefreshAt()) {
+			// A revoked SVID is replaced at once, with a new key: the
+			// legitimate holder keeps working while the stolen copy is dead.
+			if h.EntryID == e.Record.ID && h.Revision == e.Record.Revision && now.Before(h.RefreshAt()) && !snap.SerialRevoked(h.Serial) {
 				reuse = h
 				break
 			}
@@ -244,7 +255,8 @@ func (s *Server) refresh(ctx context.Context, snap *ca.Snapshot, entries []*ca.E
 }
 
 func x509Response(svids []*ca.X509SVID, snap *ca.Snapshot) *workload.X509SVIDResponse {
-	resp := &workload.X509SVIDResponse{Svids: make([]*workload.X509SVID, len(svids))}
+	crl, _ := snap.CRL()
+	resp := &workload.X509SVIDResponse{Svids: make([]*workload.X509SVID, len(svids)), Crl: [][]byte{crl}}
 	for i, sv := range svids {
 		resp.Svids[i] = &workload.X509SVID{
 			SpiffeId:    sv.ID.String(),
@@ -265,7 +277,10 @@ func (s *Server) FetchX509Bundles(_ *workload.X509BundlesRequest, stream grpc.Se
 		return err
 	}
 	kinds := snap.Kinds()
-	var sent []byte
+	var (
+		sent    []byte
+		sentCRL uint64
+	)
 	for {
 		if k := snap.Kinds(); k&^kinds != 0 {
 			if sel, err = s.att.Attest(p, k); err != nil {
@@ -276,9 +291,13 @@ func (s *Server) FetchX509Bundles(_ *workload.X509BundlesRequest, stream grpc.Se
 		if len(snap.Match(sel)) == 0 {
 			return noIdentity(p)
 		}
-		if !bytes.Equal(sent, snap.BundleDER()) {
-			sent = snap.BundleDER()
-			resp := &workload.X509BundlesResponse{Bundles: map[string][]byte{snap.TrustDomain().IDString(): sent}}
+		crl, crlNumber := snap.CRL()
+		if crlNumber != sentCRL || !bytes.Equal(sent, snap.BundleDER()) {
+			sent, sentCRL = snap.BundleDER(), crlNumber
+			resp := &workload.X509BundlesResponse{
+				Bundles: map[string][]byte{snap.TrustDomain().IDString(): sent},
+				Crl:     [][]byte{crl},
+			}
 			if err := stream.Send(resp); err != nil {
 				return err
 			}

@@ -36,16 +36,19 @@ var commands map[string]command
 
 func init() {
 	commands = map[string]command{
-		"server":       {"run the authority daemon", runServer},
-		"entry create": {"register a workload; prints the entry id", runEntryCreate},
-		"entry list":   {"list registration entries", runEntryList},
-		"entry show":   {"show one registration entry", runEntryShow},
-		"entry delete": {"delete a registration entry", runEntryDelete},
-		"svid fetch":   {"fetch this process's X.509-SVIDs from the Workload API", runSVIDFetch},
-		"bundle show":  {"print the trust bundle", runBundleShow},
-		"healthcheck":  {"exit 0 when the server answers on both sockets", runHealthcheck},
-		"bench":        {"load generator for the Workload API", runBench},
-		"version":      {"print the version", runVersion},
+		"server":           {"run the authority daemon", runServer},
+		"entry create":     {"register a workload; prints the entry id", runEntryCreate},
+		"entry list":       {"list registration entries", runEntryList},
+		"entry show":       {"show one registration entry", runEntryShow},
+		"entry delete":     {"delete a registration entry", runEntryDelete},
+		"revoke":           {"revoke an ID's certificates (--id, optionally --block) or one certificate (--serial)", runRevoke},
+		"unblock":          {"let a blocked ID be issued SVIDs again", runUnblock},
+		"revocations list": {"list the revocations in force", runRevocationsList},
+		"svid fetch":       {"fetch this process's X.509-SVIDs from the Workload API", runSVIDFetch},
+		"bundle show":      {"print the trust bundle", runBundleShow},
+		"healthcheck":      {"exit 0 when the server answers on both sockets", runHealthcheck},
+		"bench":            {"load generator for the Workload API", runBench},
+		"version":          {"print the version", runVersion},
 	}
 }
 
