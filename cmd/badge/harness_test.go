@@ -273,13 +273,15 @@ func (d *daemon) runWorkload(uid, gid uint32, mode string) workloadResult {
 	return r
 }
 
-func (d *daemon) workloadCmd(uid, gid uint32, mode string) *exec.Cmd {
+// workloadCmd returns the command that runs the test binary as a workload
+// of uid/gid in the given mode; env adds variables (KEY=VALUE) for the mode.
+func (d *daemon) workloadCmd(uid, gid uint32, mode string, env ...string) *exec.Cmd {
 	cmd := exec.Command(testBinary)
-	cmd.Env = []string{
+	cmd.Env = append([]string{
 		"BADGE_E2E_ROLE=workload",
 		"BADGE_E2E_MODE=" + mode,
 		"SPIFFE_ENDPOINT_SOCKET=unix://" + d.socket,
-	}
+	}, env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: gid}}
 	return cmd
 }
@@ -407,11 +409,19 @@ func workloadMain() int {
 			report(workloadResult{}, err)
 		}
 	default:
+		if f, ok := workloadModes[mode]; ok {
+			return f(ctx, addr)
+		}
 		fmt.Fprintf(os.Stderr, "unknown workload mode %q\n", mode)
 		return 2
 	}
 	return 0
 }
+
+// workloadModes are further workload roles, registered by other test files
+// in init functions: each runs as the workload process (as another uid)
+// with the Workload API address, and returns the exit code.
+var workloadModes = map[string]func(ctx context.Context, addr string) int{}
 
 type watcher struct {
 	update func(*workloadapi.X509Context)
