@@ -77,6 +77,10 @@ type Config struct {
 	IntermediateTTL time.Duration
 	// JWTTTL is the lifetime of a JWT-SVID. Default and maximum DefaultJWTTTL.
 	JWTTTL time.Duration
+	// JWTIssuer is the iss claim of JWT-SVIDs and the issuer of the OpenID
+	// Connect discovery document: the public https URL of the server, such
+	// as https://badge.example.org. Empty: tokens carry no iss.
+	JWTIssuer string
 	// Time returns the current time. Default time.Now.
 	Time func() time.Time
 	// Logger receives operational logs. Nil discards them.
@@ -113,6 +117,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if err := validateJWTIssuer(c.JWTIssuer); err != nil {
+		return err
 	}
 	switch {
 	case c.MaxSVIDTTL < MinSVIDTTL:

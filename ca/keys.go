@@ -52,6 +52,7 @@ func (k *caKey) rotateAt() time.Time {
 type keySet struct {
 	root  *caKey
 	inter *caKey
+	jwt   *jwtKeySet
 }
 
 func (ks *keySet) current() *caKey { return ks.inter }
@@ -106,6 +107,9 @@ func loadKeys(ctx context.Context, cfg *Config) (*keySet, error) {
 		if _, err := ks.rotate(ctx, cfg); err != nil {
 			return nil, err
 		}
+	}
+	if ks.jwt, err = loadJWTKeys(ctx, cfg, recs); err != nil {
+		return nil, err
 	}
 	if left := ks.root.cert.NotAfter.Sub(now); left < 2*cfg.IntermediateTTL {
 		cfg.Logger.Warn("root CA expires soon", slog.String(LogKeyID, ks.root.id), slog.Duration("left", left))
@@ -186,13 +190,9 @@ func createCA(ctx context.Context, cfg *Config, kind string, tmpl *x509.Certific
 		return nil, fmt.Errorf("ca: signing %s certificate: %w", kind, err)
 	}
 	id := kind + "-" + hex.EncodeToString(cert.SubjectKeyId)[:16]
-	block, err := pemutil.Serialize(priv, pemutil.WithPKCS8(true))
-	if err != nil {
-		return nil, fmt.Errorf("ca: encoding %s key: %w", kind, err)
-	}
 	file := id + ".key"
-	if err := atomicfile.WriteFile(filepath.Join(cfg.KeyDir, file), pem.EncodeToMemory(block), 0o600); err != nil {
-		return nil, fmt.Errorf("ca: writing %s key: %w", kind, err)
+	if err := writeKeyFile(cfg.KeyDir, file, priv); err != nil {
+		return nil, fmt.Errorf("ca: %s key: %w", kind, err)
 	}
 	pub, err := x509.MarshalPKIXPublicKey(priv.Public())
 	if err != nil {
@@ -215,6 +215,33 @@ func loadKey(dir string, rec storage.Key) (*caKey, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ca: key %s: parsing certificate: %w", rec.ID, err)
 	}
+	signer, err := readKeyFile(dir, rec, cert.PublicKey)
+	if err != nil {
+		return nil, err
+	}
+	if rec.Kind != kindRoot && rec.Kind != kindIntermediate {
+		return nil, errors.New("ca: unknown key kind " + rec.Kind)
+	}
+	return &caKey{id: rec.ID, kind: rec.Kind, cert: cert, signer: signer, rec: rec}, nil
+}
+
+// writeKeyFile writes priv, PKCS#8 PEM, to file in the key directory dir
+// with mode 0600, atomically (see atomicfile.WriteFile).
+func writeKeyFile(dir, file string, priv crypto.PrivateKey) error {
+	block, err := pemutil.Serialize(priv, pemutil.WithPKCS8(true))
+	if err != nil {
+		return fmt.Errorf("encoding: %w", err)
+	}
+	if err := atomicfile.WriteFile(filepath.Join(dir, file), pem.EncodeToMemory(block), 0o600); err != nil {
+		return fmt.Errorf("writing: %w", err)
+	}
+	return nil
+}
+
+// readKeyFile reads the private key of rec from the key directory dir. It
+// refuses a reference that is not a plain file name, a file others may
+// read, and a key whose public half is not pub.
+func readKeyFile(dir string, rec storage.Key, pub crypto.PublicKey) (crypto.Signer, error) {
 	if filepath.Base(rec.PrivateRef) != rec.PrivateRef {
 		return nil, fmt.Errorf("ca: key %s: private key reference %q is not a file name in the key directory", rec.ID, rec.PrivateRef)
 	}
@@ -235,11 +262,8 @@ func loadKey(dir string, rec storage.Key) (*caKey, error) {
 		return nil, fmt.Errorf("ca: key file %s does not hold a private key", path)
 	}
 	type equaler interface{ Equal(crypto.PublicKey) bool }
-	if pub, ok := signer.Public().(equaler); !ok || !pub.Equal(cert.PublicKey) {
-		return nil, fmt.Errorf("ca: key file %s does not match the certificate of key %s", path, rec.ID)
+	if p, ok := signer.Public().(equaler); !ok || !p.Equal(pub) {
+		return nil, fmt.Errorf("ca: key file %s does not match the public key of key %s", path, rec.ID)
 	}
-	if rec.Kind != kindRoot && rec.Kind != kindIntermediate {
-		return nil, errors.New("ca: unknown key kind " + rec.Kind)
-	}
-	return &caKey{id: rec.ID, kind: rec.Kind, cert: cert, signer: signer, rec: rec}, nil
+	return signer, nil
 }

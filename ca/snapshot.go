@@ -39,7 +39,8 @@ type Snapshot struct {
 	bundle    *x509bundle.Bundle
 	bundleDER []byte // the root certificates, concatenated DER
 	signer    *caKey
-	chainDER  []byte // the intermediate, appended to every leaf
+	chainDER  []byte     // the intermediate, appended to every leaf
+	jwt       *jwtKeySet // JWT signing key, published keys (JWKS) and token cache
 
 	revocations *revocationState
 
@@ -54,6 +55,7 @@ func newSnapshot(td spiffeid.TrustDomain, recs []storage.Entry, keys *keySet, re
 		bundleDER: slices.Clone(keys.root.cert.Raw),
 		signer:    keys.current(),
 		chainDER:  keys.current().cert.Raw,
+		jwt:       keys.jwt,
 		done:      make(chan struct{}),
 
 		revocations: revs,
