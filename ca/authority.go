@@ -54,6 +54,7 @@ type Store interface {
 	Unblock(ctx context.Context, spiffeID string) error
 	ListRevocations(ctx context.Context) ([]storage.Revocation, []storage.RevokedSerial, error)
 	PruneRevocations(ctx context.Context, now time.Time, keep time.Duration) (int, error)
+	NextCRLNumber(ctx context.Context, atLeast uint64) (uint64, error)
 }
 
 // Config configures an Authority. Only Store and KeyDir are required; the
@@ -150,7 +151,6 @@ type Authority struct {
 	entries     []storage.Entry // ordered by (CreatedAt, ID)
 	keys        *keySet
 	revocations *revocationState
-	crlNumber   uint64
 
 	// issueMu is read-held while an SVID or token is signed and recorded,
 	// and write-held while a revocation lists the serials to revoke.

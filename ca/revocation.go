@@ -247,13 +247,14 @@ func (r *revocationState) clone() *revocationState {
 }
 
 // signCRLLocked signs the revocation list of state with the current
-// intermediate. The CRL number is the signing time in nanoseconds, forced
-// to grow, so it keeps growing across restarts too.
+// intermediate. The CRL number is the signing time in nanoseconds, or one
+// more than the last number if that is larger: the store hands it out, so
+// it grows strictly across restarts and clock steps too.
 func (a *Authority) signCRLLocked(state *revocationState) error {
 	now := a.cfg.Time()
-	number := uint64(now.UnixNano())
-	if number <= a.crlNumber {
-		number = a.crlNumber + 1
+	number, err := a.store.NextCRLNumber(context.Background(), uint64(max(now.UnixNano(), 0)))
+	if err != nil {
+		return fmt.Errorf("ca: numbering the revocation list: %w", err)
 	}
 	tmpl := &x509.RevocationList{
 		Number:     new(big.Int).SetUint64(number),
@@ -272,7 +273,6 @@ func (a *Authority) signCRLLocked(state *revocationState) error {
 	if err != nil {
 		return fmt.Errorf("ca: signing revocation list: %w", err)
 	}
-	a.crlNumber = number
 	state.crl, state.number = der, number
 	return nil
 }

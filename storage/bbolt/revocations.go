@@ -3,6 +3,7 @@ package bbolt
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -273,4 +274,28 @@ func decodeRevokedSerial(key, val []byte) (storage.RevokedSerial, error) {
 		return r, corrupt(bucketRevokedSerials, key, "record names serial %q", r.Serial)
 	}
 	return r, nil
+}
+
+var keyCRLNumber = []byte("crl_number")
+
+// NextCRLNumber returns a revocation-list number greater than every number
+// it returned before (also across restarts) and at least atLeast, and
+// records it durably.
+func (s *Store) NextCRLNumber(ctx context.Context, atLeast uint64) (uint64, error) {
+	var n uint64
+	err := s.update(ctx, func(tx *bolt.Tx) error {
+		meta, err := bucket(tx, bucketMeta)
+		if err != nil {
+			return err
+		}
+		n = atLeast
+		if v := meta.Get(keyCRLNumber); v != nil {
+			if len(v) != 8 {
+				return corrupt(bucketMeta, keyCRLNumber, "value is %d bytes, want 8", len(v))
+			}
+			n = max(n, binary.BigEndian.Uint64(v)+1)
+		}
+		return meta.Put(keyCRLNumber, binary.BigEndian.AppendUint64(nil, n))
+	})
+	return n, err
 }

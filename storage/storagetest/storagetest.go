@@ -45,6 +45,7 @@ type Store interface {
 	Unblock(ctx context.Context, spiffeID string) error
 	ListRevocations(ctx context.Context) ([]storage.Revocation, []storage.RevokedSerial, error)
 	PruneRevocations(ctx context.Context, now time.Time, keep time.Duration) (int, error)
+	NextCRLNumber(ctx context.Context, atLeast uint64) (uint64, error)
 	Close() error
 }
 
@@ -79,6 +80,7 @@ func Run(t *testing.T, open func(t *testing.T) Store) {
 		{"Revocation/Serial", testRevokeSerial},
 		{"Revocation/Block", testRevokeBlock},
 		{"Revocation/Prune", testRevocationPrune},
+		{"Revocation/CRLNumber", testCRLNumber},
 		{"Context/Cancelled", testCancelled},
 		{"Closed", testClosed},
 	} {
@@ -544,6 +546,7 @@ func calls(ctx context.Context, s Store) map[string]error {
 	errs["Unblock"] = s.Unblock(ctx, "spiffe://example.org/web")
 	_, _, errs["ListRevocations"] = s.ListRevocations(ctx)
 	_, errs["PruneRevocations"] = s.PruneRevocations(ctx, t0, time.Minute)
+	_, errs["NextCRLNumber"] = s.NextCRLNumber(ctx, 1)
 	return errs
 }
 
@@ -702,5 +705,25 @@ func testRevocationPrune(t *testing.T, s Store) {
 	}
 	if n != 3 || len(ids) != 1 || ids[0].SPIFFEID != "spiffe://example.org/blocked" || len(serials) != 1 || serials[0].SPIFFEID != "spiffe://example.org/b" {
 		t.Fatalf("after prune (%d deleted): ids %+v serials %+v", n, ids, serials)
+	}
+}
+
+// testCRLNumber: numbers grow strictly even when the caller's lower bound
+// (the signing time) goes backwards.
+func testCRLNumber(t *testing.T, s Store) {
+	ctx := t.Context()
+	var got []uint64
+	for _, atLeast := range []uint64{100, 100, 50, 1000, 999} {
+		n, err := s.NextCRLNumber(ctx, atLeast)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n < atLeast {
+			t.Fatalf("NextCRLNumber(%d) = %d, below its bound", atLeast, n)
+		}
+		got = append(got, n)
+	}
+	if want := []uint64{100, 101, 102, 1000, 1001}; !slices.Equal(got, want) {
+		t.Fatalf("NextCRLNumber sequence %v, want %v", got, want)
 	}
 }
