@@ -51,6 +51,9 @@ type Config struct {
 	Authority Authority
 	// Attestor computes the caller's selectors. Required.
 	Attestor Attestor
+	// JWT signs and validates JWT-SVIDs (see jwt.go). Nil: the JWT-SVID
+	// methods answer Unimplemented.
+	JWT JWTIssuer
 	// Logger receives operational logs. Nil discards them.
 	Logger *slog.Logger
 }
@@ -61,6 +64,7 @@ type Server struct {
 
 	auth Authority
 	att  Attestor
+	jwt  JWTIssuer
 	log  *slog.Logger
 	grpc *grpc.Server
 
@@ -74,7 +78,7 @@ func New(cfg Config) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{auth: cfg.Authority, att: cfg.Attestor, log: log, quit: make(chan struct{})}
+	s := &Server{auth: cfg.Authority, att: cfg.Attestor, jwt: cfg.JWT, log: log, quit: make(chan struct{})}
 	s.grpc = grpc.NewServer(
 		grpc.Creds(peerCredentials{}),
 		// A stream carries a few kilobytes every couple of minutes: small

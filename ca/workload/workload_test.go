@@ -70,7 +70,7 @@ func start(t testing.TB, mod func(*ca.Config)) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.srv = badgeworkload.New(badgeworkload.Config{Authority: auth, Attestor: attest.New(attest.Config{})})
+	f.srv = badgeworkload.New(badgeworkload.Config{Authority: auth, Attestor: attest.New(attest.Config{}), JWT: auth})
 	go func() { f.served <- f.srv.Serve(l) }()
 	t.Cleanup(func() { f.shutdown(t) })
 
