@@ -223,3 +223,35 @@ type RevokedSerial struct {
 	// AdminUID is the uid of the admin who revoked it.
 	AdminUID uint32 `json:"admin_uid"`
 }
+
+// Client is an OAuth 2.0 client of the token endpoint: a workload that
+// cannot reach a Workload API socket authenticates with a secret and
+// receives JWT-SVIDs for SPIFFEID. Only a slow hash of the secret is
+// stored, never the secret.
+type Client struct {
+	// ID is the client_id the client authenticates with.
+	ID string `json:"id"`
+	// SPIFFEID is the identity of the tokens issued to the client.
+	SPIFFEID string `json:"spiffe_id"`
+	// SecretHash is the hash of the secret in PHC string format, such as
+	// $argon2id$v=19$m=19456,t=2,p=1$SALT$HASH: the algorithm, its
+	// parameters and the per-client salt travel with the hash.
+	SecretHash string `json:"secret_hash"`
+	// CreatedAt is when the client was registered; clients are listed in
+	// (CreatedAt, ID) order.
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// Validate reports whether c can be stored. The error wraps ErrInvalid.
+func (c Client) Validate() error {
+	if err := checkID("client id", c.ID); err != nil {
+		return err
+	}
+	if err := checkID("client spiffe_id", c.SPIFFEID); err != nil {
+		return err
+	}
+	if c.SecretHash == "" || len(c.SecretHash) > MaxIDLen {
+		return fmt.Errorf("%w: client %s: secret_hash must have 1 to %d bytes", ErrInvalid, c.ID, MaxIDLen)
+	}
+	return nil
+}

@@ -22,6 +22,7 @@
 //	serials_by_id      spiffe id, 0x00, serial → not_after (12 bytes)
 //	serials_by_expiry  not_after (12 bytes), serial → spiffe id
 //	serials_log        sequence number (8 bytes) → storage.Serial
+//	clients            client id → storage.Client (OAuth clients; secret hashes only)
 //
 // serials_by_id and serials_by_expiry are indexes of serials, kept in the
 // same transaction as the record: SerialsFor is a prefix scan of

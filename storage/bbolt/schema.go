@@ -24,6 +24,7 @@ var (
 	bucketSerialsLog      = []byte("serials_log")
 	bucketRevokedIDs      = []byte("revoked_ids")
 	bucketRevokedSerials  = []byte("revoked_serials")
+	bucketClients         = []byte("clients")
 
 	keySchemaVersion = []byte("schema_version")
 )
@@ -43,10 +44,14 @@ var migrations = [...]func(tx *bolt.Tx) error{
 	1: func(tx *bolt.Tx) error {
 		return createBuckets(tx, bucketRevokedIDs, bucketRevokedSerials)
 	},
+	// Version 2 → 3: OAuth clients of the token endpoint.
+	2: func(tx *bolt.Tx) error {
+		return createBuckets(tx, bucketClients)
+	},
 }
 
 // buckets are the buckets the current schema needs.
-var buckets = [][]byte{bucketMeta, bucketEntries, bucketKeys, bucketSerials, bucketSerialsByID, bucketSerialsByExpiry, bucketSerialsLog, bucketRevokedIDs, bucketRevokedSerials}
+var buckets = [][]byte{bucketMeta, bucketEntries, bucketKeys, bucketSerials, bucketSerialsByID, bucketSerialsByExpiry, bucketSerialsLog, bucketRevokedIDs, bucketRevokedSerials, bucketClients}
 
 func createBuckets(tx *bolt.Tx, names ...[]byte) error {
 	for _, name := range names {

@@ -46,6 +46,10 @@ type Store interface {
 	ListRevocations(ctx context.Context) ([]storage.Revocation, []storage.RevokedSerial, error)
 	PruneRevocations(ctx context.Context, now time.Time, keep time.Duration) (int, error)
 	NextCRLNumber(ctx context.Context, atLeast uint64) (uint64, error)
+	CreateClient(ctx context.Context, c storage.Client) error
+	GetClient(ctx context.Context, id string) (storage.Client, error)
+	ListClients(ctx context.Context) ([]storage.Client, error)
+	DeleteClient(ctx context.Context, id string) error
 	Close() error
 }
 
@@ -81,6 +85,9 @@ func Run(t *testing.T, open func(t *testing.T) Store) {
 		{"Revocation/Block", testRevokeBlock},
 		{"Revocation/Prune", testRevocationPrune},
 		{"Revocation/CRLNumber", testCRLNumber},
+		{"Client/CreateGetList", testClientCreateGetList},
+		{"Client/Delete", testClientDelete},
+		{"Client/Invalid", testClientInvalid},
 		{"Context/Cancelled", testCancelled},
 		{"Closed", testClosed},
 	} {
@@ -547,6 +554,10 @@ func calls(ctx context.Context, s Store) map[string]error {
 	_, _, errs["ListRevocations"] = s.ListRevocations(ctx)
 	_, errs["PruneRevocations"] = s.PruneRevocations(ctx, t0, time.Minute)
 	_, errs["NextCRLNumber"] = s.NextCRLNumber(ctx, 1)
+	errs["CreateClient"] = s.CreateClient(ctx, client("spiffe://example.org/c9", t0))
+	_, errs["GetClient"] = s.GetClient(ctx, "spiffe://example.org/c1")
+	_, errs["ListClients"] = s.ListClients(ctx)
+	errs["DeleteClient"] = s.DeleteClient(ctx, "spiffe://example.org/c1")
 	return errs
 }
 
@@ -725,5 +736,100 @@ func testCRLNumber(t *testing.T, s Store) {
 	}
 	if want := []uint64{100, 101, 102, 1000, 1001}; !slices.Equal(got, want) {
 		t.Fatalf("NextCRLNumber sequence %v, want %v", got, want)
+	}
+}
+
+func client(id string, created time.Time) storage.Client {
+	return storage.Client{
+		ID:         id,
+		SPIFFEID:   id,
+		SecretHash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g",
+		CreatedAt:  created,
+	}
+}
+
+func normClient(c storage.Client) storage.Client {
+	c.CreatedAt = c.CreatedAt.UTC()
+	return c
+}
+
+// testClientCreateGetList: a client reads back exactly as stored, a second
+// one with the same ID is refused, and the listing is in (CreatedAt, ID)
+// order.
+func testClientCreateGetList(t *testing.T, s Store) {
+	ctx := t.Context()
+	if got, err := s.ListClients(ctx); err != nil || got == nil || len(got) != 0 {
+		t.Fatalf("ListClients on an empty store = %#v, %v; want an empty, non-nil list", got, err)
+	}
+	b := client("spiffe://example.org/b", t0)
+	a := client("spiffe://example.org/a", t0.Add(time.Second))
+	c := client("spiffe://example.org/c", t0) // same time as b: ID order
+	for _, cl := range []storage.Client{a, b, c} {
+		if err := s.CreateClient(ctx, cl); err != nil {
+			t.Fatalf("CreateClient(%s): %v", cl.ID, err)
+		}
+	}
+	got, err := s.GetClient(ctx, b.ID)
+	if err != nil || !reflect.DeepEqual(normClient(got), normClient(b)) {
+		t.Errorf("GetClient = %+v, %v; want %+v", got, err, b)
+	}
+	dup := b
+	dup.SecretHash = "$argon2id$other"
+	if err := s.CreateClient(ctx, dup); !errors.Is(err, storage.ErrExists) {
+		t.Errorf("CreateClient of an existing ID = %v, want ErrExists", err)
+	}
+	if got, _ := s.GetClient(ctx, b.ID); got.SecretHash != b.SecretHash {
+		t.Errorf("a refused CreateClient replaced the secret hash")
+	}
+	list, err := s.ListClients(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []storage.Client{b, c, a}; !reflect.DeepEqual(normAll(list, normClient), normAll(want, normClient)) {
+		t.Errorf("ListClients = %+v, want %+v", list, want)
+	}
+	if _, err := s.GetClient(ctx, "spiffe://example.org/nobody"); !errors.Is(err, storage.ErrNotFound) {
+		t.Errorf("GetClient of a missing client = %v, want ErrNotFound", err)
+	}
+}
+
+func testClientDelete(t *testing.T, s Store) {
+	ctx := t.Context()
+	c := client("spiffe://example.org/c", t0)
+	if err := s.CreateClient(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteClient(ctx, c.ID); err != nil {
+		t.Fatalf("DeleteClient: %v", err)
+	}
+	if _, err := s.GetClient(ctx, c.ID); !errors.Is(err, storage.ErrNotFound) {
+		t.Errorf("GetClient after delete = %v, want ErrNotFound", err)
+	}
+	if err := s.DeleteClient(ctx, c.ID); !errors.Is(err, storage.ErrNotFound) {
+		t.Errorf("second DeleteClient = %v, want ErrNotFound", err)
+	}
+	// The ID can be registered again, with a new secret.
+	if err := s.CreateClient(ctx, c); err != nil {
+		t.Errorf("CreateClient after delete: %v", err)
+	}
+}
+
+func testClientInvalid(t *testing.T, s Store) {
+	ctx := t.Context()
+	good := client("spiffe://example.org/c", t0)
+	for name, mod := range map[string]func(*storage.Client){
+		"no ID":          func(c *storage.Client) { c.ID = "" },
+		"no SPIFFE ID":   func(c *storage.Client) { c.SPIFFEID = "" },
+		"no secret hash": func(c *storage.Client) { c.SecretHash = "" },
+		"NUL in ID":      func(c *storage.Client) { c.ID = "a\x00b" },
+	} {
+		c := good
+		mod(&c)
+		if err := s.CreateClient(ctx, c); !errors.Is(err, storage.ErrInvalid) {
+			t.Errorf("CreateClient(%s) = %v, want ErrInvalid", name, err)
+		}
+	}
+	if got, err := s.ListClients(ctx); err != nil || len(got) != 0 {
+		t.Errorf("invalid clients were stored: %+v, %v", got, err)
 	}
 }
