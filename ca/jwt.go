@@ -53,7 +53,8 @@ const (
 type JWTSVID struct {
 	// ID is the SPIFFE ID in the sub claim.
 	ID spiffeid.ID
-	// EntryID is the registration entry it was issued for.
+	// EntryID is the registration entry it was issued for, or
+	// "client:" and the client ID for a token of an OAuth client.
 	EntryID string
 	// Token is the JWT in JWS compact serialization.
 	Token string
@@ -359,15 +360,21 @@ type jwtPayload struct {
 // half-TTL instead of once per call. A token is never handed out when its
 // ID has been revoked since it was issued; a blocked ID gets ErrBlocked.
 func (a *Authority) SignJWTSVID(ctx context.Context, s *Snapshot, e *Entry, audience []string) (*JWTSVID, error) {
+	return a.signJWT(s, e.ID, jwtCacheKey{entry: e.Record.ID, revision: e.Record.Revision}, audience)
+}
+
+// signJWT signs (or takes from the cache) a token for id with the audience;
+// ck names the registration (entry revision or client) it is issued for.
+func (a *Authority) signJWT(s *Snapshot, id spiffeid.ID, ck jwtCacheKey, audience []string) (*JWTSVID, error) {
 	if err := checkAudience(audience); err != nil {
 		return nil, err
 	}
 	now := a.cfg.Time()
 	key := s.jwt.active
-	ck := jwtCacheKey{entry: e.Record.ID, revision: e.Record.Revision, aud: strings.Join(audience, "\x00")}
-	rev, revoked := a.Snapshot().Revoked(e.ID)
+	ck.aud = strings.Join(audience, "\x00")
+	rev, revoked := a.Snapshot().Revoked(id)
 	if revoked && rev.Blocked {
-		return nil, fmt.Errorf("ca: JWT-SVID for %s: %w", e.ID, ErrBlocked)
+		return nil, fmt.Errorf("ca: JWT-SVID for %s: %w", id, ErrBlocked)
 	}
 	if t := s.jwt.cache.get(ck); t != nil && now.Before(t.RefreshAt()) && (!revoked || !t.IssuedAt.Before(rev.RevokedAt)) {
 		return t, nil
@@ -378,9 +385,9 @@ func (a *Authority) SignJWTSVID(ctx context.Context, s *Snapshot, e *Entry, audi
 	// after its revocation was recorded.
 	a.issueMu.RLock()
 	defer a.issueMu.RUnlock()
-	rev, revoked = a.Snapshot().Revoked(e.ID)
+	rev, revoked = a.Snapshot().Revoked(id)
 	if revoked && rev.Blocked {
-		return nil, fmt.Errorf("ca: JWT-SVID for %s: %w", e.ID, ErrBlocked)
+		return nil, fmt.Errorf("ca: JWT-SVID for %s: %w", id, ErrBlocked)
 	}
 	now = a.cfg.Time()
 	iat := time.Unix(now.Unix(), 0) // NumericDate: whole seconds
@@ -397,7 +404,7 @@ func (a *Authority) SignJWTSVID(ctx context.Context, s *Snapshot, e *Entry, audi
 	if !exp.After(iat) {
 		return nil, fmt.Errorf("ca: JWT signing key %s expires at %s, too soon to sign", key.id, key.rec.NotAfter.UTC().Format(time.RFC3339))
 	}
-	p := jwtPayload{Exp: exp.Unix(), Iat: iat.Unix(), Iss: a.cfg.JWTIssuer, Sub: e.Record.SPIFFEID}
+	p := jwtPayload{Exp: exp.Unix(), Iat: iat.Unix(), Iss: a.cfg.JWTIssuer, Sub: id.String()}
 	if len(audience) == 1 {
 		p.Aud = audience[0]
 	} else {
@@ -409,13 +416,13 @@ func (a *Authority) SignJWTSVID(ctx context.Context, s *Snapshot, e *Entry, audi
 	}
 	obj, err := key.signer.Sign(payload)
 	if err != nil {
-		return nil, fmt.Errorf("ca: signing JWT-SVID for %s: %w", e.ID, err)
+		return nil, fmt.Errorf("ca: signing JWT-SVID for %s: %w", id, err)
 	}
 	token, err := obj.CompactSerialize()
 	if err != nil {
-		return nil, fmt.Errorf("ca: encoding JWT-SVID for %s: %w", e.ID, err)
+		return nil, fmt.Errorf("ca: encoding JWT-SVID for %s: %w", id, err)
 	}
-	t := &JWTSVID{ID: e.ID, EntryID: e.Record.ID, Token: token, KeyID: key.id, IssuedAt: iat, ExpiresAt: exp}
+	t := &JWTSVID{ID: id, EntryID: ck.entry, Token: token, KeyID: key.id, IssuedAt: iat, ExpiresAt: exp}
 	s.jwt.cache.put(ck, t, now)
 	return t, nil
 }
