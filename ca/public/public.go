@@ -1,0 +1,344 @@
+// Package public serves the public TCP listener of badge (--listen): what
+// parties off the Workload API socket need to work with JWT-SVIDs.
+//
+//	GET  /healthz                           "ok"
+//	GET  /.well-known/openid-configuration  OpenID Connect discovery (when an issuer is configured)
+//	GET  /.well-known/jwks.json             the JWT bundle (RFC 7517 JWK Set)
+//	POST /introspect                        RFC 7662 token introspection; mutual TLS with an X.509-SVID
+//	POST /oauth2/token                      RFC 6749 §4.4 client credentials; a JWT-SVID for the audience
+//
+// The listener speaks only HTTPS. Its certificate is an X.509-SVID the
+// authority issues to itself, spiffe://TRUST_DOMAIN/badge/server, with the
+// configured DNS names and IP addresses, renewed at half its life like any
+// SVID; clients verify it with the trust bundle (badge bundle show).
+// Verifiers that need a publicly trusted certificate (a cloud IAM
+// federation) reach the discovery document and JWKS through a proxy or a
+// copy that carries one; both documents are public and static between key
+// changes.
+//
+// Client certificates are requested but optional: discovery, the JWKS, the
+// token endpoint and health are public. A client that presents one must
+// present a valid, unrevoked X.509-SVID of the trust domain, checked in
+// tls.Config.VerifyConnection on every handshake (resumed ones included);
+// /introspect requires one and checks it again, with revocation, on every
+// request.
+//
+// Security invariants: the client secret is checked only against its slow
+// hash, at a bounded rate (per client, with a delay that doubles with each
+// failure, and overall, so that unknown client IDs cannot be used to burn
+// CPU), and every attempt is logged as an audit record.
+package public
+
+import (
+	"context"
+	"crypto"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"github.com/badge-dev/badge/ca"
+	"github.com/badge-dev/badge/storage"
+)
+
+// Authority is what the public listener serves from: *ca.Authority.
+type Authority interface {
+	// Snapshot returns the current bundles and revocations.
+	Snapshot() *ca.Snapshot
+	// JWTIssuer is the iss of the tokens and the OpenID Connect issuer;
+	// empty when none is configured.
+	JWTIssuer() string
+	// ValidateJWTSVID checks a token (audience "" skips the aud check).
+	ValidateJWTSVID(s *ca.Snapshot, token, audience string) (*ca.JWTClaims, error)
+	// ServerEntry and SignX509SVID give the listener its certificate.
+	ServerEntry(hosts []string) (*ca.Entry, error)
+	SignX509SVID(ctx context.Context, s *ca.Snapshot, e *ca.Entry) (*ca.X509SVID, error)
+}
+
+// Clients authenticates OAuth clients and signs their tokens:
+// *ca.Authority.
+type Clients interface {
+	// AuthenticateClient fails with ca.ErrClientAuth for an unknown client
+	// or a wrong secret.
+	AuthenticateClient(ctx context.Context, id, secret string) (storage.Client, error)
+	// SignClientJWTSVID fails with ca.ErrBlocked for a blocked ID and with
+	// a *ca.InvalidError for an unacceptable audience.
+	SignClientJWTSVID(ctx context.Context, s *ca.Snapshot, c storage.Client, audience []string) (*ca.JWTSVID, error)
+}
+
+// Config configures a Server.
+type Config struct {
+	// Authority signs the listener's certificate and validates tokens.
+	// Required.
+	Authority Authority
+	// Clients serves the token endpoint. Nil: /oauth2/token answers 404.
+	Clients Clients
+	// Hosts are the DNS names and IP addresses put in the listener's
+	// certificate. Clients identify the server by its SPIFFE ID; generic
+	// HTTPS clients need the host name they dial here.
+	Hosts []string
+	// SecretChecksPerSecond and SecretCheckBurst bound the rate of client
+	// secret checks (each an argon2id hash) over all clients. Defaults 10
+	// and 20.
+	SecretChecksPerSecond float64
+	SecretCheckBurst      int
+	// Time returns the current time (rate limits, token lifetimes).
+	// Default time.Now.
+	Time func() time.Time
+	// Logger receives the audit trail and errors. Nil discards them.
+	Logger *slog.Logger
+}
+
+// Limits of requests to the public listener.
+const (
+	maxBodyBytes = 64 << 10
+	// jwksMaxAge is how long verifiers may cache the JWKS. A new key must
+	// be published at least this long before it signs.
+	jwksMaxAge = 60
+)
+
+// Server is the public HTTPS listener.
+type Server struct {
+	auth    Authority
+	clients Clients
+	log     *slog.Logger
+	now     func() time.Time
+	entry   *ca.Entry
+	http    *http.Server
+
+	discovery []byte // nil without an issuer
+
+	cert    atomic.Pointer[serverCert]
+	renewMu sync.Mutex
+
+	lim      *limiter
+	checking chan struct{} // semaphore: secret checks running at once
+}
+
+type serverCert struct {
+	cert    *tls.Certificate
+	renewAt time.Time
+}
+
+// New returns a Server with its first certificate signed.
+func New(ctx context.Context, cfg Config) (*Server, error) {
+	if cfg.Authority == nil {
+		return nil, errors.New("public: Config.Authority is required")
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	now := cfg.Time
+	if now == nil {
+		now = time.Now
+	}
+	entry, err := cfg.Authority.ServerEntry(cfg.Hosts)
+	if err != nil {
+		return nil, fmt.Errorf("public: listener identity: %w", err)
+	}
+	rate, burst := cfg.SecretChecksPerSecond, cfg.SecretCheckBurst
+	if rate <= 0 {
+		rate = 10
+	}
+	if burst <= 0 {
+		burst = 20
+	}
+	s := &Server{
+		auth: cfg.Authority, clients: cfg.Clients, log: log, now: now, entry: entry,
+		lim:      newLimiter(now, rate, float64(burst)),
+		checking: make(chan struct{}, min(runtime.GOMAXPROCS(0), 4)),
+	}
+	if iss := cfg.Authority.JWTIssuer(); iss != "" {
+		if s.discovery, err = json.MarshalIndent(s.discoveryDoc(iss), "", "  "); err != nil {
+			return nil, err
+		}
+	}
+	if _, err := s.renew(ctx); err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", s.healthz)
+	mux.HandleFunc("GET /.well-known/openid-configuration", s.openidConfiguration)
+	mux.HandleFunc("GET /.well-known/jwks.json", s.jwks)
+	mux.HandleFunc("POST /introspect", s.introspect)
+	mux.HandleFunc("POST /oauth2/token", s.token)
+	s.http = &http.Server{
+		Handler:           mux,
+		TLSConfig:         s.TLSConfig(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	return s, nil
+}
+
+// Handler returns the HTTP handler, for tests and for embedding.
+func (s *Server) Handler() http.Handler { return s.http.Handler }
+
+// Serve answers HTTPS requests on l until Shutdown. It returns nil after
+// Shutdown.
+func (s *Server) Serve(l net.Listener) error {
+	err := s.http.ServeTLS(l, "", "")
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Shutdown stops accepting and waits for requests in flight, until ctx is done.
+func (s *Server) Shutdown(ctx context.Context) error { return s.http.Shutdown(ctx) }
+
+// TLSConfig is the listener's TLS configuration: the server's own SVID,
+// renewed at half its life, and client certificates requested, optional,
+// and verified on every handshake when presented.
+func (s *Server) TLSConfig() *tls.Config {
+	return &tls.Config{
+		MinVersion:     tls.VersionTLS12,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return s.certificate() },
+		ClientAuth:     tls.RequestClientCert,
+		// Runs on resumed sessions too, unlike VerifyPeerCertificate.
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
+				return nil
+			}
+			_, err := s.verifyClient(cs.PeerCertificates)
+			return err
+		},
+	}
+}
+
+// certificate returns the current certificate, renewing it when due.
+func (s *Server) certificate() (*tls.Certificate, error) {
+	c := s.cert.Load()
+	if s.now().Before(c.renewAt) {
+		return c.cert, nil
+	}
+	n, err := s.renew(context.Background())
+	if err != nil {
+		if s.now().Before(c.cert.Leaf.NotAfter) {
+			s.log.Error("renewing the public listener's certificate failed; serving the current one", slog.Any(ca.LogError, err))
+			return c.cert, nil
+		}
+		return nil, err
+	}
+	return n.cert, nil
+}
+
+func (s *Server) renew(ctx context.Context) (*serverCert, error) {
+	s.renewMu.Lock()
+	defer s.renewMu.Unlock()
+	if c := s.cert.Load(); c != nil && s.now().Before(c.renewAt) {
+		return c, nil // renewed by another handshake meanwhile
+	}
+	svid, err := s.auth.SignX509SVID(ctx, s.auth.Snapshot(), s.entry)
+	if err != nil {
+		return nil, fmt.Errorf("public: signing the listener's certificate: %w", err)
+	}
+	chain, err := x509.ParseCertificates(svid.CertChainDER)
+	if err != nil {
+		return nil, err
+	}
+	key, err := x509.ParsePKCS8PrivateKey(svid.KeyDER)
+	if err != nil {
+		return nil, err
+	}
+	tc := &tls.Certificate{PrivateKey: key.(crypto.Signer), Leaf: chain[0]}
+	for _, c := range chain {
+		tc.Certificate = append(tc.Certificate, c.Raw)
+	}
+	c := &serverCert{cert: tc, renewAt: svid.RefreshAt()}
+	s.cert.Store(c)
+	s.log.Debug("public listener certificate issued", slog.String(ca.LogSerial, svid.Serial),
+		slog.String("expires", svid.NotAfter.UTC().Format(time.RFC3339)))
+	return c, nil
+}
+
+// ErrClientCertificate is wrapped by every refusal of a client certificate.
+var ErrClientCertificate = errors.New("public: client certificate refused")
+
+// verifyClient checks a client's certificates: an X.509-SVID of the trust
+// domain that verifies against the current bundle, whose serial is not
+// revoked, and whose SPIFFE ID is not blocked nor revoked since before the
+// certificate was issued.
+func (s *Server) verifyClient(certs []*x509.Certificate) (spiffeid.ID, error) {
+	snap := s.auth.Snapshot()
+	id, _, err := x509svid.Verify(certs, snap.Bundle(), x509svid.WithTime(s.now()))
+	if err != nil {
+		return spiffeid.ID{}, fmt.Errorf("%w: %v", ErrClientCertificate, err)
+	}
+	leaf := certs[0]
+	if snap.SerialRevoked(leaf.SerialNumber.Text(16)) {
+		return id, fmt.Errorf("%w: %s: serial %s is revoked", ErrClientCertificate, id, leaf.SerialNumber.Text(16))
+	}
+	if r, ok := snap.Revoked(id); ok && (r.Blocked || leaf.NotBefore.Before(r.RevokedAt)) {
+		return id, fmt.Errorf("%w: %s is revoked since %s", ErrClientCertificate, id, r.RevokedAt.UTC().Format(time.RFC3339))
+	}
+	return id, nil
+}
+
+func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	fmt.Fprintln(w, "ok")
+}
+
+// discoveryDoc is the OpenID Connect discovery document (and RFC 8414
+// authorization server metadata) of the issuer. badge is not an OpenID
+// provider: it publishes what verifiers of its JWT-SVIDs need.
+func (s *Server) discoveryDoc(iss string) map[string]any {
+	doc := map[string]any{
+		"issuer":                                        iss,
+		"jwks_uri":                                      iss + "/.well-known/jwks.json",
+		"response_types_supported":                      []string{"id_token"},
+		"subject_types_supported":                       []string{"public"},
+		"id_token_signing_alg_values_supported":         []string{"ES256"},
+		"claims_supported":                              []string{"sub", "aud", "exp", "iat", "iss"},
+		"introspection_endpoint":                        iss + "/introspect",
+		"introspection_endpoint_auth_methods_supported": []string{"tls_client_auth"},
+	}
+	if s.clients != nil {
+		doc["token_endpoint"] = iss + "/oauth2/token"
+		doc["grant_types_supported"] = []string{"client_credentials"}
+		doc["token_endpoint_auth_methods_supported"] = []string{"client_secret_basic", "client_secret_post"}
+	}
+	return doc
+}
+
+func (s *Server) openidConfiguration(w http.ResponseWriter, _ *http.Request) {
+	if s.discovery == nil {
+		writeJSON(w, http.StatusNotFound, map[string]string{
+			"error":             "not_found",
+			"error_description": "OpenID Connect discovery needs an issuer: start badge server with --jwt-issuer https://HOST",
+		})
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", fmt.Sprintf("public, max-age=%d", jwksMaxAge))
+	w.Write(s.discovery)
+}
+
+func (s *Server) jwks(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", fmt.Sprintf("public, max-age=%d", jwksMaxAge))
+	w.Write(s.auth.Snapshot().JWKS())
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(v)
+}

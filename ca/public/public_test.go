@@ -1,0 +1,650 @@
+package public
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"net/url"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	gojose "github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
+
+	"github.com/badge-dev/badge/ca"
+	"github.com/badge-dev/badge/storage/bbolt"
+)
+
+// clock is an injected time for the rate limits; it starts now and moves
+// only when told to.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+// fixture is a real authority on a real bbolt store, and the public
+// listener serving HTTPS on 127.0.0.1.
+type fixture struct {
+	auth  *ca.Authority
+	srv   *Server
+	url   string
+	roots *x509.CertPool
+	clock *clock
+}
+
+func start(t *testing.T, issuer string, mod func(*Config)) *fixture {
+	t.Helper()
+	dir := t.TempDir()
+	store, err := bbolt.Open(filepath.Join(dir, "badge.db"), &bbolt.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	auth, err := ca.New(context.Background(), ca.Config{Store: store, KeyDir: filepath.Join(dir, "keys"), JWTIssuer: issuer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { auth.Close() })
+	clk := &clock{now: time.Now()}
+	cfg := Config{Authority: auth, Clients: auth, Hosts: []string{"127.0.0.1", "localhost"}, Time: clk.Now}
+	if mod != nil {
+		mod(&cfg)
+	}
+	srv, err := New(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(l) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+		if err := <-served; err != nil {
+			t.Errorf("Serve returned %v after Shutdown", err)
+		}
+	})
+	roots := x509.NewCertPool()
+	for _, c := range auth.Snapshot().Bundle().X509Authorities() {
+		roots.AddCert(c)
+	}
+	return &fixture{auth: auth, srv: srv, url: "https://" + l.Addr().String(), roots: roots, clock: clk}
+}
+
+// client returns an HTTPS client that trusts the bundle and presents cert
+// (nil: none).
+func (f *fixture) client(cert *tls.Certificate) *http.Client {
+	cfg := &tls.Config{RootCAs: f.roots, ServerName: "127.0.0.1"}
+	if cert != nil {
+		cfg.Certificates = []tls.Certificate{*cert}
+	}
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}, Timeout: 30 * time.Second}
+}
+
+// svid issues an X.509-SVID for id (a registered entry) as a TLS certificate.
+func (f *fixture) svid(t *testing.T, id string) *tls.Certificate {
+	t.Helper()
+	rec, err := f.auth.CreateEntry(context.Background(), ca.EntryRequest{SPIFFEID: id, Selectors: []string{"unix:uid:4242"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap := f.auth.Snapshot()
+	var e *ca.Entry
+	for _, x := range snap.Entries() {
+		if x.Record.ID == rec.ID {
+			e = x
+		}
+	}
+	s, err := f.auth.SignX509SVID(context.Background(), snap, e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tlsCert(t, s.CertChainDER, s.KeyDER)
+}
+
+func tlsCert(t *testing.T, chainDER, keyDER []byte) *tls.Certificate {
+	t.Helper()
+	chain, err := x509.ParseCertificates(chainDER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := x509.ParsePKCS8PrivateKey(keyDER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &tls.Certificate{PrivateKey: key, Leaf: chain[0]}
+	for _, x := range chain {
+		c.Certificate = append(c.Certificate, x.Raw)
+	}
+	return c
+}
+
+func get(t *testing.T, c *http.Client, u string) (*http.Response, []byte) {
+	t.Helper()
+	resp, err := c.Get(u)
+	if err != nil {
+		t.Fatalf("GET %s: %v", u, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp, body
+}
+
+func postForm(t *testing.T, c *http.Client, u string, form url.Values, basic [2]string) (*http.Response, map[string]any) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, u, strings.NewReader(form.Encode()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if basic[0] != "" {
+		req.SetBasicAuth(url.QueryEscape(basic[0]), url.QueryEscape(basic[1]))
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("POST %s: %v", u, err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	body, _ := io.ReadAll(resp.Body)
+	if err := json.Unmarshal(body, &out); err != nil {
+		t.Fatalf("POST %s: %s: body %q is not JSON", u, resp.Status, body)
+	}
+	return resp, out
+}
+
+func TestHealthAndServerCertificate(t *testing.T) {
+	f := start(t, "", nil)
+	resp, body := get(t, f.client(nil), f.url+"/healthz")
+	if resp.StatusCode != 200 || string(body) != "ok\n" {
+		t.Fatalf("/healthz: %s %q", resp.Status, body)
+	}
+	leaf := resp.TLS.PeerCertificates[0]
+	if len(leaf.URIs) != 1 || leaf.URIs[0].String() != "spiffe://example.org/badge/server" {
+		t.Errorf("server certificate URIs %v, want the server's SPIFFE ID", leaf.URIs)
+	}
+	if d := leaf.NotAfter.Sub(leaf.NotBefore); d > ca.DefaultSVIDTTL+ca.Backdate {
+		t.Errorf("server certificate lives %s, longer than an SVID", d)
+	}
+	if resp, _ := get(t, f.client(nil), f.url+"/nothing"); resp.StatusCode != http.StatusNotFound {
+		t.Errorf("/nothing: %s", resp.Status)
+	}
+	// Plain HTTP on the TLS port gets nowhere.
+	plain, err := http.Get("http://" + strings.TrimPrefix(f.url, "https://") + "/healthz")
+	if err == nil {
+		if plain.StatusCode == http.StatusOK {
+			t.Errorf("plain HTTP answered 200")
+		}
+		plain.Body.Close()
+	}
+}
+
+func TestDiscoveryAndJWKS(t *testing.T) {
+	const iss = "https://badge.example.org"
+	f := start(t, iss, nil)
+	c := f.client(nil)
+	resp, body := get(t, c, f.url+"/.well-known/openid-configuration")
+	if resp.StatusCode != 200 {
+		t.Fatalf("discovery: %s %s", resp.Status, body)
+	}
+	var doc map[string]any
+	if err := json.Unmarshal(body, &doc); err != nil {
+		t.Fatal(err)
+	}
+	for k, want := range map[string]any{
+		"issuer":                 iss,
+		"jwks_uri":               iss + "/.well-known/jwks.json",
+		"token_endpoint":         iss + "/oauth2/token",
+		"introspection_endpoint": iss + "/introspect",
+	} {
+		if doc[k] != want {
+			t.Errorf("%s = %v, want %v", k, doc[k], want)
+		}
+	}
+	if algs, _ := doc["id_token_signing_alg_values_supported"].([]any); len(algs) != 1 || algs[0] != "ES256" {
+		t.Errorf("signing algorithms %v", doc["id_token_signing_alg_values_supported"])
+	}
+
+	// A generic JOSE library verifies a badge token against the JWKS
+	// served over HTTPS; the issuer matches the discovery document.
+	resp, body = get(t, c, f.url+"/.well-known/jwks.json")
+	if resp.StatusCode != 200 || !strings.Contains(resp.Header.Get("Cache-Control"), "max-age") {
+		t.Fatalf("jwks: %s %v", resp.Status, resp.Header)
+	}
+	var set gojose.JSONWebKeySet
+	if err := json.Unmarshal(body, &set); err != nil {
+		t.Fatal(err)
+	}
+	tok := signFor(t, f, "spiffe://example.org/web", "gateway")
+	parsed, err := jwt.ParseSigned(tok, []gojose.SignatureAlgorithm{gojose.ES256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := set.Key(parsed.Headers[0].KeyID)
+	if len(keys) != 1 {
+		t.Fatalf("JWKS has %d keys with the token's kid %q", len(keys), parsed.Headers[0].KeyID)
+	}
+	var claims jwt.Claims
+	if err := parsed.Claims(keys[0].Key, &claims); err != nil {
+		t.Fatalf("go-jose verification against the served JWKS: %v", err)
+	}
+	if err := claims.Validate(jwt.Expected{Issuer: iss, AnyAudience: jwt.Audience{"gateway"}, Time: time.Now()}); err != nil {
+		t.Errorf("claims: %v", err)
+	}
+	b, err := jwtbundle.Parse(spiffeid.RequireTrustDomainFromString("example.org"), body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := jwtsvid.ParseAndValidate(tok, b, []string{"gateway"}); err != nil {
+		t.Errorf("go-spiffe against the served JWKS: %v", err)
+	}
+
+	t.Run("no issuer", func(t *testing.T) {
+		f := start(t, "", nil)
+		resp, body := get(t, f.client(nil), f.url+"/.well-known/openid-configuration")
+		if resp.StatusCode != http.StatusNotFound || !strings.Contains(string(body), "--jwt-issuer") {
+			t.Errorf("discovery without an issuer: %s %s", resp.Status, body)
+		}
+		if resp, _ := get(t, f.client(nil), f.url+"/.well-known/jwks.json"); resp.StatusCode != 200 {
+			t.Errorf("the JWKS is served without an issuer too: %s", resp.Status)
+		}
+	})
+}
+
+// signFor registers id and returns a token of it for the audience.
+func signFor(t *testing.T, f *fixture, id, aud string) string {
+	t.Helper()
+	rec, err := f.auth.CreateEntry(context.Background(), ca.EntryRequest{SPIFFEID: id, Selectors: []string{"unix:uid:4243"}})
+	if err != nil && !strings.Contains(err.Error(), "already") {
+		t.Fatal(err)
+	}
+	snap := f.auth.Snapshot()
+	for _, e := range snap.Entries() {
+		if e.Record.ID == rec.ID {
+			tok, err := f.auth.SignJWTSVID(context.Background(), snap, e, []string{aud})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return tok.Token
+		}
+	}
+	t.Fatalf("entry %s not found", rec.ID)
+	return ""
+}
+
+func TestIntrospection(t *testing.T) {
+	f := start(t, "", nil)
+	tok := signFor(t, f, "spiffe://example.org/web", "orders")
+	caller := f.svid(t, "spiffe://example.org/gateway")
+	form := url.Values{"token": {tok}}
+
+	t.Run("no client certificate", func(t *testing.T) {
+		resp, out := postForm(t, f.client(nil), f.url+"/introspect", form, [2]string{})
+		if resp.StatusCode != http.StatusUnauthorized || out["error"] != "invalid_client" {
+			t.Fatalf("got %s %v, want 401 invalid_client", resp.Status, out)
+		}
+		if _, leaked := out["active"]; leaked {
+			t.Errorf("the refusal says whether the token is active")
+		}
+	})
+	t.Run("certificate of another CA", func(t *testing.T) {
+		_, err := f.client(selfSigned(t, "spiffe://example.org/gateway")).Get(f.url + "/healthz")
+		if err == nil {
+			t.Fatalf("handshake with a foreign certificate succeeded")
+		}
+	})
+	c := f.client(caller)
+	t.Run("active", func(t *testing.T) {
+		resp, out := postForm(t, c, f.url+"/introspect", form, [2]string{})
+		if resp.StatusCode != 200 || out["active"] != true || out["sub"] != "spiffe://example.org/web" || out["token_type"] != "Bearer" {
+			t.Fatalf("got %s %v", resp.Status, out)
+		}
+		if aud, _ := out["aud"].([]any); len(aud) != 1 || aud[0] != "orders" {
+			t.Errorf("aud = %v", out["aud"])
+		}
+		exp, _ := out["exp"].(float64)
+		iat, _ := out["iat"].(float64)
+		if time.Duration(exp-iat)*time.Second != ca.DefaultJWTTTL {
+			t.Errorf("exp %v iat %v", exp, iat)
+		}
+		if resp.Header.Get("Cache-Control") != "no-store" {
+			t.Errorf("Cache-Control %q", resp.Header.Get("Cache-Control"))
+		}
+	})
+	parts := strings.Split(tok, ".")
+	for name, bad := range map[string]string{
+		"tampered": parts[0] + "." + base64.RawURLEncoding.EncodeToString([]byte(`{"sub":"spiffe://example.org/admin","aud":"orders","exp":9999999999}`)) + "." + parts[2],
+		"garbage":  "abc",
+	} {
+		t.Run(name, func(t *testing.T) {
+			resp, out := postForm(t, c, f.url+"/introspect", url.Values{"token": {bad}}, [2]string{})
+			if resp.StatusCode != 200 || out["active"] != false || len(out) != 1 {
+				t.Fatalf("got %s %v, want exactly {active: false}", resp.Status, out)
+			}
+		})
+	}
+	t.Run("no token", func(t *testing.T) {
+		resp, out := postForm(t, c, f.url+"/introspect", url.Values{}, [2]string{})
+		if resp.StatusCode != http.StatusBadRequest || out["error"] != "invalid_request" {
+			t.Fatalf("got %s %v", resp.Status, out)
+		}
+	})
+	t.Run("revoked caller on an open connection", func(t *testing.T) {
+		if _, err := f.auth.RevokeID(context.Background(), ca.RevokeRequest{SPIFFEID: "spiffe://example.org/gateway"}); err != nil {
+			t.Fatal(err)
+		}
+		resp, out := postForm(t, c, f.url+"/introspect", form, [2]string{})
+		if resp.StatusCode != http.StatusUnauthorized || out["error"] != "invalid_client" {
+			t.Fatalf("got %s %v, want 401", resp.Status, out)
+		}
+	})
+}
+
+// selfSigned returns a certificate for id that no badge CA signed.
+func selfSigned(t *testing.T, id string) *tls.Certificate {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	u, _ := url.Parse(id)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour),
+		URIs: []*url.URL{u}, KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: crypto.Signer(key)}
+}
+
+func TestClientCredentials(t *testing.T) {
+	f := start(t, "https://badge.example.org", nil)
+	const id = "spiffe://example.org/batch"
+	_, secret, err := f.auth.CreateClient(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := f.client(nil)
+	u := f.url + "/oauth2/token"
+	grant := func(aud ...string) url.Values {
+		return url.Values{"grant_type": {"client_credentials"}, "audience": aud}
+	}
+
+	check := func(t *testing.T, resp *http.Response, out map[string]any, aud string) {
+		t.Helper()
+		if resp.StatusCode != 200 || out["token_type"] != "Bearer" {
+			t.Fatalf("got %s %v", resp.Status, out)
+		}
+		if in, _ := out["expires_in"].(float64); in <= 0 || in > ca.DefaultJWTTTL.Seconds() {
+			t.Errorf("expires_in %v", out["expires_in"])
+		}
+		if resp.Header.Get("Cache-Control") != "no-store" || resp.Header.Get("Pragma") != "no-cache" {
+			t.Errorf("headers %v", resp.Header)
+		}
+		tok, _ := out["access_token"].(string)
+		claims, err := f.auth.ValidateJWTSVID(f.auth.Snapshot(), tok, aud)
+		if err != nil || claims.ID.String() != id || claims.Issuer != "https://badge.example.org" {
+			t.Errorf("issued token: %+v, %v", claims, err)
+		}
+	}
+	t.Run("client_secret_basic", func(t *testing.T) {
+		resp, out := postForm(t, c, u, grant("queue"), [2]string{id, secret})
+		check(t, resp, out, "queue")
+	})
+	t.Run("client_secret_post", func(t *testing.T) {
+		form := grant("queue", "audit")
+		form.Set("client_id", id)
+		form.Set("client_secret", secret)
+		resp, out := postForm(t, c, u, form, [2]string{})
+		check(t, resp, out, "audit")
+	})
+	for name, tc := range map[string]struct {
+		form  url.Values
+		basic [2]string
+		code  int
+		err   string
+	}{
+		"no audience":      {grant(), [2]string{id, secret}, 400, "invalid_request"},
+		"empty audience":   {grant(""), [2]string{id, secret}, 400, "invalid_target"},
+		"other grant type": {url.Values{"grant_type": {"password"}, "audience": {"q"}}, [2]string{id, secret}, 400, "unsupported_grant_type"},
+		"no grant type":    {url.Values{"audience": {"q"}}, [2]string{id, secret}, 400, "invalid_request"},
+		"no credentials":   {grant("q"), [2]string{}, 401, "invalid_client"},
+		"two methods":      {url.Values{"grant_type": {"client_credentials"}, "audience": {"q"}, "client_secret": {secret}}, [2]string{id, secret}, 400, "invalid_request"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			resp, out := postForm(t, c, u, tc.form, tc.basic)
+			if resp.StatusCode != tc.code || out["error"] != tc.err {
+				t.Fatalf("got %s %v, want %d %s", resp.Status, out, tc.code, tc.err)
+			}
+			if tc.code == 401 && !strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "Basic") {
+				t.Errorf("401 without WWW-Authenticate: %v", resp.Header)
+			}
+		})
+	}
+
+	t.Run("repeated failures are slowed", func(t *testing.T) {
+		wrong := [2]string{id, "not-the-secret"}
+		var delays []int
+		for range 5 {
+			resp, out := postForm(t, c, u, grant("queue"), wrong)
+			if resp.StatusCode != http.StatusUnauthorized || out["error"] != "invalid_client" || resp.Header.Get("WWW-Authenticate") == "" {
+				t.Fatalf("wrong secret: %s %v", resp.Status, out)
+			}
+			d, err := strconv.Atoi(resp.Header.Get("Retry-After"))
+			if err != nil {
+				t.Fatalf("Retry-After %q", resp.Header.Get("Retry-After"))
+			}
+			delays = append(delays, d)
+			// Within the delay, even the right secret is not checked.
+			resp, out = postForm(t, c, u, grant("queue"), [2]string{id, secret})
+			if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") != strconv.Itoa(d) {
+				t.Fatalf("attempt during the delay: %s %v %v", resp.Status, out, resp.Header)
+			}
+			f.clock.Advance(time.Duration(d) * time.Second)
+		}
+		for i := 1; i < len(delays); i++ {
+			if delays[i] != 2*delays[i-1] {
+				t.Fatalf("delays %v: want each twice the previous", delays)
+			}
+		}
+		if delays[0] != 1 {
+			t.Errorf("first delay %ds, want 1s", delays[0])
+		}
+		// The right secret after the delay works, and resets the count.
+		resp, out := postForm(t, c, u, grant("queue"), [2]string{id, secret})
+		check(t, resp, out, "queue")
+		resp, _ = postForm(t, c, u, grant("queue"), wrong)
+		if resp.Header.Get("Retry-After") != "1" {
+			t.Errorf("after a success the delay starts over: Retry-After %q", resp.Header.Get("Retry-After"))
+		}
+		f.clock.Advance(time.Second)
+	})
+	t.Run("unknown client", func(t *testing.T) {
+		resp, out := postForm(t, c, u, grant("queue"), [2]string{"spiffe://example.org/nobody", secret})
+		if resp.StatusCode != http.StatusUnauthorized || out["error"] != "invalid_client" || out["error_description"] != "unknown client or wrong secret" {
+			t.Fatalf("got %s %v", resp.Status, out)
+		}
+	})
+	t.Run("blocked identity", func(t *testing.T) {
+		if _, err := f.auth.RevokeID(context.Background(), ca.RevokeRequest{SPIFFEID: id, Block: true}); err != nil {
+			t.Fatal(err)
+		}
+		resp, out := postForm(t, c, u, grant("queue"), [2]string{id, secret})
+		if resp.StatusCode != http.StatusBadRequest || out["error"] != "unauthorized_client" {
+			t.Fatalf("got %s %v", resp.Status, out)
+		}
+	})
+}
+
+func TestSecretChecksAreCappedOverall(t *testing.T) {
+	f := start(t, "", func(c *Config) { c.SecretChecksPerSecond, c.SecretCheckBurst = 1, 2 })
+	c := f.client(nil)
+	form := url.Values{"grant_type": {"client_credentials"}, "audience": {"q"}}
+	var codes []int
+	// Distinct unknown client IDs: the per-client delay does not apply,
+	// the global budget does.
+	for i := range 3 {
+		resp, _ := postForm(t, c, f.url+"/oauth2/token", form, [2]string{"spiffe://example.org/guess" + strconv.Itoa(i), "x"})
+		codes = append(codes, resp.StatusCode)
+	}
+	if codes[0] != 401 || codes[1] != 401 || codes[2] != http.StatusTooManyRequests {
+		t.Fatalf("codes %v: want two checks, then 429", codes)
+	}
+	f.clock.Advance(time.Second)
+	resp, _ := postForm(t, c, f.url+"/oauth2/token", form, [2]string{"spiffe://example.org/guess9", "x"})
+	if resp.StatusCode != 401 {
+		t.Errorf("after a second: %s, want a check again", resp.Status)
+	}
+}
+
+func TestTokenEndpointWithoutClients(t *testing.T) {
+	f := start(t, "", func(c *Config) { c.Clients = nil })
+	resp, err := f.client(nil).PostForm(f.url+"/oauth2/token", url.Values{"grant_type": {"client_credentials"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("got %s, want 404", resp.Status)
+	}
+}
+
+func TestParseTokenRequest(t *testing.T) {
+	basic := func(id, secret string) string {
+		return "Basic " + base64.StdEncoding.EncodeToString([]byte(url.QueryEscape(id)+":"+url.QueryEscape(secret)))
+	}
+	const form = "application/x-www-form-urlencoded"
+	for _, tc := range []struct {
+		name, authz, ct, body string
+		want                  tokenRequest
+		err                   string
+	}{
+		{name: "basic", authz: basic("spiffe://e.org/a", "s:e/c+r"), ct: form, body: "grant_type=client_credentials&audience=x",
+			want: tokenRequest{ClientID: "spiffe://e.org/a", ClientSecret: "s:e/c+r", Method: "client_secret_basic", Audience: []string{"x"}}},
+		{name: "basic with client_id too", authz: basic("a", "s"), ct: form + "; charset=utf-8", body: "grant_type=client_credentials&audience=x&client_id=a&scope=read",
+			want: tokenRequest{ClientID: "a", ClientSecret: "s", Method: "client_secret_basic", Audience: []string{"x"}}},
+		{name: "post, two audiences", ct: form, body: "grant_type=client_credentials&client_id=a&client_secret=s&audience=x&audience=y",
+			want: tokenRequest{ClientID: "a", ClientSecret: "s", Method: "client_secret_post", Audience: []string{"x", "y"}}},
+		{name: "json body", ct: "application/json", body: `{"grant_type":"client_credentials"}`, err: "invalid_request"},
+		{name: "bad escape", ct: form, body: "grant_type=%zz", err: "invalid_request"},
+		{name: "repeated grant_type", authz: basic("a", "s"), ct: form, body: "grant_type=client_credentials&grant_type=client_credentials&audience=x", err: "invalid_request"},
+		{name: "bearer", authz: "Bearer abc", ct: form, body: "grant_type=client_credentials&audience=x", err: "invalid_client"},
+		{name: "basic not base64", authz: "Basic !!!", ct: form, body: "grant_type=client_credentials&audience=x", err: "invalid_client"},
+		{name: "basic without colon", authz: "Basic " + base64.StdEncoding.EncodeToString([]byte("abc")), ct: form, body: "grant_type=client_credentials&audience=x", err: "invalid_client"},
+		{name: "basic and other client_id", authz: basic("a", "s"), ct: form, body: "grant_type=client_credentials&audience=x&client_id=b", err: "invalid_request"},
+		{name: "post without secret", ct: form, body: "grant_type=client_credentials&audience=x&client_id=a", err: "invalid_client"},
+		{name: "empty client id", authz: basic("", "s"), ct: form, body: "grant_type=client_credentials&audience=x", err: "invalid_client"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, oerr := parseTokenRequest(tc.authz, tc.ct, []byte(tc.body))
+			if tc.err != "" {
+				if oerr == nil || oerr.Code != tc.err {
+					t.Fatalf("got %+v, %v; want error %s", got, oerr, tc.err)
+				}
+				return
+			}
+			if oerr != nil {
+				t.Fatalf("error %v", oerr)
+			}
+			if got.ClientID != tc.want.ClientID || got.ClientSecret != tc.want.ClientSecret || got.Method != tc.want.Method || strings.Join(got.Audience, ",") != strings.Join(tc.want.Audience, ",") {
+				t.Errorf("got %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+// FuzzParseTokenRequest checks that request parsing never panics, that
+// errors are well-formed OAuth errors, and that an accepted request
+// survives a round trip through the encoding a client would send.
+func FuzzParseTokenRequest(f *testing.F) {
+	f.Add("", "application/x-www-form-urlencoded", "grant_type=client_credentials&client_id=a&client_secret=s&audience=x")
+	f.Add("Basic YTpz", "application/x-www-form-urlencoded", "grant_type=client_credentials&audience=x&audience=y")
+	f.Add("basic %%%", "application/x-www-form-urlencoded; charset=utf-8", "grant_type=client_credentials&audience=%41")
+	f.Add("Basic Og==", "text/plain", "a=b;c=d")
+	f.Fuzz(func(t *testing.T, authz, ct, body string) {
+		req, oerr := parseTokenRequest(authz, ct, []byte(body))
+		if oerr != nil {
+			if req.ClientID != "" || req.ClientSecret != "" || oerr.Code == "" || (oerr.Status != 400 && oerr.Status != 401) {
+				t.Fatalf("error %+v with request %+v", oerr, req)
+			}
+			return
+		}
+		if req.ClientID == "" || len(req.Audience) == 0 {
+			t.Fatalf("accepted %+v", req)
+		}
+		form := url.Values{"grant_type": {"client_credentials"}, "audience": req.Audience}
+		var again tokenRequest
+		var aerr *oauthError
+		switch req.Method {
+		case "client_secret_post":
+			form.Set("client_id", req.ClientID)
+			form.Set("client_secret", req.ClientSecret)
+			again, aerr = parseTokenRequest("", "application/x-www-form-urlencoded", []byte(form.Encode()))
+		case "client_secret_basic":
+			h := "Basic " + base64.StdEncoding.EncodeToString([]byte(url.QueryEscape(req.ClientID)+":"+url.QueryEscape(req.ClientSecret)))
+			again, aerr = parseTokenRequest(h, "application/x-www-form-urlencoded", []byte(form.Encode()))
+		default:
+			t.Fatalf("method %q", req.Method)
+		}
+		if aerr != nil || again.ClientID != req.ClientID || again.ClientSecret != req.ClientSecret || strings.Join(again.Audience, "\x00") != strings.Join(req.Audience, "\x00") {
+			t.Fatalf("round trip of %+v: %+v, %v", req, again, aerr)
+		}
+	})
+}
+
+func TestLimiter(t *testing.T) {
+	clk := &clock{now: time.Unix(1e9, 0)}
+	l := newLimiter(clk.Now, 10, 20)
+	for i, want := range []time.Duration{1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300} {
+		if got := l.fail("a"); got != want*time.Second {
+			t.Fatalf("failure %d: delay %s, want %s", i+1, got, want*time.Second)
+		}
+	}
+	if l.blocked("a") != 300*time.Second || l.blocked("b") != 0 {
+		t.Errorf("blocked a %s, b %s", l.blocked("a"), l.blocked("b"))
+	}
+	clk.Advance(forgetAfter + time.Second)
+	if got := l.fail("a"); got != time.Second {
+		t.Errorf("after %s without failures: delay %s, want 1s", forgetAfter, got)
+	}
+	l.succeed("a")
+	if l.blocked("a") != 0 {
+		t.Errorf("blocked after success")
+	}
+	for i := range maxTracked + 10 {
+		l.fail(strconv.Itoa(i))
+	}
+	if len(l.clients) > maxTracked {
+		t.Errorf("%d clients tracked, bound %d", len(l.clients), maxTracked)
+	}
+}
