@@ -73,6 +73,9 @@ func New(cfg Config) *Server {
 	mux.HandleFunc("POST /v1/revocations", s.revoke)
 	mux.HandleFunc("GET /v1/revocations", s.listRevocations)
 	mux.HandleFunc("POST /v1/unblock", s.unblock)
+	mux.HandleFunc("POST /v1/clients", s.createClient)
+	mux.HandleFunc("GET /v1/clients", s.listClients)
+	mux.HandleFunc("DELETE /v1/clients/{id}", s.deleteClient)
 	mux.HandleFunc("GET /v1/bundle", s.bundle)
 	mux.HandleFunc("GET /v1/health", s.health)
 	s.http = &http.Server{
