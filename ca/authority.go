@@ -119,7 +119,7 @@ func (c *Config) setDefaults() error {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	if err := validateJWTIssuer(c.JWTIssuer); err != nil {
+	if err := ValidateJWTIssuer(c.JWTIssuer); err != nil {
 		return err
 	}
 	switch {

@@ -297,10 +297,10 @@ func (s *Snapshot) JWTBundle() *jwtbundle.Bundle { return s.jwt.bundle }
 // when none is configured.
 func (a *Authority) JWTIssuer() string { return a.cfg.JWTIssuer }
 
-// validateJWTIssuer checks Config.JWTIssuer: an https URL (http only for
+// ValidateJWTIssuer checks a Config.JWTIssuer: an https URL (http only for
 // a loopback host) with a host, no query, no fragment and no user info, as
 // OpenID Connect Discovery requires of an issuer.
-func validateJWTIssuer(iss string) error {
+func ValidateJWTIssuer(iss string) error {
 	if iss == "" {
 		return nil
 	}

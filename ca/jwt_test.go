@@ -480,8 +480,8 @@ func TestValidateJWTIssuer(t *testing.T) {
 		"badge.example.org":                false,
 		"https://":                         false,
 	} {
-		if err := validateJWTIssuer(iss); (err == nil) != ok {
-			t.Errorf("validateJWTIssuer(%q) = %v, want ok %v", iss, err, ok)
+		if err := ValidateJWTIssuer(iss); (err == nil) != ok {
+			t.Errorf("ValidateJWTIssuer(%q) = %v, want ok %v", iss, err, ok)
 		}
 	}
 	if _, err := New(context.Background(), newEnv(t).config(func(c *Config) { c.JWTIssuer = "http://evil" })); err == nil {

@@ -2,11 +2,10 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -18,6 +17,7 @@ import (
 	"github.com/badge-dev/badge/attest"
 	"github.com/badge-dev/badge/ca"
 	"github.com/badge-dev/badge/ca/admin"
+	"github.com/badge-dev/badge/ca/public"
 	"github.com/badge-dev/badge/ca/workload"
 	"github.com/badge-dev/badge/storage/bbolt"
 )
@@ -30,6 +30,8 @@ type serverConfig struct {
 	socket          string
 	adminSocket     string
 	listen          string
+	listenHosts     stringsFlag
+	jwtIssuer       string
 	svidTTL         time.Duration
 	maxSVIDTTL      time.Duration
 	jwtTTL          time.Duration
@@ -52,7 +54,9 @@ func runServer(ctx context.Context, e *env, args []string) error {
 	fs.StringVar(&c.trustDomain, "trust-domain", c.trustDomain, "SPIFFE trust `domain` of this authority")
 	fs.StringVar(&c.socket, "socket", c.socket, "Workload API socket `path`")
 	fs.StringVar(&c.adminSocket, "admin-socket", c.adminSocket, "admin API socket `path` (root and the server's uid only)")
-	fs.StringVar(&c.listen, "listen", "", "public HTTP `address` for health checks (nothing listens on TCP unless set)")
+	fs.StringVar(&c.listen, "listen", "", "public HTTPS `address`: JWKS, OIDC discovery, introspection, token endpoint, /healthz (nothing listens on TCP unless set)")
+	fs.Var(&c.listenHosts, "listen-dns", "DNS `name` or IP address for the public listener's certificate; repeatable (default: the --listen and --jwt-issuer hosts)")
+	fs.StringVar(&c.jwtIssuer, "jwt-issuer", "", "public https `URL` of this server: the iss of JWT-SVIDs and the OIDC discovery issuer (default: no iss, no discovery)")
 	fs.Var(durationFlag{&c.svidTTL}, "svid-ttl", "lifetime of an X.509-SVID whose entry sets none")
 	fs.Var(durationFlag{&c.maxSVIDTTL}, "max-svid-ttl", "upper bound of every SVID lifetime; raise it explicitly to allow longer")
 	fs.Var(durationFlag{&c.jwtTTL}, "jwt-ttl", "lifetime of a JWT-SVID (at most 5m)")
@@ -79,6 +83,9 @@ func runServer(ctx context.Context, e *env, args []string) error {
 	}
 	if c.jwtTTL > 5*time.Minute || c.jwtTTL < ca.MinSVIDTTL {
 		return usagef("invalid --jwt-ttl %s: must be between %s and 5m", c.jwtTTL, ca.MinSVIDTTL)
+	}
+	if err := ca.ValidateJWTIssuer(c.jwtIssuer); err != nil {
+		return usagef("invalid --jwt-issuer: %v", err)
 	}
 	for _, p := range []*string{&c.socket, &c.adminSocket, &c.dataDir} {
 		if !filepath.IsAbs(*p) {
@@ -134,6 +141,8 @@ func serve(ctx context.Context, c serverConfig, td spiffeid.TrustDomain, log *sl
 		MaxSVIDTTL:      c.maxSVIDTTL,
 		RootTTL:         c.rootTTL,
 		IntermediateTTL: c.intermediateTTL,
+		JWTTTL:          c.jwtTTL,
+		JWTIssuer:       c.jwtIssuer,
 		Logger:          log,
 	})
 	if err != nil {
@@ -153,27 +162,20 @@ func serve(ctx context.Context, c serverConfig, td spiffeid.TrustDomain, log *sl
 	}
 	defer os.Remove(c.adminSocket)
 
-	wsrv := workload.New(workload.Config{Authority: auth, Attestor: attest.New(attest.Config{}), Logger: log})
+	wsrv := workload.New(workload.Config{Authority: auth, Attestor: attest.New(attest.Config{}), JWT: auth, Logger: log})
 	asrv := admin.New(admin.Config{Authority: auth, Logger: log})
 	errc := make(chan error, 3)
 	go func() { errc <- wsrv.Serve(wl) }()
 	go func() { errc <- asrv.Serve(al) }()
 
-	var pub *http.Server
+	var pub *public.Server
 	if c.listen != "" {
-		pl, err := net.Listen("tcp", c.listen)
+		pub, err = startPublic(ctx, c, auth, log, errc)
 		if err != nil {
 			wsrv.Shutdown(ctx)
 			asrv.Shutdown(ctx)
-			return fmt.Errorf("--listen %s: %w", c.listen, err)
+			return err
 		}
-		pub = &http.Server{Handler: publicHandler(auth), ReadHeaderTimeout: 10 * time.Second}
-		go func() {
-			if err := pub.Serve(pl); !errors.Is(err, http.ErrServerClosed) {
-				errc <- err
-			}
-		}()
-		log.Info("public listener ready", slog.String("address", pl.Addr().String()))
 	}
 	log.Info("badge server ready", slog.String(ca.LogTrustDomain, td.Name()),
 		slog.String("socket", c.socket), slog.String("admin_socket", c.adminSocket), slog.String("data_dir", c.dataDir))
@@ -195,12 +197,35 @@ func serve(ctx context.Context, c serverConfig, td spiffeid.TrustDomain, log *sl
 	return serveErr
 }
 
-// publicHandler serves what may be asked over TCP without credentials.
-func publicHandler(auth *ca.Authority) http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/plain")
-		fmt.Fprintln(w, "ok")
-	})
-	return mux
+// startPublic starts the public HTTPS listener (package ca/public) on
+// --listen. Its certificate names the --listen-dns hosts, else the host of
+// --listen (unless it is a wildcard address) and of --jwt-issuer.
+func startPublic(ctx context.Context, c serverConfig, auth *ca.Authority, log *slog.Logger, errc chan<- error) (*public.Server, error) {
+	hosts := []string(c.listenHosts)
+	if len(hosts) == 0 {
+		if h, _, err := net.SplitHostPort(c.listen); err == nil && h != "" {
+			if ip := net.ParseIP(h); ip == nil || !ip.IsUnspecified() {
+				hosts = append(hosts, h)
+			}
+		}
+		if u, err := url.Parse(c.jwtIssuer); err == nil && u.Hostname() != "" {
+			hosts = append(hosts, u.Hostname())
+		}
+	}
+	pub, err := public.New(ctx, public.Config{Authority: auth, Clients: auth, Hosts: hosts, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	pl, err := net.Listen("tcp", c.listen)
+	if err != nil {
+		return nil, fmt.Errorf("--listen %s: %w", c.listen, err)
+	}
+	go func() {
+		if err := pub.Serve(pl); err != nil {
+			errc <- err
+		}
+	}()
+	log.Info("public listener ready", slog.String("address", "https://"+pl.Addr().String()), slog.Any("hosts", hosts),
+		slog.String("jwt_issuer", c.jwtIssuer))
+	return pub, nil
 }

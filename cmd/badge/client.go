@@ -1,0 +1,93 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"text/tabwriter"
+	"time"
+
+	"github.com/badge-dev/badge/ca/admin"
+)
+
+// badge client create --id SPIFFE_ID: register an OAuth client of the
+// token endpoint. The secret goes to stdout, alone, so that a script can
+// capture it; it is shown only this once.
+func runClientCreate(ctx context.Context, e *env, args []string) error {
+	fs := e.flagSet("client create", "--id SPIFFE_ID [--json]")
+	id := fs.String("id", "", "SPIFFE ID of the tokens the client gets; also its client_id")
+	asJSON := fs.Bool("json", false, "print the client and its secret as JSON")
+	sock := adminFlags(fs)
+	if _, err := e.parse(fs, args, nil, "id", "json"); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("unexpected argument %q", fs.Arg(0))
+	}
+	if *id == "" {
+		return usagef("--id is required")
+	}
+	c, err := e.adminClient(*sock)
+	if err != nil {
+		return err
+	}
+	created, err := c.CreateOAuthClient(ctx, *id)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return writeJSON(e.stdout, created)
+	}
+	fmt.Fprintln(e.stdout, created.Secret)
+	fmt.Fprintf(e.stderr, "client_id %s: the secret above is shown only now; give it to the client "+
+		"(POST /oauth2/token, grant_type=client_credentials)\n", created.ID)
+	return nil
+}
+
+func runClientList(ctx context.Context, e *env, args []string) error {
+	fs := e.flagSet("client list", "[--json]")
+	asJSON := fs.Bool("json", false, "print a stable JSON array")
+	sock := adminFlags(fs)
+	if _, err := e.parse(fs, args, nil, "json"); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("unexpected argument %q", fs.Arg(0))
+	}
+	c, err := e.adminClient(*sock)
+	if err != nil {
+		return err
+	}
+	cs, err := c.ListOAuthClients(ctx)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		if cs == nil {
+			cs = []admin.OAuthClient{}
+		}
+		return writeJSON(e.stdout, cs)
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "CLIENT ID\tSPIFFE ID\tCREATED")
+	for _, cl := range cs {
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", cl.ID, cl.SPIFFEID, cl.CreatedAt.Format(time.RFC3339))
+	}
+	return tw.Flush()
+}
+
+func runClientDelete(ctx context.Context, e *env, args []string) error {
+	fs := e.flagSet("client delete", "ID")
+	sock := adminFlags(fs)
+	if len(args) == 0 {
+		return usagef("a client ID (the client's SPIFFE ID) is required")
+	}
+	id, err := e.parseWithID(fs, args)
+	if err != nil {
+		return err
+	}
+	c, err := e.adminClient(*sock)
+	if err != nil {
+		return err
+	}
+	return c.DeleteOAuthClient(ctx, id)
+}
