@@ -4,6 +4,7 @@
 //	GET  /healthz                           "ok"
 //	GET  /.well-known/openid-configuration  OpenID Connect discovery (when an issuer is configured)
 //	GET  /.well-known/jwks.json             the JWT bundle (RFC 7517 JWK Set)
+//	GET  /crl                               the X.509 revocation list, DER (RFC 5280)
 //	POST /introspect                        RFC 7662 token introspection; mutual TLS with an X.509-SVID
 //	POST /oauth2/token                      RFC 6749 §4.4 client credentials; a JWT-SVID for the audience
 //
@@ -172,6 +173,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.HandleFunc("GET /.well-known/openid-configuration", s.openidConfiguration)
 	mux.HandleFunc("GET /.well-known/jwks.json", s.jwks)
+	mux.HandleFunc("GET /crl", s.crl)
 	mux.HandleFunc("POST /introspect", s.introspect)
 	mux.HandleFunc("POST /oauth2/token", s.token)
 	s.http = &http.Server{
@@ -334,6 +336,16 @@ func (s *Server) jwks(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", fmt.Sprintf("public, max-age=%d", jwksMaxAge))
 	w.Write(s.auth.Snapshot().JWKS())
+}
+
+// crl serves the current revocation list, for verifiers that do not use the
+// Workload API. It is signed by the intermediate CA; its CRL number grows
+// with every new list.
+func (s *Server) crl(w http.ResponseWriter, _ *http.Request) {
+	der, _ := s.auth.Snapshot().CRL()
+	w.Header().Set("Content-Type", "application/pkix-crl")
+	w.Header().Set("Cache-Control", "no-cache")
+	w.Write(der)
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
