@@ -17,6 +17,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -72,14 +73,19 @@ func run(ctx context.Context, listen, allow string) error {
 	watcher.WatchHTTPServer(srv)
 	go watcher.Run(ctx, src.Changed)
 
+	l, err := net.Listen("tcp", listen)
+	if err != nil {
+		return err
+	}
 	go func() {
 		<-ctx.Done()
 		shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		srv.Shutdown(shutdownCtx)
 	}()
-	log.Info("payments listening", "addr", listen, "id", svid.ID.String(), "allow", orders.String())
-	if err := srv.ListenAndServeTLS("", ""); !errors.Is(err, http.ErrServerClosed) {
+	// The address actually bound: with -listen 127.0.0.1:0, the port picked.
+	log.Info("payments listening", "addr", l.Addr().String(), "id", svid.ID.String(), "allow", orders.String())
+	if err := srv.ServeTLS(l, "", ""); !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil
