@@ -47,9 +47,9 @@ import (
 )
 
 const (
-	ordersID    = "spiffe://example.org/orders"
-	paymentsID  = "spiffe://example.org/payments"
-	inventoryID = "spiffe://example.org/inventory"
+	sdkOrdersID    = "spiffe://example.org/orders"
+	sdkPaymentsID  = "spiffe://example.org/payments"
+	sdkInventoryID = "spiffe://example.org/inventory"
 )
 
 // The SDK workload modes are configured by these variables.
@@ -588,9 +588,9 @@ func (p *sdkProc) waitFor(deadline time.Time, what string, cond func([]sdkEvent)
 			if evs := p.snapshot(); cond(evs) {
 				return evs
 			}
-			p.t.Fatalf("%s exited before %s; events:\n%s\nstderr:\n%s", p.name, what, describe(p.snapshot()), p.stderr.String())
+			p.t.Fatalf("%s exited before %s; events:\n%s\nstderr:\n%s", p.name, what, describeEvents(p.snapshot()), p.stderr.String())
 		case <-timer.C:
-			p.t.Fatalf("%s: no %s by the deadline; events:\n%s", p.name, what, describe(p.snapshot()))
+			p.t.Fatalf("%s: no %s by the deadline; events:\n%s", p.name, what, describeEvents(p.snapshot()))
 		}
 	}
 }
@@ -598,8 +598,8 @@ func (p *sdkProc) waitFor(deadline time.Time, what string, cond func([]sdkEvent)
 // next waits for the first event of kind after the first n events.
 func (p *sdkProc) next(deadline time.Time, n int, kind string) sdkEvent {
 	p.t.Helper()
-	evs := p.waitFor(deadline, "event "+kind, func(evs []sdkEvent) bool { return slices.ContainsFunc(evs[n:], is(kind)) })
-	return evs[n+slices.IndexFunc(evs[n:], is(kind))]
+	evs := p.waitFor(deadline, "event "+kind, func(evs []sdkEvent) bool { return slices.ContainsFunc(evs[n:], eventIs(kind)) })
+	return evs[n+slices.IndexFunc(evs[n:], eventIs(kind))]
 }
 
 // stop closes the workload's stdin and returns its summary.
@@ -611,16 +611,20 @@ func (p *sdkProc) stop() sdkEvent {
 	case <-time.After(15 * time.Second):
 		p.t.Fatalf("%s did not exit within 15s of its stdin closing", p.name)
 	}
-	evs := filter(p.snapshot(), "summary")
+	evs := eventsOf(p.snapshot(), "summary")
 	if len(evs) != 1 {
 		p.t.Fatalf("%s printed %d summaries; stderr:\n%s", p.name, len(evs), p.stderr.String())
 	}
 	return evs[0]
 }
 
-func is(kind string) func(sdkEvent) bool { return func(e sdkEvent) bool { return e.Event == kind } }
+// eventIs matches the events of kind.
+func eventIs(kind string) func(sdkEvent) bool {
+	return func(e sdkEvent) bool { return e.Event == kind }
+}
 
-func filter(evs []sdkEvent, kind string) []sdkEvent {
+// eventsOf returns the events of kind.
+func eventsOf(evs []sdkEvent, kind string) []sdkEvent {
 	var out []sdkEvent
 	for _, e := range evs {
 		if e.Event == kind {
@@ -630,18 +634,19 @@ func filter(evs []sdkEvent, kind string) []sdkEvent {
 	return out
 }
 
-// only returns the one event of kind, failing the test unless there is
+// onlyEvent returns the one event of kind, failing the test unless there is
 // exactly one.
-func only(t *testing.T, evs []sdkEvent, kind string) sdkEvent {
+func onlyEvent(t *testing.T, evs []sdkEvent, kind string) sdkEvent {
 	t.Helper()
-	got := filter(evs, kind)
+	got := eventsOf(evs, kind)
 	if len(got) != 1 {
-		t.Fatalf("%d %q events, want 1:\n%s", len(got), kind, describe(evs))
+		t.Fatalf("%d %q events, want 1:\n%s", len(got), kind, describeEvents(evs))
 	}
 	return got[0]
 }
 
-func describe(evs []sdkEvent) string {
+// describeEvents prints the last events, one JSON line each.
+func describeEvents(evs []sdkEvent) string {
 	const max = 40
 	var b strings.Builder
 	if len(evs) > max {
@@ -655,11 +660,11 @@ func describe(evs []sdkEvent) string {
 	return b.String()
 }
 
-// distinct returns the distinct values of field over the events of kind, in
-// order of first appearance.
-func distinct(evs []sdkEvent, kind string, field func(sdkEvent) string) []string {
+// distinctValues returns the distinct values of field over the events of
+// kind, in order of first appearance.
+func distinctValues(evs []sdkEvent, kind string, field func(sdkEvent) string) []string {
 	var out []string
-	for _, e := range filter(evs, kind) {
+	for _, e := range eventsOf(evs, kind) {
 		if v := field(e); !slices.Contains(out, v) {
 			out = append(out, v)
 		}
@@ -667,19 +672,20 @@ func distinct(evs []sdkEvent, kind string, field func(sdkEvent) string) []string
 	return out
 }
 
-func serialField(e sdkEvent) string { return e.Serial }
-func ownField(e sdkEvent) string    { return e.Own }
+func serialOfEvent(e sdkEvent) string { return e.Serial }
+func ownOfEvent(e sdkEvent) string    { return e.Own }
 
 // sdkDaemon starts a daemon with the three identities registered by uid.
 func sdkDaemon(t *testing.T, args ...string) *daemon {
 	d := startDaemon(t, args...)
-	d.createEntry(ordersID, "unix:uid:1001")
-	d.createEntry(paymentsID, "unix:uid:1002")
-	d.createEntry(inventoryID, "unix:uid:1003")
+	d.createEntry(sdkOrdersID, "unix:uid:1001")
+	d.createEntry(sdkPaymentsID, "unix:uid:1002")
+	d.createEntry(sdkInventoryID, "unix:uid:1003")
 	return d
 }
 
-func startServer(t *testing.T, d *daemon, name string, uid uint32, env ...string) (*sdkProc, sdkEvent) {
+// startSDKServer starts an sdk-server workload and waits until it listens.
+func startSDKServer(t *testing.T, d *daemon, name string, uid uint32, env ...string) (*sdkProc, sdkEvent) {
 	t.Helper()
 	p := startSDK(t, d, name, uid, "sdk-server", env...)
 	l := p.next(time.Now().Add(30*time.Second), 0, "listening")
@@ -701,26 +707,26 @@ func TestE2ESDKAuthorization(t *testing.T) {
 	} {
 		t.Run(tc.proto+"/"+tc.source, func(t *testing.T) {
 			env := []string{envSDKProto + "=" + tc.proto, envSDKSource + "=" + tc.source}
-			serverEnv := append(slices.Clone(env), envSDKAuthz+"="+ordersID)
-			payments, pl := startServer(t, d, "payments", 1002, serverEnv...)
-			inventory, il := startServer(t, d, "inventory", 1003, serverEnv...)
-			if pl.ID != paymentsID || il.ID != inventoryID {
-				t.Fatalf("servers run as %s and %s, want %s and %s", pl.ID, il.ID, paymentsID, inventoryID)
+			serverEnv := append(slices.Clone(env), envSDKAuthz+"="+sdkOrdersID)
+			payments, pl := startSDKServer(t, d, "payments", 1002, serverEnv...)
+			inventory, il := startSDKServer(t, d, "inventory", 1003, serverEnv...)
+			if pl.ID != sdkPaymentsID || il.ID != sdkInventoryID {
+				t.Fatalf("servers run as %s and %s, want %s and %s", pl.ID, il.ID, sdkPaymentsID, sdkInventoryID)
 			}
 			client := func(name string, uid uint32, addr string) []sdkEvent {
 				return runSDK(t, d, name, uid, "sdk-client", append(slices.Clone(env),
-					envSDKAuthz+"="+paymentsID, envSDKAddr+"="+addr, envSDKCount+"=1")...)
+					envSDKAuthz+"="+sdkPaymentsID, envSDKAddr+"="+addr, envSDKCount+"=1")...)
 			}
 			deadline := time.Now().Add(20 * time.Second)
 
 			// orders calls payments: both accept.
-			resp := only(t, client("orders", 1001, pl.Addr), "response")
-			if resp.Peer != paymentsID || resp.Serial != pl.Own {
-				t.Errorf("orders reached %s (serial %s), want %s (serial %s)", resp.Peer, resp.Serial, paymentsID, pl.Own)
+			resp := onlyEvent(t, client("orders", 1001, pl.Addr), "response")
+			if resp.Peer != sdkPaymentsID || resp.Serial != pl.Own {
+				t.Errorf("orders reached %s (serial %s), want %s (serial %s)", resp.Peer, resp.Serial, sdkPaymentsID, pl.Own)
 			}
 			req := payments.next(deadline, 0, "request")
-			if req.Peer != ordersID {
-				t.Errorf("payments' handler saw caller %q, want %s", req.Peer, ordersID)
+			if req.Peer != sdkOrdersID {
+				t.Errorf("payments' handler saw caller %q, want %s", req.Peer, sdkOrdersID)
 			}
 			if req.Serial != resp.Own {
 				t.Errorf("payments' handler saw client serial %s, orders presented %s", req.Serial, resp.Own)
@@ -728,20 +734,20 @@ func TestE2ESDKAuthorization(t *testing.T) {
 
 			// inventory calls payments: payments refuses it in the handshake.
 			n := len(payments.snapshot())
-			failed := only(t, client("inventory", 1003, pl.Addr), "error")
+			failed := onlyEvent(t, client("inventory", 1003, pl.Addr), "error")
 			if tc.proto == "grpc" && failed.Code != "Unavailable" {
 				t.Errorf("inventory's RPC failed with %s, want Unavailable: %s", failed.Code, failed.Error)
 			}
 			ref := payments.next(deadline, n, "refused")
-			if ref.Peer != inventoryID || ref.Reason != sdk.ReasonNotAuthorized.String() {
-				t.Errorf("payments refused %q (%s), want %s (%s)", ref.Peer, ref.Reason, inventoryID, sdk.ReasonNotAuthorized)
+			if ref.Peer != sdkInventoryID || ref.Reason != sdk.ReasonNotAuthorized.String() {
+				t.Errorf("payments refused %q (%s), want %s (%s)", ref.Peer, ref.Reason, sdkInventoryID, sdk.ReasonNotAuthorized)
 			}
 
 			// orders calls inventory, which would admit it: orders refuses
 			// the server, which is not payments.
-			failed = only(t, client("orders", 1001, il.Addr), "error")
-			if failed.Peer != inventoryID || failed.Reason != sdk.ReasonNotAuthorized.String() {
-				t.Errorf("orders' call to inventory failed with peer %q reason %q (%s), want a refusal of %s", failed.Peer, failed.Reason, failed.Error, inventoryID)
+			failed = onlyEvent(t, client("orders", 1001, il.Addr), "error")
+			if failed.Peer != sdkInventoryID || failed.Reason != sdk.ReasonNotAuthorized.String() {
+				t.Errorf("orders' call to inventory failed with peer %q reason %q (%s), want a refusal of %s", failed.Peer, failed.Reason, failed.Error, sdkInventoryID)
 			}
 			if tc.proto == "grpc" && failed.Code != "Unavailable" {
 				t.Errorf("orders' RPC to inventory failed with %s, want Unavailable: %s", failed.Code, failed.Error)
@@ -754,12 +760,12 @@ func TestE2ESDKAuthorization(t *testing.T) {
 			if s := payments.stop(); s.Handshakes != 2 || s.Refused != 1 {
 				t.Errorf("payments: %d handshakes, %d refused; want 2 and 1", s.Handshakes, s.Refused)
 			}
-			if got := filter(payments.snapshot(), "request"); len(got) != 1 {
-				t.Errorf("payments' handler ran %d times, want once (for orders):\n%s", len(got), describe(got))
+			if got := eventsOf(payments.snapshot(), "request"); len(got) != 1 {
+				t.Errorf("payments' handler ran %d times, want once (for orders):\n%s", len(got), describeEvents(got))
 			}
 			inventory.stop()
-			if got := filter(inventory.snapshot(), "request"); len(got) != 0 {
-				t.Errorf("inventory's handler ran for a client that refused it:\n%s", describe(got))
+			if got := eventsOf(inventory.snapshot(), "request"); len(got) != 0 {
+				t.Errorf("inventory's handler ran for a client that refused it:\n%s", describeEvents(got))
 			}
 		})
 	}
@@ -783,10 +789,10 @@ func TestE2ESDKRotation(t *testing.T) {
 		{"http", "go-spiffe"},
 	} {
 		name := tc.proto + "/" + tc.source
-		server, l := startServer(t, d, "payments "+name, 1002,
-			envSDKProto+"="+tc.proto, envSDKSource+"="+tc.source, envSDKAuthz+"="+ordersID)
+		server, l := startSDKServer(t, d, "payments "+name, 1002,
+			envSDKProto+"="+tc.proto, envSDKSource+"="+tc.source, envSDKAuthz+"="+sdkOrdersID)
 		client := startSDK(t, d, "orders "+name, 1001, "sdk-client",
-			envSDKProto+"="+tc.proto, envSDKSource+"="+tc.source, envSDKAuthz+"="+paymentsID,
+			envSDKProto+"="+tc.proto, envSDKSource+"="+tc.source, envSDKAuthz+"="+sdkPaymentsID,
 			envSDKAddr+"="+l.Addr, envSDKCount+"=0", envSDKInterval+"=20ms")
 		pairs = append(pairs, pair{name, server, client})
 	}
@@ -795,10 +801,10 @@ func TestE2ESDKRotation(t *testing.T) {
 	const rotations = 3
 	for _, p := range pairs {
 		p.server.waitFor(deadline, fmt.Sprintf("%d rotations of the client's serial", rotations), func(evs []sdkEvent) bool {
-			return len(distinct(evs, "request", serialField)) > rotations
+			return len(distinctValues(evs, "request", serialOfEvent)) > rotations
 		})
 		p.client.waitFor(deadline, fmt.Sprintf("%d rotations of the server's serial", rotations), func(evs []sdkEvent) bool {
-			return len(distinct(evs, "response", serialField)) > rotations
+			return len(distinctValues(evs, "response", serialOfEvent)) > rotations
 		})
 	}
 	for _, p := range pairs {
@@ -807,21 +813,21 @@ func TestE2ESDKRotation(t *testing.T) {
 		evs, sevs := p.client.snapshot(), p.server.snapshot()
 		if cs.Failures != 0 || cs.Refused != 0 || ss.Refused != 0 {
 			t.Errorf("%s: %d of %d requests failed, client refused %d handshakes, server %d:\n%s",
-				p.name, cs.Failures, cs.Requests, cs.Refused, ss.Refused, describe(filter(evs, "error")))
+				p.name, cs.Failures, cs.Requests, cs.Refused, ss.Refused, describeEvents(eventsOf(evs, "error")))
 		}
-		if errs := append(filter(evs, "cert_error"), filter(sevs, "cert_error")...); len(errs) > 0 {
-			t.Errorf("%s: no certificate to present:\n%s", p.name, describe(errs))
+		if errs := append(eventsOf(evs, "cert_error"), eventsOf(sevs, "cert_error")...); len(errs) > 0 {
+			t.Errorf("%s: no certificate to present:\n%s", p.name, describeEvents(errs))
 		}
 		// Every request had its own handshake, on both sides.
 		if cs.Handshakes != cs.Requests || ss.Handshakes != cs.Requests {
 			t.Errorf("%s: %d requests, but %d client and %d server handshakes", p.name, cs.Requests, cs.Handshakes, ss.Handshakes)
 		}
-		clientSerials := distinct(sevs, "request", serialField)
-		if own := distinct(evs, "response", ownField); !slices.Equal(own, clientSerials) {
+		clientSerials := distinctValues(sevs, "request", serialOfEvent)
+		if own := distinctValues(evs, "response", ownOfEvent); !slices.Equal(own, clientSerials) {
 			t.Errorf("%s: the client presented serials %v, the server saw %v", p.name, own, clientSerials)
 		}
 		t.Logf("%s: %d handshakes in %s, %d failed; the server saw %d client serials, the client %d server serials",
-			p.name, cs.Handshakes, time.Since(start).Round(100*time.Millisecond), cs.Failures, len(clientSerials), len(distinct(evs, "response", serialField)))
+			p.name, cs.Handshakes, time.Since(start).Round(100*time.Millisecond), cs.Failures, len(clientSerials), len(distinctValues(evs, "response", serialOfEvent)))
 	}
 }
 
@@ -833,8 +839,8 @@ func TestE2ESDKDaemonRestart(t *testing.T) {
 	t.Parallel()
 	const ttl = 10 * time.Second
 	d := sdkDaemon(t, "--svid-ttl", ttl.String(), "--max-svid-ttl", ttl.String())
-	server, l := startServer(t, d, "payments", 1002, envSDKProto+"=http", envSDKAuthz+"="+ordersID)
-	client := startSDK(t, d, "orders", 1001, "sdk-client", envSDKProto+"=http", envSDKAuthz+"="+paymentsID,
+	server, l := startSDKServer(t, d, "payments", 1002, envSDKProto+"=http", envSDKAuthz+"="+sdkOrdersID)
+	client := startSDK(t, d, "orders", 1001, "sdk-client", envSDKProto+"=http", envSDKAuthz+"="+sdkPaymentsID,
 		envSDKAddr+"="+l.Addr, envSDKCount+"=0", envSDKInterval+"=10ms")
 	client.next(time.Now().Add(30*time.Second), 0, "response")
 
@@ -849,19 +855,19 @@ func TestE2ESDKDaemonRestart(t *testing.T) {
 		if lostServer.Connected || lostClient.Connected {
 			t.Fatalf("%v: first status changes after the daemon stopped are %+v and %+v, want disconnections", sig, lostServer, lostClient)
 		}
-		lost := latest(lostServer.At, lostClient.At)
+		lost := laterOf(lostServer.At, lostClient.At)
 		const whileDown = 50
 		client.waitFor(deadline, fmt.Sprintf("%d responses while the daemon is down", whileDown), func(evs []sdkEvent) bool {
 			n := 0
-			for _, e := range filter(evs, "response") {
+			for _, e := range eventsOf(evs, "response") {
 				if e.At.After(lost) {
 					n++
 				}
 			}
 			return n >= whileDown
 		})
-		serverSerials := distinct(server.snapshot(), "request", serialField)
-		clientSerials := distinct(client.snapshot(), "response", serialField)
+		serverSerials := distinctValues(server.snapshot(), "request", serialOfEvent)
+		clientSerials := distinctValues(client.snapshot(), "response", serialOfEvent)
 
 		// Start it again on the same socket: both sources reconnect.
 		nServer, nClient = len(server.snapshot()), len(client.snapshot())
@@ -883,7 +889,7 @@ func TestE2ESDKDaemonRestart(t *testing.T) {
 		// half-life: each side sees the other's serial change twice.
 		deadline = time.Now().Add(ttl + 10*time.Second)
 		newSerials := func(evs []sdkEvent, kind string, old []string) []string {
-			return slices.DeleteFunc(distinct(evs, kind, serialField), func(s string) bool { return slices.Contains(old, s) })
+			return slices.DeleteFunc(distinctValues(evs, kind, serialOfEvent), func(s string) bool { return slices.Contains(old, s) })
 		}
 		after := newSerials(server.waitFor(deadline, "two client serials issued after the restart", func(evs []sdkEvent) bool {
 			return len(newSerials(evs[nServer:], "request", serverSerials)) >= 2
@@ -891,8 +897,8 @@ func TestE2ESDKDaemonRestart(t *testing.T) {
 		client.waitFor(deadline, "two server serials issued after the restart", func(evs []sdkEvent) bool {
 			return len(newSerials(evs[nClient:], "response", clientSerials)) >= 2
 		})
-		if errs := filter(client.snapshot(), "error"); len(errs) > 0 {
-			t.Fatalf("%v: %d requests failed:\n%s", sig, len(errs), describe(errs))
+		if errs := eventsOf(client.snapshot(), "error"); len(errs) > 0 {
+			t.Fatalf("%v: %d requests failed:\n%s", sig, len(errs), describeEvents(errs))
 		}
 		t.Logf("%v: daemon down %s (sources noticed after %s and %s); %d requests meanwhile on cached SVIDs; "+
 			"sources reconnected %v after the daemon was ready; then saw client serials %v",
@@ -903,12 +909,12 @@ func TestE2ESDKDaemonRestart(t *testing.T) {
 	cs, ss := client.stop(), server.stop()
 	if cs.Failures != 0 || cs.Refused != 0 || ss.Refused != 0 || cs.Handshakes != cs.Requests {
 		t.Errorf("%d of %d requests failed, %d handshakes (client refused %d, server %d):\n%s",
-			cs.Failures, cs.Requests, cs.Handshakes, cs.Refused, ss.Refused, describe(filter(client.snapshot(), "error")))
+			cs.Failures, cs.Requests, cs.Handshakes, cs.Refused, ss.Refused, describeEvents(eventsOf(client.snapshot(), "error")))
 	}
 	t.Logf("%d requests, each on a new connection; %d failed", cs.Requests, cs.Failures)
 }
 
-func latest(a, b time.Time) time.Time {
+func laterOf(a, b time.Time) time.Time {
 	if a.After(b) {
 		return a
 	}
@@ -921,26 +927,26 @@ func latest(a, b time.Time) time.Time {
 func TestE2ESDKPermissionDeniedThenEntry(t *testing.T) {
 	t.Parallel()
 	d := startDaemon(t)
-	server := startSDK(t, d, "payments", 1002, "sdk-server", envSDKProto+"=http", envSDKAuthz+"="+ordersID)
+	server := startSDK(t, d, "payments", 1002, "sdk-server", envSDKProto+"=http", envSDKAuthz+"="+sdkOrdersID)
 	deadline := time.Now().Add(20 * time.Second)
 	const attempts = 3
 	server.waitFor(deadline, fmt.Sprintf("%d attempts refused with PermissionDenied", attempts), func(evs []sdkEvent) bool {
 		n := 0
-		for _, e := range filter(evs, "log") {
+		for _, e := range eventsOf(evs, "log") {
 			if e.Code == "PermissionDenied" {
 				n++
 			}
 		}
 		return n >= attempts
 	})
-	if evs := server.snapshot(); slices.ContainsFunc(evs, is("listening")) {
+	if evs := server.snapshot(); slices.ContainsFunc(evs, eventIs("listening")) {
 		t.Fatal("the server started without an identity")
 	}
 	created := time.Now()
-	d.createEntry(paymentsID, "unix:uid:1002")
+	d.createEntry(sdkPaymentsID, "unix:uid:1002")
 	l := server.next(deadline, 0, "listening")
-	if l.ID != paymentsID {
-		t.Fatalf("server runs as %s, want %s", l.ID, paymentsID)
+	if l.ID != sdkPaymentsID {
+		t.Fatalf("server runs as %s, want %s", l.ID, sdkPaymentsID)
 	}
 	// The default backoff is at most 5s.
 	if took := l.At.Sub(created); took > 5*time.Second {
@@ -966,8 +972,8 @@ func TestE2ESDKExamples(t *testing.T) {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	payments, orders := filepath.Join(dir, "payments"), filepath.Join(dir, "orders")
-	d.createEntry(paymentsID, "unix:path:"+payments)
-	d.createEntry(ordersID, "unix:path:"+orders)
+	d.createEntry(sdkPaymentsID, "unix:path:"+payments)
+	d.createEntry(sdkOrdersID, "unix:path:"+orders)
 
 	start := func(uid uint32, lines chan<- string, bin string, args ...string) {
 		cmd := exec.Command(bin, args...)
@@ -1012,7 +1018,7 @@ func TestE2ESDKExamples(t *testing.T) {
 			case line := <-lines:
 				seen = append(seen, line)
 				if !slices.ContainsFunc(want, func(w string) bool { return !strings.Contains(line, w) }) {
-					return logFields(line)
+					return slogFields(line)
 				}
 			case <-timeout:
 				t.Fatalf("no %s within 20s; output:\n%s", what, strings.Join(seen, "\n"))
@@ -1027,14 +1033,14 @@ func TestE2ESDKExamples(t *testing.T) {
 	if host, port, err := net.SplitHostPort(addr); err != nil || host != "127.0.0.1" || port == "0" {
 		t.Fatalf("payments logged listen address %q, want 127.0.0.1 and the port it got", addr)
 	}
-	if listening["id"] != paymentsID {
-		t.Fatalf("payments runs as %q, want %s", listening["id"], paymentsID)
+	if listening["id"] != sdkPaymentsID {
+		t.Fatalf("payments runs as %q, want %s", listening["id"], sdkPaymentsID)
 	}
 
 	olines := make(chan string, 100)
 	start(1001, olines, orders, "-payments", "https://"+addr, "-every", "100ms")
 	paid := await(olines, "payment", "paid")
-	if want := "payment accepted from " + ordersID; paid["answer"] != want {
+	if want := "payment accepted from " + sdkOrdersID; paid["answer"] != want {
 		t.Fatalf("orders got answer %q, want %q", paid["answer"], want)
 	}
 
@@ -1042,14 +1048,14 @@ func TestE2ESDKExamples(t *testing.T) {
 	wrong := make(chan string, 100)
 	start(1001, wrong, orders, "-payments", "https://"+addr, "-payments-id", "spiffe://example.org/billing", "-every", "100ms")
 	refused := await(wrong, "refusal", "refused the server")
-	if refused["peer"] != paymentsID || refused["reason"] != sdk.ReasonNotAuthorized.String() {
-		t.Fatalf("orders refused peer %q for %q, want %s for %q", refused["peer"], refused["reason"], paymentsID, sdk.ReasonNotAuthorized)
+	if refused["peer"] != sdkPaymentsID || refused["reason"] != sdk.ReasonNotAuthorized.String() {
+		t.Fatalf("orders refused peer %q for %q, want %s for %q", refused["peer"], refused["reason"], sdkPaymentsID, sdk.ReasonNotAuthorized)
 	}
 }
 
-// logFields parses the key=value pairs of a log/slog text line as the
+// slogFields parses the key=value pairs of a log/slog text line as the
 // default logger prints it.
-func logFields(line string) map[string]string {
+func slogFields(line string) map[string]string {
 	fields := map[string]string{}
 	for rest := line; rest != ""; {
 		i := strings.IndexByte(rest, '=')
