@@ -276,7 +276,7 @@ func TestE2ESIGKILLLosesNoEntry(t *testing.T) {
 func TestE2EAdminSocketRefusesOtherUIDs(t *testing.T) {
 	d := startDaemon(t)
 	cmd := exec.Command(testBinary, "entry", "list", "--admin-socket", d.admin)
-	cmd.Env = []string{"BADGE_E2E_ROLE=badge"}
+	cmd.Env = []string{"BADGE_E2E_ROLE=badge", noRaceExitPause}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 1001, Gid: 1001}}
 	var errOut bytes.Buffer
 	cmd.Stderr = &errOut
@@ -370,7 +370,7 @@ func TestE2EBadServerConfig(t *testing.T) {
 			}
 			args = append(args, tc.args...)
 			cmd := exec.Command(testBinary, args...)
-			cmd.Env = []string{"BADGE_E2E_ROLE=badge"}
+			cmd.Env = []string{"BADGE_E2E_ROLE=badge", noRaceExitPause}
 			var errOut bytes.Buffer
 			cmd.Stderr = &errOut
 			done := make(chan error, 1)

@@ -34,6 +34,10 @@ import (
 // testBinary is a copy of the test binary that every uid may execute.
 var testBinary string
 
+// noRaceExitPause stops a race-enabled child from waiting a second at exit
+// (the race detector's default), which every workload process would pay.
+const noRaceExitPause = "GORACE=atexit_sleep_ms=0"
+
 func TestMain(m *testing.M) {
 	switch os.Getenv("BADGE_E2E_ROLE") {
 	case "badge":
@@ -128,7 +132,7 @@ func (d *daemon) start() {
 	d.t.Helper()
 	args := append([]string{"server", "--data-dir", d.dataDir, "--socket", d.socket, "--admin-socket", d.admin, "--log-level", "debug"}, d.args...)
 	cmd := exec.Command(testBinary, args...)
-	cmd.Env = append(os.Environ(), "BADGE_E2E_ROLE=badge")
+	cmd.Env = append(os.Environ(), "BADGE_E2E_ROLE=badge", noRaceExitPause)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		d.t.Fatal(err)
@@ -278,6 +282,7 @@ func (d *daemon) runWorkload(uid, gid uint32, mode string) workloadResult {
 func (d *daemon) workloadCmd(uid, gid uint32, mode string, env ...string) *exec.Cmd {
 	cmd := exec.Command(testBinary)
 	cmd.Env = append([]string{
+		noRaceExitPause,
 		"BADGE_E2E_ROLE=workload",
 		"BADGE_E2E_MODE=" + mode,
 		"SPIFFE_ENDPOINT_SOCKET=unix://" + d.socket,

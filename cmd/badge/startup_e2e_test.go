@@ -15,7 +15,7 @@ import (
 func runServerOnce(t *testing.T, args ...string) (int, string) {
 	t.Helper()
 	cmd := exec.Command(testBinary, append([]string{"server"}, args...)...)
-	cmd.Env = []string{"BADGE_E2E_ROLE=badge"}
+	cmd.Env = []string{"BADGE_E2E_ROLE=badge", noRaceExitPause}
 	var errOut bytes.Buffer
 	cmd.Stderr = &errOut
 	if err := cmd.Start(); err != nil {
