@@ -14,11 +14,22 @@
 // match, and calls [Authority.SignX509SVID] for each; signing records the
 // serial durably in the store before the certificate leaves the process.
 //
+// JWT-SVIDs are signed with an ES256 key kept like the CA keys (kind "jwt",
+// kid the RFC 7638 thumbprint) and published as a JWK Set per snapshot
+// ([Snapshot.JWKS]); [Authority.SignJWTSVID] caches a token per entry
+// revision and audience list until half its life, and
+// [Authority.ValidateJWTSVID] refuses, with a [TokenError] naming the
+// reason, what the SPIFFE JWT-SVID specification refuses and tokens of IDs
+// revoked since they were issued. OAuth clients ([Authority.CreateClient])
+// get tokens for their SPIFFE ID by secret, stored only as an argon2id hash.
+//
 // Security invariants:
 //   - an SVID never lives longer than Config.MaxSVIDTTL after issuance, and
 //     its NotBefore is backdated by at most [Backdate];
 //   - CA private keys stay in files of mode 0600 in the key directory
 //     (written atomically) and are never logged;
 //   - a workload's private key is generated per call and returned only to
-//     that caller.
+//     that caller;
+//   - a JWT-SVID's exp is at most Config.JWTTTL after its iat, and no token
+//     is signed for a blocked ID.
 package ca

@@ -72,6 +72,19 @@
 // serve any other protocol over TLS. Runnable programs are in
 // sdk/examples/orders and sdk/examples/payments.
 //
+// # JWT-SVIDs
+//
+// Where a proxy or a queue terminates TLS, the caller proves itself with a
+// short-lived token instead: NewJWTSource fetches JWT-SVIDs (cached per
+// audience until half their life) and validates them locally against the
+// JWT bundles it follows (go-spiffe's jwtsvid.ParseAndValidate; each valid
+// token cached until it expires). RequireJWT guards an HTTP handler with a
+// bearer token for an audience and an Authorizer on its subject;
+// NewJWTTransport adds the token to outgoing requests. Local validation
+// cannot see revocations of SPIFFE IDs; the Workload API's ValidateJWTSVID
+// and the server's introspection endpoint can, and a token lives at most
+// five minutes.
+//
 // # Observability
 //
 // The SDK does not log unless given a logger (WithLogger). WithTrace
