@@ -564,6 +564,7 @@ func TestParseTokenRequest(t *testing.T) {
 		{name: "basic and other client_id", authz: basic("a", "s"), ct: form, body: "grant_type=client_credentials&audience=x&client_id=b", err: "invalid_request"},
 		{name: "post without secret", ct: form, body: "grant_type=client_credentials&audience=x&client_id=a", err: "invalid_client"},
 		{name: "empty client id", authz: basic("", "s"), ct: form, body: "grant_type=client_credentials&audience=x", err: "invalid_client"},
+		{name: "client id too long", ct: form, body: "grant_type=client_credentials&audience=x&client_secret=s&client_id=" + strings.Repeat("a", 2049), err: "invalid_client"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, oerr := parseTokenRequest(tc.authz, tc.ct, []byte(tc.body))

@@ -1,6 +1,7 @@
 package public
 
 import (
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/badge-dev/badge/ca"
+	"github.com/badge-dev/badge/storage"
 )
 
 // oauthError is an RFC 6749 §5.2 error response.
@@ -117,8 +119,8 @@ func parseTokenRequest(authorization, contentType string, body []byte) (tokenReq
 		}
 		req.ClientID, req.ClientSecret, req.Method = bodyID, bodySecret, "client_secret_post"
 	}
-	if req.ClientID == "" {
-		return bad("invalid_client", "the client id is empty")
+	if req.ClientID == "" || len(req.ClientID) > storage.MaxIDLen {
+		return bad("invalid_client", "the client id must have 1 to 2048 bytes")
 	}
 	req.Audience = form["audience"]
 	if len(req.Audience) == 0 {
@@ -248,7 +250,7 @@ type limiter struct {
 	now func() time.Time
 
 	mu      sync.Mutex
-	clients map[string]*failures
+	clients map[[sha256.Size]byte]*failures // by SHA-256 of the presented client ID: bounded memory
 	tokens  float64
 	last    time.Time
 	rate    float64
@@ -262,14 +264,14 @@ type failures struct {
 }
 
 func newLimiter(now func() time.Time, rate, burst float64) *limiter {
-	return &limiter{now: now, clients: make(map[string]*failures), tokens: burst, last: now(), rate: rate, burst: burst}
+	return &limiter{now: now, clients: make(map[[sha256.Size]byte]*failures), tokens: burst, last: now(), rate: rate, burst: burst}
 }
 
 // blocked returns how long id must still wait, or 0.
 func (l *limiter) blocked(id string) time.Duration {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	f, ok := l.clients[id]
+	f, ok := l.clients[sha256.Sum256([]byte(id))]
 	if !ok {
 		return 0
 	}
@@ -295,7 +297,8 @@ func (l *limiter) fail(id string) time.Duration {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
-	f, ok := l.clients[id]
+	key := sha256.Sum256([]byte(id))
+	f, ok := l.clients[key]
 	if ok && now.Sub(f.lastFail) > forgetAfter {
 		f.n = 0
 	}
@@ -304,7 +307,7 @@ func (l *limiter) fail(id string) time.Duration {
 			l.evict(now)
 		}
 		f = &failures{}
-		l.clients[id] = f
+		l.clients[key] = f
 	}
 	f.n++
 	d := maxDelay
@@ -319,15 +322,15 @@ func (l *limiter) fail(id string) time.Duration {
 func (l *limiter) succeed(id string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	delete(l.clients, id)
+	delete(l.clients, sha256.Sum256([]byte(id)))
 }
 
 // evict forgets clients not blocked and without a recent failure; if all
 // are, it forgets them all: the global bucket still bounds the rate.
 func (l *limiter) evict(now time.Time) {
-	for id, f := range l.clients {
+	for k, f := range l.clients {
 		if now.After(f.until) && now.Sub(f.lastFail) > forgetAfter {
-			delete(l.clients, id)
+			delete(l.clients, k)
 		}
 	}
 	if len(l.clients) >= maxTracked {
