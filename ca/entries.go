@@ -19,6 +19,9 @@ import (
 
 // Limits on registration entries.
 const (
+	// reservedPath is the namespace of the authority's own identities.
+	reservedPath = "/badge"
+
 	maxSelectors = 32
 	maxDNSNames  = 32
 )
@@ -122,6 +125,11 @@ func (a *Authority) validateEntry(req EntryRequest) (storage.Entry, error) {
 	id, err := parseID(a.cfg.TrustDomain, req.SPIFFEID)
 	if err != nil {
 		return storage.Entry{}, err
+	}
+	if p := id.Path(); p == reservedPath || strings.HasPrefix(p, reservedPath+"/") {
+		// The authority's own identities (the public listener's certificate)
+		// must not be issuable to a workload, which could then impersonate it.
+		return storage.Entry{}, invalid("spiffe_id", req.SPIFFEID, "paths under %s are reserved for badge itself", reservedPath)
 	}
 	sels, err := parseSelectors(req.Selectors)
 	if err != nil {

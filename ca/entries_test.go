@@ -49,6 +49,8 @@ func TestCreateEntryInvalid(t *testing.T) {
 		{"other trust domain", valid(func(r *EntryRequest) { r.SPIFFEID = "spiffe://other.org/api" }), "spiffe_id", nil},
 		{"trust domain only", valid(func(r *EntryRequest) { r.SPIFFEID = "spiffe://example.org" }), "spiffe_id", nil},
 		{"trailing slash", valid(func(r *EntryRequest) { r.SPIFFEID = "spiffe://example.org/api/" }), "spiffe_id", nil},
+		{"the server's own identity", valid(func(r *EntryRequest) { r.SPIFFEID = "spiffe://example.org/badge/server" }), "spiffe_id", nil},
+		{"reserved namespace", valid(func(r *EntryRequest) { r.SPIFFEID = "spiffe://example.org/badge/anything" }), "spiffe_id", nil},
 		{"no selectors", valid(func(r *EntryRequest) { r.Selectors = nil }), "selector", nil},
 		{"unknown selector type", valid(func(r *EntryRequest) { r.Selectors = []string{"k8s:ns:default"} }), "selector", attest.ErrUnknownType},
 		{"unknown selector key", valid(func(r *EntryRequest) { r.Selectors = []string{"unix:shell:bash"} }), "selector", attest.ErrUnknownKey},
