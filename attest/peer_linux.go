@@ -63,8 +63,8 @@ func PeerFromConn(c *net.UnixConn) (*Peer, error) {
 		return nil, fmt.Errorf("attest: SO_PEERCRED: %w", credErr)
 	}
 	p, err := newPeer(cred, pidfd, pfE)
-	if err != nil && pidfd >= 0 {
-		unix.Close(pidfd)
+	if err != nil && pfE == nil && pidfd >= 0 {
+		unix.Close(pidfd) // ours, from SO_PEERPIDFD, and not kept
 	}
 	return p, err
 }
@@ -73,10 +73,15 @@ func PeerFromConn(c *net.UnixConn) (*Peer, error) {
 // error when the kernel does not know SO_PEERPIDFD.
 func peerPidfd(sock int) (int, error) {
 	fd, err := unix.GetsockoptInt(sock, unix.SOL_SOCKET, unix.SO_PEERPIDFD)
-	if errors.Is(err, unix.ENOPROTOOPT) || errors.Is(err, unix.EINVAL) {
+	switch {
+	case errors.Is(err, unix.ENOPROTOOPT) || errors.Is(err, unix.EINVAL):
 		return -1, nil
+	case err != nil:
+		// No descriptor was created (EMFILE, for one): never hand back the
+		// zero value, which a caller would close as if it were ours.
+		return -1, err
 	}
-	return fd, err
+	return fd, nil
 }
 
 // newPeer builds a Peer from SO_PEERCRED and the outcome of SO_PEERPIDFD
