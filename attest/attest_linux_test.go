@@ -243,8 +243,19 @@ func TestPeerFromConnSelf(t *testing.T) {
 	if int(p.PID) != os.Getpid() || int(p.UID) != os.Getuid() || int(p.GID) != os.Getgid() {
 		t.Errorf("Peer = pid %d uid %d gid %d, want %d %d %d", p.PID, p.UID, p.GID, os.Getpid(), os.Getuid(), os.Getgid())
 	}
-	if got := pidfdPID(t, p.pidfd); got != os.Getpid() {
-		t.Errorf("pidfd refers to pid %d, want %d", got, os.Getpid())
+	if p.sock == nil || p.pidfd != -1 {
+		t.Errorf("with SO_PEERPIDFD the peer holds a pidfd (%d) instead of asking the socket", p.pidfd)
+	}
+	p.mu.RLock()
+	err := p.withPidfd(func(fd int) error {
+		if got := pidfdPID(t, fd); got != os.Getpid() {
+			t.Errorf("pidfd refers to pid %d, want %d", got, os.Getpid())
+		}
+		return nil
+	})
+	p.mu.RUnlock()
+	if err != nil {
+		t.Fatal(err)
 	}
 	if !p.Alive() {
 		t.Error("Alive() = false for this very process")

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -14,16 +15,22 @@ import (
 //
 // PID, UID and GID are those of the connecting process at connect(2) time
 // (SO_PEERCRED). The PID is in the PID namespace of the process that
-// called PeerFromConn. A Peer also holds a pidfd, a handle on that very
-// process that stays valid if the PID is reused; release it with Close.
+// called PeerFromConn. A Peer reaches that very process through a pidfd, a
+// handle that stays valid if the PID is reused. Where the kernel has
+// SO_PEERPIDFD (Linux 6.5), the socket itself names the process for its
+// whole life, so a pidfd is asked for at each check and closed at once:
+// a connection then costs one descriptor, not two, and ten thousand open
+// streams fit in a default limit of twenty thousand. On older kernels the
+// Peer holds the pidfd it opened at accept time. Release it with Close.
 // A Peer must not be copied; pass *Peer. It is safe for concurrent use.
 type Peer struct {
 	PID int32
 	UID uint32
 	GID uint32
 
-	mu    sync.RWMutex // write-held by Close so Alive never uses a closed, reused descriptor
-	pidfd int
+	mu    sync.RWMutex // write-held by Close so checks never use a closed, reused descriptor
+	pidfd int          // held pidfd (pidfd_open fallback), or -1
+	sock  syscall.RawConn
 	open  bool
 }
 
@@ -63,8 +70,13 @@ func PeerFromConn(c *net.UnixConn) (*Peer, error) {
 		return nil, fmt.Errorf("attest: SO_PEERCRED: %w", credErr)
 	}
 	p, err := newPeer(cred, pidfd, pfE)
-	if err != nil && pfE == nil && pidfd >= 0 {
-		unix.Close(pidfd) // ours, from SO_PEERPIDFD, and not kept
+	if pfE == nil && pidfd >= 0 {
+		// From SO_PEERPIDFD: it proved the peer alive and the option
+		// supported; checks ask the socket for a fresh one.
+		unix.Close(pidfd)
+		if err == nil {
+			p.pidfd, p.sock = -1, rc
+		}
 	}
 	return p, err
 }
@@ -122,10 +134,35 @@ func (p *Peer) Close() error {
 		return nil
 	}
 	p.open = false
+	if p.pidfd < 0 {
+		return nil
+	}
 	if err := unix.Close(p.pidfd); err != nil {
 		return fmt.Errorf("attest: close pidfd: %w", err)
 	}
 	return nil
+}
+
+// withPidfd calls fn with a pidfd of the peer: the held one, or a fresh one
+// from SO_PEERPIDFD, closed after fn. The caller holds p.mu (read).
+func (p *Peer) withPidfd(fn func(pidfd int) error) error {
+	if p.sock == nil {
+		return fn(p.pidfd)
+	}
+	fd, err := -1, error(nil)
+	if cerr := p.sock.Control(func(s uintptr) { fd, err = peerPidfd(int(s)) }); cerr != nil {
+		return fmt.Errorf("%w (pid %d: connection closed: %v)", ErrNoPidfd, p.PID, cerr)
+	}
+	switch {
+	case errors.Is(err, unix.ESRCH):
+		return fmt.Errorf("%w (pid %d, SO_PEERPIDFD)", ErrPeerGone, p.PID)
+	case err != nil:
+		return fmt.Errorf("attest: SO_PEERPIDFD (pid %d): %w", p.PID, err)
+	case fd < 0:
+		return fmt.Errorf("attest: SO_PEERPIDFD (pid %d) is no longer supported", p.PID)
+	}
+	defer unix.Close(fd)
+	return fn(fd)
 }
 
 // Alive reports whether the process that connected is still running, that
@@ -141,16 +178,18 @@ func (p *Peer) check() error {
 	if !p.open {
 		return ErrNoPidfd
 	}
-	// Signal 0 checks existence only. EPERM means the process exists but
-	// we may not signal it (the daemon does not run as root).
-	switch err := unix.PidfdSendSignal(p.pidfd, 0, nil, 0); {
-	case err == nil, errors.Is(err, unix.EPERM):
-		return nil
-	case errors.Is(err, unix.ESRCH):
-		return fmt.Errorf("%w (pid %d)", ErrPeerGone, p.PID)
-	default:
-		return fmt.Errorf("attest: pidfd_send_signal(pid %d): %w", p.PID, err)
-	}
+	return p.withPidfd(func(pidfd int) error {
+		// Signal 0 checks existence only. EPERM means the process exists
+		// but we may not signal it (the daemon does not run as root).
+		switch err := unix.PidfdSendSignal(pidfd, 0, nil, 0); {
+		case err == nil, errors.Is(err, unix.EPERM):
+			return nil
+		case errors.Is(err, unix.ESRCH):
+			return fmt.Errorf("%w (pid %d)", ErrPeerGone, p.PID)
+		default:
+			return fmt.Errorf("attest: pidfd_send_signal(pid %d): %w", p.PID, err)
+		}
+	})
 }
 
 func (p *Peer) hasPidfd() bool {
