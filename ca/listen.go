@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -12,7 +13,11 @@ import (
 // ListenUnix creates a Unix socket at path with mode sockMode. The directory
 // is created with mode 0755 if missing, and a stale socket left by a crash
 // is removed; a socket some running server still answers on is an error.
-func ListenUnix(path string, sockMode os.FileMode) (*net.UnixListener, error) {
+//
+// Closing the listener removes the socket file only if it is still the one
+// this call created: a newer server that has since taken over the path
+// keeps its socket.
+func ListenUnix(path string, sockMode os.FileMode) (net.Listener, error) {
 	if !filepath.IsAbs(path) {
 		return nil, fmt.Errorf("socket path %q must be absolute", path)
 	}
@@ -39,9 +44,34 @@ func ListenUnix(path string, sockMode os.FileMode) (*net.UnixListener, error) {
 	if err != nil {
 		return nil, err
 	}
+	l.SetUnlinkOnClose(false)
 	if err := os.Chmod(path, sockMode); err != nil {
+		l.Close()
+		os.Remove(path)
+		return nil, err
+	}
+	fi, err := os.Lstat(path)
+	if err != nil {
 		l.Close()
 		return nil, err
 	}
-	return l, nil
+	return &unixListener{UnixListener: l, path: path, created: fi}, nil
+}
+
+// unixListener removes its socket file on Close, if it is still its own.
+type unixListener struct {
+	*net.UnixListener
+	path    string
+	created os.FileInfo
+	once    sync.Once
+}
+
+func (l *unixListener) Close() error {
+	err := l.UnixListener.Close()
+	l.once.Do(func() {
+		if cur, statErr := os.Lstat(l.path); statErr == nil && os.SameFile(cur, l.created) {
+			os.Remove(l.path)
+		}
+	})
+	return err
 }

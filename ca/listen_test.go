@@ -116,3 +116,31 @@ func TestListenUnix(t *testing.T) {
 		})
 	}
 }
+
+// TestListenUnixCloseKeepsANewerSocket: a server shutting down removes its
+// socket file, but not one a newer server has created at the same path.
+func TestListenUnixCloseKeepsANewerSocket(t *testing.T) {
+	path := filepath.Join(socketDir(t), "w.sock")
+	old, err := ListenUnix(path, 0o777)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A newer server takes the path over (as after a restart that raced
+	// the old one's shutdown).
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	newer, err := ListenUnix(path, 0o777)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer newer.Close()
+	old.Close()
+	if _, err := os.Lstat(path); err != nil {
+		t.Fatalf("closing the old listener removed the newer socket: %v", err)
+	}
+	newer.Close()
+	if _, err := os.Lstat(path); !os.IsNotExist(err) {
+		t.Fatalf("closing a listener left its own socket behind: %v", err)
+	}
+}

@@ -118,7 +118,7 @@ func (s *Server) Shutdown(ctx context.Context) {
 
 // Listen creates the Workload API socket at path, connectable by every
 // uid: authorization is attestation.
-func Listen(path string) (*net.UnixListener, error) {
+func Listen(path string) (net.Listener, error) {
 	return ca.ListenUnix(path, 0o777)
 }
 

@@ -154,13 +154,11 @@ func serve(ctx context.Context, c serverConfig, td spiffeid.TrustDomain, log *sl
 	if err != nil {
 		return fmt.Errorf("workload API socket: %w", err)
 	}
-	defer os.Remove(c.socket)
 	al, err := ca.ListenUnix(c.adminSocket, 0o600)
 	if err != nil {
 		wl.Close()
 		return fmt.Errorf("admin socket: %w", err)
 	}
-	defer os.Remove(c.adminSocket)
 
 	wsrv := workload.New(workload.Config{Authority: auth, Attestor: attest.New(attest.Config{}), JWT: auth, Logger: log})
 	asrv := admin.New(admin.Config{Authority: auth, Logger: log})
