@@ -130,11 +130,8 @@ func (e *env) parseBench(args []string) (benchConfig, error) {
 	fs.IntVar(&c.serverPID, "server-pid", 0, "daemon `pid` whose CPU time and RSS to report (default: the process listening on --socket)")
 	fs.BoolVar(&c.asJSON, "json", false, "print the results as JSON")
 	noEnv := []string{"socket", "mode", "workers", "uids", "duration", "timeout", "setup", "count", "audience", "trust-domain", "server-pid", "json"}
-	if _, err := e.parse(fs, args, nil, noEnv...); err != nil {
+	if err := e.parseNoArgs(fs, args, noEnv...); err != nil {
 		return c, err
-	}
-	if fs.NArg() > 0 {
-		return c, usagef("unexpected argument %q", fs.Arg(0))
 	}
 	switch c.mode {
 	case benchFetch, benchStream, benchPropagation, benchJWT:

@@ -17,11 +17,8 @@ func runClientCreate(ctx context.Context, e *env, args []string) error {
 	id := fs.String("id", "", "SPIFFE ID of the tokens the client gets; also its client_id")
 	asJSON := fs.Bool("json", false, "print the client and its secret as JSON")
 	sock := adminFlags(fs)
-	if _, err := e.parse(fs, args, nil, "id", "json"); err != nil {
+	if err := e.parseNoArgs(fs, args, "id", "json"); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return usagef("unexpected argument %q", fs.Arg(0))
 	}
 	if *id == "" {
 		return usagef("--id is required")
@@ -47,11 +44,8 @@ func runClientList(ctx context.Context, e *env, args []string) error {
 	fs := e.flagSet("client list", "[--json]")
 	asJSON := fs.Bool("json", false, "print a stable JSON array")
 	sock := adminFlags(fs)
-	if _, err := e.parse(fs, args, nil, "json"); err != nil {
+	if err := e.parseNoArgs(fs, args, "json"); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return usagef("unexpected argument %q", fs.Arg(0))
 	}
 	c, err := e.adminClient(*sock)
 	if err != nil {

@@ -72,6 +72,18 @@ func (e *env) parse(fs *flag.FlagSet, args []string, configFile *string, noEnv .
 	return cmdline, nil
 }
 
+// parseNoArgs is parse for a command that takes flags only: a positional
+// argument is a usage error.
+func (e *env) parseNoArgs(fs *flag.FlagSet, args []string, noEnv ...string) error {
+	if _, err := e.parse(fs, args, nil, noEnv...); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("unexpected argument %q", fs.Arg(0))
+	}
+	return nil
+}
+
 func envName(flagName string) string {
 	return "BADGE_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }

@@ -34,11 +34,8 @@ func runEntryCreate(ctx context.Context, e *env, args []string) error {
 	ttl := fs.Duration("ttl", 0, "SVID lifetime for this entry (default: the server's --svid-ttl)")
 	fs.Var(&dns, "dns", "DNS name to include in the SVID; repeatable")
 	sock := adminFlags(fs)
-	if _, err := e.parse(fs, args, nil, "id", "ttl"); err != nil {
+	if err := e.parseNoArgs(fs, args, "id", "ttl"); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return usagef("unexpected argument %q", fs.Arg(0))
 	}
 	if *id == "" {
 		return usagef("--id is required")
@@ -66,11 +63,8 @@ func runEntryList(ctx context.Context, e *env, args []string) error {
 	fs := e.flagSet("entry list", "[--json]")
 	asJSON := fs.Bool("json", false, "print a stable JSON array")
 	sock := adminFlags(fs)
-	if _, err := e.parse(fs, args, nil, "json"); err != nil {
+	if err := e.parseNoArgs(fs, args, "json"); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return usagef("unexpected argument %q", fs.Arg(0))
 	}
 	c, err := e.adminClient(*sock)
 	if err != nil {

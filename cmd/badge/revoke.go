@@ -16,11 +16,8 @@ func runRevoke(ctx context.Context, e *env, args []string) error {
 	block := fs.Bool("block", false, "with --id: also issue nothing more to the ID until `badge unblock`")
 	reason := fs.String("reason", "", "why, for the audit trail and `badge revocations list`")
 	sock := adminFlags(fs)
-	if _, err := e.parse(fs, args, nil, "id", "serial", "block", "reason"); err != nil {
+	if err := e.parseNoArgs(fs, args, "id", "serial", "block", "reason"); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return usagef("unexpected argument %q", fs.Arg(0))
 	}
 	switch {
 	case *id == "" && *serial == "":
@@ -53,11 +50,8 @@ func runUnblock(ctx context.Context, e *env, args []string) error {
 	fs := e.flagSet("unblock", "--id SPIFFE_ID")
 	id := fs.String("id", "", "the blocked SPIFFE ID")
 	sock := adminFlags(fs)
-	if _, err := e.parse(fs, args, nil, "id"); err != nil {
+	if err := e.parseNoArgs(fs, args, "id"); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return usagef("unexpected argument %q", fs.Arg(0))
 	}
 	if *id == "" {
 		return usagef("--id is required")
@@ -77,11 +71,8 @@ func runRevocationsList(ctx context.Context, e *env, args []string) error {
 	fs := e.flagSet("revocations list", "[--json]")
 	asJSON := fs.Bool("json", false, "print stable JSON")
 	sock := adminFlags(fs)
-	if _, err := e.parse(fs, args, nil, "json"); err != nil {
+	if err := e.parseNoArgs(fs, args, "json"); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return usagef("unexpected argument %q", fs.Arg(0))
 	}
 	c, err := e.adminClient(*sock)
 	if err != nil {

@@ -30,11 +30,8 @@ func runSVIDFetch(ctx context.Context, e *env, args []string) error {
 	dir := fs.String("write", "", "write svid.pem, svid_key.pem (0600) and svid_bundle.pem of the default SVID into `DIR`")
 	asJSON := fs.Bool("json", false, "print the SVIDs as stable JSON")
 	timeout := fs.Duration("timeout", 10*time.Second, "give up after this long")
-	if _, err := e.parse(fs, args, nil, "socket", "write", "json", "timeout"); err != nil {
+	if err := e.parseNoArgs(fs, args, "socket", "write", "json", "timeout"); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return usagef("unexpected argument %q", fs.Arg(0))
 	}
 	sock, err := e.workloadSocket(*sockFlag)
 	if err != nil {
@@ -113,11 +110,8 @@ func runBundleShow(ctx context.Context, e *env, args []string) error {
 	fs := e.flagSet("bundle show", "[--format pem|jwks]")
 	format := fs.String("format", "pem", "pem or jwks")
 	sock := adminFlags(fs)
-	if _, err := e.parse(fs, args, nil, "format"); err != nil {
+	if err := e.parseNoArgs(fs, args, "format"); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return usagef("unexpected argument %q", fs.Arg(0))
 	}
 	if *format != "pem" && *format != "jwks" {
 		return usagef("invalid --format %q: want pem or jwks", *format)
@@ -139,11 +133,8 @@ func runHealthcheck(ctx context.Context, e *env, args []string) error {
 	sockFlag := fs.String("socket", "", "Workload API socket `path`")
 	asock := adminFlags(fs)
 	timeout := fs.Duration("timeout", 5*time.Second, "give up after this long")
-	if _, err := e.parse(fs, args, nil, "socket", "timeout"); err != nil {
+	if err := e.parseNoArgs(fs, args, "socket", "timeout"); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return usagef("unexpected argument %q", fs.Arg(0))
 	}
 	sock, err := e.workloadSocket(*sockFlag)
 	if err != nil {
