@@ -291,17 +291,18 @@ func (d *daemon) workloadCmd(uid, gid uint32, mode string, env ...string) *exec.
 	return cmd
 }
 
-// streamWorkload is a workload holding a FetchX509SVID stream open, as
-// another uid, reporting every update on a channel.
-type streamWorkload struct {
-	updates chan workloadResult
+// lineWorkload is a workload process, as another uid, that reports one
+// JSON document of type T per event on stdout until its stdin closes.
+type lineWorkload[T any] struct {
+	updates chan T
 	stdin   io.WriteCloser
 	cmd     *exec.Cmd
 }
 
-func (d *daemon) startStream(uid, gid uint32) *streamWorkload {
+// startLines starts the workload mode as uid/gid and decodes its reports.
+func startLines[T any](d *daemon, uid, gid uint32, mode string) *lineWorkload[T] {
 	d.t.Helper()
-	cmd := d.workloadCmd(uid, gid, "stream")
+	cmd := d.workloadCmd(uid, gid, mode)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		d.t.Fatal(err)
@@ -314,12 +315,12 @@ func (d *daemon) startStream(uid, gid uint32) *streamWorkload {
 	if err := cmd.Start(); err != nil {
 		d.t.Fatal(err)
 	}
-	w := &streamWorkload{updates: make(chan workloadResult, 64), stdin: stdin, cmd: cmd}
+	w := &lineWorkload[T]{updates: make(chan T, 64), stdin: stdin, cmd: cmd}
 	go func() {
 		defer close(w.updates)
 		dec := json.NewDecoder(stdout)
 		for {
-			var r workloadResult
+			var r T
 			if err := dec.Decode(&r); err != nil {
 				return
 			}
@@ -330,24 +331,31 @@ func (d *daemon) startStream(uid, gid uint32) *streamWorkload {
 	return w
 }
 
-func (w *streamWorkload) stop() {
+func (w *lineWorkload[T]) stop() {
 	w.stdin.Close()
 	w.cmd.Wait()
 }
 
-// next waits up to timeout for the next update.
-func (w *streamWorkload) next(t *testing.T, timeout time.Duration) workloadResult {
+// next waits up to timeout for the next report.
+func (w *lineWorkload[T]) next(t *testing.T, timeout time.Duration) T {
 	t.Helper()
 	select {
 	case r, ok := <-w.updates:
 		if !ok {
-			t.Fatal("workload stream ended")
+			t.Fatal("workload exited")
 		}
 		return r
 	case <-time.After(timeout):
-		t.Fatalf("no stream update within %s", timeout)
+		t.Fatalf("no report from the workload within %s", timeout)
 	}
-	return workloadResult{}
+	var zero T
+	return zero
+}
+
+// startStream runs a workload that holds a FetchX509SVID stream open with
+// go-spiffe's client, reporting every update.
+func (d *daemon) startStream(uid, gid uint32) *lineWorkload[workloadResult] {
+	return startLines[workloadResult](d, uid, gid, "stream")
 }
 
 // workloadMain is the workload role: it reports on stdout as JSON.

@@ -90,55 +90,9 @@ func init() {
 	}
 }
 
-// rawStream is a rawstream workload running as another uid.
-type rawStream struct {
-	updates chan rawUpdate
-	stdin   io.WriteCloser
-}
-
-func (d *daemon) startRawStream(uid, gid uint32) *rawStream {
-	d.t.Helper()
-	cmd := d.workloadCmd(uid, gid, "rawstream")
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		d.t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		d.t.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		d.t.Fatal(err)
-	}
-	s := &rawStream{updates: make(chan rawUpdate, 64), stdin: stdin}
-	go func() {
-		defer close(s.updates)
-		dec := json.NewDecoder(stdout)
-		for {
-			var u rawUpdate
-			if dec.Decode(&u) != nil {
-				return
-			}
-			s.updates <- u
-		}
-	}()
-	d.t.Cleanup(func() { stdin.Close(); cmd.Wait() })
-	return s
-}
-
-func (s *rawStream) next(t *testing.T, timeout time.Duration) rawUpdate {
-	t.Helper()
-	select {
-	case u, ok := <-s.updates:
-		if !ok {
-			t.Fatal("stream workload exited")
-		}
-		return u
-	case <-time.After(timeout):
-		t.Fatalf("no stream message within %s", timeout)
-	}
-	return rawUpdate{}
+// startRawStream runs a rawstream workload as uid/gid.
+func (d *daemon) startRawStream(uid, gid uint32) *lineWorkload[rawUpdate] {
+	return startLines[rawUpdate](d, uid, gid, "rawstream")
 }
 
 // verifiedCRL parses the CRL of an update and checks its signature against
