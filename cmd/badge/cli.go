@@ -116,8 +116,12 @@ func (e *env) usage() {
 	}
 	sort.Strings(names)
 	fmt.Fprintln(e.stderr, "Usage: badge COMMAND [flags]\n\nCommands:")
+	width := 0
 	for _, n := range names {
-		fmt.Fprintf(e.stderr, "  %-14s %s\n", n, commands[n].summary)
+		width = max(width, len(n))
+	}
+	for _, n := range names {
+		fmt.Fprintf(e.stderr, "  %-*s  %s\n", width, n, commands[n].summary)
 	}
 	fmt.Fprintln(e.stderr, "\nRun badge COMMAND -h for the flags of a command.")
 }
