@@ -16,7 +16,6 @@ import (
 	"log/slog"
 	"maps"
 	"net/http"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -100,29 +99,7 @@ type tokenSlot struct {
 // the background, reconnecting with backoff, until Close. WithSVIDID sets
 // the subject FetchJWTSVID asks for when its params name none.
 func NewJWTSource(ctx context.Context, opts ...SourceOption) (*JWTSource, error) {
-	cfg := sourceConfig{minBackoff: 100 * time.Millisecond, maxBackoff: 5 * time.Second, now: time.Now}
-	for _, o := range opts {
-		o(&cfg)
-	}
-	if cfg.log == nil {
-		cfg.log = slog.New(slog.DiscardHandler)
-	}
-	if cfg.minBackoff <= 0 {
-		cfg.minBackoff = 100 * time.Millisecond
-	}
-	if cfg.maxBackoff < cfg.minBackoff {
-		cfg.maxBackoff = cfg.minBackoff
-	}
-	addr := cfg.addr
-	for _, env := range []string{EnvEndpointSocket, EnvBadgeSocket} {
-		if addr == "" {
-			addr = os.Getenv(env)
-		}
-	}
-	if addr == "" {
-		addr = DefaultSocketPath
-	}
-	target, err := grpcTarget(addr)
+	cfg, addr, target, err := newSourceConfig(opts)
 	if err != nil {
 		return nil, err
 	}

@@ -168,13 +168,11 @@ func WithClock(now func() time.Time) SourceOption {
 	return func(c *sourceConfig) { c.now = now }
 }
 
-// NewX509Source connects to the Workload API and returns once the first
-// X509-SVID has arrived. ctx bounds only that wait: when it ends first,
-// NewX509Source returns an error wrapping ctx.Err() and the last error
-// from the Workload API. The source then follows the stream in the
-// background until Close.
-func NewX509Source(ctx context.Context, opts ...SourceOption) (*X509Source, error) {
-	cfg := sourceConfig{minBackoff: 100 * time.Millisecond, maxBackoff: 5 * time.Second, now: time.Now}
+// newSourceConfig applies opts over the defaults and resolves the Workload
+// API address: WithAddress, then SPIFFE_ENDPOINT_SOCKET, then BADGE_SOCKET,
+// then DefaultSocketPath. It returns the address and its gRPC target.
+func newSourceConfig(opts []SourceOption) (cfg sourceConfig, addr, target string, err error) {
+	cfg = sourceConfig{minBackoff: 100 * time.Millisecond, maxBackoff: 5 * time.Second, now: time.Now}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -187,17 +185,26 @@ func NewX509Source(ctx context.Context, opts ...SourceOption) (*X509Source, erro
 	if cfg.maxBackoff < cfg.minBackoff {
 		cfg.maxBackoff = cfg.minBackoff
 	}
-	addr := cfg.addr
-	if addr == "" {
-		addr = os.Getenv(EnvEndpointSocket)
-	}
-	if addr == "" {
-		addr = os.Getenv(EnvBadgeSocket)
+	addr = cfg.addr
+	for _, env := range []string{EnvEndpointSocket, EnvBadgeSocket} {
+		if addr == "" {
+			addr = os.Getenv(env)
+		}
 	}
 	if addr == "" {
 		addr = DefaultSocketPath
 	}
-	target, err := grpcTarget(addr)
+	target, err = grpcTarget(addr)
+	return cfg, addr, target, err
+}
+
+// NewX509Source connects to the Workload API and returns once the first
+// X509-SVID has arrived. ctx bounds only that wait: when it ends first,
+// NewX509Source returns an error wrapping ctx.Err() and the last error
+// from the Workload API. The source then follows the stream in the
+// background until Close.
+func NewX509Source(ctx context.Context, opts ...SourceOption) (*X509Source, error) {
+	cfg, addr, target, err := newSourceConfig(opts)
 	if err != nil {
 		return nil, err
 	}
