@@ -42,10 +42,11 @@ func (s *Server) FetchJWTSVID(ctx context.Context, req *workload.JWTSVIDRequest)
 		return nil, errNoJWT
 	}
 	snap := s.auth.Snapshot()
-	p, sel, err := s.caller(ctx, snap)
+	c, err := s.caller(ctx, snap)
 	if err != nil {
 		return nil, err
 	}
+	p := c.peer
 	if len(req.Audience) == 0 {
 		return nil, status.Error(codes.InvalidArgument, "audience is required")
 	}
@@ -55,9 +56,9 @@ func (s *Server) FetchJWTSVID(ctx context.Context, req *workload.JWTSVIDRequest)
 			return nil, status.Errorf(codes.InvalidArgument, "invalid spiffe_id %q: %v", req.SpiffeId, err)
 		}
 	}
-	entries := snap.Match(sel)
-	if len(entries) == 0 {
-		return nil, noIdentity(p)
+	entries, err := s.match(c, snap)
+	if err != nil {
+		return nil, err
 	}
 	resp := &workload.JWTSVIDResponse{Svids: make([]*workload.JWTSVID, 0, 1)}
 	for i, e := range entries {
@@ -111,21 +112,14 @@ func (s *Server) FetchJWTBundles(_ *workload.JWTBundlesRequest, stream grpc.Serv
 	}
 	ctx := stream.Context()
 	snap := s.auth.Snapshot()
-	p, sel, err := s.caller(ctx, snap)
+	c, err := s.caller(ctx, snap)
 	if err != nil {
 		return err
 	}
-	kinds := snap.Kinds()
 	var sent []byte
 	for {
-		if k := snap.Kinds(); k&^kinds != 0 {
-			if sel, err = s.att.Attest(p, k); err != nil {
-				return status.Errorf(codes.PermissionDenied, "could not attest the calling process: %v", err)
-			}
-			kinds = k
-		}
-		if len(snap.Match(sel)) == 0 {
-			return noIdentity(p)
+		if _, err := s.match(c, snap); err != nil {
+			return err
 		}
 		// The JWKS of a snapshot is shared until a key changes, so an
 		// unchanged slice means an unchanged bundle.
@@ -167,13 +161,14 @@ func (s *Server) ValidateJWTSVID(ctx context.Context, req *workload.ValidateJWTS
 		return nil, errNoJWT
 	}
 	snap := s.auth.Snapshot()
-	p, sel, err := s.caller(ctx, snap)
+	cl, err := s.caller(ctx, snap)
 	if err != nil {
 		return nil, err
 	}
-	if len(snap.Match(sel)) == 0 {
-		return nil, noIdentity(p)
+	if _, err := s.match(cl, snap); err != nil {
+		return nil, err
 	}
+	p := cl.peer
 	switch {
 	case req.Audience == "":
 		return nil, status.Error(codes.InvalidArgument, "audience is required")

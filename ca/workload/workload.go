@@ -122,23 +122,56 @@ func Listen(path string) (net.Listener, error) {
 	return ca.ListenUnix(path, 0o777)
 }
 
+// caller is the attested peer of a call, with selectors of the kinds the
+// entries used when it was last attested.
+type caller struct {
+	peer  *attest.Peer
+	sel   attest.Set
+	kinds attest.Kind
+}
+
 // caller attests the peer of the call: header check, peer credentials,
 // selectors of the kinds the snapshot's entries use.
-func (s *Server) caller(ctx context.Context, snap *ca.Snapshot) (*attest.Peer, attest.Set, error) {
+func (s *Server) caller(ctx context.Context, snap *ca.Snapshot) (*caller, error) {
 	md, _ := metadata.FromIncomingContext(ctx)
 	if v := md.Get("workload.spiffe.io"); len(v) != 1 || v[0] != "true" {
-		return nil, nil, status.Error(codes.InvalidArgument, "security header missing from request: set metadata workload.spiffe.io: true")
+		return nil, status.Error(codes.InvalidArgument, "security header missing from request: set metadata workload.spiffe.io: true")
 	}
 	p, ok := peerFromContext(ctx)
 	if !ok {
-		return nil, nil, status.Error(codes.Internal, "no peer credentials on the connection")
+		return nil, status.Error(codes.Internal, "no peer credentials on the connection")
 	}
-	sel, err := s.att.Attest(p, snap.Kinds())
+	c := &caller{peer: p}
+	if err := s.attest(c, snap.Kinds()); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (s *Server) attest(c *caller, kinds attest.Kind) error {
+	sel, err := s.att.Attest(c.peer, kinds)
 	if err != nil {
-		s.log.Warn("attestation failed", slog.Int(ca.LogPID, int(p.PID)), slog.Int(ca.LogUID, int(p.UID)), slog.Any(ca.LogError, err))
-		return nil, nil, status.Errorf(codes.PermissionDenied, "could not attest the calling process: %v", err)
+		s.log.Warn("attestation failed", slog.Int(ca.LogPID, int(c.peer.PID)), slog.Int(ca.LogUID, int(c.peer.UID)), slog.Any(ca.LogError, err))
+		return status.Errorf(codes.PermissionDenied, "could not attest the calling process: %v", err)
 	}
-	return p, sel, nil
+	c.sel, c.kinds = sel, kinds
+	return nil
+}
+
+// match returns the entries of snap the caller matches, default first,
+// attesting it again (the peer must still be alive) if an entry uses a kind
+// of selector it was not attested for. No entry is PermissionDenied.
+func (s *Server) match(c *caller, snap *ca.Snapshot) ([]*ca.Entry, error) {
+	if k := snap.Kinds(); k&^c.kinds != 0 {
+		if err := s.attest(c, k); err != nil {
+			return nil, err
+		}
+	}
+	entries := snap.Match(c.sel)
+	if len(entries) == 0 {
+		return nil, noIdentity(c.peer)
+	}
+	return entries, nil
 }
 
 func noIdentity(p *attest.Peer) error {
@@ -154,11 +187,11 @@ var errShutdown = status.Error(codes.Unavailable, "server is shutting down")
 func (s *Server) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.ServerStreamingServer[workload.X509SVIDResponse]) error {
 	ctx := stream.Context()
 	snap := s.auth.Snapshot()
-	p, sel, err := s.caller(ctx, snap)
+	c, err := s.caller(ctx, snap)
 	if err != nil {
 		return err
 	}
-	kinds := snap.Kinds()
+	p := c.peer
 	var (
 		held       []*ca.X509SVID
 		sentBundle []byte
@@ -171,17 +204,9 @@ func (s *Server) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.ServerSt
 		}
 	}()
 	for {
-		if k := snap.Kinds(); k&^kinds != 0 {
-			// A new entry uses a kind of selector this caller was not
-			// attested for: attest again (the peer must still be alive).
-			if sel, err = s.att.Attest(p, k); err != nil {
-				return status.Errorf(codes.PermissionDenied, "could not attest the calling process: %v", err)
-			}
-			kinds = k
-		}
-		entries := snap.Match(sel)
-		if len(entries) == 0 {
-			return noIdentity(p)
+		entries, err := s.match(c, snap)
+		if err != nil {
+			return err
 		}
 		next, changed, err := s.refresh(ctx, snap, entries, held)
 		if errors.Is(err, ca.ErrBlocked) {
@@ -276,24 +301,17 @@ func x509Response(svids []*ca.X509SVID, snap *ca.Snapshot) *workload.X509SVIDRes
 func (s *Server) FetchX509Bundles(_ *workload.X509BundlesRequest, stream grpc.ServerStreamingServer[workload.X509BundlesResponse]) error {
 	ctx := stream.Context()
 	snap := s.auth.Snapshot()
-	p, sel, err := s.caller(ctx, snap)
+	c, err := s.caller(ctx, snap)
 	if err != nil {
 		return err
 	}
-	kinds := snap.Kinds()
 	var (
 		sent    []byte
 		sentCRL uint64
 	)
 	for {
-		if k := snap.Kinds(); k&^kinds != 0 {
-			if sel, err = s.att.Attest(p, k); err != nil {
-				return status.Errorf(codes.PermissionDenied, "could not attest the calling process: %v", err)
-			}
-			kinds = k
-		}
-		if len(snap.Match(sel)) == 0 {
-			return noIdentity(p)
+		if _, err := s.match(c, snap); err != nil {
+			return err
 		}
 		crl, crlNumber := snap.CRL()
 		if crlNumber != sentCRL || !bytes.Equal(sent, snap.BundleDER()) {
