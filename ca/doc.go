@@ -14,6 +14,15 @@
 // match, and calls [Authority.SignX509SVID] for each; signing records the
 // serial durably in the store before the certificate leaves the process.
 //
+// Revocation ([Authority.RevokeID], [Authority.RevokeSerial],
+// [Authority.Unblock]) turns a SPIFFE ID into the serials recorded for it,
+// signs a CRL with the intermediate ([Snapshot.CRL], its number handed out
+// by the store so it only grows), and publishes a new snapshot: streams
+// send the new list, replace a revoked SVID with a fresh key, and stop
+// matching the entries of a blocked ID. Revocation write-holds the lock
+// that signing read-holds, so no certificate of a blocked ID is signed
+// after its serials were collected.
+//
 // JWT-SVIDs are signed with an ES256 key kept like the CA keys (kind "jwt",
 // kid the RFC 7638 thumbprint) and published as a JWK Set per snapshot
 // ([Snapshot.JWKS]); [Authority.SignJWTSVID] caches a token per entry
@@ -31,5 +40,7 @@
 //   - a workload's private key is generated per call and returned only to
 //     that caller;
 //   - a JWT-SVID's exp is at most Config.JWTTTL after its iat, and no token
-//     is signed for a blocked ID.
+//     is signed for a blocked ID;
+//   - every serial is recorded before its certificate leaves the process,
+//     so revoking an ID revokes every unexpired certificate it has.
 package ca
