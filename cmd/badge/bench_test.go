@@ -434,10 +434,10 @@ func TestBenchStreamSetRecord(t *testing.T) {
 	if time.Since(start) < 50*time.Millisecond {
 		t.Error("wait returned before its timeout")
 	}
-	// The second stream gets b while someone waits.
+	// The second stream gets b while someone may be waiting: whether the
+	// waiter is already blocked or checks afterwards, it must see both.
 	done := make(chan []int64)
 	go func() { done <- s.wait(ctx, b, false, 10*time.Second) }()
-	time.Sleep(10 * time.Millisecond)
 	s.mu.Lock()
 	s.recordLocked([]string{a}, []string{b, a}, 30)
 	s.mu.Unlock()
