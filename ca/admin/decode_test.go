@@ -165,3 +165,41 @@ func FuzzDecodeEntryRequest(f *testing.F) {
 		}
 	})
 }
+
+// FuzzDecodeRevokeRequest: revoke requests come from the admin socket; the
+// decoder must never panic, and whatever it accepts names exactly one
+// target and blocks only an ID.
+func FuzzDecodeRevokeRequest(f *testing.F) {
+	for _, s := range []string{
+		`{"spiffe_id":"spiffe://example.org/a","reason":"leak","block":true}`,
+		`{"serial":"0a3f"}`,
+		`{"serial":"0a3f","block":true}`,
+		`{"spiffe_id":"spiffe://example.org/a","serial":"01"}`,
+		`{}`,
+		`null`,
+		`{"spiffe_id":"x"} {"serial":"1"}`,
+		`{"reason":"` + strings.Repeat("r", 2000) + `"}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		req, err := admin.DecodeRevokeRequest(bytes.NewReader(data))
+		if err != nil {
+			return
+		}
+		if (req.SPIFFEID == "") == (req.Serial == "") {
+			t.Fatalf("accepted %+v: not exactly one of spiffe_id and serial", req)
+		}
+		if req.Block && req.Serial != "" {
+			t.Fatalf("accepted a block of a serial: %+v", req)
+		}
+		again, err := json.Marshal(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		back, err := admin.DecodeRevokeRequest(bytes.NewReader(again))
+		if err != nil || back != req {
+			t.Fatalf("round trip of %+v gave %+v, %v", req, back, err)
+		}
+	})
+}
