@@ -74,9 +74,7 @@ func newSnapshot(td spiffeid.TrustDomain, recs []storage.Entry, keys *keySet, re
 			continue // listed, but matches no one until unblocked
 		}
 		s.index[e.selectors[0]] = append(s.index[e.selectors[0]], e)
-		for _, sel := range e.selectors {
-			s.kinds |= attest.KindOf(sel)
-		}
+		s.kinds |= attest.KindsOf(e.selectors)
 	}
 	return s
 }
