@@ -82,6 +82,8 @@ func (b *bench) run(ctx context.Context) (*benchReport, error) {
 		pid, err := listenerPID(ctx, c.socket)
 		if err != nil {
 			b.note("daemon CPU and RSS not reported: %v; pass --server-pid", err)
+		} else if pid == 1 {
+			b.note("pid 1 listens on %s: if that is systemd (socket activation) rather than the daemon, pass --server-pid", c.socket)
 		}
 		b.pid = pid
 	} else if _, err := os.Stat(fmt.Sprintf("/proc/%d/stat", b.pid)); err != nil {
