@@ -50,7 +50,6 @@ func init() {
 		"svid fetch":       {"fetch this process's X.509-SVIDs from the Workload API", runSVIDFetch},
 		"bundle show":      {"print the trust bundle", runBundleShow},
 		"healthcheck":      {"exit 0 when the server answers on both sockets", runHealthcheck},
-		"bench":            {"load generator for the Workload API", runBench},
 		"version":          {"print the version", runVersion},
 	}
 }

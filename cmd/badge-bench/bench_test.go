@@ -8,7 +8,6 @@ import (
 	"errors"
 	"io"
 	"math"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -16,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/badge-dev/badge/internal/socketpath"
 )
 
 func TestUIDRangeParse(t *testing.T) {
@@ -69,6 +70,10 @@ func TestPercentile(t *testing.T) {
 	for i := range hundred {
 		hundred[i] = int64(i + 1)
 	}
+	thousand := make([]int64, 1000)
+	for i := range thousand {
+		thousand[i] = int64(i + 1)
+	}
 	tests := []struct {
 		name   string
 		sorted []int64
@@ -86,6 +91,9 @@ func TestPercentile(t *testing.T) {
 		{"hundred p90", hundred, 90, 90},
 		{"hundred p99", hundred, 99, 99},
 		{"hundred p99.9", hundred, 99.9, 100},
+		{"thousand p99.9", thousand, 99.9, 999}, // 99.9/100*1000 is 999.0000000000001 in floating point
+		{"thousand p99", thousand, 99, 990},
+		{"thousand p90", thousand, 90, 900},
 		{"hundred p100", hundred, 100, 100},
 		{"hundred p1", hundred, 1, 1},
 		{"ten p99", []int64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, 99, 10},
@@ -114,7 +122,7 @@ func TestPercentileSummarize(t *testing.T) {
 	if !slices.Equal(ns, orig) {
 		t.Error("summarize reordered its input")
 	}
-	want := latencyStats{N: 1000, Min: 0.001, Mean: 0.5005, P50: 0.5, P90: 0.9, P99: 0.99, Max: 1}
+	want := latencyStats{N: 1000, Min: 0.001, Mean: 0.5005, P50: 0.5, P90: 0.9, P99: 0.99, P999: 0.999, Max: 1}
 	if *s != want {
 		t.Errorf("summarize = %+v, want %+v", *s, want)
 	}
@@ -253,127 +261,33 @@ func TestProcAuxvClockTicks(t *testing.T) {
 	}
 }
 
-const procNetUnixFixture = `Num       RefCount Protocol Flags    Type St Inode Path
-0000000000000000: 00000002 00000000 00010000 0001 01 4242 /tmp/other.sock
-0000000000000000: 00000003 00000000 00000000 0001 03 5001 /tmp/badge/workload.sock
-0000000000000000: 00000002 00000000 00010000 0001 01 5000 /tmp/badge/workload.sock
-0000000000000000: 00000002 00000000 00010000 0001 01 5100 @abstract
-0000000000000000: 00000002 00000000 00010000 0001 01 5200 /tmp/with space/w.sock
-0000000000000000: 00000003 00000000 00000000 0001 03 5300
-0000000000000000: 00000002 00000000 00010000 0005 01 5400 /tmp/badge/admin.sock
-`
-
-func TestProcListeningSocketInode(t *testing.T) {
-	tests := []struct {
-		path string
-		want uint64
-	}{
-		{"/tmp/badge/workload.sock", 5000}, // the listener, not the connection 5001
-		{"/tmp/badge/admin.sock", 5400},
-		{"/tmp/with space/w.sock", 5200},
-		{"/tmp/other.sock", 4242},
-	}
-	for _, tt := range tests {
-		got, err := listeningSocketInode(strings.NewReader(procNetUnixFixture), tt.path)
-		if err != nil || got != tt.want {
-			t.Errorf("listeningSocketInode(%q) = %d, %v, want %d", tt.path, got, err, tt.want)
-		}
-	}
-	for _, path := range []string{"/tmp/badge", "/tmp/missing.sock", "@abstract2", ""} {
-		if got, err := listeningSocketInode(strings.NewReader(procNetUnixFixture), path); err == nil {
-			t.Errorf("listeningSocketInode(%q) = %d, want an error", path, got)
-		}
-	}
-}
-
-// fakeProc builds a /proc with net/unix and the given pid → fd → link.
-func fakeProc(t *testing.T, netUnix string, fds map[int]map[string]string) string {
-	t.Helper()
-	root := t.TempDir()
-	if err := os.MkdirAll(filepath.Join(root, "net"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(root, "net", "unix"), []byte(netUnix), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	for pid, links := range fds {
-		dir := filepath.Join(root, strconv.Itoa(pid), "fd")
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		for fd, target := range links {
-			if err := os.Symlink(target, filepath.Join(dir, fd)); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	// Entries that are not processes, or whose fds are unreadable.
-	for _, d := range []string{"self", "sys", "77/task"} {
-		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return root
-}
-
-func TestProcSocketOwner(t *testing.T) {
-	root := fakeProc(t, procNetUnixFixture, map[int]map[string]string{
-		1:    {"0": "/dev/null", "3": "socket:[4242]"},
-		900:  {"0": "/dev/null", "1": "pipe:[12]", "7": "socket:[50000]", "8": "socket:[500]", "9": "socket:[5000]"},
-		1200: {"3": "socket:[5000]"}, // an inherited copy: the lowest pid wins
-		1300: {"3": "socket:[5001]"}, // a connection to it, not the listener
-	})
-	pid, err := findSocketOwner(root, "/tmp/badge/workload.sock")
-	if err != nil || pid != 900 {
-		t.Errorf("findSocketOwner = %d, %v, want 900", pid, err)
-	}
-	if pid, err := findSocketOwner(root, "/tmp/other.sock"); err != nil || pid != 1 {
-		t.Errorf("findSocketOwner(other) = %d, %v, want 1", pid, err)
-	}
-	// Listening, but no process we can see holds it.
-	if pid, err := findSocketOwner(root, "/tmp/badge/admin.sock"); err == nil {
-		t.Errorf("findSocketOwner(admin) = %d, want an error", pid)
-	}
-	if pid, err := findSocketOwner(root, "/tmp/nobody.sock"); err == nil {
-		t.Errorf("findSocketOwner(nobody) = %d, want an error", pid)
-	}
-	if _, err := findSocketOwner(t.TempDir(), "/tmp/badge/workload.sock"); err == nil {
-		t.Error("findSocketOwner without net/unix: no error")
-	}
-}
-
-func TestProcSocketOwnerOfThisProcess(t *testing.T) {
-	if _, err := os.Stat("/proc/net/unix"); err != nil {
-		t.Skip("no /proc/net/unix")
-	}
-	path := filepath.Join(t.TempDir(), "w.sock")
-	l, err := net.Listen("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	pid, err := findSocketOwner("/proc", path)
-	if err != nil || pid != os.Getpid() {
-		t.Errorf("findSocketOwner = %d, %v, want this process %d", pid, err, os.Getpid())
-	}
-}
-
 func TestBenchFlags(t *testing.T) {
-	e := &env{stdin: strings.NewReader(""), stdout: io.Discard, stderr: io.Discard, getenv: func(string) string { return "" }}
+	noEnv := func(string) string { return "" }
+	e := &env{stdin: strings.NewReader(""), stdout: io.Discard, stderr: io.Discard, getenv: noEnv}
 	c, err := e.parseBench(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.mode != benchFetch || c.workers != 4 || c.duration != 10*time.Second || c.socket != defaultWorkloadSocket || c.uids.set {
+	if c.mode != benchFetch || c.workers != 4 || c.duration != 10*time.Second || c.socket != socketpath.DefaultWorkload ||
+		c.adminSocket != socketpath.DefaultAdmin || c.uids.set || c.samples != "" {
 		t.Errorf("defaults: %+v", c)
 	}
-	c, err = e.parseBench([]string{"--mode", "stream", "--workers", "32", "--uids", "1001-1016", "--duration", "2s", "--socket", "unix:///run/w.sock", "--json"})
+	c, err = e.parseBench([]string{"--mode", "stream", "--workers", "32", "--uids", "1001-1016", "--duration", "2s",
+		"--socket", "unix:///run/w.sock", "--samples", "/tmp/s.csv", "--json"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.mode != benchStream || c.workers != 32 || c.uids.len() != 16 || c.socket != "/run/w.sock" || !c.asJSON {
+	if c.mode != benchStream || c.workers != 32 || c.uids.len() != 16 || c.socket != "/run/w.sock" || !c.asJSON || c.samples != "/tmp/s.csv" {
 		t.Errorf("parsed: %+v", c)
 	}
+	// The sockets come from the environment as in the badge CLI.
+	e.getenv = func(k string) string {
+		return map[string]string{"SPIFFE_ENDPOINT_SOCKET": "unix:///spire/api.sock", "BADGE_SOCKET": "/b.sock", "BADGE_ADMIN_SOCKET": "/a.sock"}[k]
+	}
+	if c, err = e.parseBench(nil); err != nil || c.socket != "/spire/api.sock" || c.adminSocket != "/a.sock" {
+		t.Errorf("from the environment: %q, %q, %v", c.socket, c.adminSocket, err)
+	}
+	e.getenv = noEnv
 	for _, args := range [][]string{
 		{"--mode", "bogus"},
 		{"--workers", "0"},
@@ -400,15 +314,28 @@ func TestBenchFlags(t *testing.T) {
 		}
 	}
 	var out, errOut bytes.Buffer
-	if code := run(context.Background(), []string{"bench", "--mode", "bogus"}, strings.NewReader(""), &out, &errOut); code != exitUsage {
-		t.Errorf("badge bench --mode bogus: exit %d, want %d", code, exitUsage)
+	if code := run(context.Background(), []string{"--mode", "bogus"}, strings.NewReader(""), &out, &errOut, noEnv); code != exitUsage {
+		t.Errorf("badge-bench --mode bogus: exit %d, want %d", code, exitUsage)
+	}
+	if n := strings.Count(errOut.String(), "\n"); n != 1 || !strings.Contains(errOut.String(), `"bogus"`) {
+		t.Errorf("badge-bench --mode bogus printed %q, want one line naming the value", errOut.String())
+	}
+	out.Reset()
+	errOut.Reset()
+	if code := run(context.Background(), []string{"-h"}, strings.NewReader(""), &out, &errOut, noEnv); code != exitOK {
+		t.Errorf("badge-bench -h: exit %d, want %d", code, exitOK)
+	}
+	for _, f := range []string{"--samples", "--server-pid", "--uids", "--mode"} {
+		if !strings.Contains(errOut.String(), "  -"+strings.TrimPrefix(f, "--")) {
+			t.Errorf("badge-bench -h does not list %s:\n%s", f, errOut.String())
+		}
 	}
 }
 
 func TestBenchMissingSocket(t *testing.T) {
 	var out, errOut bytes.Buffer
 	sock := filepath.Join(t.TempDir(), "none.sock")
-	code := run(context.Background(), []string{"bench", "--socket", sock, "--duration", "1s"}, strings.NewReader(""), &out, &errOut)
+	code := run(context.Background(), []string{"--socket", sock, "--duration", "1s"}, strings.NewReader(""), &out, &errOut, os.Getenv)
 	if code != exitFailure || !strings.Contains(errOut.String(), sock) {
 		t.Errorf("exit %d, stderr %q: want failure naming the socket", code, errOut.String())
 	}
@@ -456,7 +383,7 @@ func TestBenchChildProtocol(t *testing.T) {
 	inR, inW := io.Pipe()
 	outR, outW := io.Pipe()
 	done := make(chan error, 1)
-	go func() { done <- runBenchChild(context.Background(), inR, outW); outW.Close() }()
+	go func() { done <- runChild(context.Background(), inR, outW); outW.Close() }()
 	enc, dec := json.NewEncoder(inW), json.NewDecoder(outR)
 	roundTrip := func(m childMsg) childMsg {
 		t.Helper()
@@ -483,16 +410,16 @@ func TestBenchChildProtocol(t *testing.T) {
 		t.Errorf("close: %+v", r)
 	}
 	if err := <-done; err != nil {
-		t.Errorf("runBenchChild: %v", err)
+		t.Errorf("runChild: %v", err)
 	}
 	inW.Close()
 
 	// Anything but a spec first is a usage error.
 	var out bytes.Buffer
-	err := runBenchChild(context.Background(), strings.NewReader(`{"cmd":"go"}`+"\n"), &out)
+	err := runChild(context.Background(), strings.NewReader(`{"cmd":"go"}`+"\n"), &out)
 	var ue usageError
 	if !errors.As(err, &ue) {
-		t.Errorf("runBenchChild without a spec: %v, want a usage error", err)
+		t.Errorf("runChild without a spec: %v, want a usage error", err)
 	}
 }
 
@@ -513,7 +440,7 @@ func TestBenchWorldExecutable(t *testing.T) {
 			break
 		}
 	}
-	exe := filepath.Join(dir, "badge")
+	exe := filepath.Join(dir, "badge-bench")
 	if err := os.WriteFile(exe, []byte("#!/bin/true\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}

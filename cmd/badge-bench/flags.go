@@ -1,0 +1,203 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/badge-dev/badge/internal/socketpath"
+)
+
+// Bench modes.
+const (
+	benchFetch       = "fetch"
+	benchStream      = "stream"
+	benchPropagation = "propagation"
+	benchJWT         = "jwt"
+)
+
+// Limits that keep a mistyped flag from forking or dialing without end.
+const (
+	benchMaxUIDs      = 1024
+	benchMaxWorkers   = 1 << 20
+	benchOpenParallel = 64 // streams being opened at once, per process
+)
+
+const usageLine = "badge-bench [--socket PATH] [--mode fetch|stream|propagation|jwt] [--workers N] [--uids FIRST-LAST] [--duration D] [--samples FILE] [--json]"
+
+// benchConfig is what badge-bench was asked to do.
+type benchConfig struct {
+	mode        string
+	socket      string
+	workers     int
+	uids        uidRange
+	duration    time.Duration
+	timeout     time.Duration
+	adminSocket string
+	setup       bool
+	count       int
+	audience    string
+	trustDomain string
+	serverPID   int
+	samples     string // file for the raw samples; "" for none
+	asJSON      bool
+}
+
+func (e *env) parseBench(args []string) (benchConfig, error) {
+	c := benchConfig{
+		mode: benchFetch, workers: 4, duration: 10 * time.Second, timeout: 5 * time.Second,
+		count: 20, audience: "bench",
+	}
+	fs := flag.NewFlagSet("badge-bench", flag.ContinueOnError)
+	sock := fs.String("socket", "", "Workload API socket `path` (default: $"+socketpath.EnvSPIFFEEndpoint+", $"+socketpath.EnvWorkload+", "+socketpath.DefaultWorkload+");\na SPIRE agent's socket works for fetch, jwt and stream")
+	fs.StringVar(&c.mode, "mode", c.mode, "fetch: fresh connection per FetchX509SVID; stream: hold N streams (memory, idle CPU);\npropagation: time for a new entry to reach open streams (needs badge's admin API); jwt: FetchJWTSVID on open connections")
+	fs.IntVar(&c.workers, "workers", c.workers, "concurrent callers (fetch, jwt) or open streams (stream, propagation)")
+	uids := fs.String("uids", "", "run the workers as uids `FIRST-LAST`, round robin (needs root; entries must match them, or use --setup)")
+	fs.Var(durationFlag{&c.duration}, "duration", "how long fetch and jwt call, and how long stream holds its streams idle")
+	fs.Var(durationFlag{&c.timeout}, "timeout", "limit for one call, one stream's first SVID, or one propagation")
+	asock := fs.String("admin-socket", "", "badge admin API socket `path`, for propagation and --setup (default: $"+socketpath.EnvAdmin+", "+socketpath.DefaultAdmin+")")
+	fs.BoolVar(&c.setup, "setup", false, "create a badge entry (unix:uid:N) for every benchmarked uid that has none, and delete it afterwards")
+	fs.IntVar(&c.count, "count", c.count, "propagation: how many entries to create, one after another")
+	fs.StringVar(&c.audience, "audience", c.audience, "jwt: audience to request")
+	fs.StringVar(&c.trustDomain, "trust-domain", "", "trust `domain` for entries badge-bench creates (default: that of the workloads' SVIDs or entries, else example.org)")
+	fs.IntVar(&c.serverPID, "server-pid", 0, "daemon `pid` whose CPU time and RSS to report (default: the process that listens on --socket,\nfrom the socket's peer credentials; give it when another process created the socket, as with systemd socket activation)")
+	fs.StringVar(&c.samples, "samples", "", "write every sample to `file` as CSV, one line each: start_unix_ns,latency_ns,uid,result;\nresult is OK or the gRPC code of a failed call (fetch, jwt, stream), create or delete (propagation)")
+	fs.BoolVar(&c.asJSON, "json", false, "print the results as JSON")
+	fs.SetOutput(io.Discard) // errors are reported once, by run
+	fs.Usage = func() {}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintf(e.stderr, "Usage: %s\n\nFlags:\n", usageLine)
+			fs.SetOutput(e.stderr)
+			fs.PrintDefaults()
+			return c, err
+		}
+		return c, usagef("%v (run 'badge-bench -h' for usage)", err)
+	}
+	if fs.NArg() > 0 {
+		return c, usagef("unexpected argument %q", fs.Arg(0))
+	}
+	switch c.mode {
+	case benchFetch, benchStream, benchPropagation, benchJWT:
+	default:
+		return c, usagef("invalid --mode %q: want fetch, stream, propagation or jwt", c.mode)
+	}
+	if c.workers < 1 || c.workers > benchMaxWorkers {
+		return c, usagef("invalid --workers %d: want 1 to %d", c.workers, benchMaxWorkers)
+	}
+	if *uids != "" {
+		r, err := parseUIDRange(*uids)
+		if err != nil {
+			return c, usageError{fmt.Errorf("invalid --uids: %w", err)}
+		}
+		if c.workers < r.len() {
+			return c, usagef("--workers %d is fewer than the %d uids in --uids %s: every uid needs a worker", c.workers, r.len(), r)
+		}
+		c.uids = r
+	}
+	if c.duration <= 0 || c.timeout <= 0 {
+		return c, usagef("--duration and --timeout must be positive")
+	}
+	if c.count < 1 {
+		return c, usagef("invalid --count %d: want at least 1", c.count)
+	}
+	if c.mode == benchJWT && c.audience == "" {
+		return c, usagef("--audience must not be empty")
+	}
+	if c.trustDomain != "" {
+		if _, err := spiffeid.TrustDomainFromString(c.trustDomain); err != nil {
+			return c, usagef("invalid --trust-domain %q: %v", c.trustDomain, err)
+		}
+	}
+	if c.serverPID < 0 {
+		return c, usagef("invalid --server-pid %d", c.serverPID)
+	}
+	var err error
+	if c.socket, err = socketpath.Workload(*sock, e.getenv); err != nil {
+		return c, usageError{err}
+	}
+	if c.adminSocket, err = socketpath.Admin(*asock, e.getenv); err != nil {
+		return c, usageError{err}
+	}
+	return c, nil
+}
+
+// durationFlag is a time.Duration flag that refuses negative values.
+type durationFlag struct{ d *time.Duration }
+
+func (f durationFlag) String() string {
+	if f.d == nil {
+		return ""
+	}
+	return f.d.String()
+}
+
+func (f durationFlag) Set(s string) error {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	if d < 0 {
+		return fmt.Errorf("duration %s is negative", s)
+	}
+	*f.d = d
+	return nil
+}
+
+// uidRange is an inclusive range of uids; the zero value is "not set".
+type uidRange struct {
+	first, last uint32
+	set         bool
+}
+
+// parseUIDRange parses "FIRST-LAST" or a single uid.
+func parseUIDRange(s string) (uidRange, error) {
+	lo, hi, isRange := strings.Cut(s, "-")
+	first, err := parseUID(lo)
+	if err != nil {
+		return uidRange{}, err
+	}
+	last := first
+	if isRange {
+		if last, err = parseUID(hi); err != nil {
+			return uidRange{}, err
+		}
+	}
+	if last < first {
+		return uidRange{}, fmt.Errorf("range %q ends before it starts", s)
+	}
+	if last-first >= benchMaxUIDs {
+		return uidRange{}, fmt.Errorf("range %q has %d uids; at most %d", s, uint64(last-first)+1, benchMaxUIDs)
+	}
+	return uidRange{first: first, last: last, set: true}, nil
+}
+
+func parseUID(s string) (uint32, error) {
+	if s == "" || strings.TrimSpace(s) != s || s[0] == '+' {
+		return 0, fmt.Errorf("want FIRST-LAST, two uids such as 1001-1016, not %q", s)
+	}
+	n, err := strconv.ParseUint(s, 10, 32)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a uid", s)
+	}
+	if n == math.MaxUint32 {
+		return 0, fmt.Errorf("%d is not a valid uid (it means -1)", n)
+	}
+	return uint32(n), nil
+}
+
+func (r uidRange) len() int { return int(r.last-r.first) + 1 }
+
+func (r uidRange) String() string {
+	if r.first == r.last {
+		return strconv.FormatUint(uint64(r.first), 10)
+	}
+	return fmt.Sprintf("%d-%d", r.first, r.last)
+}

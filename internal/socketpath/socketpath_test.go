@@ -1,0 +1,88 @@
+package socketpath
+
+import (
+	"errors"
+	"testing"
+)
+
+func TestParse(t *testing.T) {
+	tests := []struct {
+		in, want string
+		err      error
+	}{
+		{"/run/badge/workload.sock", "/run/badge/workload.sock", nil},
+		{"unix:///run/badge/workload.sock", "/run/badge/workload.sock", nil},
+		{"unix:/run/badge/workload.sock", "/run/badge/workload.sock", nil},
+		{"/run//badge/../badge/w.sock", "/run/badge/w.sock", nil},
+		{"relative.sock", "", ErrNotAbsolute},
+		{"unix://relative.sock", "", ErrNotAbsolute},
+		{"unix:relative.sock", "", ErrNotAbsolute},
+		{"", "", ErrNotAbsolute},
+		{"tcp://127.0.0.1:8081", "", ErrNotAbsolute},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			got, err := Parse(tt.in)
+			if !errors.Is(err, tt.err) || got != tt.want {
+				t.Errorf("Parse(%q) = %q, %v, want %q, %v", tt.in, got, err, tt.want, tt.err)
+			}
+		})
+	}
+}
+
+func TestResolve(t *testing.T) {
+	env := func(kv map[string]string) func(string) string {
+		return func(k string) string { return kv[k] }
+	}
+	tests := []struct {
+		name    string
+		admin   bool
+		flag    string
+		env     map[string]string
+		want    string
+		wantErr error
+	}{
+		{"workload default", false, "", nil, DefaultWorkload, nil},
+		{"workload flag first", false, "/f.sock", map[string]string{EnvSPIFFEEndpoint: "unix:///s.sock", EnvWorkload: "/b.sock"}, "/f.sock", nil},
+		{"SPIFFE_ENDPOINT_SOCKET before BADGE_SOCKET", false, "", map[string]string{EnvSPIFFEEndpoint: "unix:///s.sock", EnvWorkload: "/b.sock"}, "/s.sock", nil},
+		{"BADGE_SOCKET", false, "", map[string]string{EnvWorkload: "/b.sock"}, "/b.sock", nil},
+		{"workload ignores BADGE_ADMIN_SOCKET", false, "", map[string]string{EnvAdmin: "/a.sock"}, DefaultWorkload, nil},
+		{"bad environment value", false, "", map[string]string{EnvSPIFFEEndpoint: "w.sock"}, "", ErrNotAbsolute},
+		{"admin default", true, "", nil, DefaultAdmin, nil},
+		{"admin flag first", true, "/f.sock", map[string]string{EnvAdmin: "/a.sock"}, "/f.sock", nil},
+		{"BADGE_ADMIN_SOCKET", true, "", map[string]string{EnvAdmin: "unix:/a.sock"}, "/a.sock", nil},
+		{"admin ignores the workload variables", true, "", map[string]string{EnvSPIFFEEndpoint: "unix:///s.sock", EnvWorkload: "/b.sock"}, DefaultAdmin, nil},
+		{"bad admin flag", true, "a.sock", nil, "", ErrNotAbsolute},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := Workload
+			if tt.admin {
+				f = Admin
+			}
+			got, err := f(tt.flag, env(tt.env))
+			if !errors.Is(err, tt.wantErr) || got != tt.want {
+				t.Errorf("got %q, %v, want %q, %v", got, err, tt.want, tt.wantErr)
+			}
+		})
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	for _, s := range []string{"/run/w.sock", "unix:///run/w.sock", "unix:/x", "unix://", "", "..", "unix:///../.."} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		p, err := Parse(s)
+		if err != nil {
+			if !errors.Is(err, ErrNotAbsolute) {
+				t.Fatalf("Parse(%q): %v, not ErrNotAbsolute", s, err)
+			}
+			return
+		}
+		again, err := Parse(p)
+		if err != nil || again != p {
+			t.Fatalf("Parse(Parse(%q) = %q) = %q, %v: not a fixed point", s, p, again, err)
+		}
+	})
+}
