@@ -273,21 +273,16 @@ func (s *Server) renew(ctx context.Context) (*serverCert, error) {
 var ErrClientCertificate = errors.New("public: client certificate refused")
 
 // verifyClient checks a client's certificates: an X.509-SVID of the trust
-// domain that verifies against the current bundle, whose serial is not
-// revoked, and whose SPIFFE ID is not blocked nor revoked since before the
-// certificate was issued.
+// domain that verifies against the current bundle and that the snapshot's
+// CheckRevocation accepts.
 func (s *Server) verifyClient(certs []*x509.Certificate) (spiffeid.ID, error) {
 	snap := s.auth.Snapshot()
 	id, _, err := x509svid.Verify(certs, snap.Bundle(), x509svid.WithTime(s.now()))
 	if err != nil {
 		return spiffeid.ID{}, fmt.Errorf("%w: %v", ErrClientCertificate, err)
 	}
-	leaf := certs[0]
-	if snap.SerialRevoked(leaf.SerialNumber.Text(16)) {
-		return id, fmt.Errorf("%w: %s: serial %s is revoked", ErrClientCertificate, id, leaf.SerialNumber.Text(16))
-	}
-	if r, ok := snap.Revoked(id); ok && (r.Blocked || leaf.NotBefore.Before(r.RevokedAt)) {
-		return id, fmt.Errorf("%w: %s is revoked since %s", ErrClientCertificate, id, r.RevokedAt.UTC().Format(time.RFC3339))
+	if err := snap.CheckRevocation(ca.X509Credential(id, certs[0].SerialNumber.Text(16))); err != nil {
+		return id, fmt.Errorf("%w: %v", ErrClientCertificate, err)
 	}
 	return id, nil
 }

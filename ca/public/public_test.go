@@ -114,20 +114,28 @@ func (f *fixture) client(cert *tls.Certificate) *http.Client {
 	return &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}, Timeout: 30 * time.Second}
 }
 
-// svid issues an X.509-SVID for id (a registered entry) as a TLS certificate.
+// svid issues an X.509-SVID for id (registering an entry for it the first
+// time) as a TLS certificate.
 func (f *fixture) svid(t *testing.T, id string) *tls.Certificate {
 	t.Helper()
-	rec, err := f.auth.CreateEntry(context.Background(), ca.EntryRequest{SPIFFEID: id, Selectors: []string{"unix:uid:4242"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	snap := f.auth.Snapshot()
 	var e *ca.Entry
-	for _, x := range snap.Entries() {
-		if x.Record.ID == rec.ID {
+	for _, x := range f.auth.Snapshot().Entries() {
+		if x.ID.String() == id {
 			e = x
 		}
 	}
+	if e == nil {
+		rec, err := f.auth.CreateEntry(context.Background(), ca.EntryRequest{SPIFFEID: id, Selectors: []string{"unix:uid:4242"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, x := range f.auth.Snapshot().Entries() {
+			if x.Record.ID == rec.ID {
+				e = x
+			}
+		}
+	}
+	snap := f.auth.Snapshot()
 	s, err := f.auth.SignX509SVID(context.Background(), snap, e)
 	if err != nil {
 		t.Fatal(err)
@@ -369,6 +377,18 @@ func TestIntrospection(t *testing.T) {
 		resp, out := postForm(t, c, f.url+"/introspect", form, [2]string{})
 		if resp.StatusCode != http.StatusUnauthorized || out["error"] != "invalid_client" {
 			t.Fatalf("got %s %v, want 401", resp.Status, out)
+		}
+	})
+	t.Run("fresh certificate of the revoked caller", func(t *testing.T) {
+		// Issued right after the revocation, its NotBefore is backdated
+		// to before it: only its serial decides, and it is not revoked.
+		fresh := f.svid(t, "spiffe://example.org/gateway")
+		if !fresh.Leaf.NotBefore.Before(time.Now().Add(-10 * time.Second)) {
+			t.Fatalf("setup: NotBefore %s is not backdated", fresh.Leaf.NotBefore)
+		}
+		resp, out := postForm(t, f.client(fresh), f.url+"/introspect", form, [2]string{})
+		if resp.StatusCode != 200 || out["active"] != true {
+			t.Fatalf("got %s %v, want the token introspected", resp.Status, out)
 		}
 	})
 }
