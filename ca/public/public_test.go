@@ -15,6 +15,7 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"path/filepath"
 	"slices"
@@ -849,4 +850,33 @@ func TestAddressKey(t *testing.T) {
 			t.Errorf("addressKey(%q) = %q, want %q", in, got, want)
 		}
 	}
+}
+
+// FuzzAddressKey checks that the source key never panics and that a
+// peer address always maps to one IP address or one IPv6 /64.
+func FuzzAddressKey(f *testing.F) {
+	for _, s := range []string{"192.0.2.1:443", "[::ffff:192.0.2.1]:80", "[2001:db8::1%eth0]:1", "[::1]:0", ":80", "", "[", "1.2.3.4"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, remote string) {
+		key := addressKey(remote)
+		host, _, err := net.SplitHostPort(remote)
+		if err != nil {
+			return
+		}
+		ip, err := netip.ParseAddr(host)
+		if err != nil {
+			return
+		}
+		if ip.Unmap().Is4() {
+			if a, err := netip.ParseAddr(key); err != nil || a != ip.Unmap() {
+				t.Fatalf("addressKey(%q) = %q, want %s", remote, key, ip.Unmap())
+			}
+			return
+		}
+		p, err := netip.ParsePrefix(key)
+		if err != nil || p.Bits() != 64 || !p.Contains(ip.WithZone("")) {
+			t.Fatalf("addressKey(%q) = %q, want the /64 of %s", remote, key, ip)
+		}
+	})
 }
