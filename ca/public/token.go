@@ -226,7 +226,8 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	json.NewEncoder(w).Encode(tokenResponse{
 		AccessToken: tok.Token,
 		TokenType:   "Bearer",
-		ExpiresIn:   max(int64(tok.ExpiresAt.Sub(s.now())/time.Second), 0),
+		// Never more than the token's lifetime, whatever s.now says.
+		ExpiresIn: max(int64(min(tok.ExpiresAt.Sub(s.now()), tok.ExpiresAt.Sub(tok.IssuedAt))/time.Second), 0),
 	})
 }
 
