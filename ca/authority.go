@@ -84,6 +84,22 @@ type Config struct {
 	JWTIssuer string
 	// Time returns the current time. Default time.Now.
 	Time func() time.Time
+	// Monotonic returns the time elapsed since any fixed origin on a clock
+	// that never steps. Pruning never trusts Time further than this clock
+	// has advanced (see PruneMargin). Default: Go's monotonic clock when
+	// Time is the default; the time elapsed on Time when Time is injected
+	// (tests that step the wall clock inject both).
+	Monotonic func() time.Duration
+	// PruneMargin is how long revocation records are kept after what they
+	// refuse has expired, so that the revocation list still carries a
+	// revoked certificate for verifiers whose clocks are behind by up to
+	// the margin, and a wall clock ahead by up to the margin drops nothing
+	// live. Default DefaultPruneMargin (1h). The records of issued
+	// serials, which grow with issuance, are kept Backdate past expiry.
+	// Nothing is pruned on a wall clock further ahead than Monotonic has
+	// advanced, nor before the authority has run for the longest
+	// credential lifetime.
+	PruneMargin time.Duration
 	// Logger receives operational logs. Nil discards them.
 	Logger *slog.Logger
 }
@@ -113,8 +129,20 @@ func (c *Config) setDefaults() error {
 	if c.IntermediateTTL == 0 {
 		c.IntermediateTTL = DefaultIntermediateTTL
 	}
+	if c.Monotonic == nil {
+		if c.Time == nil {
+			start := time.Now()
+			c.Monotonic = func() time.Duration { return time.Since(start) }
+		} else {
+			clock, start := c.Time, c.Time()
+			c.Monotonic = func() time.Duration { return clock().Sub(start) }
+		}
+	}
 	if c.Time == nil {
 		c.Time = time.Now
+	}
+	if c.PruneMargin == 0 {
+		c.PruneMargin = DefaultPruneMargin
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -133,6 +161,8 @@ func (c *Config) setDefaults() error {
 		return fmt.Errorf("ca: JWT TTL %s must be between %s and %s", c.JWTTTL, MinSVIDTTL, DefaultJWTTTL)
 	case c.IntermediateTTL < 4*c.MaxSVIDTTL:
 		return fmt.Errorf("ca: intermediate TTL %s must be at least four times the maximum SVID TTL %s", c.IntermediateTTL, c.MaxSVIDTTL)
+	case c.PruneMargin < 0:
+		return fmt.Errorf("ca: prune margin %s is negative", c.PruneMargin)
 	case c.RootTTL < 2*c.IntermediateTTL:
 		return fmt.Errorf("ca: root TTL %s must be at least twice the intermediate TTL %s", c.RootTTL, c.IntermediateTTL)
 	}
@@ -158,6 +188,9 @@ type Authority struct {
 
 	snap atomic.Pointer[Snapshot]
 
+	// prune is the clock pruning trusts.
+	prune pruneClock
+
 	stop     chan struct{}
 	stopOnce sync.Once
 	wg       sync.WaitGroup
@@ -171,6 +204,8 @@ func New(ctx context.Context, cfg Config) (*Authority, error) {
 		return nil, err
 	}
 	a := &Authority{cfg: cfg, log: cfg.Logger, store: cfg.Store, stop: make(chan struct{})}
+	a.prune.wall, a.prune.mono = cfg.Time(), cfg.Monotonic()
+	a.prune.start = a.prune.mono
 	keys, err := loadKeys(ctx, &a.cfg)
 	if err != nil {
 		return nil, err
@@ -289,7 +324,7 @@ func (a *Authority) pruneLoop() {
 			continue
 		case <-t.C:
 		}
-		n, err := a.store.PruneSerials(context.Background(), a.cfg.Time().Add(-Backdate))
+		n, err := a.pruneSerials(context.Background())
 		if err != nil {
 			a.log.Error("pruning expired serials failed", slog.Any(LogError, err))
 			continue
@@ -298,4 +333,16 @@ func (a *Authority) pruneLoop() {
 			a.log.Debug("pruned expired serials", slog.Int(LogCount, n))
 		}
 	}
+}
+
+// pruneSerials deletes the records of certificates that expired more than
+// Backdate ago on the clock pruning trusts (trustedNow), once the authority
+// has run long enough (pruneReady). These records grow with issuance, so
+// they get no PruneMargin: the two rules already keep every record of a
+// certificate that is still valid, whatever the wall clock does.
+func (a *Authority) pruneSerials(ctx context.Context) (int, error) {
+	if !a.pruneReady() {
+		return 0, nil
+	}
+	return a.store.PruneSerials(ctx, a.trustedNow().Add(-Backdate))
 }

@@ -21,7 +21,10 @@
 // send the new list, replace a revoked SVID with a fresh key, and stop
 // matching the entries of a blocked ID. Revocation write-holds the lock
 // that signing read-holds, so no certificate of a blocked ID is signed
-// after its serials were collected.
+// after its serials were collected. Whether a credential is revoked is
+// answered by [Snapshot.CheckRevocation] alone, for every caller.
+// Revocation records are pruned only Config.PruneMargin past what they
+// refuse, on a clock that never runs ahead of the monotonic clock.
 //
 // JWT-SVIDs are signed with an ES256 key kept like the CA keys (kind "jwt",
 // kid the RFC 7638 thumbprint) and published as a JWK Set per snapshot

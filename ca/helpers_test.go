@@ -17,10 +17,13 @@ import (
 // these tests is the test's own call to rotateIntermediate.
 var testStart = time.Date(2041, time.March, 4, 5, 6, 7, 0, time.UTC)
 
-// clock is an injected Config.Time that moves only when told to.
+// clock is an injected Config.Time (the wall clock) and Config.Monotonic
+// that move only when told to: Advance moves both, Step only the wall
+// clock, as a clock set by hand or by a bad time source does.
 type clock struct {
-	mu  sync.Mutex
-	now time.Time
+	mu    sync.Mutex
+	now   time.Time
+	steps time.Duration // sum of the wall-clock steps
 }
 
 func newClock() *clock { return &clock{now: testStart} }
@@ -31,10 +34,25 @@ func (c *clock) Now() time.Time {
 	return c.now
 }
 
+// Monotonic is the time elapsed since testStart without the steps.
+func (c *clock) Monotonic() time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now.Sub(testStart) - c.steps
+}
+
 func (c *clock) Advance(d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.now = c.now.Add(d)
+}
+
+// Step moves the wall clock only.
+func (c *clock) Step(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+	c.steps += d
 }
 
 // openStore opens a real bbolt store in dir and closes it at the end of the test.
@@ -65,7 +83,7 @@ func newEnv(tb testing.TB) *testEnv {
 // config returns a Config on the environment with the fake clock; mod may
 // change it.
 func (env *testEnv) config(mod func(*Config)) Config {
-	cfg := Config{Store: env.store, KeyDir: env.keyDir, Time: env.clock.Now}
+	cfg := Config{Store: env.store, KeyDir: env.keyDir, Time: env.clock.Now, Monotonic: env.clock.Monotonic}
 	if mod != nil {
 		mod(&cfg)
 	}

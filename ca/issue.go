@@ -55,8 +55,8 @@ func (a *Authority) SignX509SVID(ctx context.Context, s *Snapshot, e *Entry) (*X
 	// blocked ID is checked against the newest snapshot, not the caller's.
 	a.issueMu.RLock()
 	defer a.issueMu.RUnlock()
-	if r, ok := a.Snapshot().Revoked(e.ID); ok && r.Blocked {
-		return nil, fmt.Errorf("ca: SVID for %s: %w", e.ID, ErrBlocked)
+	if err := a.Snapshot().CheckRevocation(X509Credential(e.ID, "")); err != nil {
+		return nil, fmt.Errorf("ca: SVID for %s: %w", e.ID, err)
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {

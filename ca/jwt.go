@@ -372,11 +372,8 @@ func (a *Authority) signJWT(s *Snapshot, id spiffeid.ID, ck jwtCacheKey, audienc
 	now := a.cfg.Time()
 	key := s.jwt.active
 	ck.aud = strings.Join(audience, "\x00")
-	rev, revoked := a.Snapshot().Revoked(id)
-	if revoked && rev.Blocked {
-		return nil, fmt.Errorf("ca: JWT-SVID for %s: %w", id, ErrBlocked)
-	}
-	if t := s.jwt.cache.get(ck); t != nil && now.Before(t.RefreshAt()) && (!revoked || !t.IssuedAt.Before(rev.RevokedAt)) {
+	// The cached token is handed out only while revocation would accept it.
+	if t := s.jwt.cache.get(ck); t != nil && now.Before(t.RefreshAt()) && a.Snapshot().CheckRevocation(JWTCredential(id, t.IssuedAt)) == nil {
 		return t, nil
 	}
 
@@ -385,18 +382,18 @@ func (a *Authority) signJWT(s *Snapshot, id spiffeid.ID, ck jwtCacheKey, audienc
 	// after its revocation was recorded.
 	a.issueMu.RLock()
 	defer a.issueMu.RUnlock()
-	rev, revoked = a.Snapshot().Revoked(id)
-	if revoked && rev.Blocked {
-		return nil, fmt.Errorf("ca: JWT-SVID for %s: %w", id, ErrBlocked)
-	}
+	cur := a.Snapshot()
 	now = a.cfg.Time()
 	iat := time.Unix(now.Unix(), 0) // NumericDate: whole seconds
 	exp := iat.Add(a.cfg.JWTTTL)
-	if revoked && iat.Before(rev.RevokedAt) {
-		// Revoked earlier in this second: an iat rounded down would date
-		// the token before the revocation, which refuses it. Date it at
+	if rev, ok := cur.Revoked(id); ok && !rev.Blocked && !iat.After(rev.RevokedAt) {
+		// Revoked in this second: an iat rounded down would date the
+		// token at or before the revocation, which refuses it. Date it at
 		// the next second; exp stays within the TTL of the real issuance.
 		iat = rev.RevokedAt.Truncate(time.Second).Add(time.Second)
+	}
+	if err := cur.CheckRevocation(JWTCredential(id, iat)); err != nil {
+		return nil, fmt.Errorf("ca: JWT-SVID for %s: %w", id, err)
 	}
 	if exp.After(key.rec.NotAfter) {
 		exp = key.rec.NotAfter
@@ -507,13 +504,8 @@ func (a *Authority) ValidateJWTSVID(s *Snapshot, token, audience string) (*JWTCl
 	if c.IssuedAt != nil {
 		iat = c.IssuedAt.Time()
 	}
-	if r, ok := s.Revoked(id); ok {
-		switch {
-		case r.Blocked:
-			return nil, refuse(TokenRevoked, "%s is blocked since %s", id, utc(r.RevokedAt))
-		case iat.Before(r.RevokedAt):
-			return nil, refuse(TokenRevoked, "%s was revoked at %s, after this token was issued (iat %s)", id, utc(r.RevokedAt), utc(iat))
-		}
+	if err := s.CheckRevocation(JWTCredential(id, iat)); err != nil {
+		return nil, refuse(TokenRevoked, "%v", err)
 	}
 	return &JWTClaims{
 		ID: id, Audience: c.Audience, Issuer: c.Issuer, IssuedAt: iat,

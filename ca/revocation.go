@@ -21,12 +21,17 @@ import (
 // ErrBlocked is returned when a credential is asked for a blocked SPIFFE ID.
 var ErrBlocked = errors.New("SPIFFE ID is blocked")
 
+// ErrRevoked is matched (with errors.Is) by every refusal of
+// [Snapshot.CheckRevocation]; a refusal because the ID is blocked also
+// matches ErrBlocked.
+var ErrRevoked = errors.New("credential is revoked")
+
 // crlRefresh is how often the revocation list is re-signed even when
 // nothing changed, so that its NextUpdate never passes while badge runs.
 const crlRefresh = 5 * time.Minute
 
 // IDRevocation is a revocation of every certificate (and token) issued to a
-// SPIFFE ID before RevokedAt. A blocked ID gets no new SVIDs or tokens
+// SPIFFE ID up to RevokedAt. A blocked ID gets no new SVIDs or tokens
 // until it is unblocked.
 type IDRevocation struct {
 	ID        spiffeid.ID
@@ -35,15 +40,104 @@ type IDRevocation struct {
 	Blocked   bool
 }
 
-// Revoked reports whether id has been revoked, and how. A credential of id
-// issued before RevokedAt must be refused; a blocked id gets none at all.
+// Credential is an X.509-SVID or a JWT-SVID as revocation judges it. Make
+// one with [X509Credential] or [JWTCredential].
+type Credential struct {
+	// ID is the SPIFFE ID the credential names.
+	ID spiffeid.ID
+	// Serial is the serial of an X.509-SVID, canonical lower-case hex;
+	// empty for a certificate not signed yet.
+	Serial string
+	// IssuedAt is the iat of a JWT-SVID (whole seconds); zero when the
+	// token has none.
+	IssuedAt time.Time
+	// JWT tells a JWT-SVID from an X.509-SVID.
+	JWT bool
+}
+
+// X509Credential is the X.509-SVID of id with the given serial (as in
+// X509SVID.Serial or big.Int.Text(16)); serial "" asks about a certificate
+// about to be signed.
+func X509Credential(id spiffeid.ID, serial string) Credential {
+	return Credential{ID: id, Serial: serial}
+}
+
+// JWTCredential is a JWT-SVID of id with the given iat.
+func JWTCredential(id spiffeid.ID, iat time.Time) Credential {
+	return Credential{ID: id, IssuedAt: iat, JWT: true}
+}
+
+// RevokedError is the refusal of a revoked credential. It matches
+// ErrRevoked, and ErrBlocked when the ID is blocked.
+type RevokedError struct {
+	Blocked bool
+	msg     string
+}
+
+func (e *RevokedError) Error() string { return e.msg }
+
+// Is makes errors.Is match ErrRevoked, and ErrBlocked for a block.
+func (e *RevokedError) Is(target error) bool {
+	return target == ErrRevoked || (e.Blocked && target == ErrBlocked)
+}
+
+// CheckRevocation is the one answer badge gives to "is this credential
+// revoked?": the Workload API stream, issuance, the public listener and
+// JWT-SVID validation all ask it. It returns nil or a *RevokedError.
+//
+// The rule:
+//   - a credential of a blocked ID is revoked, whatever its age;
+//   - an X.509-SVID is revoked when its serial is revoked. Revoking an ID
+//     revokes the serial of every unexpired certificate recorded for it,
+//     and no certificate of the ID is signed while that happens (every
+//     serial is recorded before its certificate leaves the process), so
+//     an ID revocation needs no date comparison here: a certificate signed
+//     after it is valid even though its NotBefore, backdated for clock
+//     skew, lies before the revocation;
+//   - a JWT-SVID is revoked when its ID was revoked at or after its iat.
+//     iat has whole seconds and tokens are signed only under the lock that
+//     revocation holds, so a token signed before the revocation has
+//     iat <= RevokedAt, and one signed after it is dated to the second
+//     after RevokedAt (see signJWT). "At or after" (not "after") keeps a
+//     token of the revocation's own second revoked even if a store kept
+//     RevokedAt only to the second. The revocation records are kept until
+//     every credential they could refuse has expired, plus the prune
+//     margin (Config.PruneMargin), so the answer is the same after a
+//     restart or a clock step.
+//
+// Expiry is not judged here: the caller checks the credential's validity
+// period first, as x509svid.Verify and ValidateJWTSVID do.
+func (s *Snapshot) CheckRevocation(c Credential) error {
+	r, idRevoked := s.revocations.ids[c.ID]
+	if idRevoked && r.Blocked {
+		return &RevokedError{Blocked: true, msg: fmt.Sprintf("%s is blocked since %s", c.ID, utc(r.RevokedAt))}
+	}
+	if !c.JWT {
+		if rs, ok := s.revocations.serials[c.Serial]; ok && c.Serial != "" {
+			return &RevokedError{msg: fmt.Sprintf("certificate %s of %s is revoked since %s", c.Serial, c.ID, utc(rs.RevokedAt))}
+		}
+		return nil
+	}
+	if idRevoked && !c.IssuedAt.After(r.RevokedAt) {
+		iat := "none"
+		if !c.IssuedAt.IsZero() {
+			iat = utc(c.IssuedAt)
+		}
+		return &RevokedError{msg: fmt.Sprintf("%s was revoked at %s, at or after this token was issued (iat %s)", c.ID, utc(r.RevokedAt), iat)}
+	}
+	return nil
+}
+
+// Revoked returns the revocation of id in force, if any. It is a lookup;
+// to judge a credential, use CheckRevocation.
 func (s *Snapshot) Revoked(id spiffeid.ID) (IDRevocation, bool) {
 	r, ok := s.revocations.ids[id]
 	return r, ok
 }
 
-// SerialRevoked reports whether the certificate with this serial (lower-case
-// hex, as in X509SVID.Serial) has been revoked.
+// SerialRevoked reports whether the serial (lower-case hex, as in
+// X509SVID.Serial) is on the revocation list. It is a lookup; to judge a
+// credential, use CheckRevocation.
 func (s *Snapshot) SerialRevoked(serial string) bool {
 	_, ok := s.revocations.serials[serial]
 	return ok
@@ -74,19 +168,32 @@ type RevokeRequest struct {
 	AdminUID uint32
 }
 
+// RevokeResult says what a revocation changed.
+type RevokeResult struct {
+	// Revoked counts the certificates this revocation revoked.
+	Revoked int
+	// AlreadyRevoked counts the unexpired certificates it covered that
+	// were revoked before; their revocation time and reason are kept.
+	AlreadyRevoked int
+	// SPIFFEID is the ID revoked, or the ID of the certificate revoked.
+	SPIFFEID string
+}
+
 const maxReasonLen = 1024
 
 // RevokeID revokes every unexpired certificate issued to an ID and records
 // the revocation. Holders of the ID get a fresh SVID with a new key at once
-// (unless Block), every open stream gets the new revocation list, and the
-// number of certificates revoked is returned.
-func (a *Authority) RevokeID(ctx context.Context, req RevokeRequest) (int, error) {
+// (unless Block), every open stream gets the new revocation list.
+// Certificates revoked before keep their revocation time and reason and
+// are counted apart; the ID's own record takes the new time and reason
+// (it revokes the tokens issued up to now).
+func (a *Authority) RevokeID(ctx context.Context, req RevokeRequest) (RevokeResult, error) {
 	id, err := parseID(a.cfg.TrustDomain, req.SPIFFEID)
 	if err != nil {
-		return 0, err
+		return RevokeResult{}, err
 	}
 	if err := validReason(req.Reason); err != nil {
-		return 0, err
+		return RevokeResult{}, err
 	}
 	// Hold issuance while the serials are collected: no certificate of a
 	// blocked ID is signed after its serials were listed.
@@ -95,10 +202,19 @@ func (a *Authority) RevokeID(ctx context.Context, req RevokeRequest) (int, error
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	now := a.cfg.Time().UTC()
+	// Certificates count as unexpired by the clock pruning trusts: a wall
+	// clock that ran ahead must not hide live certificates.
+	live := a.trustedNow()
 	rev := storage.Revocation{SPIFFEID: id.String(), RevokedAt: now, Reason: req.Reason, Blocked: req.Block, AdminUID: req.AdminUID}
-	revoked, err := a.store.RevokeID(ctx, rev, now)
+	revoked, err := a.store.RevokeID(ctx, rev, live)
 	if err != nil {
-		return 0, fmt.Errorf("recording revocation of %s: %w", id, err)
+		return RevokeResult{}, fmt.Errorf("recording revocation of %s: %w", id, err)
+	}
+	res := RevokeResult{Revoked: len(revoked), SPIFFEID: id.String()}
+	for _, r := range a.revocations.serials {
+		if r.SPIFFEID == res.SPIFFEID && r.NotAfter.After(live) {
+			res.AlreadyRevoked++
+		}
 	}
 	state := a.revocations.clone()
 	if old, ok := state.ids[id]; ok && old.Blocked && !req.Block {
@@ -110,44 +226,50 @@ func (a *Authority) RevokeID(ctx context.Context, req RevokeRequest) (int, error
 		state.serials[r.Serial] = r
 	}
 	if err := a.signCRLLocked(state); err != nil {
-		return 0, err
+		return RevokeResult{}, err
 	}
 	a.revocations = state
 	a.publishLocked()
-	a.log.Warn("SPIFFE ID revoked", slog.String(LogSPIFFEID, id.String()), slog.Int(LogCount, len(revoked)),
+	a.log.Warn("SPIFFE ID revoked", slog.String(LogSPIFFEID, id.String()), slog.Int(LogCount, res.Revoked), slog.Int("already_revoked", res.AlreadyRevoked),
 		slog.Bool("blocked", rev.Blocked), slog.String("reason", req.Reason), slog.Int(LogAdminUID, int(req.AdminUID)), slog.Bool(LogAudit, true))
-	return len(revoked), nil
+	return res, nil
 }
 
-// RevokeSerial revokes one certificate by its serial number (hex).
-func (a *Authority) RevokeSerial(ctx context.Context, serial, reason string, adminUID uint32) (storage.RevokedSerial, error) {
+// RevokeSerial revokes one certificate by its serial number (hex). A
+// certificate revoked before keeps its revocation time and reason: the
+// result counts it as AlreadyRevoked, and nothing changes.
+func (a *Authority) RevokeSerial(ctx context.Context, serial, reason string, adminUID uint32) (RevokeResult, error) {
 	serial, err := parseSerial(serial)
 	if err != nil {
-		return storage.RevokedSerial{}, err
+		return RevokeResult{}, err
 	}
 	if err := validReason(reason); err != nil {
-		return storage.RevokedSerial{}, err
+		return RevokeResult{}, err
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	now := a.cfg.Time().UTC()
 	r, err := a.store.RevokeSerial(ctx, serial, reason, adminUID, now)
-	if err != nil {
-		if errors.Is(err, storage.ErrNotFound) {
-			return r, fmt.Errorf("no unexpired certificate with serial %s was issued by this authority: %w", serial, err)
-		}
-		return r, fmt.Errorf("revoking serial %s: %w", serial, err)
+	switch {
+	case errors.Is(err, storage.ErrExists):
+		a.log.Info("certificate already revoked", slog.String(LogSerial, serial), slog.String(LogSPIFFEID, r.SPIFFEID),
+			slog.Time("revoked_at", r.RevokedAt), slog.Int(LogAdminUID, int(adminUID)), slog.Bool(LogAudit, true))
+		return RevokeResult{AlreadyRevoked: 1, SPIFFEID: r.SPIFFEID}, nil
+	case errors.Is(err, storage.ErrNotFound):
+		return RevokeResult{}, fmt.Errorf("no unexpired certificate with serial %s was issued by this authority: %w", serial, err)
+	case err != nil:
+		return RevokeResult{}, fmt.Errorf("revoking serial %s: %w", serial, err)
 	}
 	state := a.revocations.clone()
 	state.serials[r.Serial] = r
 	if err := a.signCRLLocked(state); err != nil {
-		return r, err
+		return RevokeResult{}, err
 	}
 	a.revocations = state
 	a.publishLocked()
 	a.log.Warn("certificate revoked", slog.String(LogSerial, serial), slog.String(LogSPIFFEID, r.SPIFFEID),
 		slog.String("reason", reason), slog.Int(LogAdminUID, int(adminUID)), slog.Bool(LogAudit, true))
-	return r, nil
+	return RevokeResult{Revoked: 1, SPIFFEID: r.SPIFFEID}, nil
 }
 
 // Unblock lets a blocked ID be issued credentials again. Certificates and
@@ -214,24 +336,31 @@ func (a *Authority) loadRevocations(ctx context.Context) error {
 	return nil
 }
 
-// refreshRevocationsLocked drops expired entries (from memory and store)
-// and re-signs the list.
+// refreshRevocationsLocked drops the records no credential needs any more
+// (from memory and store) and re-signs the list. A record goes only when
+// what it could refuse has expired by more than Config.PruneMargin on the
+// clock pruning trusts (trustedNow), and only once the authority has run
+// for the longest credential lifetime (pruneReady): a wall clock that
+// steps ahead while badge runs, or is wrong when it starts, drops nothing
+// live.
 func (a *Authority) refreshRevocationsLocked(ctx context.Context) error {
-	now := a.cfg.Time()
-	// An ID revocation matters while credentials issued before it live.
-	keep := max(a.cfg.MaxSVIDTTL, a.cfg.JWTTTL) + Backdate
-	if _, err := a.store.PruneRevocations(ctx, now, keep); err != nil {
-		return fmt.Errorf("pruning revocations: %w", err)
-	}
 	state := a.revocations.clone()
-	for id, r := range state.ids {
-		if !r.Blocked && now.Sub(r.RevokedAt) > keep {
-			delete(state.ids, id)
+	if a.pruneReady() {
+		cut := a.trustedNow().Add(-a.cfg.PruneMargin)
+		// An ID revocation matters while credentials issued up to it live.
+		keep := a.longestLife()
+		if _, err := a.store.PruneRevocations(ctx, cut, keep); err != nil {
+			return fmt.Errorf("pruning revocations: %w", err)
 		}
-	}
-	for s, r := range state.serials {
-		if now.After(r.NotAfter) {
-			delete(state.serials, s)
+		for id, r := range state.ids {
+			if !r.Blocked && cut.Sub(r.RevokedAt) > keep {
+				delete(state.ids, id)
+			}
+		}
+		for s, r := range state.serials {
+			if cut.After(r.NotAfter) {
+				delete(state.serials, s)
+			}
 		}
 	}
 	if err := a.signCRLLocked(state); err != nil {

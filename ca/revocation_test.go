@@ -34,8 +34,8 @@ func TestRevokeIDLifecycle(t *testing.T) {
 	slices.Sort(issued)
 
 	n, err := a.RevokeID(ctx, RevokeRequest{SPIFFEID: "spiffe://example.org/web", Reason: "leak", AdminUID: 7})
-	if err != nil || n != 3 {
-		t.Fatalf("RevokeID = %d, %v; want 3 certificates", n, err)
+	if err != nil || n.Revoked != 3 || n.AlreadyRevoked != 0 {
+		t.Fatalf("RevokeID = %+v, %v; want 3 certificates", n, err)
 	}
 	select {
 	case <-snap.Done():
@@ -144,13 +144,24 @@ func TestRevocationsExpire(t *testing.T) {
 	if _, err := a.RevokeID(ctx, RevokeRequest{SPIFFEID: "spiffe://example.org/blocked", Block: true}); err != nil {
 		t.Fatal(err)
 	}
-	env.clock.Advance(DefaultMaxSVIDTTL + time.Minute)
-	a.mu.Lock()
-	err = a.refreshRevocationsLocked(ctx)
-	a.mu.Unlock()
-	if err != nil {
-		t.Fatal(err)
+	refresh := func() {
+		t.Helper()
+		a.mu.Lock()
+		err := a.refreshRevocationsLocked(ctx)
+		a.mu.Unlock()
+		if err != nil {
+			t.Fatal(err)
+		}
 	}
+	// Expired, but within the prune margin: kept, for a clock that may
+	// be ahead.
+	env.clock.Advance(DefaultMaxSVIDTTL + time.Minute)
+	refresh()
+	if _, serials := a.Revocations(); len(serials) != 1 {
+		t.Fatalf("revoked certificate dropped within the prune margin: %+v", serials)
+	}
+	env.clock.Advance(DefaultPruneMargin)
+	refresh()
 	ids, serials := a.Revocations()
 	if len(serials) != 0 {
 		t.Fatalf("expired certificate still listed: %+v", serials)

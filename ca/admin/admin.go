@@ -100,11 +100,14 @@ type RevokeRequest struct {
 	Block bool `json:"block,omitempty"`
 }
 
-// RevokeResponse says how many certificates a revocation revoked.
+// RevokeResponse says how many certificates a revocation revoked, and how
+// many it covered that were revoked before (their revocation time and
+// reason unchanged).
 type RevokeResponse struct {
-	Revoked  int    `json:"revoked"`
-	SPIFFEID string `json:"spiffe_id,omitempty"`
-	Blocked  bool   `json:"blocked,omitempty"`
+	Revoked        int    `json:"revoked"`
+	AlreadyRevoked int    `json:"already_revoked,omitempty"`
+	SPIFFEID       string `json:"spiffe_id,omitempty"`
+	Blocked        bool   `json:"blocked,omitempty"`
 }
 
 // UnblockRequest lifts the block of a SPIFFE ID.

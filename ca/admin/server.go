@@ -25,8 +25,8 @@ type Authority interface {
 	GetEntry(ctx context.Context, id string) (storage.Entry, error)
 	ListEntries(ctx context.Context) ([]storage.Entry, error)
 	DeleteEntry(ctx context.Context, id string) error
-	RevokeID(ctx context.Context, req ca.RevokeRequest) (int, error)
-	RevokeSerial(ctx context.Context, serial, reason string, adminUID uint32) (storage.RevokedSerial, error)
+	RevokeID(ctx context.Context, req ca.RevokeRequest) (ca.RevokeResult, error)
+	RevokeSerial(ctx context.Context, serial, reason string, adminUID uint32) (ca.RevokeResult, error)
 	Unblock(ctx context.Context, spiffeID string, adminUID uint32) error
 	Revocations() ([]storage.Revocation, []storage.RevokedSerial)
 	Snapshot() *ca.Snapshot
@@ -212,19 +212,20 @@ func (s *Server) revoke(w http.ResponseWriter, r *http.Request) {
 	}
 	uid, _ := r.Context().Value(ctxKey{}).(uint32)
 	if req.Serial != "" {
-		if _, err := s.auth.RevokeSerial(r.Context(), req.Serial, req.Reason, uid); err != nil {
+		res, err := s.auth.RevokeSerial(r.Context(), req.Serial, req.Reason, uid)
+		if err != nil {
 			s.writeAuthorityError(w, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, RevokeResponse{Revoked: 1})
+		writeJSON(w, http.StatusOK, RevokeResponse{Revoked: res.Revoked, AlreadyRevoked: res.AlreadyRevoked})
 		return
 	}
-	n, err := s.auth.RevokeID(r.Context(), ca.RevokeRequest{SPIFFEID: req.SPIFFEID, Reason: req.Reason, Block: req.Block, AdminUID: uid})
+	res, err := s.auth.RevokeID(r.Context(), ca.RevokeRequest{SPIFFEID: req.SPIFFEID, Reason: req.Reason, Block: req.Block, AdminUID: uid})
 	if err != nil {
 		s.writeAuthorityError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, RevokeResponse{Revoked: n, SPIFFEID: req.SPIFFEID, Blocked: req.Block})
+	writeJSON(w, http.StatusOK, RevokeResponse{Revoked: res.Revoked, AlreadyRevoked: res.AlreadyRevoked, SPIFFEID: req.SPIFFEID, Blocked: req.Block})
 }
 
 func (s *Server) unblock(w http.ResponseWriter, r *http.Request) {

@@ -25,9 +25,13 @@
 // request.
 //
 // Security invariants: the client secret is checked only against its slow
-// hash, at a bounded rate (per client, with a delay that doubles with each
-// failure, and overall, so that unknown client IDs cannot be used to burn
-// CPU), and every attempt is logged as an audit record.
+// hash, at a bounded rate: per (address, client) and per address a delay
+// that doubles with each failure, a budget of checks per address, and an
+// overall budget for addresses that have failed, so that neither guessing
+// nor random client IDs can burn the CPU, and a guesser elsewhere can
+// neither lock out nor starve a client that presents its secret. Every
+// issued token is an audit record; refusals are audit records aggregated
+// per (address, client) and interval, with a count.
 package public
 
 import (
@@ -90,10 +94,19 @@ type Config struct {
 	// HTTPS clients need the host name they dial here.
 	Hosts []string
 	// SecretChecksPerSecond and SecretCheckBurst bound the rate of client
-	// secret checks (each an argon2id hash) over all clients. Defaults 10
-	// and 20.
+	// secret checks (each an argon2id hash) for requests from addresses
+	// with a recent failure, over all of them. Addresses without failures
+	// do not draw on this budget. Defaults 10 and 20.
 	SecretChecksPerSecond float64
 	SecretCheckBurst      int
+	// AddressChecksPerSecond and AddressCheckBurst bound the rate of
+	// secret checks from one address (an IPv4 address, or an IPv6 /64).
+	// Defaults 2 and 10.
+	AddressChecksPerSecond float64
+	AddressCheckBurst      int
+	// AuditInterval is the interval over which refused token requests of
+	// one (address, client) are counted into one audit line. Default 1m.
+	AuditInterval time.Duration
 	// Time returns the current time (rate limits, token lifetimes).
 	// Default time.Now.
 	Time func() time.Time
@@ -124,7 +137,11 @@ type Server struct {
 	renewMu sync.Mutex
 
 	lim      *limiter
+	audit    *auditLog
 	checking chan struct{} // semaphore: secret checks running at once
+
+	stop     chan struct{} // closed by Shutdown: ends the audit flusher
+	stopOnce sync.Once
 }
 
 type serverCert struct {
@@ -156,10 +173,23 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if burst <= 0 {
 		burst = 20
 	}
+	addrRate, addrBurst := cfg.AddressChecksPerSecond, cfg.AddressCheckBurst
+	if addrRate <= 0 {
+		addrRate = 2
+	}
+	if addrBurst <= 0 {
+		addrBurst = 10
+	}
+	interval := cfg.AuditInterval
+	if interval <= 0 {
+		interval = time.Minute
+	}
 	s := &Server{
 		auth: cfg.Authority, clients: cfg.Clients, log: log, now: now, entry: entry,
-		lim:      newLimiter(now, rate, float64(burst)),
+		lim:      newLimiter(now, rate, float64(burst), addrRate, float64(addrBurst)),
+		audit:    newAuditLog(log, interval, now()),
 		checking: make(chan struct{}, min(runtime.GOMAXPROCS(0), 4)),
+		stop:     make(chan struct{}),
 	}
 	if iss := cfg.Authority.JWTIssuer(); iss != "" {
 		if s.discovery, err = json.MarshalIndent(s.discoveryDoc(iss), "", "  "); err != nil {
@@ -194,6 +224,21 @@ func (s *Server) Handler() http.Handler { return s.http.Handler }
 // Serve answers HTTPS requests on l until Shutdown. It returns nil after
 // Shutdown.
 func (s *Server) Serve(l net.Listener) error {
+	// Counts of refused token requests reach the audit trail even when no
+	// further request comes.
+	go func() {
+		t := time.NewTicker(s.audit.interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-s.stop:
+				s.audit.flush(s.now().Add(s.audit.interval))
+				return
+			case <-t.C:
+				s.audit.flushDue(s.now())
+			}
+		}
+	}()
 	err := s.http.ServeTLS(l, "", "")
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
@@ -202,7 +247,10 @@ func (s *Server) Serve(l net.Listener) error {
 }
 
 // Shutdown stops accepting and waits for requests in flight, until ctx is done.
-func (s *Server) Shutdown(ctx context.Context) error { return s.http.Shutdown(ctx) }
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.stopOnce.Do(func() { close(s.stop) })
+	return s.http.Shutdown(ctx)
+}
 
 // TLSConfig is the listener's TLS configuration: the server's own SVID,
 // renewed at half its life, and client certificates requested, optional,
@@ -273,21 +321,16 @@ func (s *Server) renew(ctx context.Context) (*serverCert, error) {
 var ErrClientCertificate = errors.New("public: client certificate refused")
 
 // verifyClient checks a client's certificates: an X.509-SVID of the trust
-// domain that verifies against the current bundle, whose serial is not
-// revoked, and whose SPIFFE ID is not blocked nor revoked since before the
-// certificate was issued.
+// domain that verifies against the current bundle and that the snapshot's
+// CheckRevocation accepts.
 func (s *Server) verifyClient(certs []*x509.Certificate) (spiffeid.ID, error) {
 	snap := s.auth.Snapshot()
 	id, _, err := x509svid.Verify(certs, snap.Bundle(), x509svid.WithTime(s.now()))
 	if err != nil {
 		return spiffeid.ID{}, fmt.Errorf("%w: %v", ErrClientCertificate, err)
 	}
-	leaf := certs[0]
-	if snap.SerialRevoked(leaf.SerialNumber.Text(16)) {
-		return id, fmt.Errorf("%w: %s: serial %s is revoked", ErrClientCertificate, id, leaf.SerialNumber.Text(16))
-	}
-	if r, ok := snap.Revoked(id); ok && (r.Blocked || leaf.NotBefore.Before(r.RevokedAt)) {
-		return id, fmt.Errorf("%w: %s is revoked since %s", ErrClientCertificate, id, r.RevokedAt.UTC().Format(time.RFC3339))
+	if err := snap.CheckRevocation(ca.X509Credential(id, certs[0].SerialNumber.Text(16))); err != nil {
+		return id, fmt.Errorf("%w: %v", ErrClientCertificate, err)
 	}
 	return id, nil
 }

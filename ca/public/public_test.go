@@ -11,11 +11,14 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -29,6 +32,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 
 	"github.com/badge-dev/badge/ca"
+	"github.com/badge-dev/badge/storage"
 	"github.com/badge-dev/badge/storage/bbolt"
 )
 
@@ -114,20 +118,39 @@ func (f *fixture) client(cert *tls.Certificate) *http.Client {
 	return &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}, Timeout: 30 * time.Second}
 }
 
-// svid issues an X.509-SVID for id (a registered entry) as a TLS certificate.
+// clientFrom returns an HTTPS client, like client(nil), whose connections
+// come from the loopback address ip (127.0.0.2, ...): a distinct source
+// address for the listener's limits.
+func (f *fixture) clientFrom(ip string) *http.Client {
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}, Timeout: 10 * time.Second}
+	return &http.Client{Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: f.roots, ServerName: "127.0.0.1"},
+		DialContext:     d.DialContext,
+	}, Timeout: 30 * time.Second}
+}
+
+// svid issues an X.509-SVID for id (registering an entry for it the first
+// time) as a TLS certificate.
 func (f *fixture) svid(t *testing.T, id string) *tls.Certificate {
 	t.Helper()
-	rec, err := f.auth.CreateEntry(context.Background(), ca.EntryRequest{SPIFFEID: id, Selectors: []string{"unix:uid:4242"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	snap := f.auth.Snapshot()
 	var e *ca.Entry
-	for _, x := range snap.Entries() {
-		if x.Record.ID == rec.ID {
+	for _, x := range f.auth.Snapshot().Entries() {
+		if x.ID.String() == id {
 			e = x
 		}
 	}
+	if e == nil {
+		rec, err := f.auth.CreateEntry(context.Background(), ca.EntryRequest{SPIFFEID: id, Selectors: []string{"unix:uid:4242"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, x := range f.auth.Snapshot().Entries() {
+			if x.Record.ID == rec.ID {
+				e = x
+			}
+		}
+	}
+	snap := f.auth.Snapshot()
 	s, err := f.auth.SignX509SVID(context.Background(), snap, e)
 	if err != nil {
 		t.Fatal(err)
@@ -371,6 +394,18 @@ func TestIntrospection(t *testing.T) {
 			t.Fatalf("got %s %v, want 401", resp.Status, out)
 		}
 	})
+	t.Run("fresh certificate of the revoked caller", func(t *testing.T) {
+		// Issued right after the revocation, its NotBefore is backdated
+		// to before it: only its serial decides, and it is not revoked.
+		fresh := f.svid(t, "spiffe://example.org/gateway")
+		if !fresh.Leaf.NotBefore.Before(time.Now().Add(-10 * time.Second)) {
+			t.Fatalf("setup: NotBefore %s is not backdated", fresh.Leaf.NotBefore)
+		}
+		resp, out := postForm(t, f.client(fresh), f.url+"/introspect", form, [2]string{})
+		if resp.StatusCode != 200 || out["active"] != true {
+			t.Fatalf("got %s %v, want the token introspected", resp.Status, out)
+		}
+	})
 }
 
 // selfSigned returns a certificate for id that no badge CA signed.
@@ -494,6 +529,9 @@ func TestClientCredentials(t *testing.T) {
 		if resp.StatusCode != http.StatusUnauthorized || out["error"] != "invalid_client" || out["error_description"] != "unknown client or wrong secret" {
 			t.Fatalf("got %s %v", resp.Status, out)
 		}
+		// This address has failed often enough to wait itself.
+		d, _ := strconv.Atoi(resp.Header.Get("Retry-After"))
+		f.clock.Advance(time.Duration(d) * time.Second)
 	})
 	t.Run("blocked identity", func(t *testing.T) {
 		if _, err := f.auth.RevokeID(context.Background(), ca.RevokeRequest{SPIFFEID: id, Block: true}); err != nil {
@@ -506,25 +544,166 @@ func TestClientCredentials(t *testing.T) {
 	})
 }
 
+// TestSecretChecksAreCappedOverall: addresses that have failed share one
+// budget of secret checks; an address without failures does not draw on
+// it, so many guessing addresses cannot starve a client.
 func TestSecretChecksAreCappedOverall(t *testing.T) {
 	f := start(t, "", func(c *Config) { c.SecretChecksPerSecond, c.SecretCheckBurst = 1, 2 })
-	c := f.client(nil)
-	form := url.Values{"grant_type": {"client_credentials"}, "audience": {"q"}}
-	var codes []int
-	// Distinct unknown client IDs: the per-client delay does not apply,
-	// the global budget does.
-	for i := range 3 {
-		resp, _ := postForm(t, c, f.url+"/oauth2/token", form, [2]string{"spiffe://example.org/guess" + strconv.Itoa(i), "x"})
-		codes = append(codes, resp.StatusCode)
+	const id = "spiffe://example.org/batch"
+	_, secret, err := f.auth.CreateClient(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if codes[0] != 401 || codes[1] != 401 || codes[2] != http.StatusTooManyRequests {
+	u := f.url + "/oauth2/token"
+	form := url.Values{"grant_type": {"client_credentials"}, "audience": {"q"}}
+	guess := func(ip string, n int) int {
+		resp, _ := postForm(t, f.clientFrom(ip), u, form, [2]string{"spiffe://example.org/guess" + strconv.Itoa(n), "x"})
+		return resp.StatusCode
+	}
+	// A first failure from each of three addresses: free of the budget.
+	for i, ip := range []string{"127.0.0.2", "127.0.0.3", "127.0.0.4"} {
+		if code := guess(ip, i); code != 401 {
+			t.Fatalf("first guess from %s: %d, want 401", ip, code)
+		}
+	}
+	// Now suspect, they share a budget of two.
+	var codes []int
+	for i, ip := range []string{"127.0.0.2", "127.0.0.3", "127.0.0.4"} {
+		codes = append(codes, guess(ip, 10+i))
+	}
+	if !slices.Equal(codes, []int{401, 401, http.StatusTooManyRequests}) {
 		t.Fatalf("codes %v: want two checks, then 429", codes)
 	}
-	f.clock.Advance(time.Second)
-	resp, _ := postForm(t, c, f.url+"/oauth2/token", form, [2]string{"spiffe://example.org/guess9", "x"})
-	if resp.StatusCode != 401 {
-		t.Errorf("after a second: %s, want a check again", resp.Status)
+	// A clean address is checked, and succeeds, with the budget spent.
+	resp, out := postForm(t, f.clientFrom("127.0.0.5"), u, form, [2]string{id, secret})
+	if resp.StatusCode != 200 {
+		t.Fatalf("client from a clean address while the budget is spent: %s %v", resp.Status, out)
 	}
+	f.clock.Advance(time.Second)
+	if code := guess("127.0.0.4", 20); code != 401 {
+		t.Errorf("after a second: %d, want a check again", code)
+	}
+}
+
+// countingClients counts the secret checks made through the real
+// authority.
+type countingClients struct {
+	Clients
+	mu     sync.Mutex
+	checks int
+}
+
+func (c *countingClients) AuthenticateClient(ctx context.Context, id, secret string) (storage.Client, error) {
+	c.mu.Lock()
+	c.checks++
+	c.mu.Unlock()
+	return c.Clients.AuthenticateClient(ctx, id, secret)
+}
+
+func (c *countingClients) count() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.checks
+}
+
+// TestTokenEndpointGuessersCannotLockOut is the attack on the token
+// endpoint: a guesser at one address, trying the real client's ID or
+// random ones, neither locks out nor starves the client at another
+// address; its own checks stay bounded; and the audit trail gets a count,
+// not a line per attempt.
+func TestTokenEndpointGuessersCannotLockOut(t *testing.T) {
+	var logs syncBuffer
+	var counted *countingClients
+	f := start(t, "", func(c *Config) {
+		counted = &countingClients{Clients: c.Clients}
+		c.Clients = counted
+		c.Logger = slog.New(slog.NewJSONHandler(&logs, nil))
+	})
+	const id = "spiffe://example.org/batch"
+	_, secret, err := f.auth.CreateClient(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := f.url + "/oauth2/token"
+	form := url.Values{"grant_type": {"client_credentials"}, "audience": {"q"}}
+	attacker, legit := f.clientFrom("127.0.0.2"), f.clientFrom("127.0.0.3")
+	ok := 0
+	for round := range 15 {
+		// Wrong secrets for the real client, and random client IDs.
+		for i := range 4 {
+			resp, _ := postForm(t, attacker, u, form, [2]string{id, "guess" + strconv.Itoa(i)})
+			if resp.StatusCode == 200 {
+				t.Fatal("a wrong secret was accepted")
+			}
+			resp, _ = postForm(t, attacker, u, form, [2]string{"spiffe://example.org/r" + strconv.Itoa(round*10+i), "x"})
+			if resp.StatusCode == 200 {
+				t.Fatal("a random client was accepted")
+			}
+		}
+		resp, out := postForm(t, legit, u, form, [2]string{id, secret})
+		if resp.StatusCode == 200 {
+			ok++
+		} else {
+			t.Logf("round %d: the client got %s %v", round, resp.Status, out)
+		}
+		f.clock.Advance(5 * time.Second)
+	}
+	if ok != 15 {
+		t.Errorf("the client succeeded %d/15 times under attack from another address", ok)
+	}
+	// The attacker made 120 attempts in 75 s; the address's doubling delay
+	// leaves it its free failures and about log2(75 s / 1 s) more.
+	if attacks := counted.count() - ok; attacks > addressFreeFailures+7 {
+		t.Errorf("%d secret checks for the attacker, want at most %d", attacks, addressFreeFailures+7)
+	}
+
+	f.srv.audit.flush(f.clock.Now().Add(time.Hour))
+	total, lines := 0, 0
+	for _, l := range logs.lines(t) {
+		if l["msg"] != "token request" || l["result"] == "issued" {
+			continue
+		}
+		if l["remote"] != "127.0.0.2" || l["audit"] != true {
+			t.Errorf("refusal line %v", l)
+		}
+		lines++
+		n, _ := l["count"].(float64)
+		total += int(n)
+	}
+	if total != 120 {
+		t.Errorf("audit lines count %d refusals, want 120", total)
+	}
+	if lines > 12 {
+		t.Errorf("%d audit lines for 120 refusals from one address in 75 s, want them aggregated", lines)
+	}
+}
+
+// syncBuffer is a log destination safe for concurrent writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+// lines decodes the JSON log lines.
+func (s *syncBuffer) lines(t *testing.T) []map[string]any {
+	t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []map[string]any
+	for _, l := range strings.Split(strings.TrimSpace(s.b.String()), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(l), &m); err != nil {
+			t.Fatalf("log line %q: %v", l, err)
+		}
+		out = append(out, m)
+	}
+	return out
 }
 
 func TestTokenEndpointWithoutClients(t *testing.T) {
@@ -625,27 +804,79 @@ func FuzzParseTokenRequest(f *testing.F) {
 
 func TestLimiter(t *testing.T) {
 	clk := &clock{now: time.Unix(1e9, 0)}
-	l := newLimiter(clk.Now, 10, 20)
+	l := newLimiter(clk.Now, 10, 20, 1000, 1000)
 	for i, want := range []time.Duration{1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300} {
-		if got := l.fail("a"); got != want*time.Second {
+		if got := l.fail("192.0.2.1", "a"); got != want*time.Second {
 			t.Fatalf("failure %d: delay %s, want %s", i+1, got, want*time.Second)
 		}
 	}
-	if l.blocked("a") != 300*time.Second || l.blocked("b") != 0 {
-		t.Errorf("blocked a %s, b %s", l.blocked("a"), l.blocked("b"))
+	if w, why := l.admit("192.0.2.1", "a"); w != 300*time.Second || why != limitClient {
+		t.Errorf("admit of the failing pair: %s %s", w, why)
+	}
+	// The same client from another address is checked.
+	if w, why := l.admit("192.0.2.2", "a"); w != 0 {
+		t.Errorf("admit of the client from another address: %s %s", w, why)
+	}
+	// The failing address waits for any client.
+	if w, why := l.admit("192.0.2.1", "b"); w == 0 || why != limitAddress {
+		t.Errorf("admit of another client from the failing address: %s %s", w, why)
 	}
 	clk.Advance(forgetAfter + time.Second)
-	if got := l.fail("a"); got != time.Second {
+	if got := l.fail("192.0.2.1", "a"); got != time.Second {
 		t.Errorf("after %s without failures: delay %s, want 1s", forgetAfter, got)
 	}
-	l.succeed("a")
-	if l.blocked("a") != 0 {
-		t.Errorf("blocked after success")
+	l.succeed("192.0.2.1", "a")
+	if w, _ := l.admit("192.0.2.1", "a"); w != 0 {
+		t.Errorf("blocked after success: %s", w)
 	}
 	for i := range maxTracked + 10 {
-		l.fail(strconv.Itoa(i))
+		l.fail("198.51.100."+strconv.Itoa(i%250), strconv.Itoa(i))
+		l.admit("2001:db8:"+strconv.FormatInt(int64(i), 16)+"::1", "x")
 	}
-	if len(l.clients) > maxTracked {
-		t.Errorf("%d clients tracked, bound %d", len(l.clients), maxTracked)
+	if len(l.pairs) > maxTracked || len(l.addrs) > maxTracked {
+		t.Errorf("%d pairs, %d addresses tracked, bound %d", len(l.pairs), len(l.addrs), maxTracked)
 	}
+}
+
+func TestAddressKey(t *testing.T) {
+	for in, want := range map[string]string{
+		"192.0.2.1:443":                  "192.0.2.1",
+		"[::ffff:192.0.2.1]:80":          "192.0.2.1",
+		"[2001:db8:1:2:3:4:5:6]:443":     "2001:db8:1:2::/64",
+		"[2001:db8:1:2:ffff::1%eth0]:44": "2001:db8:1:2::/64",
+		"not an address":                 "not an address",
+	} {
+		if got := addressKey(in); got != want {
+			t.Errorf("addressKey(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// FuzzAddressKey checks that the source key never panics and that a
+// peer address always maps to one IP address or one IPv6 /64.
+func FuzzAddressKey(f *testing.F) {
+	for _, s := range []string{"192.0.2.1:443", "[::ffff:192.0.2.1]:80", "[2001:db8::1%eth0]:1", "[::1]:0", ":80", "", "[", "1.2.3.4"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, remote string) {
+		key := addressKey(remote)
+		host, _, err := net.SplitHostPort(remote)
+		if err != nil {
+			return
+		}
+		ip, err := netip.ParseAddr(host)
+		if err != nil {
+			return
+		}
+		if ip.Unmap().Is4() {
+			if a, err := netip.ParseAddr(key); err != nil || a != ip.Unmap() {
+				t.Fatalf("addressKey(%q) = %q, want %s", remote, key, ip.Unmap())
+			}
+			return
+		}
+		p, err := netip.ParsePrefix(key)
+		if err != nil || p.Bits() != 64 || !p.Contains(ip.WithZone("")) {
+			t.Fatalf("addressKey(%q) = %q, want the /64 of %s", remote, key, ip)
+		}
+	})
 }

@@ -1,6 +1,7 @@
 package public
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
@@ -9,8 +10,11 @@ import (
 	"log/slog"
 	"math"
 	"mime"
+	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -149,36 +153,33 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
+	now := s.now()
+	s.audit.flushDue(now)
+	addr := addressKey(r.RemoteAddr)
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
 	if err != nil {
-		writeOAuthError(w, &oauthError{Status: http.StatusBadRequest, Code: "invalid_request", Description: "the body exceeds 64 KiB or could not be read"})
+		s.refuse(w, r, now, addr, "", &oauthError{Status: http.StatusBadRequest, Code: "invalid_request", Description: "the body exceeds 64 KiB or could not be read"})
 		return
 	}
 	req, oerr := parseTokenRequest(r.Header.Get("Authorization"), r.Header.Get("Content-Type"), body)
-	audit := func(result string, attrs ...slog.Attr) {
-		attrs = append(attrs, slog.String("client_id", truncate(req.ClientID)), slog.String("remote", r.RemoteAddr),
-			slog.String("result", result), slog.Bool(ca.LogAudit, true))
-		level := slog.LevelInfo
-		if result != "issued" {
-			level = slog.LevelWarn
-		}
-		s.log.LogAttrs(r.Context(), level, "token request", attrs...)
-	}
 	if oerr != nil {
-		audit(oerr.Code, slog.String("reason", oerr.Description))
-		writeOAuthError(w, oerr)
+		// Cheap to send and free of any check: one audit line per address
+		// and interval, whatever client_id it names.
+		s.refuse(w, r, now, addr, "", oerr, slog.String("reason", oerr.Description))
 		return
 	}
-	if wait := s.lim.blocked(req.ClientID); wait > 0 {
-		audit("rate_limited", slog.Duration("retry_after", wait))
-		writeOAuthError(w, &oauthError{Status: http.StatusTooManyRequests, Code: "temporarily_unavailable",
-			Description: "too many failed attempts for this client; retry later", RetryAfter: wait})
-		return
-	}
-	if !s.lim.allowCheck() {
-		audit("overloaded")
-		writeOAuthError(w, &oauthError{Status: http.StatusTooManyRequests, Code: "temporarily_unavailable",
-			Description: "too many client authentications; retry later", RetryAfter: time.Second})
+	if wait, why := s.lim.admit(addr, req.ClientID); wait > 0 {
+		client, desc := req.ClientID, "too many failed attempts for this client from your address; retry later"
+		switch why {
+		case limitAddress:
+			client, desc = "", "too many failed attempts from your address; retry later"
+		case limitAddressRate:
+			client, desc = "", "too many client authentications from your address; retry later"
+		case limitOverall:
+			client, desc = "", "too many client authentications; retry later"
+		}
+		s.refuse(w, r, now, addr, client, &oauthError{Status: http.StatusTooManyRequests, Code: "temporarily_unavailable",
+			Description: desc, RetryAfter: wait}, slog.String("limit", string(why)), slog.Duration("retry_after", wait))
 		return
 	}
 	select {
@@ -190,71 +191,134 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	<-s.checking
 	switch {
 	case errors.Is(err, ca.ErrClientAuth):
-		wait := s.lim.fail(req.ClientID)
-		audit("invalid_client", slog.String("method", req.Method), slog.Duration("retry_after", wait))
-		writeOAuthError(w, &oauthError{Status: http.StatusUnauthorized, Code: "invalid_client",
-			Description: "unknown client or wrong secret", RetryAfter: wait})
+		wait := s.lim.fail(addr, req.ClientID)
+		s.refuse(w, r, s.now(), addr, req.ClientID, &oauthError{Status: http.StatusUnauthorized, Code: "invalid_client",
+			Description: "unknown client or wrong secret", RetryAfter: wait}, slog.String("method", req.Method), slog.Duration("retry_after", wait))
 		return
 	case err != nil:
 		s.log.Error("client authentication failed", slog.Any(ca.LogError, err))
-		audit("server_error")
+		s.auditOne(r, addr, req.ClientID, "server_error")
 		writeOAuthError(w, &oauthError{Status: http.StatusInternalServerError, Code: "server_error", Description: "client authentication failed"})
 		return
 	}
-	s.lim.succeed(req.ClientID)
+	s.lim.succeed(addr, req.ClientID)
 	tok, err := s.clients.SignClientJWTSVID(r.Context(), s.auth.Snapshot(), c, req.Audience)
 	var inv *ca.InvalidError
 	switch {
 	case errors.Is(err, ca.ErrBlocked):
-		audit("unauthorized_client", slog.String(ca.LogSPIFFEID, c.SPIFFEID))
-		writeOAuthError(w, &oauthError{Status: http.StatusBadRequest, Code: "unauthorized_client", Description: c.SPIFFEID + " is blocked"})
+		s.refuse(w, r, now, addr, req.ClientID, &oauthError{Status: http.StatusBadRequest, Code: "unauthorized_client", Description: c.SPIFFEID + " is blocked"},
+			slog.String(ca.LogSPIFFEID, c.SPIFFEID))
 		return
 	case errors.As(err, &inv):
-		audit("invalid_target", slog.String("reason", err.Error()))
-		writeOAuthError(w, &oauthError{Status: http.StatusBadRequest, Code: "invalid_target", Description: err.Error()})
+		s.refuse(w, r, now, addr, req.ClientID, &oauthError{Status: http.StatusBadRequest, Code: "invalid_target", Description: err.Error()},
+			slog.String("reason", err.Error()))
 		return
 	case err != nil:
 		s.log.Error("signing a client's JWT-SVID failed", slog.Any(ca.LogError, err))
-		audit("server_error")
+		s.auditOne(r, addr, req.ClientID, "server_error")
 		writeOAuthError(w, &oauthError{Status: http.StatusInternalServerError, Code: "server_error", Description: "signing failed"})
 		return
 	}
-	audit("issued", slog.String(ca.LogSPIFFEID, c.SPIFFEID), slog.Any("audience", req.Audience))
+	s.auditOne(r, addr, req.ClientID, "issued", slog.String(ca.LogSPIFFEID, c.SPIFFEID), slog.Any("audience", req.Audience))
 	w.Header().Set("Pragma", "no-cache")
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(tokenResponse{
 		AccessToken: tok.Token,
 		TokenType:   "Bearer",
-		ExpiresIn:   max(int64(tok.ExpiresAt.Sub(s.now())/time.Second), 0),
+		// Never more than the token's lifetime, whatever s.now says.
+		ExpiresIn: max(int64(min(tok.ExpiresAt.Sub(s.now()), tok.ExpiresAt.Sub(tok.IssuedAt))/time.Second), 0),
 	})
 }
 
-// Rate limits of client authentication.
+// auditOne writes the audit record of one token request: every issued
+// token, and server errors.
+func (s *Server) auditOne(r *http.Request, addr, client, result string, attrs ...slog.Attr) {
+	attrs = append(attrs, slog.String("client_id", truncate(client)), slog.String("remote", addr),
+		slog.String("result", result), slog.Bool(ca.LogAudit, true))
+	level := slog.LevelInfo
+	if result != "issued" {
+		level = slog.LevelWarn
+	}
+	s.log.LogAttrs(r.Context(), level, "token request", attrs...)
+}
+
+// refuse answers a refused token request and records it in the audit
+// trail, aggregated: the first refusal of an (address, client, result) in
+// an interval is logged at once, the others of the interval as one line
+// with their count. client "" aggregates over all clients of the address.
+func (s *Server) refuse(w http.ResponseWriter, r *http.Request, now time.Time, addr, client string, e *oauthError, attrs ...slog.Attr) {
+	s.audit.record(r.Context(), now, auditKey{addr: addr, client: truncate(client), result: e.Code}, attrs)
+	writeOAuthError(w, e)
+}
+
+// addressKey is the source a request is limited by: the IP address of
+// the peer, an IPv6 address by its /64 (what one host usually holds).
+// Behind a proxy every request comes from the proxy's address.
+func addressKey(remote string) string {
+	host, _, err := net.SplitHostPort(remote)
+	if err != nil {
+		host = remote
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return host
+	}
+	ip = ip.Unmap()
+	if ip.Is6() {
+		if p, err := ip.WithZone("").Prefix(64); err == nil {
+			return p.String()
+		}
+	}
+	return ip.String()
+}
+
+// Limits of client authentication.
 const (
-	// firstDelay is how long a client waits after one failure; each
-	// further failure doubles it, up to maxDelay.
+	// firstDelay is how long an (address, client) pair waits after one
+	// failure; each further failure doubles it, up to maxDelay.
 	firstDelay = time.Second
 	maxDelay   = 5 * time.Minute
-	// forgetAfter: a client with no failure for this long starts over.
+	// addressFreeFailures is how many failures an address may have, over
+	// all clients, before the address itself waits: firstDelay after one
+	// more, doubling up to maxDelay.
+	addressFreeFailures = 5
+	// forgetAfter: a pair or address with no failure for this long starts over.
 	forgetAfter = 15 * time.Minute
-	// maxTracked bounds the clients whose failures are remembered.
+	// maxTracked bounds the pairs, and the addresses, remembered.
 	maxTracked = 10000
 )
 
-// limiter slows down guessing: per client ID (known or not), each failure
-// blocks the ID for a delay that doubles with every consecutive failure;
-// over all clients, a token bucket bounds the rate of secret checks, each
-// of which costs an argon2id hash.
+// limitReason says which limit refused a request.
+type limitReason string
+
+const (
+	limitClient      limitReason = "client"       // the (address, client) pair is backing off
+	limitAddress     limitReason = "address"      // the address is backing off
+	limitAddressRate limitReason = "address_rate" // the address's budget of secret checks
+	limitOverall     limitReason = "overall"      // the budget of addresses with failures
+)
+
+// limiter bounds client authentication so that a guesser can neither
+// guess fast nor lock anyone else out:
+//   - per (address, client ID), each failure blocks the pair for a delay
+//     that doubles with every consecutive failure; a success clears it.
+//     A client guessed at from elsewhere still gets its secret checked;
+//   - per address, failures over all client IDs beyond a few block the
+//     address the same way, and a token bucket bounds its secret checks
+//     (each an argon2id hash), so random client IDs cost it its own budget;
+//   - over all addresses that have failed recently, a token bucket bounds
+//     the secret checks, so many guessing addresses cannot take the CPU.
+//     Addresses without failures do not draw on it and cannot be starved.
 type limiter struct {
 	now func() time.Time
 
-	mu      sync.Mutex
-	clients map[[sha256.Size]byte]*failures // by SHA-256 of the presented client ID: bounded memory
-	tokens  float64
-	last    time.Time
-	rate    float64
-	burst   float64
+	mu     sync.Mutex
+	pairs  map[[sha256.Size]byte]*failures // by SHA-256 of address, NUL, client ID: bounded memory
+	addrs  map[string]*addressState
+	global bucket
+	// addrRate and addrBurst configure each address's bucket.
+	addrRate, addrBurst float64
 }
 
 type failures struct {
@@ -263,77 +327,265 @@ type failures struct {
 	lastFail time.Time
 }
 
-func newLimiter(now func() time.Time, rate, burst float64) *limiter {
-	return &limiter{now: now, clients: make(map[[sha256.Size]byte]*failures), tokens: burst, last: now(), rate: rate, burst: burst}
-}
-
-// blocked returns how long id must still wait, or 0.
-func (l *limiter) blocked(id string) time.Duration {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	f, ok := l.clients[sha256.Sum256([]byte(id))]
-	if !ok {
-		return 0
-	}
-	return max(f.until.Sub(l.now()), 0)
-}
-
-// allowCheck takes one secret check from the global bucket.
-func (l *limiter) allowCheck() bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	now := l.now()
-	l.tokens = min(l.burst, l.tokens+now.Sub(l.last).Seconds()*l.rate)
-	l.last = now
-	if l.tokens < 1 {
-		return false
-	}
-	l.tokens--
-	return true
-}
-
-// fail records a failure of id and returns how long it is now blocked.
-func (l *limiter) fail(id string) time.Duration {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	now := l.now()
-	key := sha256.Sum256([]byte(id))
-	f, ok := l.clients[key]
-	if ok && now.Sub(f.lastFail) > forgetAfter {
+// add records one failure at now; the first free failures do not block.
+func (f *failures) add(now time.Time, free int) time.Duration {
+	if now.Sub(f.lastFail) > forgetAfter {
 		f.n = 0
 	}
-	if !ok {
-		if len(l.clients) >= maxTracked {
-			l.evict(now)
-		}
-		f = &failures{}
-		l.clients[key] = f
-	}
 	f.n++
-	d := maxDelay
-	if f.n <= 20 {
-		d = min(firstDelay<<(f.n-1), maxDelay)
+	f.lastFail = now
+	n := f.n - free
+	if n <= 0 {
+		return 0
 	}
-	f.lastFail, f.until = now, now.Add(d)
+	d := maxDelay
+	if n <= 20 {
+		d = min(firstDelay<<(n-1), maxDelay)
+	}
+	f.until = now.Add(d)
 	return d
 }
 
-// succeed forgets the failures of id.
-func (l *limiter) succeed(id string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	delete(l.clients, sha256.Sum256([]byte(id)))
+func (f *failures) wait(now time.Time) time.Duration { return max(f.until.Sub(now), 0) }
+
+// recent reports whether f holds a failure not yet forgotten.
+func (f *failures) recent(now time.Time) bool {
+	return f.n > 0 && now.Sub(f.lastFail) <= forgetAfter
 }
 
-// evict forgets clients not blocked and without a recent failure; if all
-// are, it forgets them all: the global bucket still bounds the rate.
-func (l *limiter) evict(now time.Time) {
-	for k, f := range l.clients {
-		if now.After(f.until) && now.Sub(f.lastFail) > forgetAfter {
-			delete(l.clients, k)
+type addressState struct {
+	failures
+	checks bucket
+}
+
+// bucket is a token bucket.
+type bucket struct {
+	tokens, rate, burst float64
+	last                time.Time
+}
+
+func newBucket(now time.Time, rate, burst float64) bucket {
+	return bucket{tokens: burst, rate: rate, burst: burst, last: now}
+}
+
+func (b *bucket) refill(now time.Time) {
+	if now.After(b.last) {
+		b.tokens = min(b.burst, b.tokens+now.Sub(b.last).Seconds()*b.rate)
+		b.last = now
+	}
+}
+
+// untilOne is how long until the bucket holds a whole token.
+func (b *bucket) untilOne() time.Duration {
+	return max(time.Duration((1-b.tokens)/b.rate*float64(time.Second)), time.Millisecond)
+}
+
+func newLimiter(now func() time.Time, rate, burst, addrRate, addrBurst float64) *limiter {
+	return &limiter{
+		now: now, pairs: make(map[[sha256.Size]byte]*failures), addrs: make(map[string]*addressState),
+		global: newBucket(now(), rate, burst), addrRate: addrRate, addrBurst: addrBurst,
+	}
+}
+
+func pairKey(addr, client string) [sha256.Size]byte {
+	return sha256.Sum256([]byte(addr + "\x00" + client))
+}
+
+// admit decides whether a secret check of client from addr may run now. If
+// so it takes the check from the budgets and returns 0; else how long to
+// wait and which limit refused.
+func (l *limiter) admit(addr, client string) (time.Duration, limitReason) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.now()
+	if f, ok := l.pairs[pairKey(addr, client)]; ok {
+		if w := f.wait(now); w > 0 {
+			return w, limitClient
 		}
 	}
-	if len(l.clients) >= maxTracked {
-		clear(l.clients)
+	a := l.address(addr, now)
+	if w := a.wait(now); w > 0 {
+		return w, limitAddress
+	}
+	a.checks.refill(now)
+	if a.checks.tokens < 1 {
+		return a.checks.untilOne(), limitAddressRate
+	}
+	suspect := a.recent(now)
+	if suspect {
+		l.global.refill(now)
+		if l.global.tokens < 1 {
+			return l.global.untilOne(), limitOverall
+		}
+		l.global.tokens--
+	}
+	a.checks.tokens--
+	return 0, ""
+}
+
+// address returns the state of addr, tracking it if new.
+func (l *limiter) address(addr string, now time.Time) *addressState {
+	a, ok := l.addrs[addr]
+	if !ok {
+		if len(l.addrs) >= maxTracked {
+			l.evict(now)
+		}
+		a = &addressState{checks: newBucket(now, l.addrRate, l.addrBurst)}
+		l.addrs[addr] = a
+	}
+	return a
+}
+
+// fail records a failed check of client from addr and returns how long
+// the pair (or the address) is now blocked.
+func (l *limiter) fail(addr, client string) time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.now()
+	key := pairKey(addr, client)
+	f, ok := l.pairs[key]
+	if !ok {
+		if len(l.pairs) >= maxTracked {
+			l.evict(now)
+		}
+		f = &failures{}
+		l.pairs[key] = f
+	}
+	d := f.add(now, 0)
+	return max(d, l.address(addr, now).add(now, addressFreeFailures))
+}
+
+// succeed forgets the failures of client from addr. The address's own
+// failures stay: a client that knows one secret cannot clear the record
+// of its guesses at others.
+func (l *limiter) succeed(addr, client string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.pairs, pairKey(addr, client))
+}
+
+// evict forgets pairs and addresses that are neither blocked nor holding
+// a recent failure nor a spent budget; if that is not enough, it forgets
+// them all: the overall bucket still bounds the rate.
+func (l *limiter) evict(now time.Time) {
+	for k, f := range l.pairs {
+		if now.After(f.until) && !f.recent(now) {
+			delete(l.pairs, k)
+		}
+	}
+	for k, a := range l.addrs {
+		a.checks.refill(now)
+		if now.After(a.until) && !a.recent(now) && a.checks.tokens >= a.checks.burst {
+			delete(l.addrs, k)
+		}
+	}
+	if len(l.pairs) >= maxTracked {
+		clear(l.pairs)
+	}
+	if len(l.addrs) >= maxTracked {
+		clear(l.addrs)
+	}
+}
+
+// auditKey is what refusals are aggregated by in the audit trail.
+type auditKey struct {
+	addr, client, result string
+}
+
+// auditWindow counts the refusals of one key in one interval.
+type auditWindow struct {
+	start time.Time
+	count int // refusals not logged yet
+	attrs []slog.Attr
+}
+
+// auditLog aggregates refused token requests: the first of an (address,
+// client, result) is logged at once, the rest of its interval as one line
+// with a count, so that a guesser cannot flood the log.
+type auditLog struct {
+	log      *slog.Logger
+	interval time.Duration
+
+	mu        sync.Mutex
+	windows   map[auditKey]*auditWindow
+	overflow  int // refusals of keys beyond maxTracked, not logged yet
+	lastFlush time.Time
+}
+
+func newAuditLog(log *slog.Logger, interval time.Duration, now time.Time) *auditLog {
+	return &auditLog{log: log, interval: interval, windows: make(map[auditKey]*auditWindow), lastFlush: now}
+}
+
+func (a *auditLog) record(ctx context.Context, now time.Time, k auditKey, attrs []slog.Attr) {
+	a.mu.Lock()
+	w, ok := a.windows[k]
+	if ok {
+		w.count++
+		w.attrs = attrs
+		a.mu.Unlock()
+		return
+	}
+	if len(a.windows) >= maxTracked {
+		a.overflow++
+		a.mu.Unlock()
+		return
+	}
+	a.windows[k] = &auditWindow{start: now}
+	a.mu.Unlock()
+	a.emit(ctx, k, 1, now, attrs)
+}
+
+func (a *auditLog) emit(ctx context.Context, k auditKey, count int, since time.Time, attrs []slog.Attr) {
+	client := k.client
+	if client == "" {
+		client = "*"
+	}
+	attrs = append(slices.Clip(attrs), slog.String("client_id", client), slog.String("remote", k.addr),
+		slog.String("result", k.result), slog.Int(ca.LogCount, count), slog.Time("since", since.UTC()), slog.Bool(ca.LogAudit, true))
+	a.log.LogAttrs(ctx, slog.LevelWarn, "token request", attrs...)
+}
+
+// flushDue flushes when an interval has passed since the last flush.
+func (a *auditLog) flushDue(now time.Time) {
+	a.mu.Lock()
+	due := now.Sub(a.lastFlush) >= a.interval
+	a.mu.Unlock()
+	if due {
+		a.flush(now)
+	}
+}
+
+// flush logs the count of every window whose interval has ended and starts
+// a new one for it; a window that ended with nothing to log is dropped.
+func (a *auditLog) flush(now time.Time) {
+	type line struct {
+		k     auditKey
+		count int
+		since time.Time
+		attrs []slog.Attr
+	}
+	var lines []line
+	a.mu.Lock()
+	a.lastFlush = now
+	for k, w := range a.windows {
+		if now.Sub(w.start) < a.interval {
+			continue
+		}
+		if w.count == 0 {
+			delete(a.windows, k)
+			continue
+		}
+		lines = append(lines, line{k, w.count, w.start, w.attrs})
+		w.start, w.count = now, 0
+	}
+	overflow := a.overflow
+	a.overflow = 0
+	a.mu.Unlock()
+	for _, l := range lines {
+		a.emit(context.Background(), l.k, l.count, l.since, l.attrs)
+	}
+	if overflow > 0 {
+		a.log.Warn("token request", slog.String("client_id", "*"), slog.String("remote", "*"), slog.String("result", "refused"),
+			slog.Int(ca.LogCount, overflow), slog.Bool(ca.LogAudit, true))
 	}
 }

@@ -263,7 +263,7 @@ func (s *Server) refresh(ctx context.Context, snap *ca.Snapshot, entries []*ca.E
 		for _, h := range held {
 			// A revoked SVID is replaced at once, with a new key: the
 			// legitimate holder keeps working while the stolen copy is dead.
-			if h.EntryID == e.Record.ID && h.Revision == e.Record.Revision && now.Before(h.RefreshAt()) && !snap.SerialRevoked(h.Serial) {
+			if h.EntryID == e.Record.ID && h.Revision == e.Record.Revision && now.Before(h.RefreshAt()) && snap.CheckRevocation(ca.X509Credential(h.ID, h.Serial)) == nil {
 				reuse = h
 				break
 			}

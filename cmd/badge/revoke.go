@@ -35,11 +35,7 @@ func runRevoke(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	noun := "certificates"
-	if resp.Revoked == 1 {
-		noun = "certificate"
-	}
-	fmt.Fprintf(e.stdout, "%d %s revoked\n", resp.Revoked, noun)
+	fmt.Fprintln(e.stdout, revokedLine(resp))
 	if *block {
 		fmt.Fprintf(e.stdout, "%s is blocked until `badge unblock --id %s`\n", *id, *id)
 	}
@@ -95,4 +91,18 @@ func runRevocationsList(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Serial, r.SPIFFEID, r.NotAfter.Format(time.RFC3339), orDash(r.Reason))
 	}
 	return tw.Flush()
+}
+
+// revokedLine says what a revocation changed: "2 certificates revoked",
+// "0 certificates revoked (1 already revoked)".
+func revokedLine(r admin.RevokeResponse) string {
+	noun := "certificates"
+	if r.Revoked == 1 {
+		noun = "certificate"
+	}
+	line := fmt.Sprintf("%d %s revoked", r.Revoked, noun)
+	if r.AlreadyRevoked > 0 {
+		line += fmt.Sprintf(" (%d already revoked)", r.AlreadyRevoked)
+	}
+	return line
 }

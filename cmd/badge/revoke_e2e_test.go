@@ -179,6 +179,29 @@ func TestE2ERevokeIDReissuesAndPublishesCRL(t *testing.T) {
 	if !strings.Contains(d.logs(), "audit=true") || !strings.Contains(d.logs(), "SPIFFE ID revoked") {
 		t.Fatal("no audit record of the revocation in the daemon log")
 	}
+
+	// Revoking again revokes only the fresh certificate; the first keeps
+	// its revocation time and reason, and is counted apart.
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"revoke", "--id", "spiffe://example.org/payments", "--reason", "again"}, "1 certificate revoked (1 already revoked)"},
+		{[]string{"revoke", "--serial", first.Serials[0], "--reason", "once more"}, "0 certificates revoked (1 already revoked)"},
+	} {
+		if out := d.mustBadge(tc.args...); strings.TrimSpace(out) != tc.want {
+			t.Fatalf("badge %s printed %q, want %q", strings.Join(tc.args, " "), out, tc.want)
+		}
+	}
+	var again admin.Revocations
+	if err := json.Unmarshal([]byte(d.mustBadge("revocations", "list", "--json")), &again); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range again.Serials {
+		if r.Serial == first.Serials[0] && (!r.RevokedAt.Equal(revs.Serials[0].RevokedAt) || r.Reason != "key leaked in a log") {
+			t.Fatalf("the first revocation was rewritten: %+v, was %+v", r, revs.Serials[0])
+		}
+	}
 }
 
 // TestE2ESDKRefusesRevokedCertificate: an SDK server in this process,

@@ -17,8 +17,10 @@ import (
 
 // RevokeID records the revocation of a SPIFFE ID and revokes every
 // certificate issued to it that is unexpired at now, in one transaction.
-// It returns the certificates it revoked. Revoking an ID again updates the
-// record; a block is never lifted by a later revocation without Block.
+// It returns the certificates it revoked now: one revoked before keeps its
+// record (time, reason, admin) and is not returned. Revoking an ID again
+// updates the ID's record; a block is never lifted by a later revocation
+// without Block.
 func (s *Store) RevokeID(ctx context.Context, r storage.Revocation, now time.Time) ([]storage.RevokedSerial, error) {
 	if err := r.Validate(); err != nil {
 		return nil, fmt.Errorf("storage/bbolt: %w", err)
@@ -27,12 +29,13 @@ func (s *Store) RevokeID(ctx context.Context, r storage.Revocation, now time.Tim
 	if err != nil {
 		return nil, err
 	}
-	revoked := make([]storage.RevokedSerial, len(serials))
-	for i, sr := range serials {
-		revoked[i] = storage.RevokedSerial{Serial: sr.Serial, SPIFFEID: sr.SPIFFEID, NotAfter: sr.NotAfter, RevokedAt: r.RevokedAt, Reason: r.Reason, AdminUID: r.AdminUID}
-	}
+	var revoked []storage.RevokedSerial
 	err = s.update(ctx, func(tx *bolt.Tx) error {
 		ids, err := bucket(tx, bucketRevokedIDs)
+		if err != nil {
+			return err
+		}
+		rs, err := bucket(tx, bucketRevokedSerials)
 		if err != nil {
 			return err
 		}
@@ -50,19 +53,41 @@ func (s *Store) RevokeID(ctx context.Context, r storage.Revocation, now time.Tim
 		if err := ids.Put([]byte(r.SPIFFEID), val); err != nil {
 			return err
 		}
+		revoked = revoked[:0]
+		for _, sr := range serials {
+			if rs.Get([]byte(sr.Serial)) != nil {
+				continue // revoked before: its record stays as it is
+			}
+			revoked = append(revoked, storage.RevokedSerial{Serial: sr.Serial, SPIFFEID: sr.SPIFFEID, NotAfter: sr.NotAfter, RevokedAt: r.RevokedAt, Reason: r.Reason, AdminUID: r.AdminUID})
+		}
 		return putRevokedSerials(tx, revoked)
 	})
 	if err != nil {
 		return nil, err
 	}
+	if revoked == nil {
+		revoked = []storage.RevokedSerial{}
+	}
 	return revoked, nil
 }
 
 // RevokeSerial revokes one certificate, which must have been recorded by
-// RecordSerial and not yet expired at now; else storage.ErrNotFound.
+// RecordSerial and not yet expired at now; else storage.ErrNotFound. A
+// certificate revoked before keeps its record: RevokeSerial returns that
+// record unchanged and an error wrapping storage.ErrExists.
 func (s *Store) RevokeSerial(ctx context.Context, serial, reason string, adminUID uint32, now time.Time) (storage.RevokedSerial, error) {
 	var out storage.RevokedSerial
 	err := s.update(ctx, func(tx *bolt.Tx) error {
+		rs, err := bucket(tx, bucketRevokedSerials)
+		if err != nil {
+			return err
+		}
+		if val := rs.Get([]byte(serial)); val != nil {
+			if out, err = decodeRevokedSerial([]byte(serial), val); err != nil {
+				return err
+			}
+			return fmt.Errorf("storage/bbolt: serial %s was revoked at %s: %w", serial, out.RevokedAt.UTC().Format(time.RFC3339), storage.ErrExists)
+		}
 		rec, err := lookupSerial(tx, serial)
 		if err != nil {
 			return err

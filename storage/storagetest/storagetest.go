@@ -83,6 +83,7 @@ func Run(t *testing.T, open func(t *testing.T) Store) {
 		{"Revocation/ID", testRevokeID},
 		{"Revocation/Serial", testRevokeSerial},
 		{"Revocation/Block", testRevokeBlock},
+		{"Revocation/SetOnce", testRevokeSetOnce},
 		{"Revocation/Prune", testRevocationPrune},
 		{"Revocation/CRLNumber", testCRLNumber},
 		{"Client/CreateGetList", testClientCreateGetList},
@@ -660,6 +661,65 @@ func testRevokeSerial(t *testing.T, s Store) {
 	_, revoked, err := s.ListRevocations(ctx)
 	if err != nil || len(revoked) != 1 || revoked[0].Reason != "rotated out" {
 		t.Fatalf("ListRevocations = %+v, %v", revoked, err)
+	}
+}
+
+// testRevokeSetOnce: the revocation time, reason and admin of a serial are
+// set once. Revoking its ID again, or the serial again, neither returns it
+// as newly revoked nor rewrites its record, so the dates on the revocation
+// list never move; the ID's own record takes the latest revocation.
+func testRevokeSetOnce(t *testing.T, s Store) {
+	ctx := t.Context()
+	web := "spiffe://example.org/web"
+	recordAll(t, s, []storage.Serial{serial(1, web, t0.Add(time.Hour)), serial(2, web, t0.Add(time.Hour))})
+	first := storage.Revocation{SPIFFEID: web, RevokedAt: t0, Reason: "first", AdminUID: 1}
+	if got, err := s.RevokeID(ctx, first, t0); err != nil || len(got) != 2 {
+		t.Fatalf("first RevokeID = %+v, %v; want 2 serials", got, err)
+	}
+	// Serial 3 is issued after the first revocation.
+	mustRecord(t, s, serial(3, web, t0.Add(time.Hour)))
+	t1 := t0.Add(time.Minute)
+	got, err := s.RevokeID(ctx, storage.Revocation{SPIFFEID: web, RevokedAt: t1, Reason: "second", AdminUID: 2}, t1)
+	if err != nil {
+		t.Fatalf("second RevokeID: %v", err)
+	}
+	if len(got) != 1 || got[0].Serial != fmt.Sprintf("%032x", 3) || !got[0].RevokedAt.Equal(t1) || got[0].Reason != "second" {
+		t.Fatalf("second RevokeID returned %+v; want only serial 3, revoked at %s", got, t1)
+	}
+	if again, err := s.RevokeID(ctx, storage.Revocation{SPIFFEID: web, RevokedAt: t1.Add(time.Second)}, t1); err != nil || len(again) != 0 || again == nil {
+		t.Fatalf("third RevokeID = %#v, %v; want an empty, non-nil list", again, err)
+	}
+	r, err := s.RevokeSerial(ctx, fmt.Sprintf("%032x", 1), "third", 3, t1.Add(time.Minute))
+	if !errors.Is(err, storage.ErrExists) {
+		t.Fatalf("RevokeSerial of a revoked serial = %v, want ErrExists", err)
+	}
+	if !r.RevokedAt.Equal(t0) || r.Reason != "first" || r.AdminUID != 1 {
+		t.Errorf("RevokeSerial of a revoked serial returned %+v; want its record as first revoked", r)
+	}
+	ids, serials, err := s.ListRevocations(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]struct {
+		at     time.Time
+		reason string
+		uid    uint32
+	}{
+		fmt.Sprintf("%032x", 1): {t0, "first", 1},
+		fmt.Sprintf("%032x", 2): {t0, "first", 1},
+		fmt.Sprintf("%032x", 3): {t1, "second", 2},
+	}
+	if len(serials) != len(want) {
+		t.Fatalf("ListRevocations serials = %+v", serials)
+	}
+	for _, r := range serials {
+		w := want[r.Serial]
+		if !r.RevokedAt.Equal(w.at) || r.Reason != w.reason || r.AdminUID != w.uid {
+			t.Errorf("serial %s: revoked at %s (%q, uid %d); want %s (%q, uid %d)", r.Serial, r.RevokedAt, r.Reason, r.AdminUID, w.at, w.reason, w.uid)
+		}
+	}
+	if len(ids) != 1 || !ids[0].RevokedAt.Equal(t1.Add(time.Second)) {
+		t.Errorf("ID record %+v; want the latest revocation time %s", ids, t1.Add(time.Second))
 	}
 }
 
