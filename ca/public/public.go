@@ -97,7 +97,8 @@ type Config struct {
 	SecretCheckBurst      int
 	// MaxConns bounds the connections the listener holds in all, and
 	// MaxConnsPerAddr those of one client IP address (0: no limit and
-	// DefaultMaxConnsPerAddr). Over a limit a connection is closed at once.
+	// DefaultMaxConnsPerAddr; negative: no limit). Over a limit a
+	// connection is closed at once.
 	MaxConns        int
 	MaxConnsPerAddr int
 	// HandshakeTimeout bounds the TLS handshake and the reading of a
