@@ -1,8 +1,12 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -36,7 +40,7 @@ func (l *limitFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&l.uidSignBurst, "uid-sign-burst", l.uidSignBurst, "SVIDs signed at once for one uid before --uid-sign-rate applies")
 	fs.IntVar(&l.listenMaxPerAddr, "listen-max-conns-per-addr", l.listenMaxPerAddr, "connections one client IP address may hold to --listen (0: no limit)")
 	fs.Var(durationFlag{&l.handshake}, "handshake-timeout", "time a new connection has to complete its handshake (HTTP/2 preface; TLS and request header on --listen)")
-	fs.Uint64Var(&l.minFreeMiB, "min-free-mib", l.minFreeMiB, "MiB kept free on the data directory's filesystem for revocations: no new X.509-SVIDs below it (0: no check)")
+	fs.Uint64Var(&l.minFreeMiB, "min-free-mib", l.minFreeMiB, "MiB kept free on the data directory's filesystem for revocations: no new X.509-SVIDs below it, and a ballast file of a quarter of it (at most 16 MiB) released for a revocation on a full disk (0: neither)")
 }
 
 func (l *limitFlags) validate() error {
@@ -122,4 +126,56 @@ func peerPidfdSupported() bool {
 	}
 	unix.Close(pidfd)
 	return true
+}
+
+// ballastName is the file kept in the data directory as space to release
+// for a revocation when the filesystem is full.
+const ballastName = "ballast"
+
+// ballastSize is the ballast for a reserve of minFree bytes: a quarter of
+// it, at most 16 MiB.
+func ballastSize(minFree uint64) int64 { return int64(min(minFree/4, 16<<20)) }
+
+// ensureBallast makes sure dir holds a ballast file of size bytes, with
+// its blocks allocated, and returns the function that deletes it to free
+// its space (true if it did). A ballast that cannot be made is logged and
+// not an error: the daemon must start on a full disk too.
+func ensureBallast(dir string, size int64, log *slog.Logger) func() bool {
+	if size <= 0 {
+		return nil
+	}
+	path := filepath.Join(dir, ballastName)
+	var mu sync.Mutex
+	release := func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		if err := os.Remove(path); err != nil {
+			return false
+		}
+		log.Error("disk full: released the ballast file for a revocation; free space in the data directory and restart to restore it",
+			slog.String("path", path), slog.Int64("bytes", size))
+		return true
+	}
+	if fi, err := os.Lstat(path); err == nil && fi.Mode().IsRegular() && fi.Size() >= size {
+		return release
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC|unix.O_NOFOLLOW, 0o600)
+	if err == nil {
+		err = unix.Fallocate(int(f.Fd()), 0, 0, size)
+		if errors.Is(err, unix.EOPNOTSUPP) {
+			_, err = f.WriteAt(make([]byte, size), 0)
+		}
+		if err == nil {
+			err = f.Sync()
+		}
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
+		os.Remove(path)
+		log.Warn("could not make the ballast file that keeps space for revocations on a full disk", slog.String("path", path), slog.Any("error", err))
+		return nil
+	}
+	return release
 }

@@ -196,16 +196,7 @@ func daemonNoFile(t *testing.T, d *daemon) int {
 // revocation can still be written, durably.
 func TestE2EDiskFullRevocation(t *testing.T) {
 	const id = "spiffe://example.org/storm"
-	mount := func(d *daemon) {
-		if err := os.MkdirAll(d.dataDir, 0o700); err != nil {
-			t.Fatal(err)
-		}
-		if err := unix.Mount("tmpfs", d.dataDir, "tmpfs", 0, "size=24m,mode=0700"); err != nil {
-			t.Skipf("cannot mount a small tmpfs for the data dir (%v): the disk-full test needs mount(2)", err)
-		}
-		t.Cleanup(func() { unix.Unmount(d.dataDir, unix.MNT_DETACH) })
-	}
-	d := startDaemonWith(t, nil, mount, "--min-free-mib", "4")
+	d := startDaemonWith(t, nil, smallDataDir(t), "--min-free-mib", "4")
 	d.createEntry(id, "unix:uid:0")
 
 	// Leave 1 MiB above the reserve, then issue until refused.
@@ -260,5 +251,58 @@ func TestE2EDiskFullRevocation(t *testing.T) {
 	}
 	if !strings.Contains(d.logs(), "the data directory is nearly full") {
 		t.Error("the refusal of issuance was not logged")
+	}
+}
+
+// smallDataDir mounts a 24 MiB tmpfs on the daemon's data directory.
+func smallDataDir(t *testing.T) func(*daemon) {
+	return func(d *daemon) {
+		if err := os.MkdirAll(d.dataDir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Mount("tmpfs", d.dataDir, "tmpfs", 0, "size=24m,mode=0700"); err != nil {
+			t.Skipf("cannot mount a small tmpfs for the data dir (%v): the disk-full tests need mount(2)", err)
+		}
+		t.Cleanup(func() { unix.Unmount(d.dataDir, unix.MNT_DETACH) })
+	}
+}
+
+// TestE2ERevokeOnDiskFilledByOthers fills the data directory's filesystem
+// to the last byte from outside the daemon: the revocation must still be
+// written, with the space of the ballast file.
+func TestE2ERevokeOnDiskFilledByOthers(t *testing.T) {
+	const id = "spiffe://example.org/victim"
+	d := startDaemonWith(t, nil, smallDataDir(t), "--min-free-mib", "4") // a 1 MiB ballast
+	d.createEntry(id, "unix:uid:0")
+	for range 20 {
+		if r := d.runWorkload(0, 0, "fetch"); r.Error != "" {
+			t.Fatalf("fetch: %s", r.Error)
+		}
+	}
+	filler, err := os.Create(filepath.Join(d.dataDir, "filler"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunk := make([]byte, 64<<10)
+	for len(chunk) > 0 {
+		if _, err := filler.Write(chunk); err != nil {
+			chunk = chunk[:len(chunk)/2] // fill to the last block
+		}
+	}
+	filler.Close()
+	if _, errOut, code := d.badge("revoke", "--id", id, "--reason", "disk full"); code != 0 {
+		t.Fatalf("revoke on a full disk: exit %d: %s", code, errOut)
+	}
+	if !strings.Contains(d.logs(), "released the ballast file") {
+		t.Error("the revocation did not need the ballast: the disk was not full")
+	}
+	os.Remove(filler.Name())
+	d.restart()
+	var revs admin.Revocations
+	if err := json.Unmarshal([]byte(d.mustBadge("revocations", "list", "--json")), &revs); err != nil {
+		t.Fatal(err)
+	}
+	if len(revs.IDs) != 1 || revs.IDs[0].SPIFFEID != id || len(revs.Serials) != 20 {
+		t.Fatalf("revocation not durable across a restart: %d IDs, %d serials", len(revs.IDs), len(revs.Serials))
 	}
 }

@@ -168,7 +168,8 @@ func serve(ctx context.Context, c serverConfig, td spiffeid.TrustDomain, log *sl
 	wlConns, pubConns := connBudget(c.listen != "", log)
 	wsrv := workload.New(workload.Config{Authority: auth, Attestor: attest.New(attest.Config{}), JWT: auth, Logger: log,
 		Limits: c.limits.workload(wlConns, store.FreeSpace)})
-	asrv := admin.New(admin.Config{Authority: auth, Logger: log})
+	asrv := admin.New(admin.Config{Authority: auth, Logger: log,
+		OnNoSpace: ensureBallast(c.dataDir, ballastSize(c.limits.minFreeMiB<<20), log)})
 	errc := make(chan error, 3)
 	go func() { errc <- wsrv.Serve(wl) }()
 	go func() { errc <- asrv.Serve(al) }()
