@@ -469,9 +469,10 @@ func (c limitedCredentials) ServerHandshake(conn net.Conn) (net.Conn, credential
 	case dropped:
 		return nil, nil, le
 	case refused:
-		rc := &releaseConn{Conn: uc, release: release}
-		rc.timer = time.AfterFunc(refusalLinger, func() { rc.Close() })
-		return rc, refusedInfo{refusal: le}, nil
+		// Closed after refusalLinger whatever the client does; gRPC then
+		// closes rc too.
+		timer := time.AfterFunc(refusalLinger, func() { uc.Close(); release() })
+		return &releaseConn{Conn: uc, release: release, timer: timer}, refusedInfo{refusal: le}, nil
 	}
 	pc, info, err := c.peerCredentials.ServerHandshake(uc)
 	if err != nil {

@@ -135,6 +135,31 @@ func TestE2EConnectionCapPerUID(t *testing.T) {
 	}
 }
 
+// TestE2ESigningRatePerUID checks that a uid's signing budget survives
+// reconnection: every fetch below is a new process and a new connection.
+func TestE2ESigningRatePerUID(t *testing.T) {
+	d := startDaemon(t, "--uid-sign-rate", "0.1", "--uid-sign-burst", "2")
+	d.createEntry("spiffe://example.org/a", "unix:uid:1001")
+	d.createEntry("spiffe://example.org/b", "unix:uid:1002")
+	for i := range 2 {
+		if r := d.runWorkload(1001, 1001, "fetch"); r.Error != "" {
+			t.Fatalf("fetch %d within the burst: %s", i, r.Error)
+		}
+	}
+	for range 2 {
+		r := d.runWorkload(1001, 1001, "fetch")
+		if r.Code != codes.ResourceExhausted.String() || !strings.Contains(r.Error, "uid 1001 exceeded its signing rate limit of 0.1 SVIDs per second (burst 2)") {
+			t.Fatalf("fetch over the rate: %s %q, want ResourceExhausted naming the limit", r.Code, r.Error)
+		}
+	}
+	if r := d.runWorkload(1002, 1002, "fetch"); r.Error != "" {
+		t.Fatalf("another uid: %s", r.Error)
+	}
+	if n := strings.Count(d.logs(), "Workload API limit reached"); n != 1 {
+		t.Errorf("%d log lines about uid 1001's refusals, want 1", n)
+	}
+}
+
 // TestE2EDescriptorFlood floods the Workload API with raw connections
 // beyond the daemon's open-file limit: the admin API must still answer
 // root, and other workloads must still be served.
