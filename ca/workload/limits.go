@@ -361,10 +361,10 @@ func uidFromContext(ctx context.Context) (uint32, bool) {
 	return p.UID, true
 }
 
-// sign charges uid's bucket for one signature, after checking the disk
-// when x509 is set (an X.509-SVID records its serial). With charge unset
-// it only checks that a token is left: for a JWT-SVID, which may come
-// from the cache, the charge follows the call (see charge).
+// sign charges the caller's bucket for one signature, after checking the
+// disk when x509 is set (an X.509-SVID records its serial). With take
+// unset it only checks that a token is left: for a JWT-SVID, which may
+// come from the cache, the charge follows the call (see charge).
 func (l *limiter) sign(ctx context.Context, x509, take bool) error {
 	if x509 {
 		if err := l.checkDisk(); err != nil {
