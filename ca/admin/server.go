@@ -40,6 +40,10 @@ type Config struct {
 	AllowedUIDs []uint32
 	// Logger receives the audit trail and errors. Nil discards them.
 	Logger *slog.Logger
+	// OnNoSpace is called when a revocation fails for lack of disk space;
+	// if it frees some (a ballast file) and returns true, the revocation is
+	// tried again. Nil: no retry.
+	OnNoSpace func() bool
 }
 
 // Server is the admin API server.
@@ -48,6 +52,8 @@ type Server struct {
 	log     *slog.Logger
 	allowed map[uint32]bool
 	http    *http.Server
+
+	onNoSpace func() bool
 }
 
 type ctxKey struct{}
@@ -58,7 +64,7 @@ func New(cfg Config) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{auth: cfg.Authority, log: log, allowed: map[uint32]bool{0: true}}
+	s := &Server{auth: cfg.Authority, log: log, allowed: map[uint32]bool{0: true}, onNoSpace: cfg.OnNoSpace}
 	if cfg.AllowedUIDs == nil {
 		cfg.AllowedUIDs = []uint32{uint32(os.Geteuid())}
 	}
@@ -81,6 +87,8 @@ func New(cfg Config) *Server {
 	s.http = &http.Server{
 		Handler:           s.authorize(mux),
 		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			uid, err := peerUID(c)
 			if err != nil {
@@ -212,15 +220,22 @@ func (s *Server) revoke(w http.ResponseWriter, r *http.Request) {
 	}
 	uid, _ := r.Context().Value(ctxKey{}).(uint32)
 	if req.Serial != "" {
-		res, err := s.auth.RevokeSerial(r.Context(), req.Serial, req.Reason, uid)
-		if err != nil {
+		var res ca.RevokeResult
+		if err := s.retryNoSpace(func() (err error) {
+			res, err = s.auth.RevokeSerial(r.Context(), req.Serial, req.Reason, uid)
+			return err
+		}); err != nil {
 			s.writeAuthorityError(w, err)
 			return
 		}
 		writeJSON(w, http.StatusOK, RevokeResponse{Revoked: res.Revoked, AlreadyRevoked: res.AlreadyRevoked})
 		return
 	}
-	res, err := s.auth.RevokeID(r.Context(), ca.RevokeRequest{SPIFFEID: req.SPIFFEID, Reason: req.Reason, Block: req.Block, AdminUID: uid})
+	var res ca.RevokeResult
+	err = s.retryNoSpace(func() (err error) {
+		res, err = s.auth.RevokeID(r.Context(), ca.RevokeRequest{SPIFFEID: req.SPIFFEID, Reason: req.Reason, Block: req.Block, AdminUID: uid})
+		return err
+	})
 	if err != nil {
 		s.writeAuthorityError(w, err)
 		return

@@ -54,6 +54,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/badge-dev/badge/ca"
+	"github.com/badge-dev/badge/internal/connlimit"
 	"github.com/badge-dev/badge/storage"
 )
 
@@ -107,6 +108,15 @@ type Config struct {
 	// AuditInterval is the interval over which refused token requests of
 	// one (address, client) are counted into one audit line. Default 1m.
 	AuditInterval time.Duration
+	// MaxConns bounds the connections the listener holds in all, and
+	// MaxConnsPerAddr those of one client IP address (0: no limit and
+	// DefaultMaxConnsPerAddr; negative: no limit). Over a limit a
+	// connection is closed at once.
+	MaxConns        int
+	MaxConnsPerAddr int
+	// HandshakeTimeout bounds the TLS handshake and the reading of a
+	// request's header. 0: 10s.
+	HandshakeTimeout time.Duration
 	// Time returns the current time (rate limits, token lifetimes).
 	// Default time.Now.
 	Time func() time.Time
@@ -116,7 +126,9 @@ type Config struct {
 
 // Limits of requests to the public listener.
 const (
-	maxBodyBytes = 64 << 10
+	// DefaultMaxConnsPerAddr is the connections one client address may hold.
+	DefaultMaxConnsPerAddr = 64
+	maxBodyBytes           = 64 << 10
 	// jwksMaxAge is how long verifiers may cache the JWKS. A new key must
 	// be published at least this long before it signs.
 	jwksMaxAge = 60
@@ -142,6 +154,7 @@ type Server struct {
 
 	stop     chan struct{} // closed by Shutdown: ends the audit flusher
 	stopOnce sync.Once
+	conns    connlimit.Config
 }
 
 type serverCert struct {
@@ -190,6 +203,14 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		audit:    newAuditLog(log, interval, now()),
 		checking: make(chan struct{}, min(runtime.GOMAXPROCS(0), 4)),
 		stop:     make(chan struct{}),
+		conns:    connlimit.Config{Max: cfg.MaxConns, MaxPerAddr: cfg.MaxConnsPerAddr, Name: "public", Logger: log},
+	}
+	if s.conns.MaxPerAddr == 0 {
+		s.conns.MaxPerAddr = DefaultMaxConnsPerAddr
+	}
+	handshake := cfg.HandshakeTimeout
+	if handshake <= 0 {
+		handshake = 10 * time.Second
 	}
 	if iss := cfg.Authority.JWTIssuer(); iss != "" {
 		if s.discovery, err = json.MarshalIndent(s.discoveryDoc(iss), "", "  "); err != nil {
@@ -209,7 +230,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.http = &http.Server{
 		Handler:           mux,
 		TLSConfig:         s.TLSConfig(),
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: handshake, // also the TLS handshake's deadline
 		ReadTimeout:       30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
@@ -239,7 +260,7 @@ func (s *Server) Serve(l net.Listener) error {
 			}
 		}
 	}()
-	err := s.http.ServeTLS(l, "", "")
+	err := s.http.ServeTLS(connlimit.Listen(l, s.conns), "", "")
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}

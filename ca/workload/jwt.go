@@ -75,6 +75,8 @@ func (s *Server) FetchJWTSVID(ctx context.Context, req *workload.JWTSVIDRequest)
 			continue // blocked since the snapshot was taken
 		case errors.As(err, &inv):
 			return nil, status.Error(codes.InvalidArgument, err.Error())
+		case errors.As(err, new(*limitError)):
+			return nil, err
 		case err != nil:
 			s.log.Error("signing JWT-SVID failed", slog.Int(ca.LogPID, int(p.PID)), slog.String(ca.LogSPIFFEID, e.ID.String()), slog.Any(ca.LogError, err))
 			return nil, status.Errorf(codes.Unavailable, "signing JWT-SVID: %v", err)

@@ -56,6 +56,9 @@ type Config struct {
 	JWT JWTIssuer
 	// Logger receives operational logs. Nil discards them.
 	Logger *slog.Logger
+	// Limits bound what one caller can take (see limits.go). The zero
+	// value applies the defaults.
+	Limits Limits
 }
 
 // Server is a Workload API server.
@@ -79,8 +82,9 @@ func New(cfg Config) *Server {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{auth: cfg.Authority, att: cfg.Attestor, jwt: cfg.JWT, log: log, quit: make(chan struct{})}
-	s.grpc = grpc.NewServer(
-		grpc.Creds(peerCredentials{}),
+	lim := newLimiter(cfg.Limits, log)
+	s.auth, s.jwt = lim.wrap(cfg.Authority, cfg.JWT)
+	s.grpc = grpc.NewServer(append(lim.serverOptions(),
 		// A stream carries a few kilobytes every couple of minutes: small
 		// per-connection buffers keep ten thousand streams cheap.
 		grpc.ReadBufferSize(4<<10),
@@ -89,7 +93,7 @@ func New(cfg Config) *Server {
 		grpc.InitialConnWindowSize(64<<10),
 		grpc.InitialWindowSize(64<<10),
 		grpc.MaxRecvMsgSize(64<<10),
-	)
+	)...)
 	workload.RegisterSpiffeWorkloadAPIServer(s.grpc, s)
 	return s
 }
@@ -214,6 +218,9 @@ func (s *Server) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.ServerSt
 			// snapshot no longer matches the entry.
 			snap = s.auth.Snapshot()
 			continue
+		}
+		if st, ok := limitStatus(err); ok {
+			return st
 		}
 		if err != nil {
 			s.log.Error("signing X.509-SVID failed", slog.Int(ca.LogPID, int(p.PID)), slog.Any(ca.LogError, err))

@@ -91,6 +91,7 @@ type daemon struct {
 	socket   string
 	admin    string
 	args     []string
+	wrap     []string // a command (and its arguments) that runs the daemon
 	cmd      *exec.Cmd
 	exited   chan struct{}
 	mu       sync.Mutex
@@ -132,6 +133,9 @@ func (d *daemon) start() {
 	d.t.Helper()
 	args := append([]string{"server", "--data-dir", d.dataDir, "--socket", d.socket, "--admin-socket", d.admin, "--log-level", "debug"}, d.args...)
 	cmd := exec.Command(testBinary, args...)
+	if len(d.wrap) > 0 {
+		cmd = exec.Command(d.wrap[0], append(append(d.wrap[1:len(d.wrap):len(d.wrap)], testBinary), args...)...)
+	}
 	cmd.Env = append(os.Environ(), "BADGE_E2E_ROLE=badge", noRaceExitPause)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {

@@ -39,6 +39,7 @@ type serverConfig struct {
 	intermediateTTL time.Duration
 	logLevel        string
 	logFormat       string
+	limits          limitFlags
 }
 
 func runServer(ctx context.Context, e *env, args []string) error {
@@ -64,11 +65,15 @@ func runServer(ctx context.Context, e *env, args []string) error {
 	fs.Var(durationFlag{&c.intermediateTTL}, "intermediate-ttl", "lifetime of each intermediate CA; replaced at half its life")
 	fs.StringVar(&c.logLevel, "log-level", c.logLevel, "debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", c.logFormat, "text or json")
+	c.limits.register(fs)
 	if _, err := e.parse(fs, args, &c.config); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return usagef("unexpected argument %q", fs.Arg(0))
+	}
+	if err := c.limits.validate(); err != nil {
+		return err
 	}
 	if c.dataDir == "" {
 		c.dataDir = defaultDataDir(e.getenv)
@@ -160,15 +165,18 @@ func serve(ctx context.Context, c serverConfig, td spiffeid.TrustDomain, log *sl
 		return fmt.Errorf("admin socket: %w", err)
 	}
 
-	wsrv := workload.New(workload.Config{Authority: auth, Attestor: attest.New(attest.Config{}), JWT: auth, Logger: log})
-	asrv := admin.New(admin.Config{Authority: auth, Logger: log})
+	wlConns, pubConns := connBudget(c.listen != "", log)
+	wsrv := workload.New(workload.Config{Authority: auth, Attestor: attest.New(attest.Config{}), JWT: auth, Logger: log,
+		Limits: c.limits.workload(wlConns, store.FreeSpace)})
+	asrv := admin.New(admin.Config{Authority: auth, Logger: log,
+		OnNoSpace: ensureBallast(c.dataDir, ballastSize(c.limits.minFreeMiB<<20), log)})
 	errc := make(chan error, 3)
 	go func() { errc <- wsrv.Serve(wl) }()
 	go func() { errc <- asrv.Serve(al) }()
 
 	var pub *public.Server
 	if c.listen != "" {
-		pub, err = startPublic(ctx, c, auth, log, errc)
+		pub, err = startPublic(ctx, c, auth, log, errc, pubConns)
 		if err != nil {
 			wsrv.Shutdown(ctx)
 			asrv.Shutdown(ctx)
@@ -176,7 +184,8 @@ func serve(ctx context.Context, c serverConfig, td spiffeid.TrustDomain, log *sl
 		}
 	}
 	log.Info("badge server ready", slog.String(ca.LogTrustDomain, td.Name()),
-		slog.String("socket", c.socket), slog.String("admin_socket", c.adminSocket), slog.String("data_dir", c.dataDir))
+		slog.String("socket", c.socket), slog.String("admin_socket", c.adminSocket), slog.String("data_dir", c.dataDir),
+		slog.Int("max_workload_conns", wlConns), slog.Int("max_public_conns", pubConns))
 
 	var serveErr error
 	select {
@@ -198,7 +207,7 @@ func serve(ctx context.Context, c serverConfig, td spiffeid.TrustDomain, log *sl
 // startPublic starts the public HTTPS listener (package ca/public) on
 // --listen. Its certificate names the --listen-dns hosts, else the host of
 // --listen (unless it is a wildcard address) and of --jwt-issuer.
-func startPublic(ctx context.Context, c serverConfig, auth *ca.Authority, log *slog.Logger, errc chan<- error) (*public.Server, error) {
+func startPublic(ctx context.Context, c serverConfig, auth *ca.Authority, log *slog.Logger, errc chan<- error, maxConns int) (*public.Server, error) {
 	hosts := []string(c.listenHosts)
 	if len(hosts) == 0 {
 		if h, _, err := net.SplitHostPort(c.listen); err == nil && h != "" {
@@ -210,7 +219,8 @@ func startPublic(ctx context.Context, c serverConfig, auth *ca.Authority, log *s
 			hosts = append(hosts, u.Hostname())
 		}
 	}
-	pub, err := public.New(ctx, public.Config{Authority: auth, Clients: auth, Hosts: hosts, Logger: log})
+	pub, err := public.New(ctx, public.Config{Authority: auth, Clients: auth, Hosts: hosts, Logger: log,
+		MaxConns: maxConns, MaxConnsPerAddr: c.limits.publicPerAddr(), HandshakeTimeout: c.limits.handshake})
 	if err != nil {
 		return nil, err
 	}
