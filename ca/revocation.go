@@ -120,8 +120,8 @@ func (a *Authority) RevokeID(ctx context.Context, req RevokeRequest) (int, error
 }
 
 // RevokeSerial revokes one certificate by its serial number (hex).
-func (a *Authority) RevokeSerial(ctx context.Context, serial, reason string, adminUID uint32) (storage.RevokedSerial, error) {
-	serial, err := parseSerial(serial)
+func (a *Authority) RevokeSerial(ctx context.Context, given, reason string, adminUID uint32) (storage.RevokedSerial, error) {
+	serial, err := parseSerial(given)
 	if err != nil {
 		return storage.RevokedSerial{}, err
 	}
@@ -134,7 +134,10 @@ func (a *Authority) RevokeSerial(ctx context.Context, serial, reason string, adm
 	r, err := a.store.RevokeSerial(ctx, serial, reason, adminUID, now)
 	if err != nil {
 		if errors.Is(err, storage.ErrNotFound) {
-			return r, fmt.Errorf("no unexpired certificate with serial %s was issued by this authority: %w", serial, err)
+			// The storage chain says nothing an admin can act on; the
+			// serial as given and what to check do.
+			return r, &notFoundError{fmt.Sprintf("no unexpired certificate with serial %s was issued by this authority: "+
+				"check the serial (openssl x509 -noout -serial -in svid.pem); an expired certificate needs no revocation", given)}
 		}
 		return r, fmt.Errorf("revoking serial %s: %w", serial, err)
 	}
@@ -288,6 +291,12 @@ func validReason(r string) error {
 	}
 	return nil
 }
+
+// notFoundError is a storage.ErrNotFound with a message of its own.
+type notFoundError struct{ msg string }
+
+func (e *notFoundError) Error() string        { return e.msg }
+func (e *notFoundError) Is(target error) bool { return target == storage.ErrNotFound }
 
 // parseSerial accepts a certificate serial in hex, with or without colons
 // and leading zeros, and returns its canonical lower-case form.
