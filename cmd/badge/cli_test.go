@@ -21,6 +21,9 @@ func runCLI(t *testing.T, envs map[string]string, args ...string) (string, strin
 
 // TestUsageErrorsOneLine: a usage error is its cause on one line and a
 // pointer to the right -h, never the full usage; typos get a suggestion.
+// The server cases end with a relative --socket, a later usage error, so
+// that a regression that accepts the value under test fails fast instead
+// of starting a daemon on the default paths.
 func TestUsageErrorsOneLine(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -28,15 +31,15 @@ func TestUsageErrorsOneLine(t *testing.T) {
 		envs map[string]string
 		want string // the whole of stderr
 	}{
-		{"bad duration", []string{"server", "--svid-ttl", "abc"}, nil,
+		{"bad duration", []string{"server", "--svid-ttl", "abc", "--socket", "rel.sock"}, nil,
 			"badge server: invalid value \"abc\" for flag -svid-ttl: want a duration such as 90s, 5m or 24h\nrun 'badge server -h' for usage\n"},
-		{"zero ttl", []string{"server", "--svid-ttl", "0s"}, nil,
+		{"zero ttl", []string{"server", "--svid-ttl", "0s", "--socket", "rel.sock"}, nil,
 			"badge server: invalid value \"0s\" for flag -svid-ttl: must be positive (leave the flag out for the default)\nrun 'badge server -h' for usage\n"},
-		{"zero ttl from the environment", []string{"server"}, map[string]string{"BADGE_SVID_TTL": "0s"},
+		{"zero ttl from the environment", []string{"server", "--socket", "rel.sock"}, map[string]string{"BADGE_SVID_TTL": "0s"},
 			"badge server: invalid value \"0s\" for BADGE_SVID_TTL: must be positive (leave the flag out for the default)\nrun 'badge server -h' for usage\n"},
-		{"negative max ttl", []string{"server", "--max-svid-ttl=-5m"}, nil,
+		{"negative max ttl", []string{"server", "--max-svid-ttl=-5m", "--socket", "rel.sock"}, nil,
 			"badge server: invalid value \"-5m\" for flag -max-svid-ttl: must be positive (leave the flag out for the default)\nrun 'badge server -h' for usage\n"},
-		{"zero jwt ttl", []string{"server", "--jwt-ttl", "0"}, nil,
+		{"zero jwt ttl", []string{"server", "--jwt-ttl", "0", "--socket", "rel.sock"}, nil,
 			"badge server: invalid value \"0\" for flag -jwt-ttl: must be positive (leave the flag out for the default)\nrun 'badge server -h' for usage\n"},
 		{"zero entry ttl", []string{"entry", "create", "--id", "spiffe://example.org/a", "--selector", "unix:uid:1", "--ttl", "0s"}, nil,
 			"badge entry create: invalid value \"0s\" for flag -ttl: must be positive (leave the flag out for the default)\nrun 'badge entry create -h' for usage\n"},
