@@ -191,7 +191,7 @@ func parseSelectors(in []string) ([]attest.Selector, error) {
 	for _, s := range in {
 		sel, err := attest.ParseSelector(s)
 		if err != nil {
-			return nil, &InvalidError{Field: "selector", Value: s, Err: err}
+			return nil, &InvalidError{Field: "selector", Value: s, Err: selectorReason{err}}
 		}
 		if !slices.Contains(out, sel) {
 			out = append(out, sel)
@@ -200,6 +200,20 @@ func parseSelectors(in []string) ([]attest.Selector, error) {
 	slices.SortFunc(out, func(a, b attest.Selector) int { return strings.Compare(a.String(), b.String()) })
 	return out, nil
 }
+
+// selectorReason is an attest.SelectorError that prints only its reason,
+// since the InvalidError around it already names the selector.
+type selectorReason struct{ err error }
+
+func (r selectorReason) Error() string {
+	var se *attest.SelectorError
+	if errors.As(r.err, &se) {
+		return se.Reason
+	}
+	return r.err.Error()
+}
+
+func (r selectorReason) Unwrap() error { return r.err }
 
 // validateDNSName accepts a lower-case host name as RFC 1123 defines it,
 // with an optional leading "*." wildcard label.

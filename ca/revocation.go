@@ -238,8 +238,8 @@ func (a *Authority) RevokeID(ctx context.Context, req RevokeRequest) (RevokeResu
 // RevokeSerial revokes one certificate by its serial number (hex). A
 // certificate revoked before keeps its revocation time and reason: the
 // result counts it as AlreadyRevoked, and nothing changes.
-func (a *Authority) RevokeSerial(ctx context.Context, serial, reason string, adminUID uint32) (RevokeResult, error) {
-	serial, err := parseSerial(serial)
+func (a *Authority) RevokeSerial(ctx context.Context, given, reason string, adminUID uint32) (RevokeResult, error) {
+	serial, err := parseSerial(given)
 	if err != nil {
 		return RevokeResult{}, err
 	}
@@ -256,7 +256,10 @@ func (a *Authority) RevokeSerial(ctx context.Context, serial, reason string, adm
 			slog.Time("revoked_at", r.RevokedAt), slog.Int(LogAdminUID, int(adminUID)), slog.Bool(LogAudit, true))
 		return RevokeResult{AlreadyRevoked: 1, SPIFFEID: r.SPIFFEID}, nil
 	case errors.Is(err, storage.ErrNotFound):
-		return RevokeResult{}, fmt.Errorf("no unexpired certificate with serial %s was issued by this authority: %w", serial, err)
+		// The storage chain says nothing an admin can act on; the serial
+		// as given and what to check do.
+		return RevokeResult{}, &notFoundError{fmt.Sprintf("no unexpired certificate with serial %s was issued by this authority: "+
+			"check the serial (openssl x509 -noout -serial -in svid.pem); an expired certificate needs no revocation", given)}
 	case err != nil:
 		return RevokeResult{}, fmt.Errorf("revoking serial %s: %w", serial, err)
 	}
@@ -417,6 +420,12 @@ func validReason(r string) error {
 	}
 	return nil
 }
+
+// notFoundError is a storage.ErrNotFound with a message of its own.
+type notFoundError struct{ msg string }
+
+func (e *notFoundError) Error() string        { return e.msg }
+func (e *notFoundError) Is(target error) bool { return target == storage.ErrNotFound }
 
 // parseSerial accepts a certificate serial in hex, with or without colons
 // and leading zeros, and returns its canonical lower-case form.

@@ -36,6 +36,11 @@ type Snapshot struct {
 	index   map[attest.Selector][]*Entry // each entry under its first selector only
 	kinds   attest.Kind
 
+	// blocked indexes the entries of blocked IDs like index, so that a
+	// refusal can say "blocked" rather than "not registered".
+	blocked      map[attest.Selector][]*Entry
+	blockedKinds attest.Kind
+
 	bundle    *x509bundle.Bundle
 	bundleDER []byte // the root certificates, concatenated DER
 	signer    *caKey
@@ -71,7 +76,13 @@ func newSnapshot(td spiffeid.TrustDomain, recs []storage.Entry, keys *keySet, re
 		e.order = i
 		s.entries = append(s.entries, e)
 		if r, ok := revs.ids[e.ID]; ok && r.Blocked {
-			continue // listed, but matches no one until unblocked
+			// Listed, but matches no one until unblocked.
+			if s.blocked == nil {
+				s.blocked = make(map[attest.Selector][]*Entry)
+			}
+			s.blocked[e.selectors[0]] = append(s.blocked[e.selectors[0]], e)
+			s.blockedKinds |= attest.KindsOf(e.selectors)
+			continue
 		}
 		s.index[e.selectors[0]] = append(s.index[e.selectors[0]], e)
 		s.kinds |= attest.KindsOf(e.selectors)
@@ -125,11 +136,31 @@ func (s *Snapshot) Bundle() *x509bundle.Bundle { return s.bundle }
 func (s *Snapshot) BundleDER() []byte { return s.bundleDER }
 
 // Match returns the entries whose selectors are all among the caller's, in
-// (CreatedAt, ID) order: the first is the default SVID.
+// (CreatedAt, ID) order: the first is the default SVID. Entries of blocked
+// IDs never match.
 func (s *Snapshot) Match(caller attest.Set) []*Entry {
+	return match(s.index, caller)
+}
+
+// MatchBlocked returns the entries of blocked IDs that would match the
+// caller were they not blocked, in (CreatedAt, ID) order. It serves to tell
+// a refused caller (and the operator) that its ID is blocked rather than
+// not registered; it costs what Match costs. The caller's selectors must
+// include the kinds of BlockedKinds.
+func (s *Snapshot) MatchBlocked(caller attest.Set) []*Entry {
+	if len(s.blocked) == 0 {
+		return nil
+	}
+	return match(s.blocked, caller)
+}
+
+// BlockedKinds returns the selector kinds that entries of blocked IDs use.
+func (s *Snapshot) BlockedKinds() attest.Kind { return s.blockedKinds }
+
+func match(index map[attest.Selector][]*Entry, caller attest.Set) []*Entry {
 	var out []*Entry
 	for sel := range caller {
-		for _, e := range s.index[sel] {
+		for _, e := range index[sel] {
 			if caller.Matches(e.selectors) {
 				out = append(out, e)
 			}

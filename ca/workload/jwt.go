@@ -87,7 +87,8 @@ func (s *Server) FetchJWTSVID(ctx context.Context, req *workload.JWTSVIDRequest)
 		if !want.IsZero() {
 			return nil, status.Errorf(codes.PermissionDenied, "the caller (pid %d, uid %d) is not entitled to %s", p.PID, p.UID, want)
 		}
-		return nil, noIdentity(p)
+		// Every matching ID was blocked after the snapshot was taken.
+		return nil, s.refuse(c, s.auth.Snapshot())
 	}
 	if s.log.Enabled(ctx, slog.LevelDebug) {
 		s.log.LogAttrs(ctx, slog.LevelDebug, "JWT-SVIDs sent", slog.Int(ca.LogPID, int(p.PID)), slog.Int(ca.LogUID, int(p.UID)),
@@ -158,6 +159,13 @@ func sameBytes(a, b []byte) bool {
 // ValidateJWTSVID validates a token for the caller: signature against the
 // JWT bundle, expiry, the audience, and revocation (which only the server
 // sees). A refused token is InvalidArgument with the reason.
+//
+// As in SPIRE, the caller must be attested but needs no identity of its
+// own: a service that only validates tokens needs no entry. A caller whose
+// only matching entries name blocked IDs is refused, though: blocking is
+// for a compromised workload, and the server then serves it nothing, so
+// that a blocked service stops accepting token-authenticated requests as
+// it stops getting SVIDs and tokens.
 func (s *Server) ValidateJWTSVID(ctx context.Context, req *workload.ValidateJWTSVIDRequest) (*workload.ValidateJWTSVIDResponse, error) {
 	if s.jwt == nil {
 		return nil, errNoJWT
@@ -167,7 +175,7 @@ func (s *Server) ValidateJWTSVID(ctx context.Context, req *workload.ValidateJWTS
 	if err != nil {
 		return nil, err
 	}
-	if _, err := s.match(cl, snap); err != nil {
+	if err := s.refuseIfBlocked(cl, snap); err != nil {
 		return nil, err
 	}
 	p := cl.peer

@@ -71,6 +71,8 @@ type Server struct {
 	log  *slog.Logger
 	grpc *grpc.Server
 
+	refusals refusalLimiter // rate limit of the log lines about refused callers
+
 	quit     chan struct{}
 	quitOnce sync.Once
 }
@@ -164,7 +166,8 @@ func (s *Server) attest(c *caller, kinds attest.Kind) error {
 
 // match returns the entries of snap the caller matches, default first,
 // attesting it again (the peer must still be alive) if an entry uses a kind
-// of selector it was not attested for. No entry is PermissionDenied.
+// of selector it was not attested for. No entry is PermissionDenied, saying
+// whether the caller is not registered or blocked (refusal.go).
 func (s *Server) match(c *caller, snap *ca.Snapshot) ([]*ca.Entry, error) {
 	if k := snap.Kinds(); k&^c.kinds != 0 {
 		if err := s.attest(c, k); err != nil {
@@ -173,13 +176,9 @@ func (s *Server) match(c *caller, snap *ca.Snapshot) ([]*ca.Entry, error) {
 	}
 	entries := snap.Match(c.sel)
 	if len(entries) == 0 {
-		return nil, noIdentity(c.peer)
+		return nil, s.refuse(c, snap)
 	}
 	return entries, nil
-}
-
-func noIdentity(p *attest.Peer) error {
-	return status.Errorf(codes.PermissionDenied, "no identity issued: no registration entry matches the caller (pid %d, uid %d, gid %d)", p.PID, p.UID, p.GID)
 }
 
 var errShutdown = status.Error(codes.Unavailable, "server is shutting down")

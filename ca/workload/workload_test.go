@@ -41,7 +41,7 @@ type fixture struct {
 	once   sync.Once
 }
 
-func start(t testing.TB, mod func(*ca.Config)) *fixture {
+func start(t testing.TB, mod func(*ca.Config), opts ...func(*badgeworkload.Config)) *fixture {
 	t.Helper()
 	// os.MkdirTemp keeps the socket path under the 108-byte limit
 	// whatever the test's name.
@@ -70,7 +70,11 @@ func start(t testing.TB, mod func(*ca.Config)) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.srv = badgeworkload.New(badgeworkload.Config{Authority: auth, Attestor: attest.New(attest.Config{}), JWT: auth})
+	wcfg := badgeworkload.Config{Authority: auth, Attestor: attest.New(attest.Config{}), JWT: auth}
+	for _, o := range opts {
+		o(&wcfg)
+	}
+	f.srv = badgeworkload.New(wcfg)
 	go func() { f.served <- f.srv.Serve(l) }()
 	t.Cleanup(func() { f.shutdown(t) })
 

@@ -86,8 +86,7 @@ func (e *env) dispatch(ctx context.Context, args []string) int {
 		cmd, ok = commands[name]
 	}
 	if !ok {
-		fmt.Fprintf(e.stderr, "badge: unknown command %q\n", strings.Join(args[:min(2, len(args))], " "))
-		e.usage()
+		e.unknownCommand(args)
 		return exitUsage
 	}
 	err := cmd.run(ctx, e, rest)
@@ -98,12 +97,117 @@ func (e *env) dispatch(ctx context.Context, args []string) int {
 	case errors.Is(err, flag.ErrHelp):
 		return exitOK
 	case errors.As(err, &ue):
-		fmt.Fprintf(e.stderr, "badge %s: %v\n", name, err)
+		fmt.Fprintf(e.stderr, "badge %s: %s\nrun 'badge %s -h' for usage\n", name, oneLine(err.Error()), name)
 		return exitUsage
 	default:
 		fmt.Fprintf(e.stderr, "badge %s: %s\n", name, oneLine(err.Error()))
 		return exitFailure
 	}
+}
+
+// unknownCommand reports a command that is not in the table in one line,
+// with the subcommands of a group ("badge entry") or the nearest command
+// to a typo ("badge sevrer"), and a pointer to the list of commands.
+func (e *env) unknownCommand(args []string) {
+	subs := subcommands(args[0])
+	switch {
+	case len(subs) > 0 && len(args) == 1:
+		fmt.Fprintf(e.stderr, "badge %s: missing subcommand: want %s\n", args[0], orList(subs))
+	case len(subs) > 0 && !strings.HasPrefix(args[1], "-"):
+		given := args[0] + " " + args[1]
+		fmt.Fprintf(e.stderr, "badge: unknown command %q%s\n", given, suggestion(given, commandNames()))
+	case len(subs) > 0:
+		fmt.Fprintf(e.stderr, "badge %s: missing subcommand before %s: want %s\n", args[0], args[1], orList(subs))
+	default:
+		fmt.Fprintf(e.stderr, "badge: unknown command %q%s\n", args[0], suggestion(args[0], topLevelNames()))
+	}
+	fmt.Fprintln(e.stderr, "run 'badge help' for the list of commands")
+}
+
+// subcommands returns the sorted subcommands of a group such as "entry".
+func subcommands(group string) []string {
+	var out []string
+	for n := range commands {
+		if g, sub, ok := strings.Cut(n, " "); ok && g == group {
+			out = append(out, sub)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// commandNames returns every command name ("server", "entry create", ...).
+func commandNames() []string {
+	out := make([]string, 0, len(commands))
+	for n := range commands {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// topLevelNames returns the first words of the command names.
+func topLevelNames() []string {
+	var out []string
+	for _, n := range commandNames() {
+		first, _, _ := strings.Cut(n, " ")
+		if len(out) == 0 || out[len(out)-1] != first {
+			out = append(out, first)
+		}
+	}
+	return out
+}
+
+func orList(words []string) string {
+	if len(words) == 1 {
+		return words[0]
+	}
+	return strings.Join(words[:len(words)-1], ", ") + " or " + words[len(words)-1]
+}
+
+// suggestion returns "; did you mean 'NAME'?" for the candidate nearest to
+// given, if one is close enough to be a typo, else "".
+func suggestion(given string, candidates []string) string {
+	best, bestDist := "", -1
+	for _, c := range candidates {
+		d := editDistance(given, c)
+		if bestDist < 0 || d < bestDist {
+			best, bestDist = c, d
+		}
+	}
+	// A typo is a slip or two, not a different word: at most a third of
+	// the word, and at most 2 edits.
+	if bestDist < 0 || bestDist > 2 || bestDist*3 > len(given) {
+		return ""
+	}
+	return fmt.Sprintf("; did you mean '%s'?", best)
+}
+
+// editDistance is the Damerau-Levenshtein (optimal string alignment)
+// distance between a and b: insertions, deletions, substitutions and
+// transpositions of adjacent bytes each count one.
+func editDistance(a, b string) int {
+	prev2 := make([]int, len(b)+1)
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
+				cur[j] = min(cur[j], prev2[j-2]+1)
+			}
+		}
+		prev2, prev, cur = prev, cur, prev2
+	}
+	return prev[len(b)]
 }
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -19,7 +20,10 @@ const (
 	defaultAdminSocket    = "/tmp/badge/admin.sock"
 )
 
-// flagSet returns a flag set for a command that reports errors instead of exiting.
+// flagSet returns a flag set for a command that reports errors instead of
+// exiting. Its Usage prints the full usage, for -h only: parse keeps the
+// flag package from printing a parse error and the usage, since dispatch
+// prints the error once with a pointer to -h.
 func (e *env) flagSet(name, usage string) *flag.FlagSet {
 	fs := flag.NewFlagSet("badge "+name, flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
@@ -36,8 +40,15 @@ func (e *env) flagSet(name, usage string) *flag.FlagSet {
 // Every value goes through the flag's own Set, so all three sources are
 // validated alike. It returns the names set on the command line.
 func (e *env) parse(fs *flag.FlagSet, args []string, configFile *string, noEnv ...string) (map[string]bool, error) {
-	if err := fs.Parse(args); err != nil {
+	usage, out := fs.Usage, fs.Output()
+	fs.Usage = func() {}
+	fs.SetOutput(io.Discard)
+	err := fs.Parse(args)
+	fs.Usage = usage
+	fs.SetOutput(out)
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			fs.Usage()
 			return nil, err
 		}
 		return nil, usageError{err}
@@ -48,7 +59,6 @@ func (e *env) parse(fs *flag.FlagSet, args []string, configFile *string, noEnv .
 	for k := range cmdline {
 		set[k] = true
 	}
-	var err error
 	fs.VisitAll(func(f *flag.Flag) {
 		if set[f.Name] || err != nil || contains(noEnv, f.Name) {
 			return
@@ -142,18 +152,25 @@ func applyConfig(fs *flag.FlagSet, path string, data []byte, set map[string]bool
 	return nil
 }
 
-// defaultDataDir is /var/lib/badge for root, else the XDG state directory.
-func defaultDataDir(getenv func(string) string) string {
-	if os.Geteuid() == 0 {
-		return "/var/lib/badge"
+// dataDirDefault says what defaultDataDir does, for `badge server -h`; the
+// README's table says the same (TestDataDirDefaultDocumented).
+const dataDirDefault = "/var/lib/badge as root, else $XDG_STATE_HOME/badge, else ~/.local/state/badge"
+
+// defaultDataDir is /var/lib/badge for root, else the XDG state directory:
+// $XDG_STATE_HOME/badge, else $HOME/.local/state/badge. With neither
+// variable set there is no default: guessing a shared directory such as
+// /tmp would put the CA keys where another user may reach them.
+func defaultDataDir(euid int, getenv func(string) string) (string, error) {
+	if euid == 0 {
+		return "/var/lib/badge", nil
 	}
 	if d := getenv("XDG_STATE_HOME"); d != "" && filepath.IsAbs(d) {
-		return filepath.Join(d, "badge")
+		return filepath.Join(d, "badge"), nil
 	}
-	if home, err := os.UserHomeDir(); err == nil {
-		return filepath.Join(home, ".local", "state", "badge")
+	if home := getenv("HOME"); home != "" && filepath.IsAbs(home) {
+		return filepath.Join(home, ".local", "state", "badge"), nil
 	}
-	return filepath.Join(os.TempDir(), "badge-state")
+	return "", usagef("no default data directory: neither $XDG_STATE_HOME nor $HOME is an absolute path; set --data-dir")
 }
 
 // workloadSocket resolves the Workload API socket path: --socket, then
@@ -187,11 +204,13 @@ func socketPath(v string) (string, error) {
 	return filepath.Clean(p), nil
 }
 
-// durationFlag is a time.Duration flag that refuses negative values.
+// durationFlag is a time.Duration flag (lifetimes, timeouts) that accepts
+// only positive values: zero is never a way to ask for the default, which
+// is what leaving the flag out is for.
 type durationFlag struct{ d *time.Duration }
 
 func (f durationFlag) String() string {
-	if f.d == nil {
+	if f.d == nil || *f.d == 0 {
 		return ""
 	}
 	return f.d.String()
@@ -200,13 +219,20 @@ func (f durationFlag) String() string {
 func (f durationFlag) Set(s string) error {
 	d, err := time.ParseDuration(s)
 	if err != nil {
-		return err
+		return errors.New("want a duration such as 90s, 5m or 24h")
 	}
-	if d < 0 {
-		return fmt.Errorf("duration %s is negative", s)
+	if d <= 0 {
+		return errors.New("must be positive (leave the flag out for the default)")
 	}
 	*f.d = d
 	return nil
+}
+
+// durationVar defines a durationFlag with a default value.
+func durationVar(fs *flag.FlagSet, name string, value time.Duration, usage string) *time.Duration {
+	d := value
+	fs.Var(durationFlag{&d}, name, usage)
+	return &d
 }
 
 // stringsFlag collects a repeatable flag.

@@ -31,7 +31,7 @@ func runEntryCreate(ctx context.Context, e *env, args []string) error {
 	id := fs.String("id", "", "SPIFFE ID to issue, e.g. spiffe://example.org/payments")
 	var sels, dns stringsFlag
 	fs.Var(&sels, "selector", "TYPE:KEY:VALUE the caller must have; repeat for several (all must match)")
-	ttl := fs.Duration("ttl", 0, "SVID lifetime for this entry (default: the server's --svid-ttl)")
+	ttl := durationVar(fs, "ttl", 0, "SVID lifetime for this entry (default: the server's --svid-ttl)")
 	fs.Var(&dns, "dns", "DNS name to include in the SVID; repeatable")
 	sock := adminFlags(fs)
 	if err := e.parseNoArgs(fs, args, "id", "ttl"); err != nil {

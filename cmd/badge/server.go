@@ -51,7 +51,7 @@ func runServer(ctx context.Context, e *env, args []string) error {
 	}
 	fs := e.flagSet("server", "[flags]")
 	fs.StringVar(&c.config, "config", "", "TOML `file` whose keys are these flag names (env BADGE_CONFIG)")
-	fs.StringVar(&c.dataDir, "data-dir", "", "state `directory` (default /var/lib/badge as root, else $XDG_STATE_HOME/badge)")
+	fs.StringVar(&c.dataDir, "data-dir", "", "state `directory` (default "+dataDirDefault+")")
 	fs.StringVar(&c.trustDomain, "trust-domain", c.trustDomain, "SPIFFE trust `domain` of this authority")
 	fs.StringVar(&c.socket, "socket", c.socket, "Workload API socket `path`")
 	fs.StringVar(&c.adminSocket, "admin-socket", c.adminSocket, "admin API socket `path` (root and the server's uid only)")
@@ -76,7 +76,10 @@ func runServer(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	if c.dataDir == "" {
-		c.dataDir = defaultDataDir(e.getenv)
+		var err error
+		if c.dataDir, err = defaultDataDir(os.Geteuid(), e.getenv); err != nil {
+			return err
+		}
 	}
 	log, err := newLogger(e, c.logLevel, c.logFormat)
 	if err != nil {

@@ -4,11 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/badge-dev/badge/ca"
 )
@@ -29,7 +33,7 @@ func runSVIDFetch(ctx context.Context, e *env, args []string) error {
 	sockFlag := fs.String("socket", "", "Workload API socket `path` (default: $SPIFFE_ENDPOINT_SOCKET, $BADGE_SOCKET, "+defaultWorkloadSocket+")")
 	dir := fs.String("write", "", "write svid.pem, svid_key.pem (0600) and svid_bundle.pem of the default SVID into `DIR`")
 	asJSON := fs.Bool("json", false, "print the SVIDs as stable JSON")
-	timeout := fs.Duration("timeout", 10*time.Second, "give up after this long")
+	timeout := durationVar(fs, "timeout", 10*time.Second, "give up after this long")
 	if err := e.parseNoArgs(fs, args, "socket", "write", "json", "timeout"); err != nil {
 		return err
 	}
@@ -41,7 +45,7 @@ func runSVIDFetch(ctx context.Context, e *env, args []string) error {
 	defer cancel()
 	xc, err := workloadapi.FetchX509Context(ctx, workloadapi.WithAddr("unix://"+sock))
 	if err != nil {
-		return fmt.Errorf("fetching X.509-SVID from %s: %w", sock, err)
+		return fetchError(sock, *timeout, err)
 	}
 	if len(xc.SVIDs) == 0 {
 		return errors.New("the Workload API returned no SVID")
@@ -70,6 +74,32 @@ func runSVIDFetch(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintf(e.stdout, "wrote svid.pem, svid_key.pem and svid_bundle.pem to %s\n", *dir)
 	}
 	return nil
+}
+
+// fetchError turns a failed fetch into one sentence that says what to do:
+// the server's own refusal as it is, a socket nobody answers on as the
+// likely cause, anything else with its gRPC code.
+func fetchError(sock string, timeout time.Duration, err error) error {
+	st := status.Convert(err)
+	switch {
+	case errors.Is(err, context.DeadlineExceeded) || st.Code() == codes.DeadlineExceeded:
+		return fmt.Errorf("no answer from the Workload API at %s within %s: is badge server running and healthy (badge healthcheck)?", sock, timeout)
+	case st.Code() == codes.PermissionDenied:
+		return errors.New(st.Message())
+	case st.Code() == codes.Unavailable:
+		c, derr := net.Dial("unix", sock)
+		if derr == nil {
+			c.Close()
+			break
+		}
+		if errors.Is(derr, syscall.EACCES) {
+			return fmt.Errorf("permission denied on the Workload API socket %s: its directory or the socket is not open to this user", sock)
+		}
+		if errors.Is(derr, syscall.ENOENT) || errors.Is(derr, syscall.ECONNREFUSED) {
+			return fmt.Errorf("cannot reach the Workload API at %s: is badge server running? (if it listens elsewhere, set --socket or SPIFFE_ENDPOINT_SOCKET)", sock)
+		}
+	}
+	return fmt.Errorf("fetching X.509-SVID from %s: %s (%s)", sock, st.Message(), st.Code())
 }
 
 // writeSVIDFiles writes the default SVID in the file layout of spiffe-helper.
@@ -132,7 +162,7 @@ func runHealthcheck(ctx context.Context, e *env, args []string) error {
 	fs := e.flagSet("healthcheck", "[--socket PATH] [--admin-socket PATH]")
 	sockFlag := fs.String("socket", "", "Workload API socket `path`")
 	asock := adminFlags(fs)
-	timeout := fs.Duration("timeout", 5*time.Second, "give up after this long")
+	timeout := durationVar(fs, "timeout", 5*time.Second, "give up after this long")
 	if err := e.parseNoArgs(fs, args, "socket", "timeout"); err != nil {
 		return err
 	}
