@@ -160,7 +160,7 @@ func serve(ctx context.Context, c serverConfig, td spiffeid.TrustDomain, log *sl
 		return fmt.Errorf("admin socket: %w", err)
 	}
 
-	wsrv := workload.New(workload.Config{Authority: auth, Attestor: attest.New(attest.Config{}), JWT: auth, Logger: log})
+	wsrv := workload.New(workload.Config{Authority: auth, Attestor: attest.New(attest.Config{Logger: log}), JWT: auth, Logger: log})
 	asrv := admin.New(admin.Config{Authority: auth, Logger: log})
 	errc := make(chan error, 3)
 	go func() { errc <- wsrv.Serve(wl) }()

@@ -1,0 +1,132 @@
+package attest
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// The exec-after-connect child: it connects with a socket that survives
+// exec(2), waits for one byte from the server (the server has accepted and
+// recorded it), then execs another binary that keeps the connection.
+const (
+	execChildEnv  = "BADGE_ATTEST_TEST_EXEC_SOCKET"
+	execTargetEnv = "BADGE_ATTEST_TEST_EXEC_TARGET"
+	holdFDEnv     = "BADGE_ATTEST_TEST_HOLD_FD"
+)
+
+func execChildMain(sock, target string) int {
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM, 0) // no SOCK_CLOEXEC
+	if err == nil {
+		err = unix.Connect(fd, &unix.SockaddrUnix{Name: sock})
+	}
+	var b [1]byte
+	if err == nil {
+		_, err = unix.Read(fd, b[:])
+	}
+	if err == nil && fd != 3 {
+		err = unix.Dup3(fd, 3, 0)
+	}
+	if err == nil {
+		err = unix.Exec(target, []string{target}, []string{holdFDEnv + "=3"})
+	}
+	fmt.Fprintln(os.Stderr, "exec child:", err)
+	return 1
+}
+
+// holdFDMain is the program after exec: it tells the server it runs (one
+// byte on the inherited connection) and holds the connection until stdin
+// closes.
+func holdFDMain(fd string) int {
+	n, err := strconv.Atoi(fd)
+	if err == nil {
+		_, err = unix.Write(n, []byte("x"))
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "hold fd:", err)
+		return 1
+	}
+	io.Copy(io.Discard, os.Stdin)
+	return 0
+}
+
+// TestAttestExecAfterConnect: a process that connects and then execs
+// another binary, keeping the connection, is not given the new binary's
+// selectors: Attest and Verify fail with ErrPeerChanged.
+func TestAttestExecAfterConnect(t *testing.T) {
+	dir := openDir(t)
+	ln, sock := listen(t, dir)
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	connector, target := filepath.Join(dir, "connector"), filepath.Join(dir, "target")
+	copyFile(t, self, connector)
+	copyFile(t, self, target)
+
+	cmd := exec.Command(connector, "-test.run=^$")
+	cmd.Env = append(os.Environ(), execChildEnv+"="+sock, execTargetEnv+"="+target)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait(); ln.Close() }()
+	defer func() {
+		stdin.Close()
+		if err := <-done; err != nil {
+			t.Errorf("child: %v: %s", err, stderr.Bytes())
+		}
+	}()
+	conn, err := ln.AcceptUnix()
+	if err != nil {
+		t.Fatalf("accept: %v: %s", err, stderr.Bytes())
+	}
+	defer conn.Close()
+	p, err := PeerFromConn(conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	a := New(Config{})
+	set, err := a.Attest(p, KindPath|KindUID)
+	if err != nil {
+		t.Fatalf("Attest before exec: %v", err)
+	}
+	if got := values(set, "unix", "path"); len(got) != 1 || got[0] != connector {
+		t.Fatalf("path before exec %q, want %s", got, connector)
+	}
+
+	// Let it exec, and wait until the new program speaks.
+	if _, err := conn.Write([]byte("g")); err != nil {
+		t.Fatal(err)
+	}
+	var b [1]byte
+	if _, err := io.ReadFull(conn, b[:]); err != nil {
+		t.Fatalf("no word from the exec'd program: %v: %s", err, stderr.Bytes())
+	}
+	if !p.Alive() {
+		t.Fatal("the exec'd process is not Alive")
+	}
+	for _, k := range []Kind{KindPath, KindSHA256, KindUID, KindAll} {
+		if set, err := a.Attest(p, k); !errors.Is(err, ErrPeerChanged) || set != nil {
+			t.Errorf("Attest(%s) after exec = %v, %v; want ErrPeerChanged", k, set.Selectors(), err)
+		}
+	}
+	if err := a.Verify(p); !errors.Is(err, ErrPeerChanged) {
+		t.Errorf("Verify after exec = %v, want ErrPeerChanged", err)
+	}
+}
