@@ -91,6 +91,7 @@ type daemon struct {
 	socket   string
 	admin    string
 	args     []string
+	cred     *syscall.Credential // run the daemon as this user; nil: as root
 	cmd      *exec.Cmd
 	exited   chan struct{}
 	mu       sync.Mutex
@@ -101,9 +102,22 @@ type daemon struct {
 // say it is ready.
 func startDaemon(t *testing.T, args ...string) *daemon {
 	t.Helper()
+	return startDaemonAs(t, nil, args...)
+}
+
+// startDaemonAs is startDaemon with the daemon running as cred (nil: root),
+// in a directory that user owns.
+func startDaemonAs(t *testing.T, cred *syscall.Credential, args ...string) *daemon {
+	t.Helper()
 	requireRoot(t)
 	dir := worldReadableTempDir(t)
+	if cred != nil {
+		if err := os.Chown(dir, int(cred.Uid), int(cred.Gid)); err != nil {
+			t.Fatal(err)
+		}
+	}
 	d := &daemon{
+		cred:    cred,
 		t:       t,
 		dir:     dir,
 		dataDir: filepath.Join(dir, "data"),
@@ -133,6 +147,9 @@ func (d *daemon) start() {
 	args := append([]string{"server", "--data-dir", d.dataDir, "--socket", d.socket, "--admin-socket", d.admin, "--log-level", "debug"}, d.args...)
 	cmd := exec.Command(testBinary, args...)
 	cmd.Env = append(os.Environ(), "BADGE_E2E_ROLE=badge", noRaceExitPause)
+	if d.cred != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: d.cred}
+	}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		d.t.Fatal(err)
