@@ -188,7 +188,7 @@ func (a *Attestor) inspect(p *Peer, kinds Kind, set Set, miss *missing) error {
 		kinds &^= exeKinds
 	}
 	if kinds&KindPath != 0 {
-		path, err := exePath(dir, bp)
+		path, err := exePath(p, dir, bp)
 		switch {
 		case unreadable(err):
 			miss.add(KindPath, err)
@@ -246,16 +246,33 @@ const deletedSuffix = " (deleted)"
 // exePath returns the path of the executable, or "" if it has none that a
 // selector could name: the file was deleted (or replaced) since it was
 // executed, or its path is not a valid path selector value.
-func exePath(dir string, bp *[]byte) (string, error) {
+//
+// The path is read from a descriptor of the executable, after checking
+// that it is the file p ran at connect, so that the path names that file
+// even if the process execs (and execs back) meanwhile. Like readlink of
+// /proc/<pid>/exe it is the path as the server sees it.
+func exePath(p *Peer, dir string, bp *[]byte) (string, error) {
 	buf := (*bp)[:cap(*bp)]
 	if len(buf) < maxPath+1 {
 		buf = make([]byte, maxPath+1)
 		*bp = buf
 	}
 	link := dir + "exe"
-	n, err := readlink(link, buf)
+	fd, err := openFlags(link, unix.O_PATH|unix.O_CLOEXEC)
 	if err != nil {
-		return "", fmt.Errorf("attest: readlink %s: %w", link, err)
+		return "", fmt.Errorf("attest: open %s: %w", link, err)
+	}
+	defer unix.Close(fd)
+	id, err := statExeFD(fd)
+	if err != nil {
+		return "", fmt.Errorf("attest: stat %s: %w", link, err)
+	}
+	if !id.sameFile(p.exe) {
+		return "", fmt.Errorf("%w (pid %d)", ErrPeerChanged, p.PID)
+	}
+	n, err := readlink("/proc/self/fd/"+strconv.Itoa(fd), buf)
+	if err != nil {
+		return "", fmt.Errorf("attest: readlink of %s: %w", link, err)
 	}
 	if n >= len(buf) {
 		return "", nil // longer than PATH_MAX: not a path we can name
@@ -265,17 +282,16 @@ func exePath(dir string, bp *[]byte) (string, error) {
 		// Either the file is gone (the kernel appended the suffix), or it
 		// really has that name. Only the same inode at that very name
 		// tells the second case apart.
-		var exe, named unix.Stat_t
-		if unix.Stat(link, &exe) != nil || unix.Stat(string(target), &named) != nil ||
-			exe.Dev != named.Dev || exe.Ino != named.Ino {
+		var named unix.Stat_t
+		if unix.Stat(string(target), &named) != nil || uint64(named.Dev) != id.dev || named.Ino != id.ino {
 			return "", nil
 		}
 	}
-	p := string(target)
-	if p == "" || pathProblem(p) != "" {
+	path := string(target)
+	if path == "" || pathProblem(path) != "" {
 		return "", nil
 	}
-	return p, nil
+	return path, nil
 }
 
 func readlink(path string, buf []byte) (int, error) {
@@ -404,8 +420,12 @@ func putBuf(bp *[]byte) {
 const maxProcFile = 1 << 20
 
 func openRead(path string) (int, error) {
+	return openFlags(path, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOCTTY)
+}
+
+func openFlags(path string, flags int) (int, error) {
 	for {
-		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
+		fd, err := unix.Open(path, flags, 0)
 		if err != unix.EINTR {
 			return fd, err
 		}

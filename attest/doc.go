@@ -61,7 +61,9 @@
 // /proc/<pid>/exe leads to: device, inode and birth time; one statx(2)).
 // Verify checks that the process is alive and runs that same file, and
 // Attest ends with Verify: after an exec, Attest and Verify return
-// ErrPeerChanged; a unix:sha256 is computed only from that very file. The
+// ErrPeerChanged. unix:path and unix:sha256 are read from a descriptor of
+// the executable once it is checked to be that very file, so they describe
+// it even if the process execs (and execs back) while Attest runs. The
 // server calls Verify again before everything it sends on a connection, so
 // an identity goes to no process but the one that connected, and not to it
 // after an exec.

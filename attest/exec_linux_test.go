@@ -130,3 +130,34 @@ func TestAttestExecAfterConnect(t *testing.T) {
 		t.Errorf("Verify after exec = %v, want ErrPeerChanged", err)
 	}
 }
+
+// TestExePathOnlyOfRecordedFile: the path is read only from the file the
+// peer ran at connect. If /proc/<pid>/exe leads elsewhere when the path is
+// read (the process exec'd; it may exec back before Attest's final check),
+// the read fails with ErrPeerChanged instead of naming the other file.
+func TestExePathOnlyOfRecordedFile(t *testing.T) {
+	_, p := selfPeer(t)
+	dir := t.TempDir()
+	connected, other := filepath.Join(dir, "connected"), filepath.Join(dir, "other")
+	for _, f := range []string{connected, other} {
+		if err := os.WriteFile(f, []byte(f), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	root := fakeProc(t, p, "testdata/status/self.txt", "testdata/cgroup/empty.txt", connected)
+	procDir := root + "/" + strconv.Itoa(int(p.PID)) + "/"
+	bp := new([]byte)
+	if got, err := exePath(p, procDir, bp); err != nil || got != connected {
+		t.Fatalf("exePath = %q, %v; want %s", got, err, connected)
+	}
+	link := procDir + "exe"
+	if err := os.Remove(link); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(other, link); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := exePath(p, procDir, bp); !errors.Is(err, ErrPeerChanged) {
+		t.Fatalf("exePath after the exe changed = %q, %v; want ErrPeerChanged", got, err)
+	}
+}

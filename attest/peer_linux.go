@@ -60,9 +60,18 @@ const procExe = "/proc"
 // statExe returns the identity of the file the magic link names (for
 // /proc/<pid>/exe: the executable the process runs, even if unlinked).
 func statExe(link string) (exeID, error) {
+	return statxID(unix.AT_FDCWD, link, 0)
+}
+
+// statExeFD returns the identity of the open file fd.
+func statExeFD(fd int) (exeID, error) {
+	return statxID(fd, "", unix.AT_EMPTY_PATH)
+}
+
+func statxID(dirfd int, path string, flags int) (exeID, error) {
 	var stx unix.Statx_t
 	for {
-		err := unix.Statx(unix.AT_FDCWD, link, 0, unix.STATX_INO|unix.STATX_BTIME, &stx)
+		err := unix.Statx(dirfd, path, flags, unix.STATX_INO|unix.STATX_BTIME, &stx)
 		if err == unix.EINTR {
 			continue
 		}
