@@ -11,8 +11,8 @@
 // no polling.
 //
 // An identity belongs to the process that connected, as it was when it
-// connected. Every time a stream wakes up, and again right before any
-// SVID or JWT-SVID is sent, the server verifies the peer
+// connected. Every time a stream wakes up, and again after signing, right
+// before new SVIDs or JWT-SVIDs are sent, the server verifies the peer
 // ([attest.Attestor.Verify]): if the connecting process has exited, or has
 // exec'd another executable, the call ends with PermissionDenied and
 // nothing more is sent, even if another process (a child that inherited
@@ -264,10 +264,12 @@ func (s *Server) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.ServerSt
 		}
 		_, crlNumber := snap.CRL()
 		if changed || crlNumber != sentCRL || !bytes.Equal(sentBundle, snap.BundleDER()) {
-			// Signing took a while: the keys go out only if the peer is
-			// still the process that connected.
-			if err := s.verify(c); err != nil {
-				return err
+			// The keys go out only if the peer is still the process that
+			// connected: match verified it, but signing takes a while.
+			if changed {
+				if err := s.verify(c); err != nil {
+					return err
+				}
 			}
 			if err := stream.Send(x509Response(next, snap)); err != nil {
 				return err
