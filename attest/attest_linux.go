@@ -103,17 +103,30 @@ func (a *Attestor) Attest(p *Peer, kinds Kind) (Set, error) {
 // PID still names it, through the pidfd) and still runs the executable it
 // ran when the connection was accepted (the same file: device, inode and
 // birth time). It returns nil, ErrPeerGone, ErrPeerChanged, ErrNoPidfd, or
-// another error when the check itself fails. Where the executable was
-// unknown at connect (the server may not inspect the process), only
-// liveness is checked. A check costs a statx(2) and, where the kernel has
-// SO_PEERPIDFD, three more system calls (getsockopt, pidfd_send_signal,
-// close); with a held pidfd one.
+// another error when the check itself fails. A zombie (exited, not yet
+// reaped) is gone. Where the executable was unknown at connect (the server
+// may not inspect the process, or it was a zombie already), only liveness
+// is checked, with /proc/<pid>/stat for zombies.
+//
+// A check costs a statx(2) (or the open, read and close of stat) and, where
+// the kernel has SO_PEERPIDFD, three more system calls (getsockopt,
+// pidfd_send_signal, close); with a held pidfd, one.
 func (a *Attestor) Verify(p *Peer) error {
 	if p == nil || !p.hasPidfd() {
 		return ErrNoPidfd
 	}
 	if p.exeErr != nil {
-		return p.check()
+		// No executable to compare; an exited process that its parent
+		// has not reaped (a zombie) still passes the pidfd check, so ask
+		// /proc, which everyone may read.
+		z := a.zombie(p.PID)
+		if err := p.check(); err != nil {
+			return err
+		}
+		if z {
+			return fmt.Errorf("%w (pid %d is a zombie)", ErrPeerGone, p.PID)
+		}
+		return nil
 	}
 	id, err := statExe(a.procRoot + "/" + strconv.Itoa(int(p.PID)) + "/exe")
 	// Liveness after the read: if the PID was reused, what was read is
@@ -131,6 +144,19 @@ func (a *Attestor) Verify(p *Peer) error {
 		return fmt.Errorf("%w (pid %d)", ErrPeerChanged, p.PID)
 	}
 	return nil
+}
+
+// zombie reports whether /proc/<pid>/stat shows the process exited but not
+// yet reaped. If it cannot be read (hidepid), it reports false.
+func (a *Attestor) zombie(pid int32) bool {
+	bp := bufPool.Get().(*[]byte)
+	defer putBuf(bp)
+	data, err := readProcFile(a.procRoot+"/"+strconv.Itoa(int(pid))+"/stat", bp)
+	if err != nil {
+		return false
+	}
+	state, ok := parseStatState(data)
+	return ok && (state == 'Z' || state == 'X')
 }
 
 // missing collects the kinds left out because the server may not read them.

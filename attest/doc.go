@@ -53,7 +53,10 @@
 // which names the process that called connect(2)), and Attest, after its
 // last read of /proc, checks through it that the process is still alive. A
 // live process keeps its PID, so every file read was that process's; if it
-// has exited, Attest returns ErrPeerGone and no selectors.
+// has exited, Attest returns ErrPeerGone and no selectors. A zombie (exited,
+// not yet reaped by its parent, which an attacker's parent need never do)
+// keeps its PID and passes the pidfd check, so Verify also asks /proc
+// whether the process still has an executable or is in state Z.
 //
 // A process can also exec(2) another binary and keep the connection, or
 // pass it to another process and exit. PeerFromConn therefore records the

@@ -161,3 +161,94 @@ func TestExePathOnlyOfRecordedFile(t *testing.T) {
 		t.Fatalf("exePath after the exe changed = %q, %v; want ErrPeerChanged", got, err)
 	}
 }
+
+// TestZombiePeer: a connector that has exited but is not reaped (its
+// parent does not wait, as an attacker's parent would not) still passes the
+// pidfd check, yet it is gone: Verify and Attest say ErrPeerGone, whether
+// it exited after the server accepted its connection or before.
+func TestZombiePeer(t *testing.T) {
+	for _, tt := range []struct {
+		name        string
+		exitFirst   bool // exit before the server accepts
+		wantExeKnow bool
+	}{
+		{"exited after accept", false, true},
+		{"exited before accept", true, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := startChildConnAfter(t, tt.exitFirst)
+			if c.peer.exeErr == nil != tt.wantExeKnow {
+				t.Fatalf("executable recorded: %v, want %v", c.peer.exeErr, tt.wantExeKnow)
+			}
+			if !tt.exitFirst {
+				c.exitUnreaped(t)
+			}
+			if !c.peer.Alive() {
+				t.Fatal("the zombie is not Alive by its pidfd: the test shows nothing")
+			}
+			a := New(Config{})
+			if err := a.Verify(c.peer); !errors.Is(err, ErrPeerGone) {
+				t.Errorf("Verify of a zombie = %v, want ErrPeerGone", err)
+			}
+			if set, err := a.Attest(c.peer, KindUID); !errors.Is(err, ErrPeerGone) {
+				t.Errorf("Attest of a zombie = %v, %v; want ErrPeerGone", set.Selectors(), err)
+			}
+		})
+	}
+}
+
+// startChildConnAfter starts a child that connects; if exitFirst, it lets
+// the child exit (unreaped) before accepting and reading the peer.
+func startChildConnAfter(t *testing.T, exitFirst bool) *child {
+	t.Helper()
+	dir := openDir(t)
+	ln, sock := listen(t, dir)
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &child{t: t, bin: self, done: make(chan error, 1)}
+	c.cmd = exec.Command(self, "-test.run=^$")
+	c.cmd.Env = append(os.Environ(), childEnv+"="+sock)
+	if c.stdin, err = c.cmd.StdinPipe(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.stdin.Close(); c.cmd.Wait() })
+	if exitFirst {
+		// The child's connect returns when the connection is queued: wait
+		// until the kernel queued it (the listener is readable).
+		rc, err := ln.SyscallConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		rc.Control(func(fd uintptr) {
+			fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+			if _, err := unix.Poll(fds, 10_000); err != nil || fds[0].Revents&unix.POLLIN == 0 {
+				t.Errorf("the child did not connect: %v", err)
+			}
+		})
+		c.exitUnreaped(t)
+	}
+	if c.conn, err = ln.AcceptUnix(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.conn.Close() })
+	if c.peer, err = PeerFromConn(c.conn); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.peer.Close() })
+	return c
+}
+
+// exitUnreaped makes the child exit and waits for that without reaping it.
+func (c *child) exitUnreaped(t *testing.T) {
+	t.Helper()
+	c.stdin.Close()
+	var info unix.Siginfo
+	if err := unix.Waitid(unix.P_PID, c.cmd.Process.Pid, &info, unix.WEXITED|unix.WNOWAIT, nil); err != nil {
+		t.Fatal(err)
+	}
+}
