@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/bits"
 	"os/user"
 	"strconv"
@@ -17,21 +18,33 @@ import (
 // procKinds are the kinds that need /proc/<pid>.
 const procKinds = KindSupplementaryGID | KindPath | KindSHA256 | KindSystemdUnit | KindDockerContainer
 
+// exeKinds are the kinds that describe the executable.
+const exeKinds = KindPath | KindSHA256
+
 // Attest returns the selectors of kinds for p, and verifies afterwards that
-// the process that connected is still the one inspected.
+// the process that connected is still the one inspected, running the
+// executable it ran when it connected (see Verify).
 //
 // uid and gid come from SO_PEERCRED; user and group names are looked up
 // (and cached) for them. Everything else is read from /proc/<pid>, and only
-// for the kinds asked for. After the last read, Attest checks through the
-// pidfd that the process is still alive: if it is, the PID was never
-// reused, so every file read belonged to it. If not, Attest fails with
-// ErrPeerGone. A Peer without a pidfd fails with ErrNoPidfd.
+// for the kinds asked for. After the last read, Attest calls Verify: if the
+// process is still alive, the PID was never reused, so every file read
+// belonged to it; if it still runs the executable it connected with, what
+// was read describes it as it was at connect. Otherwise Attest fails with
+// ErrPeerGone or ErrPeerChanged. A Peer without a pidfd fails with
+// ErrNoPidfd.
 //
 // Facts a process may lack (a systemd unit, a container, a path that is not
-// printable UTF-8 or whose file was deleted) yield no selector. A fact that
+// printable UTF-8 or whose file was deleted) yield no selector. So do facts
+// the server may not read (EACCES, EPERM or ENOENT from /proc for a live
+// process: a server that is not root may inspect only its own uid's
+// processes, and hidepid hides the others), and unix:path and
+// unix:sha256 of a process whose executable was unknown at connect: they
+// are left out, which can only make fewer entries match (see the package
+// documentation), and a rate-limited log line says why. Any other fact that
 // was asked for but cannot be established is an error, and no Set is
-// returned: /proc unreadable (the daemon lacks the privilege), a name
-// service failure, an executable larger than Config.MaxExecutableSize.
+// returned: a name service failure, an executable larger than
+// Config.MaxExecutableSize, a hashing budget spent (ErrHashBudget).
 func (a *Attestor) Attest(p *Peer, kinds Kind) (Set, error) {
 	if p == nil || !p.hasPidfd() {
 		return nil, ErrNoPidfd
@@ -65,25 +78,110 @@ func (a *Attestor) Attest(p *Peer, kinds Kind) (Set, error) {
 			}
 		}
 	}
+	var miss missing
 	if kinds&procKinds != 0 {
-		if err := a.inspect(p.PID, kinds, set); err != nil {
-			// A read failing because the process exited is ErrPeerGone,
-			// not a puzzling ENOENT.
-			if cerr := p.check(); cerr != nil {
+		if err := a.inspect(p, kinds, set, &miss); err != nil {
+			// A read failing because the process exited (or exec'd) is
+			// ErrPeerGone (ErrPeerChanged), not a puzzling ENOENT.
+			if cerr := a.Verify(p); cerr != nil {
 				return nil, cerr
 			}
 			return nil, err
 		}
 	}
-	// The PID-reuse guard: see the doc comment.
-	if err := p.check(); err != nil {
+	// The PID-reuse and exec guard: see the doc comment.
+	if err := a.Verify(p); err != nil {
 		return nil, err
+	}
+	if miss.kinds != 0 {
+		a.logMissing(p, miss)
 	}
 	return set, nil
 }
 
+// Verify checks that the process that connected to p is still alive (its
+// PID still names it, through the pidfd) and still runs the executable it
+// ran when the connection was accepted (the same file: device, inode and
+// birth time). It returns nil, ErrPeerGone, ErrPeerChanged, ErrNoPidfd, or
+// another error when the check itself fails. A zombie (exited, not yet
+// reaped) is gone. Where the executable was unknown at connect (the server
+// may not inspect the process, or it was a zombie already), only liveness
+// is checked, with /proc/<pid>/stat for zombies.
+//
+// A check costs a statx(2) (or the open, read and close of stat) and, where
+// the kernel has SO_PEERPIDFD, three more system calls (getsockopt,
+// pidfd_send_signal, close); with a held pidfd, one.
+func (a *Attestor) Verify(p *Peer) error {
+	if p == nil || !p.hasPidfd() {
+		return ErrNoPidfd
+	}
+	if p.exeErr != nil {
+		// No executable to compare; an exited process that its parent
+		// has not reaped (a zombie) still passes the pidfd check, so ask
+		// /proc, which everyone may read.
+		z := a.zombie(p.PID)
+		if err := p.check(); err != nil {
+			return err
+		}
+		if z {
+			return fmt.Errorf("%w (pid %d is a zombie)", ErrPeerGone, p.PID)
+		}
+		return nil
+	}
+	id, err := statExe(a.procRoot + "/" + strconv.Itoa(int(p.PID)) + "/exe")
+	// Liveness after the read: if the PID was reused, what was read is
+	// another process's, and the answer is ErrPeerGone.
+	if cerr := p.check(); cerr != nil {
+		return cerr
+	}
+	switch {
+	case errors.Is(err, unix.ENOENT):
+		// Alive by its pidfd but without an executable: a zombie.
+		return fmt.Errorf("%w (pid %d is a zombie)", ErrPeerGone, p.PID)
+	case err != nil:
+		return fmt.Errorf("attest: executable of pid %d cannot be verified: %w", p.PID, err)
+	case !id.sameFile(p.exe):
+		return fmt.Errorf("%w (pid %d)", ErrPeerChanged, p.PID)
+	}
+	return nil
+}
+
+// zombie reports whether /proc/<pid>/stat shows the process exited but not
+// yet reaped. If it cannot be read (hidepid), it reports false.
+func (a *Attestor) zombie(pid int32) bool {
+	bp := bufPool.Get().(*[]byte)
+	defer putBuf(bp)
+	data, err := readProcFile(a.procRoot+"/"+strconv.Itoa(int(pid))+"/stat", bp)
+	if err != nil {
+		return false
+	}
+	state, ok := parseStatState(data)
+	return ok && (state == 'Z' || state == 'X')
+}
+
+// missing collects the kinds left out because the server may not read them.
+type missing struct {
+	kinds Kind
+	err   error // the first reason
+}
+
+func (m *missing) add(k Kind, err error) {
+	m.kinds |= k
+	if m.err == nil {
+		m.err = err
+	}
+}
+
+// unreadable reports whether err means that the server may not read a /proc
+// file: EACCES or EPERM (not root), ENOENT (hidepid=invisible). If instead
+// the process has exited, the Verify that ends Attest says so.
+func unreadable(err error) bool {
+	return errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) || errors.Is(err, unix.ENOENT)
+}
+
 // inspect adds the selectors that come from /proc/<pid>.
-func (a *Attestor) inspect(pid int32, kinds Kind, set Set) error {
+func (a *Attestor) inspect(p *Peer, kinds Kind, set Set, miss *missing) error {
+	pid := p.PID
 	if pid <= 0 {
 		return fmt.Errorf("attest: no process to inspect (pid %d)", pid)
 	}
@@ -93,48 +191,80 @@ func (a *Attestor) inspect(pid int32, kinds Kind, set Set) error {
 
 	if kinds&KindSupplementaryGID != 0 {
 		data, err := readProcFile(dir+"status", bp)
-		if err != nil {
+		switch {
+		case unreadable(err):
+			miss.add(KindSupplementaryGID, err)
+		case err != nil:
 			return err
-		}
-		var arr [32]uint32
-		gids, err := parseStatusGroups(data, arr[:0])
-		if err != nil {
-			return fmt.Errorf("attest: %sstatus: %w", dir, err)
-		}
-		for _, g := range gids {
-			set[Selector{typeUnix, keySupplementaryGID, formatID(g)}] = struct{}{}
+		default:
+			var arr [32]uint32
+			gids, err := parseStatusGroups(data, arr[:0])
+			if err != nil {
+				return fmt.Errorf("attest: %sstatus: %w", dir, err)
+			}
+			for _, g := range gids {
+				set[Selector{typeUnix, keySupplementaryGID, formatID(g)}] = struct{}{}
+			}
 		}
 	}
+	if kinds&exeKinds != 0 && p.exeErr != nil {
+		// Without the executable of connect time, nothing read now could
+		// be tied to it.
+		miss.add(kinds&exeKinds, p.exeErr)
+		kinds &^= exeKinds
+	}
 	if kinds&KindPath != 0 {
-		p, err := exePath(dir, bp)
-		if err != nil {
+		path, err := exePath(p, dir, bp)
+		switch {
+		case unreadable(err):
+			miss.add(KindPath, err)
+		case err != nil:
 			return err
-		}
-		if p != "" {
-			set[Selector{typeUnix, keyPath, p}] = struct{}{}
+		case path != "":
+			set[Selector{typeUnix, keyPath, path}] = struct{}{}
 		}
 	}
 	if kinds&KindSHA256 != 0 {
-		sum, err := a.exeHash(dir + "exe")
-		if err != nil {
+		sum, err := a.exeHash(p, dir+"exe")
+		switch {
+		case unreadable(err):
+			miss.add(KindSHA256, err)
+		case err != nil:
 			return err
+		default:
+			set[Selector{typeUnix, keySHA256, sum}] = struct{}{}
 		}
-		set[Selector{typeUnix, keySHA256, sum}] = struct{}{}
 	}
 	if kinds&(KindSystemdUnit|KindDockerContainer) != 0 {
 		data, err := readProcFile(dir+"cgroup", bp)
-		if err != nil {
+		switch {
+		case unreadable(err):
+			miss.add(kinds&(KindSystemdUnit|KindDockerContainer), err)
+		case err != nil:
 			return err
-		}
-		unit, container := parseCgroup(data)
-		if kinds&KindSystemdUnit != 0 && unit != nil {
-			set[Selector{typeSystemd, keyUnit, string(unit)}] = struct{}{}
-		}
-		if kinds&KindDockerContainer != 0 && container != nil {
-			set[Selector{typeDocker, keyContainerID, string(container)}] = struct{}{}
+		default:
+			unit, container := parseCgroup(data)
+			if kinds&KindSystemdUnit != 0 && unit != nil {
+				set[Selector{typeSystemd, keyUnit, string(unit)}] = struct{}{}
+			}
+			if kinds&KindDockerContainer != 0 && container != nil {
+				set[Selector{typeDocker, keyContainerID, string(container)}] = struct{}{}
+			}
 		}
 	}
 	return nil
+}
+
+// logMissing says, at most once per missingLogEvery, which selectors were
+// left out and why.
+func (a *Attestor) logMissing(p *Peer, m missing) {
+	now := a.now().UnixNano()
+	last := a.missLogged.Load()
+	if last != 0 && now-last < int64(missingLogEvery) || !a.missLogged.CompareAndSwap(last, now) {
+		return
+	}
+	a.log.Warn("selectors left out: the server may not read them (such selectors never match; run the server as root to attest other users' processes)",
+		slog.Int("pid", int(p.PID)), slog.Int("uid", int(p.UID)), slog.String("kinds", m.kinds.String()), slog.Any("error", m.err))
 }
 
 const deletedSuffix = " (deleted)"
@@ -142,16 +272,33 @@ const deletedSuffix = " (deleted)"
 // exePath returns the path of the executable, or "" if it has none that a
 // selector could name: the file was deleted (or replaced) since it was
 // executed, or its path is not a valid path selector value.
-func exePath(dir string, bp *[]byte) (string, error) {
+//
+// The path is read from a descriptor of the executable, after checking
+// that it is the file p ran at connect, so that the path names that file
+// even if the process execs (and execs back) meanwhile. Like readlink of
+// /proc/<pid>/exe it is the path as the server sees it.
+func exePath(p *Peer, dir string, bp *[]byte) (string, error) {
 	buf := (*bp)[:cap(*bp)]
 	if len(buf) < maxPath+1 {
 		buf = make([]byte, maxPath+1)
 		*bp = buf
 	}
 	link := dir + "exe"
-	n, err := readlink(link, buf)
+	fd, err := openFlags(link, unix.O_PATH|unix.O_CLOEXEC)
 	if err != nil {
-		return "", fmt.Errorf("attest: readlink %s: %w", link, err)
+		return "", fmt.Errorf("attest: open %s: %w", link, err)
+	}
+	defer unix.Close(fd)
+	id, err := statExeFD(fd)
+	if err != nil {
+		return "", fmt.Errorf("attest: stat %s: %w", link, err)
+	}
+	if !id.sameFile(p.exe) {
+		return "", fmt.Errorf("%w (pid %d)", ErrPeerChanged, p.PID)
+	}
+	n, err := readlink("/proc/self/fd/"+strconv.Itoa(fd), buf)
+	if err != nil {
+		return "", fmt.Errorf("attest: readlink of %s: %w", link, err)
 	}
 	if n >= len(buf) {
 		return "", nil // longer than PATH_MAX: not a path we can name
@@ -161,17 +308,16 @@ func exePath(dir string, bp *[]byte) (string, error) {
 		// Either the file is gone (the kernel appended the suffix), or it
 		// really has that name. Only the same inode at that very name
 		// tells the second case apart.
-		var exe, named unix.Stat_t
-		if unix.Stat(link, &exe) != nil || unix.Stat(string(target), &named) != nil ||
-			exe.Dev != named.Dev || exe.Ino != named.Ino {
+		var named unix.Stat_t
+		if unix.Stat(string(target), &named) != nil || uint64(named.Dev) != id.dev || named.Ino != id.ino {
 			return "", nil
 		}
 	}
-	p := string(target)
-	if p == "" || pathProblem(p) != "" {
+	path := string(target)
+	if path == "" || pathProblem(path) != "" {
 		return "", nil
 	}
-	return p, nil
+	return path, nil
 }
 
 func readlink(path string, buf []byte) (int, error) {
@@ -185,8 +331,11 @@ func readlink(path string, buf []byte) (int, error) {
 
 // exeHash returns the SHA-256 of the executable behind the /proc/<pid>/exe
 // link, as lowercase hex. The link leads to the inode the process runs,
-// even when its path now names another file. A cache hit costs one stat.
-func (a *Attestor) exeHash(link string) (string, error) {
+// even when its path now names another file; it must be the one p ran at
+// connect. A cache hit costs one stat. A miss is charged to p's uid (see
+// Config.HashBudget) and waits for any other hashing to finish: one
+// executable is hashed at a time.
+func (a *Attestor) exeHash(p *Peer, link string) (string, error) {
 	var st unix.Stat_t
 	if err := statRetry(link, &st); err != nil {
 		return "", fmt.Errorf("attest: stat %s: %w", link, err)
@@ -195,10 +344,18 @@ func (a *Attestor) exeHash(link string) (string, error) {
 		return "", fmt.Errorf("attest: %s is not a regular file", link)
 	}
 	id := fileIDOf(&st)
-	compute := func() (string, error) {
+	if id.dev != p.exe.dev || id.ino != p.exe.ino {
+		return "", fmt.Errorf("%w (pid %d)", ErrPeerChanged, p.PID)
+	}
+	charge := func() error {
 		if id.size > a.maxExe {
-			return "", fmt.Errorf("%w: %s is %d bytes, limit %d", ErrExecutableTooLarge, link, id.size, a.maxExe)
+			return fmt.Errorf("%w: %s is %d bytes, limit %d", ErrExecutableTooLarge, link, id.size, a.maxExe)
 		}
+		return a.budget.take(p.UID, id.size, a.now(), link)
+	}
+	compute := func() (string, error) {
+		a.hashing <- struct{}{}
+		defer func() { <-a.hashing }()
 		fd, err := openRead(link)
 		if err != nil {
 			return "", fmt.Errorf("attest: open %s: %w", link, err)
@@ -212,7 +369,7 @@ func (a *Attestor) exeHash(link string) (string, error) {
 		settled := a.now().Add(-racyWindow).UnixNano()
 		return id.ctimeNs < settled && id.mtimeNs < settled
 	}
-	return a.hashes.get(id, compute, cacheable)
+	return a.hashes.get(id, charge, compute, cacheable)
 }
 
 func statRetry(path string, st *unix.Stat_t) error {
@@ -289,8 +446,12 @@ func putBuf(bp *[]byte) {
 const maxProcFile = 1 << 20
 
 func openRead(path string) (int, error) {
+	return openFlags(path, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOCTTY)
+}
+
+func openFlags(path string, flags int) (int, error) {
 	for {
-		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
+		fd, err := unix.Open(path, flags, 0)
 		if err != unix.EINTR {
 			return fd, err
 		}

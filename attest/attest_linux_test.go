@@ -31,6 +31,12 @@ func TestMain(m *testing.M) {
 	if sock := os.Getenv(childEnv); sock != "" {
 		os.Exit(childMain(sock))
 	}
+	if sock := os.Getenv(execChildEnv); sock != "" {
+		os.Exit(execChildMain(sock, os.Getenv(execTargetEnv)))
+	}
+	if fd := os.Getenv(holdFDEnv); fd != "" {
+		os.Exit(holdFDMain(fd))
+	}
 	os.Exit(m.Run())
 }
 
@@ -518,11 +524,13 @@ func TestAttestOtherUser(t *testing.T) {
 	}
 }
 
-// fakeProc makes a /proc-like tree with one process directory.
-func fakeProc(t *testing.T, pid int32, status, cgroup, exe string) string {
+// fakeProc makes a /proc-like tree with one process directory, for p, and
+// makes p look as if it had connected running exe (so that Verify, which
+// reads the tree too, finds the same executable).
+func fakeProc(t *testing.T, p *Peer, status, cgroup, exe string) string {
 	t.Helper()
 	root := t.TempDir()
-	dir := filepath.Join(root, strconv.Itoa(int(pid)))
+	dir := filepath.Join(root, strconv.Itoa(int(p.PID)))
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -538,6 +546,11 @@ func fakeProc(t *testing.T, pid int32, status, cgroup, exe string) string {
 	if err := os.Symlink(exe, filepath.Join(dir, "exe")); err != nil {
 		t.Fatal(err)
 	}
+	id, err := statExe(filepath.Join(dir, "exe"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.exe, p.exeErr = id, nil
 	return root
 }
 
@@ -548,7 +561,7 @@ func TestAttestProcRoot(t *testing.T) {
 	if err := os.WriteFile(bin, []byte("#!/bin/true\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	root := fakeProc(t, p.PID, "testdata/status/self.txt", "testdata/cgroup/v2-systemd-service.txt", bin)
+	root := fakeProc(t, p, "testdata/status/self.txt", "testdata/cgroup/v2-systemd-service.txt", bin)
 	set, err := New(Config{ProcRoot: root}).Attest(p, KindAll&^(KindUser|KindGroup))
 	if err != nil {
 		t.Fatal(err)
@@ -571,7 +584,7 @@ func TestAttestProcRoot(t *testing.T) {
 	}
 
 	// A malformed status file is an error, not an empty group list.
-	root = fakeProc(t, p.PID, "testdata/status/missing.txt", "testdata/cgroup/empty.txt", bin)
+	root = fakeProc(t, p, "testdata/status/missing.txt", "testdata/cgroup/empty.txt", bin)
 	if _, err := New(Config{ProcRoot: root}).Attest(p, KindSupplementaryGID); err == nil {
 		t.Error("status without Groups line accepted")
 	}
@@ -587,24 +600,23 @@ func TestAttestExePath(t *testing.T) {
 	_, p := selfPeer(t)
 	dir := t.TempDir()
 	named := filepath.Join(dir, "x (deleted)")
-	if err := os.WriteFile(named, []byte("x"), 0o755); err != nil {
-		t.Fatal(err)
+	for _, name := range []string{named, filepath.Join(dir, "a\nb"), filepath.Join(dir, "a\xffb")} {
+		if err := os.WriteFile(name, []byte("x"), 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
 	tests := []struct {
 		name, target string
 		want         []string
 	}{
-		// The kernel appends " (deleted)" to the path of an unlinked
-		// executable: that path names nothing, or another file.
-		{"deleted", filepath.Join(dir, "gone (deleted)"), nil},
-		// A file really named so is still a path.
+		// A file really named "... (deleted)" is still a path.
 		{"named deleted", named, []string{named}},
 		{"control char", filepath.Join(dir, "a\nb"), nil},
 		{"not utf8", filepath.Join(dir, "a\xffb"), nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			root := fakeProc(t, p.PID, "testdata/status/self.txt", "testdata/cgroup/empty.txt", tt.target)
+			root := fakeProc(t, p, "testdata/status/self.txt", "testdata/cgroup/empty.txt", tt.target)
 			set, err := New(Config{ProcRoot: root}).Attest(p, KindPath)
 			if err != nil {
 				t.Fatal(err)
@@ -614,6 +626,23 @@ func TestAttestExePath(t *testing.T) {
 			}
 		})
 	}
+	// The kernel appends " (deleted)" to the path of an unlinked
+	// executable: that path names nothing, or another file. The process
+	// still runs the file it connected with, so it is attested, without
+	// a path.
+	t.Run("deleted", func(t *testing.T) {
+		c := startChild(t, nil)
+		if err := os.Remove(c.bin); err != nil {
+			t.Fatal(err)
+		}
+		set, err := New(Config{}).Attest(c.peer, KindPath|KindUID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := values(set, "unix", "path"); len(got) != 0 {
+			t.Errorf("path selectors %q for a deleted executable, want none", got)
+		}
+	})
 }
 
 // TestAttestPIDReuseGuard shows that Attest refuses what it read once the
@@ -625,7 +654,7 @@ func TestAttestPIDReuseGuard(t *testing.T) {
 	if err := os.WriteFile(bin, []byte("impostor"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	root := fakeProc(t, c.peer.PID, "testdata/status/self.txt", "testdata/cgroup/v2-systemd-service.txt", bin)
+	root := fakeProc(t, c.peer, "testdata/status/self.txt", "testdata/cgroup/v2-systemd-service.txt", bin)
 	a := New(Config{ProcRoot: root})
 	if _, err := a.Attest(c.peer, KindAll); err != nil {
 		t.Fatalf("Attest of live child: %v", err)
@@ -643,7 +672,7 @@ func TestHashCache(t *testing.T) {
 	if err := os.WriteFile(bin, bytes.Repeat([]byte("a"), 300<<10), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	root := fakeProc(t, p.PID, "testdata/status/self.txt", "testdata/cgroup/empty.txt", bin)
+	root := fakeProc(t, p, "testdata/status/self.txt", "testdata/cgroup/empty.txt", bin)
 	later := func() time.Time { return time.Now().Add(time.Hour) }
 
 	hash := func(a *Attestor) string {

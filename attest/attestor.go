@@ -2,6 +2,8 @@ package attest
 
 import (
 	"errors"
+	"fmt"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,7 +18,18 @@ var (
 	// ErrNoPidfd means the Peer holds no pidfd: it did not come from
 	// PeerFromConn, or it was closed. Such a peer is never attested.
 	ErrNoPidfd = errors.New("attest: peer has no pidfd (not from PeerFromConn, or closed)")
+	// ErrPeerChanged means the process that connected now runs another
+	// executable than when its connection was accepted: it called
+	// exec(2). The identity belonged to the program that connected, so
+	// nothing more is issued on that connection.
+	ErrPeerChanged = errors.New("attest: peer process runs another executable than when it connected")
 )
+
+// ErrHashBudget means the caller's uid has had as many bytes of executables
+// hashed in the last minute as Config.HashBudget allows: unix:sha256 is
+// refused until the budget refills. Executables already hashed (cached)
+// cost nothing.
+var ErrHashBudget = errors.New("attest: executable hashing budget of the uid spent")
 
 // ErrExecutableTooLarge means the executable is larger than
 // Config.MaxExecutableSize, so the attestor refused to hash it.
@@ -38,20 +51,42 @@ type Config struct {
 	// ErrExecutableTooLarge for larger ones. Zero means 1 GiB.
 	MaxExecutableSize int64
 
+	// HashBudget bounds the bytes of executables hashed (for unix:sha256)
+	// on behalf of one uid per minute, so that a user who keeps changing
+	// a large executable (touch changes its ctime, so it is hashed again)
+	// cannot keep the server busy: beyond it Attest fails with
+	// ErrHashBudget naming the uid and the budget. The budget refills
+	// continuously; one executable of up to MaxExecutableSize may be
+	// hashed at once even if that is more. Cached hashes cost nothing.
+	// Independently of it, one executable is hashed at a time. Zero means
+	// 1 GiB per minute; a negative value means no per-uid budget.
+	HashBudget int64
+
+	// Logger receives a rate-limited line when selectors are left out
+	// because the server may not read them. Nil discards it.
+	Logger *slog.Logger
+
 	// Now returns the current time; nil means time.Now. It drives name
-	// cache expiry and decides when an executable's hash may be cached.
+	// cache expiry, the hashing budget, and decides when an executable's
+	// hash may be cached.
 	Now func() time.Time
 }
 
 const (
 	defaultNameTTL           = time.Minute
 	defaultMaxExecutableSize = 1 << 30
+	defaultHashBudget        = 1 << 30
+
+	// missingLogEvery is the least time between two log lines about
+	// selectors left out.
+	missingLogEvery = time.Minute
 
 	// maxNames and maxHashes bound the caches: an attacker who controls
 	// many uids (subordinate ids) or writes many executables must not be
 	// able to grow them without limit.
-	maxNames  = 4096
-	maxHashes = 4096
+	maxNames   = 4096
+	maxHashes  = 4096
+	maxBudgets = 4096
 
 	// racyWindow: an executable whose status changed less than this long
 	// before it was hashed is hashed again next time instead of cached,
@@ -67,9 +102,13 @@ type Attestor struct {
 	nameTTL  time.Duration
 	maxExe   int64
 	now      func() time.Time
+	log      *slog.Logger
 
 	users, groups nameCache
 	hashes        hashCache
+	budget        *hashBudget   // nil: no per-uid budget
+	hashing       chan struct{} // one executable hashed at a time
+	missLogged    atomic.Int64  // Unix ns of the last logMissing line
 }
 
 // New returns an Attestor for cfg.
@@ -92,7 +131,92 @@ func New(cfg Config) *Attestor {
 	if a.now == nil {
 		a.now = time.Now
 	}
+	a.log = cfg.Logger
+	if a.log == nil {
+		a.log = slog.New(slog.DiscardHandler)
+	}
+	a.hashing = make(chan struct{}, 1)
+	switch rate := cfg.HashBudget; {
+	case rate == 0:
+		a.budget = newHashBudget(defaultHashBudget, a.maxExe)
+	case rate > 0:
+		a.budget = newHashBudget(rate, a.maxExe)
+	}
 	return a
+}
+
+// hashBudget is a token bucket of bytes to hash per uid: it refills at rate
+// bytes per minute up to capacity.
+type hashBudget struct {
+	rate, capacity int64
+
+	mu sync.Mutex
+	m  map[uint32]bucket
+}
+
+type bucket struct {
+	level int64 // bytes left at time at
+	at    time.Time
+}
+
+func newHashBudget(rate, maxExe int64) *hashBudget {
+	return &hashBudget{rate: rate, capacity: max(rate, maxExe)}
+}
+
+// levelAt is what is left in b at now.
+func (h *hashBudget) levelAt(b bucket, now time.Time) int64 {
+	d := now.Sub(b.at)
+	if d <= 0 {
+		return b.level
+	}
+	if d >= time.Minute {
+		return h.capacity
+	}
+	refill := int64(float64(h.rate) * d.Seconds() / 60)
+	return min(h.capacity, b.level+refill)
+}
+
+// take charges n bytes to uid, or fails with ErrHashBudget. A nil budget
+// allows everything.
+func (h *hashBudget) take(uid uint32, n int64, now time.Time, name string) error {
+	if h == nil {
+		return nil
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	level := h.capacity
+	if b, ok := h.m[uid]; ok {
+		level = h.levelAt(b, now)
+	}
+	if n > level {
+		return fmt.Errorf("%w: uid %d may have %d bytes of executables hashed per minute, has %d left, and %s is %d bytes (retry later, or stop changing the executable)",
+			ErrHashBudget, uid, h.rate, level, name, n)
+	}
+	if h.m == nil {
+		h.m = make(map[uint32]bucket)
+	}
+	if _, ok := h.m[uid]; !ok && len(h.m) >= maxBudgets {
+		h.evict(now)
+	}
+	h.m[uid] = bucket{level: level - n, at: now}
+	return nil
+}
+
+// evict drops buckets that have refilled (they equal an absent one), or,
+// if none has, an arbitrary quarter: each of those uids starts afresh, but
+// one hashing at a time still bounds the whole server.
+func (h *hashBudget) evict(now time.Time) {
+	for uid, b := range h.m {
+		if h.levelAt(b, now) >= h.capacity {
+			delete(h.m, uid)
+		}
+	}
+	for uid := range h.m {
+		if len(h.m) < maxBudgets*3/4 {
+			break
+		}
+		delete(h.m, uid)
+	}
 }
 
 // nameCache caches id → name lookups, including "no such id".
@@ -183,7 +307,9 @@ type hashCall struct {
 
 // get returns the cached hash for id, or runs compute (once, however many
 // callers ask concurrently) and caches its result if cacheable says so.
-func (c *hashCache) get(id fileID, compute func() (string, error), cacheable func() bool) (string, error) {
+// The caller that would run compute first calls charge; if that fails,
+// nothing is computed and no other caller shares the failure.
+func (c *hashCache) get(id fileID, charge func() error, compute func() (string, error), cacheable func() bool) (string, error) {
 	c.mu.Lock()
 	if sum, ok := c.m[id]; ok {
 		c.mu.Unlock()
@@ -193,6 +319,10 @@ func (c *hashCache) get(id fileID, compute func() (string, error), cacheable fun
 		c.mu.Unlock()
 		<-call.done
 		return call.sum, call.err
+	}
+	if err := charge(); err != nil {
+		c.mu.Unlock()
+		return "", err
 	}
 	call := &hashCall{done: make(chan struct{})}
 	if c.inflight == nil {

@@ -35,20 +35,53 @@
 //
 // The Attestor caches user and group names for Config.NameTTL and
 // executable hashes by file identity (device, inode, size, mtime, ctime), so
-// a busy binary is hashed once. Only Linux is supported; elsewhere
-// PeerFromConn and Attest fail with errors.ErrUnsupported.
+// a busy binary is hashed once. Hashing is bounded: one executable at a
+// time, server-wide, and Config.HashBudget bytes per uid per minute (1 GiB
+// by default), so a user who keeps changing a large executable is refused
+// (ErrHashBudget) instead of keeping a core busy. Only Linux is supported;
+// elsewhere PeerFromConn, Attest and Verify fail with errors.ErrUnsupported.
 //
 // # Security invariant
 //
 // Every selector in a Set returned by Attest describes the process that
-// connected, and comes from the kernel, never from the caller: uid and gid
-// from SO_PEERCRED, everything else from /proc/<pid> of that process. PIDs
-// are reused, so /proc/<pid> alone could describe another process. Attest
-// therefore holds a pidfd of the connecting process (SO_PEERPIDFD, which
-// names the process that called connect(2)) and, after its last read of /proc,
-// checks through it that the process is still alive. A live process keeps
-// its PID, so every file read was that process's; if it has exited, Attest
-// returns ErrPeerGone and no selectors. Attest never returns a partial Set.
+// connected, as it was when it connected, and comes from the kernel, never
+// from the caller: uid and gid from SO_PEERCRED, everything else from
+// /proc/<pid> of that process.
+//
+// PIDs are reused, so /proc/<pid> alone could describe another process.
+// A Peer therefore holds a pidfd of the connecting process (SO_PEERPIDFD,
+// which names the process that called connect(2)), and Attest, after its
+// last read of /proc, checks through it that the process is still alive. A
+// live process keeps its PID, so every file read was that process's; if it
+// has exited, Attest returns ErrPeerGone and no selectors. A zombie (exited,
+// not yet reaped by its parent, which an attacker's parent need never do)
+// keeps its PID and passes the pidfd check, so Verify also asks /proc
+// whether the process still has an executable or is in state Z.
+//
+// A process can also exec(2) another binary and keep the connection, or
+// pass it to another process and exit. PeerFromConn therefore records the
+// executable the process runs when the connection is accepted (the file
+// /proc/<pid>/exe leads to: device, inode and birth time; one statx(2)).
+// Verify checks that the process is alive and runs that same file, and
+// Attest ends with Verify: after an exec, Attest and Verify return
+// ErrPeerChanged. unix:path and unix:sha256 are read from a descriptor of
+// the executable once it is checked to be that very file, so they describe
+// it even if the process execs (and execs back) while Attest runs. The
+// server calls Verify again before everything it sends on a connection, so
+// an identity goes to no process but the one that connected, and not to it
+// after an exec.
+//
+// Attest never returns a Set with more than the process has. It may return
+// fewer: selectors the server may not read (a server that is not root gets
+// EACCES for other users' /proc/<pid>/exe, and for all of /proc/<pid> when
+// /proc is mounted with hidepid), and unix:path and unix:sha256 of a process
+// whose executable could not be recorded at connect, are left out, with a
+// rate-limited log line. This is safe because matching is monotone: an
+// entry matches when all of its selectors are in the caller's Set, there
+// are no negative selectors, and an entry with no selectors matches no
+// one; so a smaller Set can only match fewer entries, never another one.
+// A non-root server can thus serve unix:uid entries to every user while
+// its unix:path entries match only its own uid's processes.
 //
 // Facts the kernel does not reliably attach to a process are left out rather
 // than guessed. A deleted executable has no unix:path. For systemd:unit and
@@ -65,14 +98,21 @@
 //
 // # Limits of what a selector proves
 //
-//   - Attestation describes the process at the moment of attestation. A
-//     process can connect, pass the socket to another process and then
-//     exec a different binary; no socket-based attestor can tell. Entries
-//     should therefore pin a uid (or a container), not only a path or hash.
-//   - unix:path is the path in the process's own mount namespace. A user
-//     who can create mount namespaces can make any path name its own
-//     binary, so a path is meaningful only together with unix:uid, or
-//     combined with unix:sha256.
+//   - A selector proves what the kernel says about the process, not who
+//     wrote the code that runs in it. Any uid that may execute a binary
+//     can run it with code of its own inside (LD_PRELOAD for a dynamically
+//     linked binary, ptrace where permitted, or a copy of its bytes, which
+//     has the same unix:sha256), and can make any path name its own binary
+//     in a mount namespace of its own. So unix:path and unix:sha256 narrow
+//     an entry to a program; they never keep out a user who may run that
+//     program. Entries should pin a uid or gid (or a system service or a
+//     container) that the users to keep out do not have.
+//   - The executable is recorded when the server accepts the connection,
+//     not at connect(2). A process that connects and execs another binary
+//     before the server accepts (microseconds when the server is idle,
+//     longer when its accept queue is long) is recorded with the new
+//     binary. Nothing in /proc tells an exec that happened after connect(2)
+//     from one before it.
 //   - On kernels older than 6.5 (no SO_PEERPIDFD) the pidfd is taken with
 //     pidfd_open(2) when PeerFromConn runs, which leaves a short window for
 //     PID reuse between connect(2) and that call.

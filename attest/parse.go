@@ -143,3 +143,14 @@ func classifyCgroupPath(path []byte) (unit, container []byte) {
 	}
 	return nil, nil
 }
+
+// parseStatState returns the state letter of a /proc/<pid>/stat file
+// ("R", "S", "Z", ...): the field after the command name, which is in
+// parentheses and may itself contain ") ", so the last ")" ends it.
+func parseStatState(stat []byte) (byte, bool) {
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 || i+2 >= len(stat) || stat[i+1] != ' ' {
+		return 0, false
+	}
+	return stat[i+2], true
+}

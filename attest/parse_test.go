@@ -1,6 +1,7 @@
 package attest
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"slices"
@@ -137,6 +138,48 @@ func FuzzParseStatusGroups(f *testing.F) {
 			if _, err := ParseSelector("unix:supplementary_gid:" + formatID(g)); err != nil {
 				t.Fatalf("parseStatusGroups(%q) gid %d: %v", data, g, err)
 			}
+		}
+	})
+}
+
+func TestParseStatState(t *testing.T) {
+	for _, tt := range []struct {
+		in    string
+		state byte
+		ok    bool
+	}{
+		{"1234 (badge) S 1 1234 1234 0 -1", 'S', true},
+		{"1234 (badge) Z 1 1234", 'Z', true},
+		// The command name is the process's to choose: "x) R (y".
+		{"1234 (x) R (y) Z 1 1234", 'Z', true},
+		{"1234 (a b) X 1", 'X', true},
+		{"", 0, false},
+		{"1234 (badge)", 0, false},
+		{"1234 (badge) ", 0, false},
+		{"1234 (badge)S 1", 0, false},
+		{"1234 badge S 1", 0, false},
+	} {
+		state, ok := parseStatState([]byte(tt.in))
+		if state != tt.state || ok != tt.ok {
+			t.Errorf("parseStatState(%q) = %q, %v; want %q, %v", tt.in, state, ok, tt.state, tt.ok)
+		}
+	}
+}
+
+func FuzzParseStatState(f *testing.F) {
+	if data, err := os.ReadFile("/proc/self/stat"); err == nil {
+		f.Add(data)
+	}
+	f.Add([]byte("1 (x) R (y) Z 1"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		state, ok := parseStatState(data)
+		if !ok {
+			return
+		}
+		// The state follows the last ") ", and no ")" comes after it.
+		i := bytes.LastIndex(data, []byte(") "))
+		if i < 0 || data[i+2] != state || bytes.IndexByte(data[i+2:], ')') >= 0 {
+			t.Fatalf("parseStatState(%q) = %q, not the letter after the last \") \"", data, state)
 		}
 	})
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"sync"
 	"syscall"
 
@@ -23,6 +24,10 @@ import (
 // streams fit in a default limit of twenty thousand. On older kernels the
 // Peer holds the pidfd it opened at accept time. Release it with Close.
 // A Peer must not be copied; pass *Peer. It is safe for concurrent use.
+//
+// A Peer also records which executable the process ran when the connection
+// was accepted (the file /proc/<pid>/exe leads to: device, inode and birth
+// time), so that a later exec(2) is seen: see Attestor.Verify.
 type Peer struct {
 	PID int32
 	UID uint32
@@ -32,6 +37,62 @@ type Peer struct {
 	pidfd int          // held pidfd (pidfd_open fallback), or -1
 	sock  syscall.RawConn
 	open  bool
+
+	// exe is the executable at accept time; exeErr says why it is
+	// unknown (the server may not inspect that process), else nil.
+	exe    exeID
+	exeErr error
+}
+
+// exeID identifies an executable file: a file system object, not its
+// content. The birth time tells a new file from an old one whose inode
+// number it reuses, where the file system records it.
+type exeID struct {
+	dev, ino uint64
+	btime    unix.StatxTimestamp
+	hasBtime bool
+}
+
+// procExe is where PeerFromConn finds the executable of a peer: always the
+// real procfs, since the connection is a real one.
+const procExe = "/proc"
+
+// statExe returns the identity of the file the magic link names (for
+// /proc/<pid>/exe: the executable the process runs, even if unlinked).
+func statExe(link string) (exeID, error) {
+	return statxID(unix.AT_FDCWD, link, 0)
+}
+
+// statExeFD returns the identity of the open file fd.
+func statExeFD(fd int) (exeID, error) {
+	return statxID(fd, "", unix.AT_EMPTY_PATH)
+}
+
+func statxID(dirfd int, path string, flags int) (exeID, error) {
+	var stx unix.Statx_t
+	for {
+		err := unix.Statx(dirfd, path, flags, unix.STATX_INO|unix.STATX_BTIME, &stx)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return exeID{}, err
+		}
+		break
+	}
+	id := exeID{dev: unix.Mkdev(stx.Dev_major, stx.Dev_minor), ino: stx.Ino}
+	if stx.Mask&unix.STATX_BTIME != 0 {
+		id.btime, id.hasBtime = stx.Btime, true
+	}
+	return id, nil
+}
+
+// sameFile reports whether two identities name the same file.
+func (a exeID) sameFile(b exeID) bool {
+	if a.dev != b.dev || a.ino != b.ino {
+		return false
+	}
+	return !a.hasBtime || !b.hasBtime || a.btime == b.btime
 }
 
 // PeerFromConn reads the peer credentials (SO_PEERCRED) and a pidfd
@@ -70,6 +131,9 @@ func PeerFromConn(c *net.UnixConn) (*Peer, error) {
 		return nil, fmt.Errorf("attest: SO_PEERCRED: %w", credErr)
 	}
 	p, err := newPeer(cred, pidfd, pfE)
+	if err == nil {
+		p.recordExe(procExe)
+	}
 	if pfE == nil && pidfd >= 0 {
 		// From SO_PEERPIDFD: it proved the peer alive and the option
 		// supported; checks ask the socket for a fresh one.
@@ -123,6 +187,20 @@ func newPeer(cred *unix.Ucred, pidfd int, pidfdErr error) (*Peer, error) {
 		pidfd = fd
 	}
 	return &Peer{PID: cred.Pid, UID: cred.Uid, GID: cred.Gid, pidfd: pidfd, open: true}, nil
+}
+
+// recordExe notes the executable the peer runs now. It needs no liveness
+// check of its own: if the PID already names another process, every later
+// check through the pidfd fails with ErrPeerGone.
+func (p *Peer) recordExe(root string) {
+	id, err := statExe(root + "/" + strconv.Itoa(int(p.PID)) + "/exe")
+	if err != nil {
+		// EACCES: a server that is not root may inspect only its own
+		// uid's processes. ENOENT: a zombie or a kernel thread.
+		p.exeErr = fmt.Errorf("executable of pid %d unknown at connect: %w", p.PID, err)
+		return
+	}
+	p.exe = id
 }
 
 // Close releases the pidfd. It is safe to call more than once; after Close

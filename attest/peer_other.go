@@ -32,3 +32,8 @@ func (p *Peer) Alive() bool { return false }
 func (a *Attestor) Attest(p *Peer, kinds Kind) (Set, error) {
 	return nil, fmt.Errorf("attest: %w", errors.ErrUnsupported)
 }
+
+// Verify fails with errors.ErrUnsupported outside Linux.
+func (a *Attestor) Verify(p *Peer) error {
+	return fmt.Errorf("attest: %w", errors.ErrUnsupported)
+}

@@ -76,6 +76,27 @@ const (
 	KindAll = KindUID | KindUser | KindGID | KindGroup | KindSupplementaryGID | KindPath | KindSHA256 | KindSystemdUnit | KindDockerContainer
 )
 
+// kindNames are the TYPE:KEY of each kind, in bit order.
+var kindNames = [...]string{
+	"unix:uid", "unix:user", "unix:gid", "unix:group", "unix:supplementary_gid",
+	"unix:path", "unix:sha256", "systemd:unit", "docker:container_id",
+}
+
+// String lists the kinds in k as TYPE:KEY, comma separated.
+func (k Kind) String() string {
+	var b strings.Builder
+	for i, name := range kindNames {
+		if k&(1<<i) == 0 {
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteString(",")
+		}
+		b.WriteString(name)
+	}
+	return b.String()
+}
+
 // Selector types and keys.
 const (
 	typeUnix    = "unix"

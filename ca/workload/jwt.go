@@ -83,6 +83,13 @@ func (s *Server) FetchJWTSVID(ctx context.Context, req *workload.JWTSVIDRequest)
 		}
 		resp.Svids = append(resp.Svids, &workload.JWTSVID{SpiffeId: t.ID.String(), Svid: t.Token})
 	}
+	if len(resp.Svids) > 0 {
+		// Signing took a while: tokens go out only if the peer is still
+		// the process that connected.
+		if err := s.verify(c); err != nil {
+			return nil, err
+		}
+	}
 	if len(resp.Svids) == 0 {
 		if !want.IsZero() {
 			return nil, status.Errorf(codes.PermissionDenied, "the caller (pid %d, uid %d) is not entitled to %s", p.PID, p.UID, want)

@@ -1,13 +1,24 @@
 // Package workload serves the SPIFFE Workload API on a Unix socket.
 //
 // Every connection is attributed to the process that opened it by the
-// kernel (SO_PEERCRED and a pidfd, read once per connection by the transport
-// credentials of the gRPC server). Each call turns that peer into selectors,
-// matches them against the registration entries of the current
-// [ca.Snapshot], and has the [Authority] sign one X.509-SVID per matching
-// entry. Streams then wait on the snapshot's Done channel and on the
-// half-life of their SVIDs: a new entry, a deleted entry or a new bundle
-// reaches every open stream as soon as it is published, with no polling.
+// kernel (SO_PEERCRED, a pidfd and the executable it runs, read once per
+// connection by the transport credentials of the gRPC server). Each call
+// turns that peer into selectors, matches them against the registration
+// entries of the current [ca.Snapshot], and has the [Authority] sign one
+// X.509-SVID per matching entry. Streams then wait on the snapshot's Done
+// channel and on the half-life of their SVIDs: a new entry, a deleted entry
+// or a new bundle reaches every open stream as soon as it is published, with
+// no polling.
+//
+// An identity belongs to the process that connected, as it was when it
+// connected. Every time a stream wakes up, and again after signing, right
+// before new SVIDs or JWT-SVIDs are sent, the server verifies the peer
+// ([attest.Attestor.Verify]): if the connecting process has exited, or has
+// exec'd another executable, the call ends with PermissionDenied and
+// nothing more is sent, even if another process (a child that inherited
+// the socket, or one it was passed to) still holds the connection. A
+// stream that holds an SVID of an ID that is then blocked ends with
+// PermissionDenied too.
 //
 // The server depends only on the two small interfaces below, so that an
 // agent on another host can serve the same API from a remote authority.
@@ -40,9 +51,11 @@ type Authority interface {
 	SignX509SVID(ctx context.Context, s *ca.Snapshot, e *ca.Entry) (*ca.X509SVID, error)
 }
 
-// Attestor turns a connected peer into selectors.
+// Attestor turns a connected peer into selectors, and verifies that the
+// peer is still the process that connected, running the same executable.
 type Attestor interface {
 	Attest(p *attest.Peer, kinds attest.Kind) (attest.Set, error)
+	Verify(p *attest.Peer) error
 }
 
 // Config configures a Server.
@@ -131,9 +144,10 @@ func Listen(path string) (net.Listener, error) {
 // caller is the attested peer of a call, with selectors of the kinds the
 // entries used when it was last attested.
 type caller struct {
-	peer  *attest.Peer
-	sel   attest.Set
-	kinds attest.Kind
+	peer     *attest.Peer
+	sel      attest.Set
+	kinds    attest.Kind
+	verified bool // attested or verified since the last use: match need not verify again
 }
 
 // caller attests the peer of the call: header check, peer credentials,
@@ -158,22 +172,45 @@ func (s *Server) attest(c *caller, kinds attest.Kind) error {
 	sel, err := s.att.Attest(c.peer, kinds)
 	if err != nil {
 		s.log.Warn("attestation failed", slog.Int(ca.LogPID, int(c.peer.PID)), slog.Int(ca.LogUID, int(c.peer.UID)), slog.Any(ca.LogError, err))
-		return status.Errorf(codes.PermissionDenied, "could not attest the calling process: %v", err)
+		code := codes.PermissionDenied
+		if errors.Is(err, attest.ErrHashBudget) {
+			code = codes.ResourceExhausted
+		}
+		return status.Errorf(code, "could not attest the calling process: %v", err)
 	}
-	c.sel, c.kinds = sel, kinds
+	c.sel, c.kinds, c.verified = sel, kinds, true
 	return nil
 }
 
-// match returns the entries of snap the caller matches, default first,
-// attesting it again (the peer must still be alive) if an entry uses a kind
-// of selector it was not attested for. No entry is PermissionDenied, saying
-// whether the caller is not registered or blocked (refusal.go).
+// verify checks that the caller is still the process that connected,
+// running the executable it connected with. A dead or changed peer is
+// PermissionDenied: nothing more goes to that connection.
+func (s *Server) verify(c *caller) error {
+	if err := s.att.Verify(c.peer); err != nil {
+		s.log.Warn("peer no longer the process that connected; ending the call", slog.Int(ca.LogPID, int(c.peer.PID)),
+			slog.Int(ca.LogUID, int(c.peer.UID)), slog.Any(ca.LogError, err))
+		return status.Errorf(codes.PermissionDenied, "the process that connected is gone or changed: %v", err)
+	}
+	return nil
+}
+
+// match returns the entries of snap the caller matches, default first. It
+// first verifies the peer (unless it was just attested), and attests it
+// again if an entry uses a kind of selector it was not attested for. No
+// entry is PermissionDenied, saying whether the caller is not registered or
+// blocked (refusal.go).
 func (s *Server) match(c *caller, snap *ca.Snapshot) ([]*ca.Entry, error) {
 	if k := snap.Kinds(); k&^c.kinds != 0 {
 		if err := s.attest(c, k); err != nil {
 			return nil, err
 		}
 	}
+	if !c.verified {
+		if err := s.verify(c); err != nil {
+			return nil, err
+		}
+	}
+	c.verified = false
 	entries := snap.Match(c.sel)
 	if len(entries) == 0 {
 		return nil, s.refuse(c, snap)
@@ -207,6 +244,11 @@ func (s *Server) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.ServerSt
 		}
 	}()
 	for {
+		if id, ok := heldBlocked(snap, held); ok {
+			s.log.Info("stream ended: it holds a blocked SPIFFE ID", slog.Int(ca.LogPID, int(p.PID)), slog.Int(ca.LogUID, int(p.UID)),
+				slog.String(ca.LogSPIFFEID, id))
+			return status.Errorf(codes.PermissionDenied, "SPIFFE ID %s is blocked", id)
+		}
 		entries, err := s.match(c, snap)
 		if err != nil {
 			return err
@@ -214,7 +256,8 @@ func (s *Server) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.ServerSt
 		next, changed, err := s.refresh(ctx, snap, entries, held)
 		if errors.Is(err, ca.ErrBlocked) {
 			// Blocked between the snapshot and the signing; the next
-			// snapshot no longer matches the entry.
+			// snapshot no longer matches the entry (and ends the stream
+			// if it held an SVID of it).
 			snap = s.auth.Snapshot()
 			continue
 		}
@@ -227,6 +270,13 @@ func (s *Server) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.ServerSt
 		}
 		_, crlNumber := snap.CRL()
 		if changed || crlNumber != sentCRL || !bytes.Equal(sentBundle, snap.BundleDER()) {
+			// The keys go out only if the peer is still the process that
+			// connected: match verified it, but signing takes a while.
+			if changed {
+				if err := s.verify(c); err != nil {
+					return err
+				}
+			}
 			if err := stream.Send(x509Response(next, snap)); err != nil {
 				return err
 			}
@@ -256,6 +306,17 @@ func (s *Server) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.ServerSt
 		case <-timer.C:
 		}
 	}
+}
+
+// heldBlocked returns the SPIFFE ID of a held SVID that snap lists as
+// blocked, if any.
+func heldBlocked(snap *ca.Snapshot, held []*ca.X509SVID) (string, bool) {
+	for _, h := range held {
+		if r, ok := snap.Revoked(h.ID); ok && r.Blocked {
+			return h.ID.String(), true
+		}
+	}
+	return "", false
 }
 
 // refresh returns the SVIDs for entries, reusing each held SVID that was

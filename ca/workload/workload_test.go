@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -33,6 +34,7 @@ import (
 // authority on a real bbolt store and the real attestor. The test process
 // itself is the workload.
 type fixture struct {
+	att    *changingAttestor
 	auth   *ca.Authority
 	srv    *badgeworkload.Server
 	sock   string
@@ -70,7 +72,8 @@ func start(t testing.TB, mod func(*ca.Config), opts ...func(*badgeworkload.Confi
 	if err != nil {
 		t.Fatal(err)
 	}
-	wcfg := badgeworkload.Config{Authority: auth, Attestor: attest.New(attest.Config{}), JWT: auth}
+	f.att = &changingAttestor{Attestor: attest.New(attest.Config{})}
+	wcfg := badgeworkload.Config{Authority: auth, Attestor: f.att, JWT: auth}
 	for _, o := range opts {
 		o(&wcfg)
 	}
@@ -85,6 +88,31 @@ func start(t testing.TB, mod func(*ca.Config), opts ...func(*badgeworkload.Confi
 	t.Cleanup(func() { conn.Close() })
 	f.api = workload.NewSpiffeWorkloadAPIClient(conn)
 	return f
+}
+
+// changingAttestor is the real attestor, except that once changed is set,
+// Verify (and so Attest) reports the peer changed, as after an exec(2) of
+// the process that connected. The e2e tests in cmd/badge make real
+// processes do it; this lets the unit tests reach every call path.
+type changingAttestor struct {
+	*attest.Attestor
+	changed  atomic.Bool
+	verifies atomic.Int64
+}
+
+func (a *changingAttestor) Verify(p *attest.Peer) error {
+	a.verifies.Add(1)
+	if a.changed.Load() {
+		return fmt.Errorf("%w (pid %d)", attest.ErrPeerChanged, p.PID)
+	}
+	return a.Attestor.Verify(p)
+}
+
+func (a *changingAttestor) Attest(p *attest.Peer, k attest.Kind) (attest.Set, error) {
+	if a.changed.Load() {
+		return nil, fmt.Errorf("%w (pid %d)", attest.ErrPeerChanged, p.PID)
+	}
+	return a.Attestor.Attest(p, k)
 }
 
 // shutdown stops the server, once, and checks that Serve returned nil.
@@ -496,5 +524,121 @@ func TestBundleStreamReattests(t *testing.T) {
 	}
 	if resp, err := svids.Recv(); err != nil || !equal(svidIDs(resp), "spiffe://example.org/by-gid") {
 		t.Fatalf("FetchX509SVID: %v, %v; want the by-gid SVID", svidIDs(resp), err)
+	}
+}
+
+// TestBlockEndsStreamWithOtherEntries: a stream that carries SVIDs of two
+// entries ends with PermissionDenied when one of the IDs is blocked, as
+// the README promises for blocked IDs' streams; it does not go on with the
+// other entry's SVID alone. A new call gets the other entry only.
+func TestBlockEndsStreamWithOtherEntries(t *testing.T) {
+	f := start(t, nil)
+	f.create(t, "spiffe://example.org/kept", mySelector())
+	f.create(t, "spiffe://example.org/blocked", mySelector(), fmt.Sprintf("unix:gid:%d", os.Getgid()))
+
+	ctx, cancel := context.WithTimeout(withHeader(context.Background()), 30*time.Second)
+	defer cancel()
+	stream, err := f.api.FetchX509SVID(ctx, &workload.X509SVIDRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs := recvLoop(stream)
+	r := next(t, msgs, 10*time.Second)
+	if r.err != nil || !equal(svidIDs(r.msg), "spiffe://example.org/kept", "spiffe://example.org/blocked") {
+		t.Fatalf("first message: %v, %v; want kept and blocked", svidIDs(r.msg), r.err)
+	}
+	if _, err := f.auth.RevokeID(context.Background(), ca.RevokeRequest{SPIFFEID: "spiffe://example.org/blocked", Block: true}); err != nil {
+		t.Fatal(err)
+	}
+	r = next(t, msgs, 5*time.Second)
+	if status.Code(r.err) != codes.PermissionDenied {
+		t.Fatalf("after blocking one of its IDs the stream got %v, %v; want PermissionDenied", svidIDs(r.msg), r.err)
+	}
+
+	again, err := f.api.FetchX509SVID(ctx, &workload.X509SVIDRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := again.Recv()
+	if err != nil || !equal(svidIDs(resp), "spiffe://example.org/kept") {
+		t.Fatalf("new stream after the block: %v, %v; want kept only", svidIDs(resp), err)
+	}
+}
+
+// TestChangedPeerGetsNothingMore: once the peer is no longer the process
+// that connected (exited, or exec'd), a stream sends nothing more and ends
+// with PermissionDenied at its next wake-up, and no call issues anything.
+func TestChangedPeerGetsNothingMore(t *testing.T) {
+	f := start(t, nil)
+	f.create(t, "spiffe://example.org/me", mySelector())
+	ctx, cancel := context.WithTimeout(withHeader(context.Background()), 30*time.Second)
+	defer cancel()
+
+	x509s, err := f.api.FetchX509SVID(ctx, &workload.X509SVIDRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	xmsgs := recvLoop(x509s)
+	if r := next(t, xmsgs, 10*time.Second); r.err != nil {
+		t.Fatal(r.err)
+	}
+	bundles, err := f.api.FetchX509Bundles(ctx, &workload.X509BundlesRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bmsgs := recvLoop(bundles)
+	if r := next(t, bmsgs, 10*time.Second); r.err != nil {
+		t.Fatal(r.err)
+	}
+	jwts, err := f.api.FetchJWTBundles(ctx, &workload.JWTBundlesRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	jmsgs := recvLoop(jwts)
+	if r := next(t, jmsgs, 10*time.Second); r.err != nil {
+		t.Fatal(r.err)
+	}
+
+	f.att.changed.Store(true)
+	// A re-issuance: the entry changes (a new revision of the same ID).
+	f.create(t, "spiffe://example.org/me-too", mySelector())
+	if r := next(t, xmsgs, 5*time.Second); status.Code(r.err) != codes.PermissionDenied {
+		t.Errorf("X.509 stream after the peer changed: %v, %v; want PermissionDenied and nothing else", svidIDs(r.msg), r.err)
+	}
+	if r := next(t, bmsgs, 5*time.Second); status.Code(r.err) != codes.PermissionDenied {
+		t.Errorf("bundle stream after the peer changed: %v; want PermissionDenied", r.err)
+	}
+	if r := next(t, jmsgs, 5*time.Second); status.Code(r.err) != codes.PermissionDenied {
+		t.Errorf("JWT bundle stream after the peer changed: %v; want PermissionDenied", r.err)
+	}
+	if _, err := f.api.FetchJWTSVID(ctx, &workload.JWTSVIDRequest{Audience: []string{"a"}}); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("FetchJWTSVID after the peer changed: %v, want PermissionDenied", err)
+	}
+}
+
+// TestVerifiedBeforeSend: a fresh fetch verifies the peer after signing,
+// right before the keys go out (the attestation before signing verifies
+// too).
+func TestVerifiedBeforeSend(t *testing.T) {
+	f := start(t, nil)
+	f.create(t, "spiffe://example.org/me", mySelector())
+	ctx, cancel := context.WithTimeout(withHeader(context.Background()), 30*time.Second)
+	defer cancel()
+	s, err := f.api.FetchX509SVID(ctx, &workload.X509SVIDRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	if n := f.att.verifies.Load(); n != 1 {
+		t.Errorf("Verify called %d times by the stream before its first message, want 1 (before Send)", n)
+	}
+	before := f.att.verifies.Load()
+	if _, err := f.api.FetchJWTSVID(ctx, &workload.JWTSVIDRequest{Audience: []string{"a"}}); err != nil {
+		t.Fatal(err)
+	}
+	if n := f.att.verifies.Load() - before; n != 1 {
+		t.Errorf("FetchJWTSVID called Verify %d times, want 1 (after signing)", n)
 	}
 }

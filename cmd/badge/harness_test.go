@@ -91,7 +91,8 @@ type daemon struct {
 	socket   string
 	admin    string
 	args     []string
-	wrap     []string // a command (and its arguments) that runs the daemon
+	wrap     []string            // a command (and its arguments) that runs the daemon
+	cred     *syscall.Credential // run the daemon as this user; nil: as root
 	cmd      *exec.Cmd
 	exited   chan struct{}
 	mu       sync.Mutex
@@ -102,9 +103,22 @@ type daemon struct {
 // say it is ready.
 func startDaemon(t *testing.T, args ...string) *daemon {
 	t.Helper()
+	return startDaemonAs(t, nil, args...)
+}
+
+// startDaemonAs is startDaemon with the daemon running as cred (nil: root),
+// in a directory that user owns.
+func startDaemonAs(t *testing.T, cred *syscall.Credential, args ...string) *daemon {
+	t.Helper()
 	requireRoot(t)
 	dir := worldReadableTempDir(t)
+	if cred != nil {
+		if err := os.Chown(dir, int(cred.Uid), int(cred.Gid)); err != nil {
+			t.Fatal(err)
+		}
+	}
 	d := &daemon{
+		cred:    cred,
 		t:       t,
 		dir:     dir,
 		dataDir: filepath.Join(dir, "data"),
@@ -137,6 +151,9 @@ func (d *daemon) start() {
 		cmd = exec.Command(d.wrap[0], append(append(d.wrap[1:len(d.wrap):len(d.wrap)], testBinary), args...)...)
 	}
 	cmd.Env = append(os.Environ(), "BADGE_E2E_ROLE=badge", noRaceExitPause)
+	if d.cred != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: d.cred}
+	}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		d.t.Fatal(err)

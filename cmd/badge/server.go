@@ -169,7 +169,7 @@ func serve(ctx context.Context, c serverConfig, td spiffeid.TrustDomain, log *sl
 	}
 
 	wlConns, pubConns := connBudget(c.listen != "", log)
-	wsrv := workload.New(workload.Config{Authority: auth, Attestor: attest.New(attest.Config{}), JWT: auth, Logger: log,
+	wsrv := workload.New(workload.Config{Authority: auth, Attestor: attest.New(attest.Config{Logger: log}), JWT: auth, Logger: log,
 		Limits: c.limits.workload(wlConns, store.FreeSpace)})
 	asrv := admin.New(admin.Config{Authority: auth, Logger: log,
 		OnNoSpace: ensureBallast(c.dataDir, ballastSize(c.limits.minFreeMiB<<20), log)})
