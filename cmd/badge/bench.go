@@ -116,7 +116,7 @@ func (e *env) parseBench(args []string) (benchConfig, error) {
 		count: 20, audience: "bench",
 	}
 	fs := e.flagSet("bench", "[--socket PATH] [--mode fetch|stream|propagation|jwt] [--workers N] [--uids FIRST-LAST] [--duration D]")
-	sock := fs.String("socket", "", "Workload API socket `path` (default: $SPIFFE_ENDPOINT_SOCKET, $BADGE_SOCKET, "+defaultWorkloadSocket+")")
+	sock := fs.String("socket", "", "Workload API socket `path` (default: $SPIFFE_ENDPOINT_SOCKET, $BADGE_SOCKET, "+clientSocketHelp(workloadSocketName)+")")
 	fs.StringVar(&c.mode, "mode", c.mode, "fetch: fresh connection per FetchX509SVID; stream: hold N streams (memory, idle CPU);\npropagation: time for a new entry to reach open streams; jwt: FetchJWTSVID on open connections")
 	fs.IntVar(&c.workers, "workers", c.workers, "concurrent callers (fetch, jwt) or open streams (stream, propagation)")
 	uids := fs.String("uids", "", "run the workers as uids `FIRST-LAST`, round robin (needs root; entries must match them, or use --setup)")
@@ -171,6 +171,9 @@ func (e *env) parseBench(args []string) (benchConfig, error) {
 	var err error
 	if c.socket, err = e.workloadSocket(*sock); err != nil {
 		return c, err
+	}
+	if *asock == "" {
+		*asock = clientSocket(e.getenv, adminSocketName)
 	}
 	if c.adminSocket, err = socketPath(*asock); err != nil {
 		return c, err

@@ -364,7 +364,7 @@ func TestBenchFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.mode != benchFetch || c.workers != 4 || c.duration != 10*time.Second || c.socket != defaultWorkloadSocket || c.uids.set {
+	if c.mode != benchFetch || c.workers != 4 || c.duration != 10*time.Second || c.socket != clientSocket(e.getenv, workloadSocketName) || c.uids.set {
 		t.Errorf("defaults: %+v", c)
 	}
 	c, err = e.parseBench([]string{"--mode", "stream", "--workers", "32", "--uids", "1001-1016", "--duration", "2s", "--socket", "unix:///run/w.sock", "--json"})
