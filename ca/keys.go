@@ -267,8 +267,8 @@ func readKeyFile(dir string, rec storage.Key, pub crypto.PublicKey) (crypto.Sign
 		return nil, fmt.Errorf("ca: key file %s is not a regular file", path)
 	}
 	if owner, uid := localtrust.OwnerOf(fi), uint32(os.Geteuid()); owner != uid {
-		return nil, fmt.Errorf("ca: key file %s is owned by uid %d with mode %#o; it must be owned by uid %d (this server's): %w",
-			path, owner, fi.Mode().Perm(), uid, ErrUntrustedPath)
+		return nil, fmt.Errorf("ca: %w: key file %s is owned by uid %d with mode %#o; it must be owned by uid %d, this server's",
+			ErrUntrustedPath, path, owner, fi.Mode().Perm(), uid)
 	}
 	if fi.Mode().Perm()&0o077 != 0 {
 		return nil, fmt.Errorf("ca: key file %s has mode %#o; it must be readable by its owner only (chmod 600)", path, fi.Mode().Perm())
