@@ -36,8 +36,8 @@ func (e *UntrustedServerError) Error() string {
 	for i, u := range e.Trusted {
 		ids[i] = strconv.FormatUint(uint64(u), 10)
 	}
-	return fmt.Sprintf("sdk: refusing %s: it is served by uid %d, and only uid %s are trusted (root, this user, %s or WithServerUID)",
-		e.Socket, e.UID, strings.Join(ids, ", "), EnvServerUID)
+	return fmt.Sprintf("sdk: refusing %s: it is served by uid %d, which is not root, this user or the uid of WithServerUID or %s (trusted uids: %s)",
+		e.Socket, e.UID, EnvServerUID, strings.Join(ids, ", "))
 }
 
 func (e *UntrustedServerError) Unwrap() error { return ErrUntrustedServer }

@@ -27,7 +27,7 @@ func (e *ServerError) Error() string {
 	for i, u := range e.Trusted {
 		ids[i] = strconv.FormatUint(uint64(u), 10)
 	}
-	return fmt.Sprintf("refusing %s: it is served by uid %d, and only uid %s are trusted (root, this user, BADGE_SERVER_UID)",
+	return fmt.Sprintf("refusing %s: it is served by uid %d, which is not root, this user or BADGE_SERVER_UID (trusted uids: %s)",
 		e.Socket, e.UID, strings.Join(ids, ", "))
 }
 
