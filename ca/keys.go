@@ -12,17 +12,20 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
+	"syscall"
 	"time"
 
 	"go.step.sm/crypto/pemutil"
 	"go.step.sm/crypto/x509util"
 
 	"github.com/badge-dev/badge/ca/internal/atomicfile"
+	"github.com/badge-dev/badge/ca/internal/localtrust"
 	"github.com/badge-dev/badge/storage"
 )
 
@@ -60,7 +63,10 @@ func (ks *keySet) current() *caKey { return ks.inter }
 // loadKeys loads the active root and intermediate from the store and key
 // directory, creating whichever is missing, expired or past half its life.
 func loadKeys(ctx context.Context, cfg *Config) (*keySet, error) {
-	if err := os.MkdirAll(cfg.KeyDir, 0o700); err != nil {
+	if err := MkdirPrivate(cfg.KeyDir); err != nil {
+		if errors.Is(err, ErrUntrustedPath) {
+			return nil, fmt.Errorf("ca: key directory %w", err)
+		}
 		return nil, fmt.Errorf("ca: creating key directory: %w", err)
 	}
 	recs, err := cfg.Store.ListKeys(ctx)
@@ -239,21 +245,39 @@ func writeKeyFile(dir, file string, priv crypto.PrivateKey) error {
 }
 
 // readKeyFile reads the private key of rec from the key directory dir. It
-// refuses a reference that is not a plain file name, a file others may
-// read, and a key whose public half is not pub.
+// refuses a reference that is not a plain file name, a symbolic link, a
+// file owned by another uid than this process's or that others may read,
+// and a key whose public half is not pub. The checks apply to the open
+// file, so the file cannot be swapped between check and read.
 func readKeyFile(dir string, rec storage.Key, pub crypto.PublicKey) (crypto.Signer, error) {
 	if filepath.Base(rec.PrivateRef) != rec.PrivateRef {
 		return nil, fmt.Errorf("ca: key %s: private key reference %q is not a file name in the key directory", rec.ID, rec.PrivateRef)
 	}
 	path := filepath.Join(dir, rec.PrivateRef)
-	fi, err := os.Stat(path)
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, fmt.Errorf("ca: key %s: %w", rec.ID, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("ca: key %s: %w", rec.ID, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("ca: key file %s is not a regular file", path)
+	}
+	if owner, uid := localtrust.OwnerOf(fi), uint32(os.Geteuid()); owner != uid {
+		return nil, fmt.Errorf("ca: %w: key file %s is owned by uid %d with mode %#o; it must be owned by uid %d, this server's",
+			ErrUntrustedPath, path, owner, fi.Mode().Perm(), uid)
 	}
 	if fi.Mode().Perm()&0o077 != 0 {
 		return nil, fmt.Errorf("ca: key file %s has mode %#o; it must be readable by its owner only (chmod 600)", path, fi.Mode().Perm())
 	}
-	v, err := pemutil.Read(path)
+	data, err := io.ReadAll(io.LimitReader(f, 1<<20))
+	if err != nil {
+		return nil, fmt.Errorf("ca: key %s: reading %s: %w", rec.ID, path, err)
+	}
+	v, err := pemutil.Parse(data)
 	if err != nil {
 		return nil, fmt.Errorf("ca: key %s: reading %s: %w", rec.ID, path, err)
 	}

@@ -1,6 +1,7 @@
 package ca
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -8,11 +9,17 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/badge-dev/badge/ca/internal/localtrust"
 )
 
 // ListenUnix creates a Unix socket at path with mode sockMode. The directory
-// is created with mode 0755 if missing, and a stale socket left by a crash
-// is removed; a socket some running server still answers on is an error.
+// is created with mode 0755 if missing (see MkdirPrivate for where) and
+// must then pass CheckSocketDir:
+// a directory another non-root user owns or can write (or one above it) is
+// refused, since that user could move the socket aside and serve their
+// own. A stale socket left by a crash is removed; a socket some running
+// server still answers on is an error.
 //
 // Closing the listener removes the socket file only if it is still the one
 // this call created: a newer server that has since taken over the path
@@ -21,7 +28,11 @@ func ListenUnix(path string, sockMode os.FileMode) (net.Listener, error) {
 	if !filepath.IsAbs(path) {
 		return nil, fmt.Errorf("socket path %q must be absolute", path)
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+	err := localtrust.MkdirAll(filepath.Dir(path), 0o755, uint32(os.Geteuid()), localtrust.RootOrUID)
+	switch {
+	case errors.Is(err, ErrUntrustedPath):
+		return nil, fmt.Errorf("socket directory %w", err)
+	case err != nil:
 		return nil, fmt.Errorf("creating socket directory: %w", err)
 	}
 	if fi, err := os.Lstat(path); err == nil {

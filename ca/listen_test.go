@@ -1,6 +1,7 @@
 package ca
 
 import (
+	"errors"
 	"net"
 	"os"
 	"path/filepath"
@@ -26,6 +27,8 @@ func TestListenUnix(t *testing.T) {
 		prepare func(t *testing.T, dir string) string
 		mode    os.FileMode
 		ok      bool
+		// untrusted: the error must wrap ErrUntrustedPath.
+		untrusted bool
 	}{
 		{
 			name:    "new socket in a new directory",
@@ -78,6 +81,47 @@ func TestListenUnix(t *testing.T) {
 			},
 			mode: 0o600,
 		},
+		{
+			name: "directory writable by others",
+			prepare: func(t *testing.T, dir string) string {
+				d := filepath.Join(dir, "open")
+				if err := os.Mkdir(d, 0o700); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Chmod(d, 0o777); err != nil {
+					t.Fatal(err)
+				}
+				return filepath.Join(d, "s.sock")
+			},
+			mode: 0o600, untrusted: true,
+		},
+		{
+			name: "new directory under one writable by others",
+			prepare: func(t *testing.T, dir string) string {
+				d := filepath.Join(dir, "open")
+				if err := os.Mkdir(d, 0o700); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Chmod(d, 0o777); err != nil {
+					t.Fatal(err)
+				}
+				return filepath.Join(d, "badge", "s.sock")
+			},
+			mode: 0o600, untrusted: true,
+		},
+		{
+			name: "directory of another user",
+			prepare: func(t *testing.T, dir string) string {
+				if os.Geteuid() != 0 {
+					t.Skip("changing a directory's owner needs root")
+				}
+				if err := os.Chown(dir, 1001, 1001); err != nil {
+					t.Fatal(err)
+				}
+				return filepath.Join(dir, "s.sock")
+			},
+			mode: 0o600, untrusted: true,
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -91,6 +135,12 @@ func TestListenUnix(t *testing.T) {
 					t.Fatal("ListenUnix succeeded")
 				}
 				t.Logf("ListenUnix: %v", err)
+				if tt.untrusted && !errors.Is(err, ErrUntrustedPath) {
+					t.Errorf("ListenUnix: %v, want ErrUntrustedPath", err)
+				}
+				if _, err := os.Lstat(filepath.Dir(path)); tt.untrusted && statErr != nil && err == nil && filepath.Base(filepath.Dir(path)) == "badge" {
+					t.Errorf("ListenUnix created %s under an untrusted directory", filepath.Dir(path))
+				}
 				// Whatever was there is left alone.
 				if after, err := os.Lstat(path); statErr == nil && (err != nil || !os.SameFile(before, after)) {
 					t.Errorf("%s was replaced or removed by a failed ListenUnix", path)

@@ -12,6 +12,13 @@
 // and the current certificate revocation lists. Before a certificate is
 // half-way to expiry, the next one arrives on the same stream.
 //
+// The sources talk only to a Workload API server run by root, by the
+// caller's own uid or by the uid named with WithServerUID (or
+// BADGE_SERVER_UID). They read that uid from the connected socket
+// (SO_PEERCRED), so another local user who puts a socket of their own at
+// the path, to hand out their own trust bundle, is refused with an
+// *UntrustedServerError (ErrUntrustedServer).
+//
 // X509Source keeps the newest of these in memory. The tls.Config values
 // returned by ServerConfig and ClientConfig read the source on every
 // handshake, so a rotation takes effect at the next handshake without
@@ -49,7 +56,7 @@
 //
 // A service that only orders may call:
 //
-//	src, err := sdk.NewX509Source(ctx) // SPIFFE_ENDPOINT_SOCKET, BADGE_SOCKET or /tmp/badge/workload.sock
+//	src, err := sdk.NewX509Source(ctx) // SPIFFE_ENDPOINT_SOCKET, BADGE_SOCKET or /run/badge/workload.sock
 //	if err != nil {
 //		return err
 //	}

@@ -29,7 +29,7 @@ func ExampleNewX509Source() {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	src, err := sdk.NewX509Source(ctx,
-		sdk.WithAddress("unix:///tmp/badge/workload.sock"), // default: SPIFFE_ENDPOINT_SOCKET, then BADGE_SOCKET
+		sdk.WithAddress("unix:///run/badge/workload.sock"), // default: SPIFFE_ENDPOINT_SOCKET, then BADGE_SOCKET
 		sdk.WithLogger(slog.Default()),
 	)
 	if err != nil {

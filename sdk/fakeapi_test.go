@@ -37,6 +37,12 @@ func startFakeAPI(t testing.TB, path string) *fakeWorkloadAPI {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return serveFakeAPI(t, l, path)
+}
+
+// serveFakeAPI serves a fake Workload API on l, whose socket is at path.
+func serveFakeAPI(t testing.TB, l net.Listener, path string) *fakeWorkloadAPI {
+	t.Helper()
 	f := &fakeWorkloadAPI{path: path, srv: grpc.NewServer(), changed: make(chan struct{})}
 	workload.RegisterSpiffeWorkloadAPIServer(f.srv, f)
 	done := make(chan struct{})

@@ -27,7 +27,6 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 )
 
@@ -55,10 +54,11 @@ const maxTokenSlots = 1024
 // TTL (five minutes). Validate through the Workload API's ValidateJWTSVID,
 // or the server's introspection endpoint, where that matters.
 type JWTSource struct {
-	cfg  sourceConfig
-	addr string
-	conn *grpc.ClientConn
-	api  workload.SpiffeWorkloadAPIClient
+	cfg    sourceConfig
+	addr   string
+	dialer *dialer
+	conn   *grpc.ClientConn
+	api    workload.SpiffeWorkloadAPIClient
 
 	bundles atomic.Pointer[jwtBundles]
 
@@ -99,17 +99,17 @@ type tokenSlot struct {
 // the background, reconnecting with backoff, until Close. WithSVIDID sets
 // the subject FetchJWTSVID asks for when its params name none.
 func NewJWTSource(ctx context.Context, opts ...SourceOption) (*JWTSource, error) {
-	cfg, addr, target, err := newSourceConfig(opts)
+	cfg, addr, d, err := newSourceConfig(opts)
 	if err != nil {
 		return nil, err
 	}
-	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(d.target, d.options()...)
 	if err != nil {
 		return nil, fmt.Errorf("sdk: Workload API at %s: %w", addr, err)
 	}
 	bg, cancel := context.WithCancel(context.Background())
 	s := &JWTSource{
-		cfg: cfg, addr: addr, conn: conn, api: workload.NewSpiffeWorkloadAPIClient(conn),
+		cfg: cfg, addr: addr, dialer: d, conn: conn, api: workload.NewSpiffeWorkloadAPIClient(conn),
 		tokens: make(map[string]*tokenSlot), changed: make(chan struct{}),
 		cache: validationCache{max: DefaultJWTCacheSize, m: make(map[[sha256.Size]byte]*validated)},
 		ready: make(chan struct{}), cancel: cancel, done: make(chan struct{}),
@@ -174,12 +174,12 @@ func (s *JWTSource) follow(ctx context.Context, bo *backoff) error {
 	defer cancel()
 	stream, err := s.api.FetchJWTBundles(ctx, &workload.JWTBundlesRequest{})
 	if err != nil {
-		return err
+		return s.dialer.explain(err)
 	}
 	for {
 		resp, err := stream.Recv()
 		if err != nil {
-			return err
+			return s.dialer.explain(err)
 		}
 		if err := s.applyBundles(resp.GetBundles()); err != nil {
 			s.cfg.log.Warn("badge sdk: rejected JWT bundles; keeping the previous ones", slog.String(keyAddr, s.addr), slog.Any(keyError, err))
@@ -321,7 +321,7 @@ func (s *JWTSource) fetch(ctx context.Context, subject spiffeid.ID, aud []string
 	}
 	resp, err := s.api.FetchJWTSVID(withWorkloadHeader(ctx), req)
 	if err != nil {
-		return nil, fmt.Errorf("sdk: FetchJWTSVID from %s: %w", s.addr, err)
+		return nil, fmt.Errorf("sdk: FetchJWTSVID from %s: %w", s.addr, s.dialer.explain(err))
 	}
 	if len(resp.GetSvids()) == 0 {
 		return nil, errors.New("sdk: FetchJWTSVID: the response holds no JWT-SVID")

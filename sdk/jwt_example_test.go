@@ -19,7 +19,7 @@ func ExampleNewJWTSource() {
 	// them until Close.
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	src, err := sdk.NewJWTSource(ctx) // SPIFFE_ENDPOINT_SOCKET, BADGE_SOCKET or /tmp/badge/workload.sock
+	src, err := sdk.NewJWTSource(ctx) // SPIFFE_ENDPOINT_SOCKET, BADGE_SOCKET or /run/badge/workload.sock
 	if err != nil {
 		log.Fatal(err)
 	}

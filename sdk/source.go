@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,7 +21,6 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 )
 
@@ -28,13 +28,15 @@ import (
 // order, when no WithAddress option is given.
 const (
 	// EnvEndpointSocket is the standard SPIFFE variable; its value is a URL
-	// such as unix:///tmp/badge/workload.sock.
+	// such as unix:///run/badge/workload.sock.
 	EnvEndpointSocket = "SPIFFE_ENDPOINT_SOCKET"
 	// EnvBadgeSocket holds a plain socket path.
 	EnvBadgeSocket = "BADGE_SOCKET"
 	// DefaultSocketPath is the Workload API socket of a badge server started
-	// with no flags.
-	DefaultSocketPath = "/tmp/badge/workload.sock"
+	// as root with no flags. A caller other than root for which it does
+	// not exist uses $XDG_RUNTIME_DIR/badge/workload.sock instead, where a
+	// badge server run by that user puts it, if XDG_RUNTIME_DIR is set.
+	DefaultSocketPath = "/run/badge/workload.sock"
 )
 
 // Errors returned by X509Source.
@@ -125,6 +127,9 @@ type sourceConfig struct {
 	minBackoff time.Duration
 	maxBackoff time.Duration
 	now        func() time.Time
+
+	serverUID    uint32
+	hasServerUID bool
 }
 
 // WithAddress sets the Workload API address: "unix:///path/to/sock",
@@ -170,8 +175,9 @@ func WithClock(now func() time.Time) SourceOption {
 
 // newSourceConfig applies opts over the defaults and resolves the Workload
 // API address: WithAddress, then SPIFFE_ENDPOINT_SOCKET, then BADGE_SOCKET,
-// then DefaultSocketPath. It returns the address and its gRPC target.
-func newSourceConfig(opts []SourceOption) (cfg sourceConfig, addr, target string, err error) {
+// then the default (see DefaultSocketPath). It returns the address and the
+// dialer of its socket, which refuses a server of an untrusted uid.
+func newSourceConfig(opts []SourceOption) (cfg sourceConfig, addr string, d *dialer, err error) {
 	cfg = sourceConfig{minBackoff: 100 * time.Millisecond, maxBackoff: 5 * time.Second, now: time.Now}
 	for _, o := range opts {
 		o(&cfg)
@@ -192,10 +198,20 @@ func newSourceConfig(opts []SourceOption) (cfg sourceConfig, addr, target string
 		}
 	}
 	if addr == "" {
-		addr = DefaultSocketPath
+		addr = defaultSocketPath()
 	}
-	target, err = grpcTarget(addr)
-	return cfg, addr, target, err
+	if v := os.Getenv(EnvServerUID); v != "" && !cfg.hasServerUID {
+		u, err := strconv.ParseUint(v, 10, 32)
+		if err != nil {
+			return cfg, addr, nil, fmt.Errorf("sdk: invalid %s %q: want a numeric uid", EnvServerUID, v)
+		}
+		cfg.serverUID, cfg.hasServerUID = uint32(u), true
+	}
+	target, err := grpcTarget(addr)
+	if err != nil {
+		return cfg, addr, nil, err
+	}
+	return cfg, addr, &dialer{target: target, path: strings.TrimPrefix(target, "unix://"), trusted: cfg.trustedUIDs()}, nil
 }
 
 // NewX509Source connects to the Workload API and returns once the first
@@ -204,7 +220,7 @@ func newSourceConfig(opts []SourceOption) (cfg sourceConfig, addr, target string
 // from the Workload API. The source then follows the stream in the
 // background until Close.
 func NewX509Source(ctx context.Context, opts ...SourceOption) (*X509Source, error) {
-	cfg, addr, target, err := newSourceConfig(opts)
+	cfg, addr, d, err := newSourceConfig(opts)
 	if err != nil {
 		return nil, err
 	}
@@ -219,18 +235,28 @@ func NewX509Source(ctx context.Context, opts ...SourceOption) (*X509Source, erro
 		done:    make(chan struct{}),
 	}
 	s.status = Status{Addr: addr, Since: cfg.now()}
-	go s.run(bg, target)
+	go s.run(bg, d)
 
-	select {
-	case <-s.ready:
-		return s, nil
-	case <-ctx.Done():
-		last := s.Status().Err
-		s.Close()
-		if last != nil {
-			return nil, fmt.Errorf("sdk: no X509-SVID from the Workload API at %s: %w (last error: %w)", addr, ctx.Err(), last)
+	for {
+		changed := s.Changed()
+		select {
+		case <-s.ready:
+			return s, nil
+		case <-changed:
+			// A server of an untrusted uid will not become trusted by
+			// waiting: say so now.
+			if err := s.Status().Err; errors.Is(err, ErrUntrustedServer) {
+				s.Close()
+				return nil, err
+			}
+		case <-ctx.Done():
+			last := s.Status().Err
+			s.Close()
+			if last != nil {
+				return nil, fmt.Errorf("sdk: no X509-SVID from the Workload API at %s: %w (last error: %w)", addr, ctx.Err(), last)
+			}
+			return nil, fmt.Errorf("sdk: no X509-SVID from the Workload API at %s: %w", addr, ctx.Err())
 		}
-		return nil, fmt.Errorf("sdk: no X509-SVID from the Workload API at %s: %w", addr, ctx.Err())
 	}
 }
 
@@ -369,11 +395,11 @@ func (s *X509Source) notify() {
 }
 
 // run follows the Workload API until ctx is cancelled.
-func (s *X509Source) run(ctx context.Context, target string) {
+func (s *X509Source) run(ctx context.Context, d *dialer) {
 	defer close(s.done)
 	bo := backoff{min: s.cfg.minBackoff, max: s.cfg.maxBackoff}
 	for {
-		err := s.follow(ctx, target, &bo)
+		err := s.follow(ctx, d, &bo)
 		if ctx.Err() != nil {
 			return
 		}
@@ -391,8 +417,8 @@ func (s *X509Source) run(ctx context.Context, target string) {
 
 // follow opens one FetchX509SVID stream and applies its updates until it
 // fails. It resets the backoff once the stream delivers an update.
-func (s *X509Source) follow(ctx context.Context, target string, bo *backoff) error {
-	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()))
+func (s *X509Source) follow(ctx context.Context, d *dialer, bo *backoff) error {
+	conn, err := grpc.NewClient(d.target, d.options()...)
 	if err != nil {
 		return err
 	}
@@ -401,12 +427,12 @@ func (s *X509Source) follow(ctx context.Context, target string, bo *backoff) err
 	defer cancel()
 	stream, err := workload.NewSpiffeWorkloadAPIClient(conn).FetchX509SVID(ctx, &workload.X509SVIDRequest{})
 	if err != nil {
-		return err
+		return d.explain(err)
 	}
 	for {
 		resp, err := stream.Recv()
 		if err != nil {
-			return err
+			return d.explain(err)
 		}
 		if err := s.apply(resp); err != nil {
 			s.cfg.log.Warn("badge sdk: rejected Workload API update; keeping the previous one",

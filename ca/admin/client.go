@@ -11,6 +11,9 @@ import (
 	"net/http"
 	"net/url"
 	"syscall"
+
+	"github.com/badge-dev/badge/ca"
+	"github.com/badge-dev/badge/ca/internal/localtrust"
 )
 
 // Client calls the admin API over its Unix socket.
@@ -19,12 +22,16 @@ type Client struct {
 	http   *http.Client
 }
 
-// NewClient returns a client for the admin socket at path.
-func NewClient(path string) *Client {
+// NewClient returns a client for the admin socket at path. It talks only
+// to a server run by root, by this process's uid or by one of serverUIDs,
+// as the kernel reports for the connected socket: a socket served by
+// another user is refused with an error wrapping ca.ErrUntrustedServer,
+// before any request is sent on it.
+func NewClient(path string, serverUIDs ...uint32) *Client {
+	trusted := ca.TrustedServerUIDs(serverUIDs...)
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", path)
+			return ca.DialUnix(ctx, path, trusted)
 		},
 		DisableCompression: true,
 	}
@@ -118,6 +125,10 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
+		var untrusted *localtrust.ServerError
+		if errors.As(err, &untrusted) {
+			return fmt.Errorf("admin socket: %w", untrusted)
+		}
 		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
 			return fmt.Errorf("cannot reach the admin socket %s: is badge server running?", c.socket)
 		}

@@ -5,8 +5,12 @@ import (
 	"flag"
 	"io"
 	"os"
+	"slices"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/badge-dev/badge/ca"
 )
 
 // testFlags is a flag set shaped like the server's.
@@ -141,7 +145,7 @@ func TestWorkloadSocketPrecedence(t *testing.T) {
 		t.Errorf("BADGE_SOCKET: %s", got)
 	}
 	delete(vars, "BADGE_SOCKET")
-	if got, _ := e.workloadSocket(""); got != defaultWorkloadSocket {
+	if got, _ := e.workloadSocket(""); got != clientSocket(e.getenv, workloadSocketName) {
 		t.Errorf("default: %s", got)
 	}
 }
@@ -165,4 +169,79 @@ func FuzzConfigFile(f *testing.F) {
 			t.Fatalf("accepted a negative svid-ttl %s", *ttl)
 		}
 	})
+}
+
+// TestDefaultSockets: root's sockets are in /run/badge; another user's
+// server uses $XDG_RUNTIME_DIR/badge (and needs it), and another user's
+// client falls back to it when /run/badge has no such socket.
+func TestDefaultSockets(t *testing.T) {
+	xdg := func(v string) func(string) string {
+		return func(k string) string {
+			if k == "XDG_RUNTIME_DIR" {
+				return v
+			}
+			return ""
+		}
+	}
+	for _, tc := range []struct {
+		name       string
+		euid       int
+		xdg        string
+		runExists  bool
+		wantServer string // "" means a usage error
+		wantClient string
+	}{
+		{"root", 0, "/run/user/0", false, "/run/badge", "/run/badge/admin.sock"},
+		{"user", 1000, "/run/user/1000", false, "/run/user/1000/badge", "/run/user/1000/badge/admin.sock"},
+		{"user, root's server running", 1000, "/run/user/1000", true, "/run/user/1000/badge", "/run/badge/admin.sock"},
+		{"user without XDG_RUNTIME_DIR", 1000, "", false, "", "/run/badge/admin.sock"},
+		{"user with a relative XDG_RUNTIME_DIR", 1000, "run", false, "", "/run/badge/admin.sock"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir, err := serverSocketDir(tc.euid, xdg(tc.xdg))
+			var ue usageError
+			if tc.wantServer == "" {
+				if !errors.As(err, &ue) || !strings.Contains(err.Error(), "XDG_RUNTIME_DIR") {
+					t.Errorf("server socket dir = %q, %v; want a usage error naming XDG_RUNTIME_DIR", dir, err)
+				}
+			} else if err != nil || dir != tc.wantServer {
+				t.Errorf("server socket dir = %q, %v; want %s", dir, err, tc.wantServer)
+			}
+			exists := func(p string) bool { return tc.runExists && p == "/run/badge/admin.sock" }
+			if got := clientSocketFor(tc.euid, xdg(tc.xdg), adminSocketName, exists); got != tc.wantClient {
+				t.Errorf("client socket = %q, want %s", got, tc.wantClient)
+			}
+		})
+	}
+}
+
+// TestServerUIDs: BADGE_SERVER_UID adds one numeric uid to root and the
+// caller's own; anything else is a usage error.
+func TestServerUIDs(t *testing.T) {
+	for _, tc := range []struct {
+		env  string
+		want []uint32 // nil: a usage error
+	}{
+		{"", ca.TrustedServerUIDs()},
+		{"1001", ca.TrustedServerUIDs(1001)},
+		{"0", ca.TrustedServerUIDs()},
+		{"badge", nil},
+		{"-1", nil},
+		{"4294967296", nil},
+	} {
+		e := &env{getenv: func(k string) string {
+			if k == "BADGE_SERVER_UID" {
+				return tc.env
+			}
+			return ""
+		}}
+		got, err := e.serverUIDs()
+		var ue usageError
+		switch {
+		case tc.want == nil && !errors.As(err, &ue):
+			t.Errorf("BADGE_SERVER_UID=%q: %v, %v; want a usage error", tc.env, got, err)
+		case tc.want != nil && (err != nil || !slices.Equal(got, tc.want)):
+			t.Errorf("BADGE_SERVER_UID=%q: %v, %v; want %v", tc.env, got, err, tc.want)
+		}
+	}
 }

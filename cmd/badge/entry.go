@@ -15,15 +15,25 @@ import (
 
 // adminFlags adds --admin-socket to fs.
 func adminFlags(fs *flag.FlagSet) *string {
-	return fs.String("admin-socket", defaultAdminSocket, "admin API socket `path` (env BADGE_ADMIN_SOCKET)")
+	return fs.String("admin-socket", "", "admin API socket `path` (env BADGE_ADMIN_SOCKET; default "+
+		clientSocketHelp(adminSocketName)+"); the server on it must run as root, as this user or as $BADGE_SERVER_UID")
 }
 
+// adminClient returns a client of the admin socket at path (the default
+// when empty) that refuses a server run by an untrusted uid.
 func (e *env) adminClient(path string) (*admin.Client, error) {
+	if path == "" {
+		path = clientSocket(e.getenv, adminSocketName)
+	}
 	p, err := socketPath(path)
 	if err != nil {
 		return nil, err
 	}
-	return admin.NewClient(p), nil
+	uids, err := e.serverUIDs()
+	if err != nil {
+		return nil, err
+	}
+	return admin.NewClient(p, uids...), nil
 }
 
 func runEntryCreate(ctx context.Context, e *env, args []string) error {

@@ -132,7 +132,10 @@ func startDaemonAs(t *testing.T, cred *syscall.Credential, args ...string) *daem
 }
 
 // worldReadableTempDir returns a temporary directory that other uids can
-// traverse, so workloads running as them reach the socket inside.
+// traverse, so workloads running as them reach the socket inside. It and
+// the directories above it up to the sticky temporary directory are
+// owned by the test's uid (root) with mode 0755, so the server trusts
+// socket directories and data dirs inside it.
 func worldReadableTempDir(t *testing.T) string {
 	dir := t.TempDir()
 	for p := dir; p != "/" && p != os.TempDir(); p = filepath.Dir(p) {

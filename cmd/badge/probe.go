@@ -15,8 +15,9 @@ import (
 // probeWorkloadAPI reports whether a Workload API server answers on sock.
 // Any answer counts, PermissionDenied included: the caller need not be a
 // registered workload for the server to be healthy.
-func probeWorkloadAPI(ctx context.Context, sock string) error {
-	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+func probeWorkloadAPI(ctx context.Context, sock string, opts ...grpc.DialOption) error {
+	opts = append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts...)
+	conn, err := grpc.NewClient("unix://"+sock, opts...)
 	if err != nil {
 		return err
 	}

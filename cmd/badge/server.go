@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/url"
@@ -19,6 +21,7 @@ import (
 	"github.com/badge-dev/badge/ca/admin"
 	"github.com/badge-dev/badge/ca/public"
 	"github.com/badge-dev/badge/ca/workload"
+	"github.com/badge-dev/badge/storage"
 	"github.com/badge-dev/badge/storage/bbolt"
 )
 
@@ -44,17 +47,18 @@ type serverConfig struct {
 
 func runServer(ctx context.Context, e *env, args []string) error {
 	c := serverConfig{
-		trustDomain: "example.org", socket: defaultWorkloadSocket, adminSocket: defaultAdminSocket,
-		svidTTL: ca.DefaultSVIDTTL, maxSVIDTTL: ca.DefaultMaxSVIDTTL, jwtTTL: 5 * time.Minute,
+		trustDomain: "example.org", svidTTL: ca.DefaultSVIDTTL, maxSVIDTTL: ca.DefaultMaxSVIDTTL, jwtTTL: 5 * time.Minute,
 		rootTTL: ca.DefaultRootTTL, intermediateTTL: ca.DefaultIntermediateTTL,
 		logLevel: "info", logFormat: "text",
 	}
 	fs := e.flagSet("server", "[flags]")
 	fs.StringVar(&c.config, "config", "", "TOML `file` whose keys are these flag names (env BADGE_CONFIG)")
-	fs.StringVar(&c.dataDir, "data-dir", "", "state `directory` (default "+dataDirDefault+")")
+	fs.StringVar(&c.dataDir, "data-dir", "", "state `directory` (default "+dataDirDefault+"); "+
+		"it and its files must be owned by the server's uid and not writable by group or others, nor any directory above it unless sticky")
 	fs.StringVar(&c.trustDomain, "trust-domain", c.trustDomain, "SPIFFE trust `domain` of this authority")
-	fs.StringVar(&c.socket, "socket", c.socket, "Workload API socket `path`")
-	fs.StringVar(&c.adminSocket, "admin-socket", c.adminSocket, "admin API socket `path` (root and the server's uid only)")
+	fs.StringVar(&c.socket, "socket", "", "Workload API socket `path` (default "+serverSocketHelp(workloadSocketName)+"); "+
+		"its directory must be owned by root or the server's uid and not writable by group or others, nor any directory above it unless sticky")
+	fs.StringVar(&c.adminSocket, "admin-socket", "", "admin API socket `path`, for root and the server's uid only (default "+serverSocketHelp(adminSocketName)+")")
 	fs.StringVar(&c.listen, "listen", "", "public HTTPS `address`: JWKS, OIDC discovery, introspection, token endpoint, /healthz (nothing listens on TCP unless set)")
 	fs.Var(&c.listenHosts, "listen-dns", "DNS `name` or IP address for the public listener's certificate; repeatable (default: the --listen and --jwt-issuer hosts)")
 	fs.StringVar(&c.jwtIssuer, "jwt-issuer", "", "public https `URL` of this server: the iss of JWT-SVIDs and the OIDC discovery issuer (default: no iss, no discovery)")
@@ -79,6 +83,18 @@ func runServer(ctx context.Context, e *env, args []string) error {
 		var err error
 		if c.dataDir, err = defaultDataDir(os.Geteuid(), e.getenv); err != nil {
 			return err
+		}
+	}
+	if c.socket == "" || c.adminSocket == "" {
+		dir, err := serverSocketDir(os.Geteuid(), e.getenv)
+		if err != nil {
+			return err
+		}
+		if c.socket == "" {
+			c.socket = filepath.Join(dir, workloadSocketName)
+		}
+		if c.adminSocket == "" {
+			c.adminSocket = filepath.Join(dir, adminSocketName)
 		}
 	}
 	log, err := newLogger(e, c.logLevel, c.logFormat)
@@ -121,20 +137,39 @@ func newLogger(e *env, level, format string) (*slog.Logger, error) {
 	}
 }
 
-// serve runs the daemon until ctx is done.
+// serve runs the daemon until ctx is done. It takes both sockets first,
+// so that a server refused for its sockets (in use, or in a directory
+// another user controls) has created nothing in its data dir; then it
+// checks the data dir, the database and the key directory, and only then
+// may the authority create keys.
 func serve(ctx context.Context, c serverConfig, td spiffeid.TrustDomain, log *slog.Logger) error {
-	if err := os.MkdirAll(c.dataDir, 0o700); err != nil {
-		return fmt.Errorf("creating data directory: %w", err)
+	wl, err := workload.Listen(c.socket)
+	if err != nil {
+		return fmt.Errorf("workload API socket: %w", err)
 	}
-	if fi, err := os.Stat(c.dataDir); err != nil {
-		return err
-	} else if fi.Mode().Perm()&0o077 != 0 {
-		log.Warn("data directory is accessible to other users; tightening to 0700", slog.String("path", c.dataDir))
-		if err := os.Chmod(c.dataDir, 0o700); err != nil {
-			return err
+	al, err := ca.ListenUnix(c.adminSocket, 0o600)
+	if err != nil {
+		wl.Close()
+		return fmt.Errorf("admin socket: %w", err)
+	}
+	serving := false
+	defer func() {
+		if !serving {
+			wl.Close()
+			al.Close()
 		}
+	}()
+	if err := prepareDataDir(c.dataDir, log); err != nil {
+		return err
 	}
 	dbPath := filepath.Join(c.dataDir, "badge.db")
+	keyDir := filepath.Join(c.dataDir, "keys")
+	if err := ca.CheckPrivatePath(keyDir); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("key directory %w", err) // ca.New checks it too; this is before the database opens
+	}
+	if err := checkDatabase(dbPath, keyDir); err != nil {
+		return fmt.Errorf("opening database: %w", err)
+	}
 	store, err := bbolt.Open(dbPath, &bbolt.Options{Logger: log})
 	if err != nil {
 		return fmt.Errorf("opening database: %w", err)
@@ -144,7 +179,7 @@ func serve(ctx context.Context, c serverConfig, td spiffeid.TrustDomain, log *sl
 	auth, err := ca.New(ctx, ca.Config{
 		TrustDomain:     td,
 		Store:           store,
-		KeyDir:          filepath.Join(c.dataDir, "keys"),
+		KeyDir:          keyDir,
 		SVIDTTL:         c.svidTTL,
 		MaxSVIDTTL:      c.maxSVIDTTL,
 		RootTTL:         c.rootTTL,
@@ -158,22 +193,13 @@ func serve(ctx context.Context, c serverConfig, td spiffeid.TrustDomain, log *sl
 	}
 	defer auth.Close()
 
-	wl, err := workload.Listen(c.socket)
-	if err != nil {
-		return fmt.Errorf("workload API socket: %w", err)
-	}
-	al, err := ca.ListenUnix(c.adminSocket, 0o600)
-	if err != nil {
-		wl.Close()
-		return fmt.Errorf("admin socket: %w", err)
-	}
-
 	wlConns, pubConns := connBudget(c.listen != "", log)
 	wsrv := workload.New(workload.Config{Authority: auth, Attestor: attest.New(attest.Config{Logger: log}), JWT: auth, Logger: log,
 		Limits: c.limits.workload(wlConns, store.FreeSpace)})
 	asrv := admin.New(admin.Config{Authority: auth, Logger: log,
 		OnNoSpace: ensureBallast(c.dataDir, ballastSize(c.limits.minFreeMiB<<20), log)})
 	errc := make(chan error, 3)
+	serving = true // the servers close the listeners from here on
 	go func() { errc <- wsrv.Serve(wl) }()
 	go func() { errc <- asrv.Serve(al) }()
 
@@ -205,6 +231,63 @@ func serve(ctx context.Context, c serverConfig, td spiffeid.TrustDomain, log *sl
 		pub.Shutdown(sctx)
 	}
 	return serveErr
+}
+
+// prepareDataDir creates the data dir (0700) if it is missing and refuses
+// one that another user could read the keys from or swap: it must pass
+// ca.CheckPrivatePath (owned by this uid, not writable by group or others,
+// nor any directory above it unless sticky). A data dir that only others
+// may read is tightened to 0700 with a warning.
+func prepareDataDir(dir string, log *slog.Logger) error {
+	if err := ca.MkdirPrivate(dir); err != nil {
+		if errors.Is(err, ca.ErrUntrustedPath) {
+			return fmt.Errorf("data directory %w", err)
+		}
+		return fmt.Errorf("creating data directory %s: %w", dir, err)
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return err
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		log.Warn("data directory is readable by other users; tightening to 0700", slog.String("path", dir))
+		if err := os.Chmod(dir, 0o700); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkDatabase refuses a database file that another user owns or can
+// write, and one that is missing or empty while the key directory holds
+// key files: bbolt would make a fresh database of it, and the server a new
+// root CA, silently losing every entry and revocation. That is reported
+// as a corrupt database.
+func checkDatabase(dbPath, keyDir string) error {
+	fi, err := os.Stat(dbPath)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+	case err != nil:
+		return err
+	default:
+		if err := ca.CheckPrivatePath(dbPath); err != nil {
+			return err
+		}
+		if fi.Size() > 0 {
+			return nil
+		}
+	}
+	keys, err := filepath.Glob(filepath.Join(keyDir, "*.key"))
+	if err != nil || len(keys) == 0 {
+		return nil
+	}
+	state := "empty"
+	if fi == nil {
+		state = "missing"
+	}
+	return fmt.Errorf("%s: %w: the file is %s, but %s holds CA keys (%d files) of an existing installation; "+
+		"restore the database from a backup, or move the data directory away to start afresh",
+		dbPath, storage.ErrCorrupt, state, keyDir, len(keys))
 }
 
 // startPublic starts the public HTTPS listener (package ca/public) on

@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"errors"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -45,11 +47,25 @@ func TestE2ESecondServerOnSameDataDir(t *testing.T) {
 	if code != exitFailure || !strings.Contains(errOut, "locked") {
 		t.Fatalf("second server: exit %d, stderr %q; want exit 1 naming the lock", code, errOut)
 	}
-	// A second server on the same sockets is refused too, and the socket
-	// of the first is left alone.
+	// A second server on the same sockets is refused too, before it has
+	// created anything (no data dir, no CA), and the socket of the first
+	// is left alone.
 	code, errOut = runServerOnce(t, "--data-dir", filepath.Join(dir, "data"), "--socket", d.socket, "--admin-socket", filepath.Join(dir, "a2.sock"))
 	if code != exitFailure || !strings.Contains(errOut, "in use by another running server") {
 		t.Fatalf("second server on the same socket: exit %d, stderr %q", code, errOut)
+	}
+	if _, err := os.Lstat(filepath.Join(dir, "data")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the server refused for its socket created its data dir: %v", err)
+	}
+	code, errOut = runServerOnce(t, "--data-dir", filepath.Join(dir, "data"), "--socket", filepath.Join(dir, "w2.sock"), "--admin-socket", d.admin)
+	if code != exitFailure || !strings.Contains(errOut, "in use by another running server") {
+		t.Fatalf("second server on the same admin socket: exit %d, stderr %q", code, errOut)
+	}
+	if _, err := os.Lstat(filepath.Join(dir, "data")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the server refused for its admin socket created its data dir: %v", err)
+	}
+	if _, err := os.Lstat(filepath.Join(dir, "w2.sock")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the server refused for its admin socket left its workload socket: %v", err)
 	}
 	if r := d.runWorkload(1001, 1001, "fetch"); len(r.SVIDs) != 1 {
 		t.Fatalf("first server stopped serving: %v %s", ids(r), r.Error)

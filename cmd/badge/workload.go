@@ -30,7 +30,7 @@ type svidJSON struct {
 
 func runSVIDFetch(ctx context.Context, e *env, args []string) error {
 	fs := e.flagSet("svid fetch", "[--socket PATH] [--write DIR] [--json]")
-	sockFlag := fs.String("socket", "", "Workload API socket `path` (default: $SPIFFE_ENDPOINT_SOCKET, $BADGE_SOCKET, "+defaultWorkloadSocket+")")
+	sockFlag := fs.String("socket", "", "Workload API socket `path` (default: $SPIFFE_ENDPOINT_SOCKET, $BADGE_SOCKET, "+clientSocketHelp(workloadSocketName)+")")
 	dir := fs.String("write", "", "write svid.pem, svid_key.pem (0600) and svid_bundle.pem of the default SVID into `DIR`")
 	asJSON := fs.Bool("json", false, "print the SVIDs as stable JSON")
 	timeout := durationVar(fs, "timeout", 10*time.Second, "give up after this long")
@@ -41,10 +41,17 @@ func runSVIDFetch(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	dial, explain, err := e.trustedDialer(sock)
+	if err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	xc, err := workloadapi.FetchX509Context(ctx, workloadapi.WithAddr("unix://"+sock))
+	xc, err := workloadapi.FetchX509Context(ctx, workloadapi.WithAddr("unix://"+sock), workloadapi.WithDialOptions(dial))
 	if err != nil {
+		if refused := explain(err); refused != err {
+			return fmt.Errorf("fetching X.509-SVID from %s: %w", sock, refused)
+		}
 		return fetchError(sock, *timeout, err)
 	}
 	if len(xc.SVIDs) == 0 {
@@ -179,7 +186,12 @@ func runHealthcheck(ctx context.Context, e *env, args []string) error {
 	if err := c.Health(ctx); err != nil {
 		return fmt.Errorf("admin API: %w", err)
 	}
-	if err := probeWorkloadAPI(ctx, sock); err != nil {
+	dial, explain, err := e.trustedDialer(sock)
+	if err != nil {
+		return err
+	}
+	if err := probeWorkloadAPI(ctx, sock, dial); err != nil {
+		err = explain(err)
 		return fmt.Errorf("workload API: %w", err)
 	}
 	fmt.Fprintln(e.stdout, "ok")

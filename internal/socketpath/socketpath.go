@@ -24,8 +24,8 @@ import (
 
 // Default locations.
 const (
-	DefaultWorkload = "/tmp/badge/workload.sock"
-	DefaultAdmin    = "/tmp/badge/admin.sock"
+	DefaultWorkload = "/run/badge/workload.sock"
+	DefaultAdmin    = "/run/badge/admin.sock"
 )
 
 // Environment variables, in the order they are consulted.

@@ -48,7 +48,7 @@ func run(ctx context.Context, listen, allow string) error {
 	log := slog.Default()
 
 	// Connect to the Workload API (SPIFFE_ENDPOINT_SOCKET, BADGE_SOCKET or
-	// /tmp/badge/workload.sock) and wait for our first certificate.
+	// /run/badge/workload.sock) and wait for our first certificate.
 	waitCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	src, err := sdk.NewX509Source(waitCtx, sdk.WithLogger(log))
