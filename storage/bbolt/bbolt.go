@@ -56,10 +56,9 @@ type Store struct {
 	wake          chan struct{} // capacity 1
 	committerDone chan struct{}
 
-	// reserved is set by the first ReserveSerials: from then on the
-	// reservations in the file include this run's, which RevokeUnbound
-	// must not revoke.
-	reserved atomic.Bool
+	// ownReservations is the first sequence number of the reservations
+	// made through this Store, which RevokeUnbound leaves alone.
+	ownReservations uint64
 }
 
 // Open opens the database at path, creating the file with mode 0600 if it

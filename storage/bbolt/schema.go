@@ -121,6 +121,7 @@ func (s *Store) setup() (map[string]int, error) {
 			}
 			counts[string(name)] = n
 		}
+		s.ownReservations = tx.Bucket(bucketSerialReservations).Sequence() + 1
 		return nil
 	})
 	if err != nil {

@@ -452,7 +452,6 @@ func (s *Store) ReserveSerials(ctx context.Context, r storage.Reservation) error
 	if s.closed.Load() {
 		return fmt.Errorf("storage/bbolt: %s: %w", s.path, storage.ErrClosed)
 	}
-	s.reserved.Store(true)
 	return s.update(ctx, func(tx *bolt.Tx) error {
 		b, err := bucket(tx, bucketSerialReservations)
 		if err != nil {
@@ -520,27 +519,21 @@ func (s *Store) ReleaseSerials(ctx context.Context, serials []string) error {
 	})
 }
 
-// errReservedFirst is returned by RevokeUnbound called after ReserveSerials.
-var errReservedFirst = fmt.Errorf("storage/bbolt: RevokeUnbound must run before ReserveSerials: %w", storage.ErrInvalid)
-
 // RevokeUnbound revokes, at start-up, the serials reserved by an earlier
 // run that were never bound to a certificate (no serial record holds
 // them) and whose reservation has not expired at now: the earlier run may
 // have handed out a certificate with one of them and crashed before its
 // binding reached the disk. Each is revoked until its reservation's
 // NotAfter, with the given reason and no SPIFFE ID (it is not known), in
-// one transaction that also deletes every reservation of the earlier run.
-// It must be called before the first ReserveSerials of this Store; it
-// returns the certificates it revoked, ordered by serial.
+// one transaction that also deletes the earlier runs' reservations. The
+// reservations made since this Store was opened are left alone. It returns
+// the certificates it revoked, ordered by serial.
 func (s *Store) RevokeUnbound(ctx context.Context, now time.Time, reason string) ([]storage.RevokedSerial, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	if s.closed.Load() {
 		return nil, fmt.Errorf("storage/bbolt: %s: %w", s.path, storage.ErrClosed)
-	}
-	if s.reserved.Load() {
-		return nil, errReservedFirst
 	}
 	if err := s.flush(ctx); err != nil {
 		return nil, err
@@ -559,6 +552,9 @@ func (s *Store) RevokeUnbound(ctx context.Context, now time.Time, reason string)
 			notAfter, serials, err := decodeReservation(k, v)
 			if err != nil {
 				return err
+			}
+			if binary.BigEndian.Uint64(k[timeKeyLen:]) >= s.ownReservations {
+				return nil // reserved by this run
 			}
 			all = append(all, bytes.Clone(k))
 			if bytes.Compare(k[:timeKeyLen], nowKey) <= 0 {
