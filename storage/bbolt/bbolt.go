@@ -59,6 +59,19 @@ type Store struct {
 	// ownReservations is the first sequence number of the reservations
 	// made through this Store, which RevokeUnbound leaves alone.
 	ownReservations uint64
+	// resMu guards unbound, and is held across the transactions that bind
+	// or release reserved serials.
+	resMu sync.Mutex
+	// unbound maps each serial reserved through this Store, and neither
+	// bound nor released yet, to its reservation. A reservation is deleted
+	// in the transaction that binds or releases its last serial.
+	unbound map[string]*reservation
+}
+
+// reservation is one record of serial_reservations made by this Store.
+type reservation struct {
+	key  []byte
+	left int // serials neither bound nor released
 }
 
 // Open opens the database at path, creating the file with mode 0600 if it
@@ -102,6 +115,7 @@ func Open(path string, opts *Options) (*Store, error) {
 		log:           log,
 		wake:          make(chan struct{}, 1),
 		committerDone: make(chan struct{}),
+		unbound:       make(map[string]*reservation),
 	}
 	counts, err := s.setup()
 	if err != nil {

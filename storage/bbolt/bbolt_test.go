@@ -676,3 +676,51 @@ func TestMigrateSchemaV3(t *testing.T) {
 		t.Errorf("GetEntry after upgrade: %v", err)
 	}
 }
+
+// TestReservationDeletedWhenUsed: a reservation leaves the file in the
+// transaction that binds or releases its last serial, so that the
+// reservations kept are those of the blocks in use, not of every block of
+// the last NotAfter.
+func TestReservationDeletedWhenUsed(t *testing.T) {
+	ctx := t.Context()
+	s := openStore(t, filepath.Join(t.TempDir(), "badge.db"), &Options{NoSync: true})
+	count := func() int {
+		t.Helper()
+		if err := s.flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		if err := s.db.View(func(tx *bolt.Tx) error { n = tx.Bucket(bucketSerialReservations).Stats().KeyN; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	const id = "spiffe://example.org/web"
+	a, b := []string{fmt.Sprintf("%032x", 1), fmt.Sprintf("%032x", 2)}, []string{fmt.Sprintf("%032x", 3), fmt.Sprintf("%032x", 4)}
+	for _, r := range [][]string{a, b} {
+		if err := s.ReserveSerials(ctx, storage.Reservation{Serials: r, NotAfter: t0.Add(time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, step := range []struct {
+		do   func() error
+		want int
+	}{
+		{func() error { return s.BindSerial(ctx, testSerial(1, id, t0.Add(time.Minute))) }, 2},
+		{func() error { return s.BindSerial(ctx, testSerial(1, id, t0.Add(2*time.Minute))) }, 2}, // the same serial again
+		{func() error { return s.BindSerial(ctx, testSerial(2, id, t0.Add(time.Minute))) }, 1},
+		{func() error { return s.ReleaseSerials(ctx, b[:1]) }, 1},
+		{func() error { return s.ReleaseSerials(ctx, append(b[:1], a...)) }, 1}, // not reserved any more
+		{func() error { return s.RecordSerial(ctx, testSerial(4, id, t0.Add(time.Minute))) }, 0},
+	} {
+		if err := step.do(); err != nil {
+			t.Fatalf("step %d: %v", i, err)
+		}
+		if got := count(); got != step.want {
+			t.Fatalf("after step %d: %d reservations, want %d", i, got, step.want)
+		}
+	}
+	if len(s.unbound) != 0 {
+		t.Errorf("%d serials still tracked as unbound", len(s.unbound))
+	}
+}

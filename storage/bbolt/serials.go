@@ -176,9 +176,15 @@ func (s *Store) commitSerials(batch []*serialWrite, closing bool) bool {
 	if live == 0 {
 		return true
 	}
+	s.resMu.Lock()
+	defer s.resMu.Unlock()
+	var bound map[*reservation]int // serials of each reservation bound by this batch
+	var counted map[string]struct{}
 	s.writeTxs.Add(1)
 	err := protect(s.path, func() error {
 		return s.db.Update(func(tx *bolt.Tx) error {
+			clear(bound)
+			clear(counted)
 			recs, ids, err := serialBuckets(tx)
 			if err != nil {
 				return err
@@ -209,13 +215,33 @@ func (s *Store) commitSerials(batch []*serialWrite, closing bool) bool {
 				if err := ids.Put(w.keys.idKey, nil); err != nil {
 					return fmt.Errorf("storage/bbolt: indexing serial %s: %w", w.keys.serial, err)
 				}
+				if r := s.unbound[string(w.keys.serial)]; r != nil {
+					if bound == nil {
+						bound, counted = make(map[*reservation]int), make(map[string]struct{})
+					}
+					if _, twice := counted[string(w.keys.serial)]; !twice {
+						counted[string(w.keys.serial)] = struct{}{}
+						bound[r]++
+					}
+				}
 			}
-			return nil
+			// A reservation whose serials are all bound is no longer
+			// needed: its bindings are committed with this transaction.
+			return deleteUsedReservations(tx, bound)
 		})
 	})
 	if err != nil {
 		err = s.txError(err)
 		s.log.Error("recording serials failed", slog.Int(attrCount, live), slog.Any(attrError, err))
+	} else if len(bound) > 0 {
+		for _, w := range batch {
+			if w.state.Load() == writeTaken && !w.barrier() && w.err == nil {
+				delete(s.unbound, string(w.keys.serial))
+			}
+		}
+		for r, n := range bound {
+			r.left -= n
+		}
 	}
 	var retry []*serialWrite
 	for _, w := range batch {
@@ -258,6 +284,26 @@ func hasSerial(recs *bolt.Bucket, k serialKeys) (bool, error) {
 		}
 	}
 	return false, nil
+}
+
+// deleteUsedReservations deletes the reservations of which n more serials
+// are bound or released, if that is all that was left of them.
+func deleteUsedReservations(tx *bolt.Tx, n map[*reservation]int) error {
+	if len(n) == 0 {
+		return nil
+	}
+	b, err := bucket(tx, bucketSerialReservations)
+	if err != nil {
+		return err
+	}
+	for r, k := range n {
+		if r.left-k <= 0 {
+			if err := b.Delete(r.key); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 func serialBuckets(tx *bolt.Tx) (recs, ids *bolt.Bucket, err error) {
@@ -408,6 +454,14 @@ func (s *Store) PruneSerials(ctx context.Context, expiredBefore time.Time) (int,
 			break
 		}
 	}
+	// Forget the serials of this run's reservations that were pruned.
+	s.resMu.Lock()
+	for sr, r := range s.unbound {
+		if bytes.Compare(r.key[:timeKeyLen], beforeTime) < 0 {
+			delete(s.unbound, sr)
+		}
+	}
+	s.resMu.Unlock()
 	if total > 0 {
 		s.log.Info("pruned expired serials", slog.Int(attrCount, total), slog.Time("before", expiredBefore))
 	}
@@ -452,7 +506,8 @@ func (s *Store) ReserveSerials(ctx context.Context, r storage.Reservation) error
 	if s.closed.Load() {
 		return fmt.Errorf("storage/bbolt: %s: %w", s.path, storage.ErrClosed)
 	}
-	return s.update(ctx, func(tx *bolt.Tx) error {
+	var key []byte
+	err := s.update(ctx, func(tx *bolt.Tx) error {
 		b, err := bucket(tx, bucketSerialReservations)
 		if err != nil {
 			return err
@@ -461,14 +516,28 @@ func (s *Store) ReserveSerials(ctx context.Context, r storage.Reservation) error
 		if err != nil {
 			return err
 		}
-		key := binary.BigEndian.AppendUint64(appendTime(make([]byte, 0, reservationKeyLen), r.NotAfter), seq)
+		key = binary.BigEndian.AppendUint64(appendTime(make([]byte, 0, reservationKeyLen), r.NotAfter), seq)
 		return b.Put(key, encodeReservation(r.Serials))
 	})
+	if err != nil {
+		return err
+	}
+	res := &reservation{key: key}
+	s.resMu.Lock()
+	for _, sr := range r.Serials {
+		if _, dup := s.unbound[sr]; !dup {
+			s.unbound[sr] = res
+			res.left++
+		}
+	}
+	s.resMu.Unlock()
+	return nil
 }
 
-// ReleaseSerials removes serials that were reserved and will not be used
-// (at a clean shutdown, or when a block grows too old to use) from their
-// reservations, so that the next start does not revoke them.
+// ReleaseSerials removes serials that were reserved through this Store and
+// will not be used (at a clean shutdown, or when a block grows too old to
+// use) from their reservations, so that the next start does not revoke
+// them. Other serials are ignored.
 func (s *Store) ReleaseSerials(ctx context.Context, serials []string) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -476,47 +545,60 @@ func (s *Store) ReleaseSerials(ctx context.Context, serials []string) error {
 	if s.closed.Load() {
 		return fmt.Errorf("storage/bbolt: %s: %w", s.path, storage.ErrClosed)
 	}
-	release := make(map[string]struct{}, len(serials))
+	s.resMu.Lock()
+	defer s.resMu.Unlock()
+	released := map[*reservation]map[string]struct{}{}
+	n := map[*reservation]int{}
 	for _, sr := range serials {
-		release[sr] = struct{}{}
+		r := s.unbound[sr]
+		if r == nil {
+			continue
+		}
+		if released[r] == nil {
+			released[r] = map[string]struct{}{}
+		}
+		if _, twice := released[r][sr]; !twice {
+			released[r][sr] = struct{}{}
+			n[r]++
+		}
 	}
-	return s.update(ctx, func(tx *bolt.Tx) error {
+	if len(n) == 0 {
+		return nil
+	}
+	err := s.update(ctx, func(tx *bolt.Tx) error {
 		b, err := bucket(tx, bucketSerialReservations)
 		if err != nil {
 			return err
 		}
-		type change struct{ key, val []byte }
-		var changes []change
-		err = b.ForEach(func(k, v []byte) error {
-			_, reserved, err := decodeReservation(k, v)
+		for r, k := range n {
+			if r.left-k <= 0 {
+				continue // deleted below
+			}
+			val := b.Get(r.key)
+			if val == nil {
+				continue
+			}
+			_, kept, err := decodeReservation(r.key, val)
 			if err != nil {
 				return err
 			}
-			n := len(reserved)
-			kept := slices.DeleteFunc(reserved, func(sr string) bool { _, ok := release[sr]; return ok })
-			switch {
-			case len(kept) == 0:
-				changes = append(changes, change{bytes.Clone(k), nil})
-			case len(kept) < n:
-				changes = append(changes, change{bytes.Clone(k), encodeReservation(kept)})
-			}
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		for _, c := range changes {
-			if c.val == nil {
-				err = b.Delete(c.key)
-			} else {
-				err = b.Put(c.key, c.val)
-			}
-			if err != nil {
+			kept = slices.DeleteFunc(kept, func(sr string) bool { _, ok := released[r][sr]; return ok })
+			if err := b.Put(r.key, encodeReservation(kept)); err != nil {
 				return err
 			}
 		}
-		return nil
+		return deleteUsedReservations(tx, n)
 	})
+	if err != nil {
+		return err
+	}
+	for r, set := range released {
+		for sr := range set {
+			delete(s.unbound, sr)
+		}
+		r.left -= n[r]
+	}
+	return nil
 }
 
 // RevokeUnbound revokes, at start-up, the serials reserved by an earlier
