@@ -20,19 +20,32 @@ import (
 // serial without a binding (Store.RevokeUnbound) until the reservation's
 // NotAfter: a certificate that left the process is then on the revocation
 // list if revocation by ID cannot find it.
+//
+// A block holds between minSerialBlock and serialBlock serials: the next
+// block is twice as large when the current one was three-quarters used
+// within a second, and half as large when that took over half a minute. A
+// busy daemon then flushes once per 512 SVIDs, and a crash of a quiet one
+// adds a few dozen entries to the revocation list rather than a thousand.
 const (
-	// serialBlock is how many serials one reservation holds: one disk
-	// flush per serialBlock SVIDs, and at most about 2*serialBlock entries
-	// added to the revocation list by a crash.
+	// serialBlock is the largest reservation: one disk flush per
+	// serialBlock SVIDs under load, and at most about 2*serialBlock
+	// entries added to the revocation list by a crash.
 	serialBlock = 512
+	// minSerialBlock is the smallest reservation, and the first.
+	minSerialBlock = 16
+	// serialBlockFast and serialBlockSlow bound the time three-quarters of
+	// a block takes to use before the next block grows or shrinks.
+	serialBlockFast = time.Second
+	serialBlockSlow = 30 * time.Second
 	// serialBlockLife is how long a block may be drawn from after it was
 	// reserved. Its reservation covers certificates until
 	// reservation time + serialBlockLife + MaxSVIDTTL.
 	serialBlockLife = 10 * time.Minute
 )
 
-// unboundReason is the revocation reason of serials revoked at start-up.
-const unboundReason = "serial reserved before an unclean shutdown and never bound to a SPIFFE ID"
+// UnboundReason is the revocation reason of the serials revoked at start-up
+// because an earlier run reserved them and never recorded their binding.
+const UnboundReason = "serial reserved before an unclean shutdown and never bound to a SPIFFE ID"
 
 // errClosed is returned for SVIDs asked of a closed authority.
 var errClosed = errors.New("ca: authority is closed")
@@ -46,6 +59,7 @@ type reservedSerial struct {
 // serialBlockOf is a reserved block, drawn from the end.
 type serialBlockOf struct {
 	serials []reservedSerial
+	start   time.Time // when it was reserved
 	until   time.Time // last time a serial of it may be used
 }
 
@@ -56,8 +70,24 @@ type serialPool struct {
 	mu      sync.Mutex
 	cur     serialBlockOf
 	next    *serialBlockOf
+	size    int  // serials of the next reservation; 0 means minSerialBlock
 	filling bool // a background reservation is running
 	closed  bool
+}
+
+// nextSize adapts the size of the next block to how fast the current one,
+// of size n, reserved at start, is being used: called once three-quarters
+// of it are.
+func (p *serialPool) nextSize(n int, start, now time.Time) int {
+	size := max(p.size, minSerialBlock)
+	switch took := now.Sub(start); {
+	case took < serialBlockFast && n >= size:
+		size = min(2*size, serialBlock)
+	case took > serialBlockSlow:
+		size = max(size/2, minSerialBlock)
+	}
+	p.size = size
+	return size
 }
 
 // nextSerial returns a reserved serial usable at now.
@@ -72,10 +102,10 @@ func (a *Authority) nextSerial(ctx context.Context, now time.Time) (reservedSeri
 		if n := len(p.cur.serials); n > 0 && !now.After(p.cur.until) {
 			s := p.cur.serials[n-1]
 			p.cur.serials = p.cur.serials[:n-1]
-			if n <= serialBlock/4 && p.next == nil && !p.filling {
+			if n <= cap(p.cur.serials)/4 && p.next == nil && !p.filling {
 				p.filling = true
 				a.wg.Add(1)
-				go a.refillSerials()
+				go a.refillSerials(p.nextSize(cap(p.cur.serials), p.cur.start, now))
 			}
 			return s, nil
 		}
@@ -88,7 +118,7 @@ func (a *Authority) nextSerial(ctx context.Context, now time.Time) (reservedSeri
 			p.cur, p.next = *p.next, nil
 			continue
 		}
-		b, err := a.reserveSerials(ctx, now)
+		b, err := a.reserveSerials(ctx, now, max(p.size, minSerialBlock))
 		if err != nil {
 			return reservedSerial{}, err
 		}
@@ -96,10 +126,11 @@ func (a *Authority) nextSerial(ctx context.Context, now time.Time) (reservedSeri
 	}
 }
 
-// refillSerials reserves the next block in the background.
-func (a *Authority) refillSerials() {
+// refillSerials reserves the next block, of size serials, in the
+// background.
+func (a *Authority) refillSerials(size int) {
 	defer a.wg.Done()
-	b, err := a.reserveSerials(context.Background(), a.cfg.Time())
+	b, err := a.reserveSerials(context.Background(), a.cfg.Time(), size)
 	p := &a.serials
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -114,14 +145,15 @@ func (a *Authority) refillSerials() {
 	}
 }
 
-// reserveSerials draws a block of random serials and records it durably.
-func (a *Authority) reserveSerials(ctx context.Context, now time.Time) (serialBlockOf, error) {
-	raw := make([]byte, 16*serialBlock)
+// reserveSerials draws a block of size random serials and records it
+// durably.
+func (a *Authority) reserveSerials(ctx context.Context, now time.Time, size int) (serialBlockOf, error) {
+	raw := make([]byte, 16*size)
 	if _, err := rand.Read(raw); err != nil {
 		return serialBlockOf{}, fmt.Errorf("ca: generating serials: %w", err)
 	}
-	b := serialBlockOf{serials: make([]reservedSerial, serialBlock), until: now.Add(serialBlockLife)}
-	hexes := make([]string, serialBlock)
+	b := serialBlockOf{serials: make([]reservedSerial, size), start: now, until: now.Add(serialBlockLife)}
+	hexes := make([]string, size)
 	for i := range b.serials {
 		chunk := raw[16*i : 16*i+16]
 		// 127 bits: positive, within the 20 octets RFC 5280 allows.
@@ -179,7 +211,7 @@ func (a *Authority) closeSerials() {
 // revokeUnbound revokes, at start-up, the serials an earlier run reserved
 // and never bound (see the top of this file).
 func (a *Authority) revokeUnbound(ctx context.Context) error {
-	revoked, err := a.store.RevokeUnbound(ctx, a.cfg.Time().UTC(), unboundReason)
+	revoked, err := a.store.RevokeUnbound(ctx, a.cfg.Time().UTC(), UnboundReason)
 	if err != nil {
 		return fmt.Errorf("ca: revoking serials reserved before an unclean shutdown: %w", err)
 	}

@@ -89,7 +89,7 @@ func TestUnboundSerialsRevokedAtStart(t *testing.T) {
 			}
 			limit := env.clock.Now().Add(serialBlockLife + DefaultMaxSVIDTTL)
 			for _, r := range revoked {
-				if r.NotAfter.After(limit) || r.Reason != unboundReason {
+				if r.NotAfter.After(limit) || r.Reason != UnboundReason {
 					t.Fatalf("revoked %+v; want NotAfter by %s and the unbound reason", r, limit)
 				}
 			}
@@ -131,5 +131,32 @@ func TestRevokeIDFindsQueuedBindings(t *testing.T) {
 		if !a.Snapshot().SerialRevoked(s) {
 			t.Errorf("serial %s not revoked", s)
 		}
+	}
+}
+
+func TestSerialBlockSize(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	for _, tc := range []struct {
+		name      string
+		size      int // pool's current size
+		n         int // size of the block being used
+		took      time.Duration
+		want      int
+		wantAfter int
+	}{
+		{"first block", 0, minSerialBlock, time.Minute, minSerialBlock, minSerialBlock},
+		{"used fast grows", 16, 16, 100 * time.Millisecond, 32, 32},
+		{"grows to the limit", serialBlock, serialBlock, time.Millisecond, serialBlock, serialBlock},
+		{"steady", 128, 128, 5 * time.Second, 128, 128},
+		{"used slowly shrinks", 128, 128, time.Minute, 64, 64},
+		{"shrinks to the limit", minSerialBlock, minSerialBlock, time.Hour, minSerialBlock, minSerialBlock},
+		{"an older small block does not grow it again", 256, 128, time.Millisecond, 256, 256},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := &serialPool{size: tc.size}
+			if got := p.nextSize(tc.n, t0, t0.Add(tc.took)); got != tc.want || p.size != tc.wantAfter {
+				t.Errorf("nextSize = %d (pool size %d), want %d (%d)", got, p.size, tc.want, tc.wantAfter)
+			}
+		})
 	}
 }
