@@ -93,8 +93,8 @@ func TestUnboundSerialsRevokedAtStart(t *testing.T) {
 					t.Fatalf("revoked %+v; want NotAfter by %s and the unbound reason", r, limit)
 				}
 			}
-			// Once the reservations' NotAfter has passed, the records go.
-			env.clock.Advance(serialBlockLife + DefaultMaxSVIDTTL + time.Second)
+			// Once the reservations' NotAfter and the prune margin have passed, the records go.
+			env.clock.Advance(serialBlockLife + DefaultMaxSVIDTTL + DefaultPruneMargin + time.Second)
 			b.mu.Lock()
 			err = b.refreshRevocationsLocked(ctx)
 			b.mu.Unlock()

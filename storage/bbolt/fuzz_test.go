@@ -179,6 +179,9 @@ func FuzzStoredValue(f *testing.F) {
 			check("SerialsFor", err)
 		}
 		_, err = s.RevokeSerial(ctx, good.Serial, "", 0, t0)
+		if errors.Is(err, storage.ErrExists) {
+			err = nil // the seed revoked it already: recorded once
+		}
 		check("RevokeSerial", err)
 		_, err = s.PruneSerials(ctx, t0.Add(100*time.Hour))
 		check("PruneSerials", err)
