@@ -23,6 +23,8 @@
 //	serials_by_expiry  not_after (12 bytes), serial → spiffe id
 //	serials_log        sequence number (8 bytes) → storage.Serial
 //	clients            client id → storage.Client (OAuth clients; secret hashes only)
+//	nodes              node name → storage.Node (agents' hosts)
+//	join_tokens        SHA-256 of the token, hex → storage.JoinToken (never the token)
 //
 // serials_by_id and serials_by_expiry are indexes of serials, kept in the
 // same transaction as the record: SerialsFor is a prefix scan of

@@ -25,6 +25,8 @@ var (
 	bucketRevokedIDs      = []byte("revoked_ids")
 	bucketRevokedSerials  = []byte("revoked_serials")
 	bucketClients         = []byte("clients")
+	bucketNodes           = []byte("nodes")
+	bucketJoinTokens      = []byte("join_tokens")
 
 	keySchemaVersion = []byte("schema_version")
 )
@@ -48,10 +50,17 @@ var migrations = [...]func(tx *bolt.Tx) error{
 	2: func(tx *bolt.Tx) error {
 		return createBuckets(tx, bucketClients)
 	},
+	// Version 3 → 4: agents' nodes and join tokens. Entries gain an
+	// optional "nodes" field; a stored entry has none, which means what it
+	// always meant (served on the server's own socket), so no record is
+	// rewritten.
+	3: func(tx *bolt.Tx) error {
+		return createBuckets(tx, bucketNodes, bucketJoinTokens)
+	},
 }
 
 // buckets are the buckets the current schema needs.
-var buckets = [][]byte{bucketMeta, bucketEntries, bucketKeys, bucketSerials, bucketSerialsByID, bucketSerialsByExpiry, bucketSerialsLog, bucketRevokedIDs, bucketRevokedSerials, bucketClients}
+var buckets = [][]byte{bucketMeta, bucketEntries, bucketKeys, bucketSerials, bucketSerialsByID, bucketSerialsByExpiry, bucketSerialsLog, bucketRevokedIDs, bucketRevokedSerials, bucketClients, bucketNodes, bucketJoinTokens}
 
 func createBuckets(tx *bolt.Tx, names ...[]byte) error {
 	for _, name := range names {
