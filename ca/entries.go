@@ -130,10 +130,8 @@ func (a *Authority) validateEntry(req EntryRequest) (storage.Entry, error) {
 	if err != nil {
 		return storage.Entry{}, err
 	}
-	if p := id.Path(); p == reservedPath || strings.HasPrefix(p, reservedPath+"/") {
-		// The authority's own identities (the public listener's certificate)
-		// must not be issuable to a workload, which could then impersonate it.
-		return storage.Entry{}, invalid("spiffe_id", req.SPIFFEID, "paths under %s are reserved for badge itself", reservedPath)
+	if err := checkNotReserved(id, req.SPIFFEID); err != nil {
+		return storage.Entry{}, err
 	}
 	sels, err := parseSelectors(req.Selectors)
 	if err != nil {
@@ -181,6 +179,16 @@ func nodesPhrase(nodes []string) string {
 		return " on every node"
 	}
 	return " on nodes " + strings.Join(nodes, ",")
+}
+
+// checkNotReserved refuses the authority's own identities (the public
+// listener's certificate, node SVIDs) for a workload or client, which
+// could then impersonate the server or a node.
+func checkNotReserved(id spiffeid.ID, given string) error {
+	if p := id.Path(); p == reservedPath || strings.HasPrefix(p, reservedPath+"/") {
+		return invalid("spiffe_id", given, "paths under %s are reserved for badge itself", reservedPath)
+	}
+	return nil
 }
 
 // parseID parses a SPIFFE ID of a workload in trust domain td.

@@ -494,3 +494,15 @@ func TestRegisterNode(t *testing.T) {
 		t.Errorf("SetNodeSVID(unknown node) = %v, want ErrNotFound", err)
 	}
 }
+
+// TestReservedIDsForClients: an OAuth client cannot take a node's (or the
+// server's) identity, and get JWT-SVIDs for it.
+func TestReservedIDsForClients(t *testing.T) {
+	a, _ := newTestAuthority(t, nil)
+	for _, id := range []string{"spiffe://example.org/badge/node/web-1", "spiffe://example.org/badge/server", "spiffe://example.org/badge"} {
+		var inv *InvalidError
+		if _, _, err := a.CreateClient(context.Background(), id); !errors.As(err, &inv) || inv.Field != "spiffe_id" {
+			t.Errorf("CreateClient(%s) = %v, want an InvalidError on spiffe_id", id, err)
+		}
+	}
+}
