@@ -506,3 +506,35 @@ func TestReservedIDsForClients(t *testing.T) {
 		}
 	}
 }
+
+// TestPruneJoinTokens: expired tokens, used or not, are deleted once
+// PruneMargin past their expiry; a live one stays and still works.
+func TestPruneJoinTokens(t *testing.T) {
+	a, env := newTestAuthority(t, nil)
+	ctx := context.Background()
+	_, used, err := a.CreateJoinToken(ctx, JoinTokenRequest{Node: "a", TTL: MinJoinTokenTTL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.ConsumeJoinToken(ctx, used); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := a.CreateJoinToken(ctx, JoinTokenRequest{Node: "b", TTL: MinJoinTokenTTL}); err != nil {
+		t.Fatal(err)
+	}
+	env.clock.Advance(DefaultPruneMargin + time.Hour)
+	_, live, err := a.CreateJoinToken(ctx, JoinTokenRequest{Node: "c"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := a.pruneJoinTokens(ctx)
+	if err != nil || n != 2 {
+		t.Fatalf("pruneJoinTokens = %d, %v; want the 2 expired tokens", n, err)
+	}
+	if left, _ := env.store.ListJoinTokens(ctx); len(left) != 1 || left[0].Node != "c" {
+		t.Errorf("tokens left: %+v, want c's", left)
+	}
+	if _, err := a.ConsumeJoinToken(ctx, live); err != nil {
+		t.Errorf("the live token after pruning: %v", err)
+	}
+}
