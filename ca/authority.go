@@ -186,6 +186,9 @@ type Authority struct {
 	entries     []storage.Entry // ordered by (CreatedAt, ID)
 	keys        *keySet
 	revocations *revocationState
+	// evictedNodes holds the names of evicted nodes; replaced, never
+	// changed in place (snapshots share it).
+	evictedNodes map[string]bool
 
 	// issueMu is read-held while an SVID or token is signed and recorded,
 	// and write-held while a revocation lists the serials to revoke.
@@ -229,6 +232,9 @@ func New(ctx context.Context, cfg Config) (*Authority, error) {
 	if err := a.loadRevocations(ctx); err != nil {
 		return nil, err
 	}
+	if err := a.loadNodes(ctx); err != nil {
+		return nil, err
+	}
 	a.publishLocked()
 	a.log.Info("authority ready",
 		slog.String(LogTrustDomain, cfg.TrustDomain.String()),
@@ -263,6 +269,7 @@ func (a *Authority) Snapshot() *Snapshot { return a.snap.Load() }
 // hold a.mu (or are the constructor).
 func (a *Authority) publishLocked() {
 	s := newSnapshot(a.cfg.TrustDomain, a.entries, a.keys, a.revocations, a.log)
+	s.evictedNodes = a.evictedNodes
 	if old := a.snap.Swap(s); old != nil {
 		close(old.done)
 	}
@@ -342,6 +349,11 @@ func (a *Authority) pruneLoop() {
 		}
 		if n > 0 {
 			a.log.Debug("pruned expired serials", slog.Int(LogCount, n))
+		}
+		if n, err := a.pruneJoinTokens(context.Background()); err != nil {
+			a.log.Error("pruning expired join tokens failed", slog.Any(LogError, err))
+		} else if n > 0 {
+			a.log.Debug("pruned expired join tokens", slog.Int(LogCount, n))
 		}
 	}
 }

@@ -72,6 +72,9 @@ func (a *Authority) CreateClient(ctx context.Context, spiffeID string) (storage.
 	if err != nil {
 		return storage.Client{}, "", err
 	}
+	if err := checkNotReserved(id, spiffeID); err != nil {
+		return storage.Client{}, "", err
+	}
 	cs, err := a.clientStore()
 	if err != nil {
 		return storage.Client{}, "", err

@@ -38,6 +38,15 @@
 // revoked since they were issued. OAuth clients ([Authority.CreateClient])
 // get tokens for their SPIFFE ID by secret, stored only as an argon2id hash.
 //
+// Nodes ([Authority.CreateJoinToken], [Authority.ConsumeJoinToken],
+// [Authority.RegisterNode], [Authority.EvictNode]) are the hosts of
+// agents, known by the node SVID spiffe://TRUST_DOMAIN/badge/node/NAME. A
+// join token is stored only as its SHA-256 and consumed once, in one store
+// transaction. Entries scoped to nodes are never matched on the server's
+// own socket ([Snapshot.Match]); [Snapshot.EntriesForNode] is an agent's
+// view. Eviction revokes and blocks the node SVID ID like [Authority.RevokeID]
+// and publishes a snapshot in which [Snapshot.NodeEvicted] holds.
+//
 // Security invariants:
 //   - an SVID never lives longer than Config.MaxSVIDTTL after issuance, and
 //     its NotBefore is backdated by at most [Backdate];
@@ -48,5 +57,8 @@
 //   - a JWT-SVID's exp is at most Config.JWTTTL after its iat, and no token
 //     is signed for a blocked ID;
 //   - every serial is recorded before its certificate leaves the process,
-//     so revoking an ID revokes every unexpired certificate it has.
+//     so revoking an ID revokes every unexpired certificate it has;
+//   - a join token is never stored or logged, only its hash, and attests
+//     one node once; an evicted node is served nothing until it attests
+//     with a token made after its eviction.
 package ca

@@ -56,6 +56,10 @@ type EntryRequest struct {
 	Selectors []string
 	TTL       time.Duration // zero: the server's default
 	DNSNames  []string
+	// Nodes scopes the entry to the agents of these nodes, or to every
+	// node with the single value "*". Empty: the entry is served on the
+	// server's own socket only.
+	Nodes []string
 }
 
 // CreateEntry validates req, stores a new entry and publishes it: streams of
@@ -68,8 +72,8 @@ func (a *Authority) CreateEntry(ctx context.Context, req EntryRequest) (storage.
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for _, old := range a.entries {
-		if old.SPIFFEID == e.SPIFFEID && slices.Equal(old.Selectors, e.Selectors) {
-			return storage.Entry{}, fmt.Errorf("entry %s already registers %s with these selectors: %w", old.ID, e.SPIFFEID, storage.ErrExists)
+		if old.SPIFFEID == e.SPIFFEID && slices.Equal(old.Selectors, e.Selectors) && slices.Equal(old.Nodes, e.Nodes) {
+			return storage.Entry{}, fmt.Errorf("entry %s already registers %s with these selectors%s: %w", old.ID, e.SPIFFEID, nodesPhrase(e.Nodes), storage.ErrExists)
 		}
 	}
 	e.ID, err = newEntryID()
@@ -85,7 +89,7 @@ func (a *Authority) CreateEntry(ctx context.Context, req EntryRequest) (storage.
 	slices.SortStableFunc(a.entries, compareEntries)
 	a.publishLocked()
 	a.log.Info("entry created", slog.String(LogEntryID, e.ID), slog.String(LogSPIFFEID, e.SPIFFEID),
-		slog.Any(LogSelectors, e.Selectors), slog.Bool(LogAudit, true))
+		slog.Any(LogSelectors, e.Selectors), slog.Any("nodes", e.Nodes), slog.Bool(LogAudit, true))
 	return e, nil
 }
 
@@ -126,10 +130,8 @@ func (a *Authority) validateEntry(req EntryRequest) (storage.Entry, error) {
 	if err != nil {
 		return storage.Entry{}, err
 	}
-	if p := id.Path(); p == reservedPath || strings.HasPrefix(p, reservedPath+"/") {
-		// The authority's own identities (the public listener's certificate)
-		// must not be issuable to a workload, which could then impersonate it.
-		return storage.Entry{}, invalid("spiffe_id", req.SPIFFEID, "paths under %s are reserved for badge itself", reservedPath)
+	if err := checkNotReserved(id, req.SPIFFEID); err != nil {
+		return storage.Entry{}, err
 	}
 	sels, err := parseSelectors(req.Selectors)
 	if err != nil {
@@ -161,7 +163,32 @@ func (a *Authority) validateEntry(req EntryRequest) (storage.Entry, error) {
 			dns = append(dns, n)
 		}
 	}
-	return storage.Entry{SPIFFEID: id.String(), Selectors: canon, TTL: ttl, DNSNames: dns}, nil
+	nodes, err := parseNodes(req.Nodes)
+	if err != nil {
+		return storage.Entry{}, err
+	}
+	return storage.Entry{SPIFFEID: id.String(), Selectors: canon, TTL: ttl, DNSNames: dns, Nodes: nodes}, nil
+}
+
+// nodesPhrase describes the node scope of an entry in an error message.
+func nodesPhrase(nodes []string) string {
+	switch {
+	case len(nodes) == 0:
+		return ""
+	case nodes[0] == AllNodes:
+		return " on every node"
+	}
+	return " on nodes " + strings.Join(nodes, ",")
+}
+
+// checkNotReserved refuses the authority's own identities (the public
+// listener's certificate, node SVIDs) for a workload or client, which
+// could then impersonate the server or a node.
+func checkNotReserved(id spiffeid.ID, given string) error {
+	if p := id.Path(); p == reservedPath || strings.HasPrefix(p, reservedPath+"/") {
+		return invalid("spiffe_id", given, "paths under %s are reserved for badge itself", reservedPath)
+	}
+	return nil
 }
 
 // parseID parses a SPIFFE ID of a workload in trust domain td.

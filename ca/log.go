@@ -17,4 +17,5 @@ const (
 	LogSelectors   = "selectors"
 	LogAdminUID    = "admin_uid"
 	LogAudit       = "audit"
+	LogNode        = "node"
 )

@@ -201,6 +201,18 @@ func (a *Authority) RevokeID(ctx context.Context, req RevokeRequest) (RevokeResu
 	defer a.issueMu.Unlock()
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	res, err := a.revokeIDLocked(ctx, id, req)
+	if err != nil {
+		return RevokeResult{}, err
+	}
+	a.publishLocked()
+	return res, nil
+}
+
+// revokeIDLocked records the revocation of id and installs the new
+// revocation state; the caller publishes it. Callers write-hold a.issueMu
+// and hold a.mu.
+func (a *Authority) revokeIDLocked(ctx context.Context, id spiffeid.ID, req RevokeRequest) (RevokeResult, error) {
 	now := a.cfg.Time().UTC()
 	// Certificates count as unexpired by the clock pruning trusts: a wall
 	// clock that ran ahead must not hide live certificates.
@@ -229,7 +241,6 @@ func (a *Authority) RevokeID(ctx context.Context, req RevokeRequest) (RevokeResu
 		return RevokeResult{}, err
 	}
 	a.revocations = state
-	a.publishLocked()
 	a.log.Warn("SPIFFE ID revoked", slog.String(LogSPIFFEID, id.String()), slog.Int(LogCount, res.Revoked), slog.Int("already_revoked", res.AlreadyRevoked),
 		slog.Bool("blocked", rev.Blocked), slog.String("reason", req.Reason), slog.Int(LogAdminUID, int(req.AdminUID)), slog.Bool(LogAudit, true))
 	return res, nil

@@ -3,6 +3,7 @@ package ca
 import (
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"fmt"
 	"log/slog"
 	"net/url"
 	"slices"
@@ -49,6 +50,13 @@ type Snapshot struct {
 
 	revocations *revocationState
 
+	// Entries scoped to nodes, served only by agents: forNode[name] holds
+	// the entries naming the node, forAll those scoped to every node.
+	// Neither is in index: the server's own socket never serves them.
+	forNode      map[string][]*Entry
+	forAll       []*Entry
+	evictedNodes map[string]bool // shared with the authority; read-only
+
 	done chan struct{}
 }
 
@@ -75,7 +83,24 @@ func newSnapshot(td spiffeid.TrustDomain, recs []storage.Entry, keys *keySet, re
 		}
 		e.order = i
 		s.entries = append(s.entries, e)
-		if r, ok := revs.ids[e.ID]; ok && r.Blocked {
+		blocked := revs.ids[e.ID].Blocked
+		if len(rec.Nodes) > 0 {
+			if blocked {
+				continue // served to no node until unblocked
+			}
+			if rec.Nodes[0] == AllNodes {
+				s.forAll = append(s.forAll, e)
+				continue
+			}
+			if s.forNode == nil {
+				s.forNode = make(map[string][]*Entry)
+			}
+			for _, n := range rec.Nodes {
+				s.forNode[n] = append(s.forNode[n], e)
+			}
+			continue
+		}
+		if blocked {
 			// Listed, but matches no one until unblocked.
 			if s.blocked == nil {
 				s.blocked = make(map[attest.Selector][]*Entry)
@@ -99,6 +124,9 @@ func prepareEntry(td spiffeid.TrustDomain, rec storage.Entry) (*Entry, error) {
 	sels, err := parseSelectors(rec.Selectors)
 	if err != nil {
 		return nil, err
+	}
+	if nodes, err := parseNodes(rec.Nodes); err != nil || !slices.Equal(nodes, rec.Nodes) {
+		return nil, fmt.Errorf("entry %s: nodes %q are not in canonical form: %v", rec.ID, rec.Nodes, err)
 	}
 	u := id.URL()
 	tmpl := &x509.Certificate{
@@ -125,7 +153,8 @@ func (s *Snapshot) Done() <-chan struct{} { return s.done }
 // compute no others.
 func (s *Snapshot) Kinds() attest.Kind { return s.kinds }
 
-// Entries returns all entries in (CreatedAt, ID) order. The slice must not be modified.
+// Entries returns all entries in (CreatedAt, ID) order, those scoped to
+// nodes included. The slice must not be modified.
 func (s *Snapshot) Entries() []*Entry { return s.entries }
 
 // Bundle returns the X.509 trust bundle of the trust domain.
@@ -137,7 +166,8 @@ func (s *Snapshot) BundleDER() []byte { return s.bundleDER }
 
 // Match returns the entries whose selectors are all among the caller's, in
 // (CreatedAt, ID) order: the first is the default SVID. Entries of blocked
-// IDs never match.
+// IDs never match, nor do entries scoped to nodes: Match answers for the
+// server's own socket.
 func (s *Snapshot) Match(caller attest.Set) []*Entry {
 	return match(s.index, caller)
 }
@@ -153,6 +183,25 @@ func (s *Snapshot) MatchBlocked(caller attest.Set) []*Entry {
 	}
 	return match(s.blocked, caller)
 }
+
+// EntriesForNode returns the entries the agent of the named node serves:
+// those scoped to the node or to every node ("*"), in (CreatedAt, ID)
+// order, without the entries of blocked IDs. An evicted node gets none.
+// The slice is the caller's.
+func (s *Snapshot) EntriesForNode(name string) []*Entry {
+	if s.evictedNodes[name] || name == AllNodes {
+		return nil
+	}
+	own := s.forNode[name]
+	out := make([]*Entry, 0, len(own)+len(s.forAll))
+	out = append(append(out, own...), s.forAll...)
+	slices.SortFunc(out, func(a, b *Entry) int { return a.order - b.order })
+	return out
+}
+
+// NodeEvicted reports whether the named node is evicted: its channel must
+// be closed, and it is served nothing until it attests with new proof.
+func (s *Snapshot) NodeEvicted(name string) bool { return s.evictedNodes[name] }
 
 // BlockedKinds returns the selector kinds that entries of blocked IDs use.
 func (s *Snapshot) BlockedKinds() attest.Kind { return s.blockedKinds }

@@ -3,7 +3,8 @@
 //
 // The records are registration entries (Entry), one record per issued
 // certificate (Serial), blocks of serials reserved before use
-// (Reservation) and the CA and JWT signing keys (Key). They are plain
+// (Reservation), the CA and JWT signing keys (Key), and the nodes of agents
+// (Node) with the one-time tokens that attest them (JoinToken). They are plain
 // values: a store keeps a copy and returns copies.
 //
 // Implementations live in sub-packages: storage/bbolt is the embedded
@@ -27,6 +28,12 @@
 //	RevokeID(ctx, Revocation, now) ([]RevokedSerial, error) // the newly revoked only
 //	RevokeSerial(ctx, serial, ...) (RevokedSerial, error)   // ErrExists if revoked before
 //	PruneRevocations(ctx, now, keep) (int, error) // NotAfter < now; unblocked IDs revoked before now-keep
+//	CreateJoinToken(ctx, JoinToken) error     // ErrExists if the hash is taken
+//	ConsumeJoinToken(ctx, hash, now) (JoinToken, Node, error) // one transaction; ErrNotFound, ErrTokenUsed, ErrTokenExpired
+//	PutNode(ctx, Node) error                  // insert or replace
+//	GetNode(ctx, name) (Node, error)          // ErrNotFound
+//	ListNodes(ctx) ([]Node, error)            // ordered by name
+//	EvictNode(ctx, name, at, uid) (Node, int, error) // also deletes the node's unused tokens
 //	Close() error                             // later calls: ErrClosed
 //
 // The invariant serial records keep is that revocation by SPIFFE ID finds

@@ -56,6 +56,11 @@ type Entry struct {
 	TTL time.Duration `json:"ttl,omitempty"`
 	// DNSNames are added to the X.509-SVID as DNS subject alternative names.
 	DNSNames []string `json:"dns_names,omitempty"`
+	// Nodes are the names of the agents' nodes that serve the entry, sorted,
+	// or the single value "*" for every node. Empty: the entry is served on
+	// the server's own Workload API socket only (every entry stored before
+	// nodes existed is such an entry).
+	Nodes []string `json:"nodes,omitempty"`
 	// CreatedAt is when the entry was created; entries are listed in
 	// (CreatedAt, ID) order.
 	CreatedAt time.Time `json:"created_at"`
@@ -70,6 +75,11 @@ type Entry struct {
 func (e Entry) Validate() error {
 	if err := checkID("entry id", e.ID); err != nil {
 		return err
+	}
+	for _, n := range e.Nodes {
+		if err := checkNodeName("entry node", n); err != nil {
+			return fmt.Errorf("entry %s: %w", e.ID, err)
+		}
 	}
 	return checkID("entry spiffe_id", e.SPIFFEID)
 }
@@ -294,4 +304,119 @@ func (c Client) Validate() error {
 		return fmt.Errorf("%w: client %s: secret_hash must have 1 to %d bytes", ErrInvalid, c.ID, MaxIDLen)
 	}
 	return nil
+}
+
+// Errors of join tokens. An unknown token is storage.ErrNotFound; the
+// three are distinct so that the server can log why it refused a node,
+// though it tells the node no more than "refused".
+var (
+	// ErrTokenExpired is returned when a join token is presented after its
+	// expiry.
+	ErrTokenExpired = errors.New("storage: join token expired")
+	// ErrTokenUsed is returned when a join token is presented a second
+	// time: a token attests one node, once.
+	ErrTokenUsed = errors.New("storage: join token already used")
+)
+
+// MaxNodeNameLen is the longest node name, in bytes: the longest DNS name.
+const MaxNodeNameLen = 253
+
+// tokenHashLen is the length of a join token hash: SHA-256, lower-case hex.
+const tokenHashLen = 64
+
+// How a node proved which node it is.
+const (
+	// AttestJoinToken is a node attested by a one-time join token.
+	AttestJoinToken = "join_token"
+	// AttestX509PoP is a node attested by proof of possession of a host
+	// certificate from the operator's PKI.
+	AttestX509PoP = "x509pop"
+)
+
+// JoinToken is a one-time token that lets an agent attest as Node. Only
+// the hash of the token is stored: the token has 256 bits of entropy, so
+// a fast hash is enough to make the stored record useless to a reader of
+// the database, and it doubles as the lookup key.
+type JoinToken struct {
+	// Hash is the SHA-256 of the token, lower-case hex; the record's key.
+	Hash string `json:"hash"`
+	// Node is the name of the node the token attests.
+	Node string `json:"node"`
+	// CreatedAt is when the token was made.
+	CreatedAt time.Time `json:"created_at"`
+	// ExpiresAt is the first instant the token is refused.
+	ExpiresAt time.Time `json:"expires_at"`
+	// UsedAt is when the token was consumed; zero while unused.
+	UsedAt time.Time `json:"used_at,omitzero"`
+	// AdminUID is the uid of the admin who made the token.
+	AdminUID uint32 `json:"admin_uid"`
+}
+
+// Validate reports whether j can be stored. The error wraps ErrInvalid.
+func (j JoinToken) Validate() error {
+	if len(j.Hash) != tokenHashLen {
+		return fmt.Errorf("%w: join token hash has %d characters, want %d hex digits", ErrInvalid, len(j.Hash), tokenHashLen)
+	}
+	for i := 0; i < len(j.Hash); i++ {
+		if c := j.Hash[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return fmt.Errorf("%w: join token hash is not lower-case hex", ErrInvalid)
+		}
+	}
+	if err := checkNodeName("join token node", j.Node); err != nil {
+		return err
+	}
+	if !j.ExpiresAt.After(j.CreatedAt) {
+		return fmt.Errorf("%w: join token for node %s expires (%s) before it is created (%s)", ErrInvalid, j.Node, j.ExpiresAt, j.CreatedAt)
+	}
+	return nil
+}
+
+// Node is an agent's host, known since it first attested.
+type Node struct {
+	// Name is the node's name: a lower-case DNS name. Its node SVID is
+	// spiffe://TRUST_DOMAIN/badge/node/NAME.
+	Name string `json:"name"`
+	// Attestation is how the node last proved its name: AttestJoinToken or
+	// AttestX509PoP.
+	Attestation string `json:"attestation"`
+	// FirstAttestedAt is when the node first attested.
+	FirstAttestedAt time.Time `json:"first_attested_at"`
+	// LastAttestedAt is when the node last attested.
+	LastAttestedAt time.Time `json:"last_attested_at"`
+	// SVIDSerial is the serial (lower-case hex) of the node's current node
+	// SVID; empty before the first is signed.
+	SVIDSerial string `json:"svid_serial,omitempty"`
+	// EvictedAt is when an admin evicted the node; zero if it is not
+	// evicted. An evicted node is refused until it attests with new proof.
+	EvictedAt time.Time `json:"evicted_at,omitzero"`
+	// EvictedBy is the uid of the admin who evicted the node.
+	EvictedBy uint32 `json:"evicted_by,omitempty"`
+}
+
+// Evicted reports whether the node is evicted.
+func (n Node) Evicted() bool { return !n.EvictedAt.IsZero() }
+
+// Validate reports whether n can be stored. The error wraps ErrInvalid.
+func (n Node) Validate() error {
+	if err := checkNodeName("node name", n.Name); err != nil {
+		return err
+	}
+	switch n.Attestation {
+	case AttestJoinToken, AttestX509PoP:
+	default:
+		return fmt.Errorf("%w: node %s: unknown attestation %q", ErrInvalid, n.Name, n.Attestation)
+	}
+	if len(n.SVIDSerial) > maxSerialHexLen {
+		return fmt.Errorf("%w: node %s: svid_serial is longer than %d hex digits", ErrInvalid, n.Name, maxSerialHexLen)
+	}
+	return nil
+}
+
+// checkNodeName rejects what no store can key a node by: the syntax of a
+// node name is checked by the authority.
+func checkNodeName(what, v string) error {
+	if len(v) > MaxNodeNameLen {
+		return fmt.Errorf("%w: %s is longer than %d bytes", ErrInvalid, what, MaxNodeNameLen)
+	}
+	return checkID(what, v)
 }

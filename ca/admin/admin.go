@@ -12,6 +12,9 @@
 //	POST   /v1/revocations    revoke an ID or a serial (RevokeRequest), returns RevokeResponse
 //	GET    /v1/revocations    what is in force, returns Revocations
 //	POST   /v1/unblock        lift the block of an ID (UnblockRequest)
+//	POST   /v1/tokens         make a join token for a node (JoinTokenRequest), returns JoinToken, once
+//	GET    /v1/nodes          nodes that have attested, returns []Node by name
+//	POST   /v1/nodes/{name}/evict  evict a node, returns EvictResponse
 //	GET    /v1/bundle         the trust bundle, ?format=pem (default) or jwks
 //	GET    /v1/health         {"status":"ok"} when the authority is serving
 package admin
@@ -38,6 +41,9 @@ type EntryRequest struct {
 	// TTL is a Go duration such as "5m"; empty means the server's default.
 	TTL      string   `json:"ttl,omitempty"`
 	DNSNames []string `json:"dns_names,omitempty"`
+	// Nodes scopes the entry to the agents of these nodes, or to every
+	// node with ["*"]; empty: the server's own socket only.
+	Nodes []string `json:"nodes,omitempty"`
 }
 
 // Entry is a registration entry as the admin API shows it. The same state
@@ -48,6 +54,7 @@ type Entry struct {
 	Selectors []string  `json:"selectors"`
 	TTL       string    `json:"ttl,omitempty"`
 	DNSNames  []string  `json:"dns_names,omitempty"`
+	Nodes     []string  `json:"nodes,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 	Revision  uint64    `json:"revision"`
 }
@@ -60,7 +67,7 @@ type errorResponse struct {
 
 func entryFromStorage(e storage.Entry) Entry {
 	out := Entry{
-		ID: e.ID, SPIFFEID: e.SPIFFEID, Selectors: e.Selectors, DNSNames: e.DNSNames,
+		ID: e.ID, SPIFFEID: e.SPIFFEID, Selectors: e.Selectors, DNSNames: e.DNSNames, Nodes: e.Nodes,
 		CreatedAt: e.CreatedAt.UTC(), Revision: e.Revision,
 	}
 	if out.Selectors == nil {

@@ -34,7 +34,8 @@ func requestFiles(tb testing.TB) map[string][]byte {
 
 func sameRequest(a, b admin.EntryRequest) bool {
 	// nil and empty lists mean the same; the encoding omits empty DNS names.
-	return a.SPIFFEID == b.SPIFFEID && slices.Equal(a.Selectors, b.Selectors) && a.TTL == b.TTL && slices.Equal(a.DNSNames, b.DNSNames)
+	return a.SPIFFEID == b.SPIFFEID && slices.Equal(a.Selectors, b.Selectors) && a.TTL == b.TTL && slices.Equal(a.DNSNames, b.DNSNames) &&
+		slices.Equal(a.Nodes, b.Nodes)
 }
 
 func TestDecodeEntryRequestFiles(t *testing.T) {
@@ -56,6 +57,8 @@ func TestDecodeEntryRequestFiles(t *testing.T) {
 		// Syntax only: the authority rejects these values.
 		"valid-empty-lists.json":  {req: admin.EntryRequest{SPIFFEID: "spiffe://example.org/api"}},
 		"valid-negative-ttl.json": {req: admin.EntryRequest{SPIFFEID: "spiffe://example.org/api", Selectors: []string{"unix:uid:1"}, TTL: "-5m"}, ttl: -5 * time.Minute},
+		// Syntax only: the authority refuses "*" with another node.
+		"valid-nodes.json": {req: admin.EntryRequest{SPIFFEID: "spiffe://example.org/api", Selectors: []string{"unix:uid:1000"}, Nodes: []string{"web-1", "*"}}},
 	}
 	// Errors that carry a more precise type than "malformed".
 	var (
@@ -135,6 +138,9 @@ func FuzzDecodeEntryRequest(f *testing.F) {
 		`{"ttl":"1h2m3.5s"}`,
 		`{"ttl":"9223372036854775807ns"}`,
 		`{"ttl":"-0"}`,
+		`{"nodes":["*"]}`,
+		`{"nodes":null}`,
+		`{"nodes":["a","a",""]}`,
 		` {"selectors":[]} ` + "\n\t",
 	} {
 		f.Add([]byte(s))

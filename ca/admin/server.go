@@ -82,6 +82,9 @@ func New(cfg Config) *Server {
 	mux.HandleFunc("POST /v1/clients", s.createClient)
 	mux.HandleFunc("GET /v1/clients", s.listClients)
 	mux.HandleFunc("DELETE /v1/clients/{id}", s.deleteClient)
+	mux.HandleFunc("POST /v1/tokens", s.createJoinToken)
+	mux.HandleFunc("GET /v1/nodes", s.listNodes)
+	mux.HandleFunc("POST /v1/nodes/{name}/evict", s.evictNode)
 	mux.HandleFunc("GET /v1/bundle", s.bundle)
 	mux.HandleFunc("GET /v1/health", s.health)
 	s.http = &http.Server{
@@ -174,7 +177,7 @@ func (s *Server) createEntry(w http.ResponseWriter, r *http.Request) {
 		s.writeRequestError(w, err)
 		return
 	}
-	e, err := s.auth.CreateEntry(r.Context(), ca.EntryRequest{SPIFFEID: req.SPIFFEID, Selectors: req.Selectors, TTL: ttl, DNSNames: req.DNSNames})
+	e, err := s.auth.CreateEntry(r.Context(), ca.EntryRequest{SPIFFEID: req.SPIFFEID, Selectors: req.Selectors, TTL: ttl, DNSNames: req.DNSNames, Nodes: req.Nodes})
 	if err != nil {
 		s.writeAuthorityError(w, err)
 		return

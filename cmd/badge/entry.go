@@ -37,14 +37,15 @@ func (e *env) adminClient(path string) (*admin.Client, error) {
 }
 
 func runEntryCreate(ctx context.Context, e *env, args []string) error {
-	fs := e.flagSet("entry create", "--id SPIFFE_ID --selector TYPE:KEY:VALUE [--selector ...] [--ttl DUR] [--dns NAME]")
+	fs := e.flagSet("entry create", "--id SPIFFE_ID --selector TYPE:KEY:VALUE [--selector ...] [--ttl DUR] [--dns NAME] [--node NAME ... | --node '*']")
 	id := fs.String("id", "", "SPIFFE ID to issue, e.g. spiffe://example.org/payments")
-	var sels, dns stringsFlag
+	var sels, dns, nodes stringsFlag
 	fs.Var(&sels, "selector", "TYPE:KEY:VALUE the caller must have; repeat for several (all must match)")
 	ttl := durationVar(fs, "ttl", 0, "SVID lifetime for this entry (default: the server's --svid-ttl)")
 	fs.Var(&dns, "dns", "DNS name to include in the SVID; repeatable")
+	fs.Var(&nodes, "node", "serve the entry on the agent of this node `NAME`; repeatable, or '*' for every node (default: the server's own socket only)")
 	sock := adminFlags(fs)
-	if err := e.parseNoArgs(fs, args, "id", "ttl"); err != nil {
+	if err := e.parseNoArgs(fs, args, "id", "ttl", "node"); err != nil {
 		return err
 	}
 	if *id == "" {
@@ -57,7 +58,7 @@ func runEntryCreate(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	req := admin.EntryRequest{SPIFFEID: *id, Selectors: sels, DNSNames: dns}
+	req := admin.EntryRequest{SPIFFEID: *id, Selectors: sels, DNSNames: dns, Nodes: nodes}
 	if *ttl != 0 {
 		req.TTL = ttl.String()
 	}
@@ -91,9 +92,10 @@ func runEntryList(ctx context.Context, e *env, args []string) error {
 		return writeJSON(e.stdout, es)
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tSPIFFE ID\tSELECTORS\tTTL\tDNS")
+	fmt.Fprintln(tw, "ID\tSPIFFE ID\tSELECTORS\tTTL\tDNS\tNODES")
 	for _, en := range es {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", en.ID, en.SPIFFEID, strings.Join(en.Selectors, ","), orDash(en.TTL), orDash(strings.Join(en.DNSNames, ",")))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", en.ID, en.SPIFFEID, strings.Join(en.Selectors, ","), orDash(en.TTL), orDash(strings.Join(en.DNSNames, ",")),
+			orDash(strings.Join(en.Nodes, ",")))
 	}
 	return tw.Flush()
 }
@@ -117,8 +119,12 @@ func runEntryShow(ctx context.Context, e *env, args []string) error {
 	if *asJSON {
 		return writeJSON(e.stdout, en)
 	}
-	fmt.Fprintf(e.stdout, "ID:         %s\nSPIFFE ID:  %s\nSelectors:  %s\nTTL:        %s\nDNS names:  %s\nCreated:    %s\nRevision:   %d\n",
-		en.ID, en.SPIFFEID, strings.Join(en.Selectors, ", "), orDash(en.TTL), orDash(strings.Join(en.DNSNames, ", ")),
+	nodes := "- (the server's own socket)"
+	if len(en.Nodes) > 0 {
+		nodes = strings.Join(en.Nodes, ", ")
+	}
+	fmt.Fprintf(e.stdout, "ID:         %s\nSPIFFE ID:  %s\nSelectors:  %s\nTTL:        %s\nDNS names:  %s\nNodes:      %s\nCreated:    %s\nRevision:   %d\n",
+		en.ID, en.SPIFFEID, strings.Join(en.Selectors, ", "), orDash(en.TTL), orDash(strings.Join(en.DNSNames, ", ")), nodes,
 		en.CreatedAt.Format(time.RFC3339), en.Revision)
 	return nil
 }
@@ -143,6 +149,12 @@ func runEntryDelete(ctx context.Context, e *env, args []string) error {
 
 // parseWithID parses a command that takes one positional ID, before or after its flags.
 func (e *env) parseWithID(fs *flag.FlagSet, args []string) (string, error) {
+	return e.parseWithArg(fs, args, "an entry ID")
+}
+
+// parseWithArg parses a command that takes one positional argument (what
+// names it in the error when missing), before or after its flags.
+func (e *env) parseWithArg(fs *flag.FlagSet, args []string, what string) (string, error) {
 	var id string
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		id, args = args[0], args[1:]
@@ -155,7 +167,7 @@ func (e *env) parseWithID(fs *flag.FlagSet, args []string) (string, error) {
 		id, rest = rest[0], rest[1:]
 	}
 	if id == "" {
-		return "", usagef("an entry ID is required")
+		return "", usagef("%s is required", what)
 	}
 	if len(rest) > 0 {
 		return "", usagef("unexpected argument %q", rest[0])

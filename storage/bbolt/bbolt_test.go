@@ -211,7 +211,7 @@ func TestFixtureErrors(t *testing.T) {
 		{"bad-version.db", storage.ErrCorrupt, []string{"schema_version"}},
 		{"not-badge.db", storage.ErrSchema, []string{"widgets"}},
 		{"no-freelist.db", storage.ErrSchema, []string{"freelist"}},
-		{"future-schema.db", storage.ErrSchema, []string{strconv.Itoa(schemaVersion + 1), strconv.Itoa(schemaVersion)}},
+		{"future-schema.db", storage.ErrSchema, []string{strconv.Itoa(futureSchema), strconv.Itoa(schemaVersion)}},
 		{"bad-record.db", nil, nil},
 	} {
 		t.Run(tc.fixture, func(t *testing.T) {

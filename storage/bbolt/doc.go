@@ -25,6 +25,8 @@
 //	revoked_ids          spiffe id → storage.Revocation
 //	revoked_serials      serial hex → storage.RevokedSerial
 //	clients              client id → storage.Client (OAuth clients; secret hashes only)
+//	nodes                node name → storage.Node (agents' hosts)
+//	join_tokens          SHA-256 of the token, hex → storage.JoinToken (never the token)
 //
 // serial_records is keyed by when the certificate expires (NotAfter rounded
 // up to the second, then a sequence number), not by its random serial:

@@ -23,6 +23,8 @@ var (
 	bucketRevokedIDs         = []byte("revoked_ids")
 	bucketRevokedSerials     = []byte("revoked_serials")
 	bucketClients            = []byte("clients")
+	bucketNodes              = []byte("nodes")
+	bucketJoinTokens         = []byte("join_tokens")
 
 	keySchemaVersion = []byte("schema_version")
 )
@@ -49,10 +51,17 @@ var migrations = [...]func(tx *bolt.Tx) error{
 	// Version 3 → 4: serial records keyed by expiry in a compact binary
 	// form, indexed by SPIFFE ID, and reservations of serials.
 	3: migrateSerialsV4,
+	// Version 4 → 5: agents' nodes and join tokens. Entries gain an
+	// optional "nodes" field; a stored entry has none, which means what it
+	// always meant (served on the server's own socket), so no record is
+	// rewritten.
+	4: func(tx *bolt.Tx) error {
+		return createBuckets(tx, bucketNodes, bucketJoinTokens)
+	},
 }
 
 // buckets are the buckets the current schema needs.
-var buckets = [][]byte{bucketMeta, bucketEntries, bucketKeys, bucketSerialRecords, bucketSerialIDs, bucketSerialReservations, bucketRevokedIDs, bucketRevokedSerials, bucketClients}
+var buckets = [][]byte{bucketMeta, bucketEntries, bucketKeys, bucketSerialRecords, bucketSerialIDs, bucketSerialReservations, bucketRevokedIDs, bucketRevokedSerials, bucketClients, bucketNodes, bucketJoinTokens}
 
 func createBuckets(tx *bolt.Tx, names ...[]byte) error {
 	for _, name := range names {

@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -54,6 +55,14 @@ type Store interface {
 	GetClient(ctx context.Context, id string) (storage.Client, error)
 	ListClients(ctx context.Context) ([]storage.Client, error)
 	DeleteClient(ctx context.Context, id string) error
+	CreateJoinToken(ctx context.Context, j storage.JoinToken) error
+	ListJoinTokens(ctx context.Context) ([]storage.JoinToken, error)
+	ConsumeJoinToken(ctx context.Context, hash string, now time.Time) (storage.JoinToken, storage.Node, error)
+	PruneJoinTokens(ctx context.Context, expiredBefore time.Time) (int, error)
+	PutNode(ctx context.Context, n storage.Node) error
+	GetNode(ctx context.Context, name string) (storage.Node, error)
+	ListNodes(ctx context.Context) ([]storage.Node, error)
+	EvictNode(ctx context.Context, name string, at time.Time, adminUID uint32) (storage.Node, int, error)
 	Close() error
 }
 
@@ -96,6 +105,14 @@ func Run(t *testing.T, open func(t *testing.T) Store) {
 		{"Client/CreateGetList", testClientCreateGetList},
 		{"Client/Delete", testClientDelete},
 		{"Client/Invalid", testClientInvalid},
+		{"Entry/Nodes", testEntryNodes},
+		{"JoinToken/Consume", testJoinTokenConsume},
+		{"JoinToken/ConsumeRace", testJoinTokenConsumeRace},
+		{"JoinToken/Invalid", testJoinTokenInvalid},
+		{"JoinToken/Prune", testJoinTokenPrune},
+		{"Node/PutGetList", testNodePutGetList},
+		{"Node/Evict", testNodeEvict},
+		{"Node/Invalid", testNodeInvalid},
 		{"Context/Cancelled", testCancelled},
 		{"Closed", testClosed},
 	} {
@@ -570,6 +587,14 @@ func calls(ctx context.Context, s Store) map[string]error {
 	_, errs["GetClient"] = s.GetClient(ctx, "spiffe://example.org/c1")
 	_, errs["ListClients"] = s.ListClients(ctx)
 	errs["DeleteClient"] = s.DeleteClient(ctx, "spiffe://example.org/c1")
+	errs["CreateJoinToken"] = s.CreateJoinToken(ctx, joinToken(9, "n9", t0))
+	_, errs["ListJoinTokens"] = s.ListJoinTokens(ctx)
+	_, _, errs["ConsumeJoinToken"] = s.ConsumeJoinToken(ctx, tokenHash(1), t0)
+	_, errs["PruneJoinTokens"] = s.PruneJoinTokens(ctx, t0.Add(time.Hour))
+	errs["PutNode"] = s.PutNode(ctx, node("n9", t0))
+	_, errs["GetNode"] = s.GetNode(ctx, "n1")
+	_, errs["ListNodes"] = s.ListNodes(ctx)
+	_, _, errs["EvictNode"] = s.EvictNode(ctx, "n1", t0, 0)
 	return errs
 }
 
@@ -1152,5 +1177,292 @@ func testReservationPruned(t *testing.T, open func() Store, crash func(Store)) {
 		return out
 	}(); !slices.Equal(ids, hexes(10, 3)) {
 		t.Errorf("RevokeUnbound after pruning revoked %v, want only %v", ids, hexes(10, 3))
+	}
+}
+
+func tokenHash(n int) string { return fmt.Sprintf("%064x", n) }
+
+func joinToken(n int, node string, created time.Time) storage.JoinToken {
+	return storage.JoinToken{Hash: tokenHash(n), Node: node, CreatedAt: created, ExpiresAt: created.Add(time.Hour), AdminUID: 0}
+}
+
+func node(name string, at time.Time) storage.Node {
+	return storage.Node{Name: name, Attestation: storage.AttestX509PoP, FirstAttestedAt: at, LastAttestedAt: at, SVIDSerial: "0a1b"}
+}
+
+func normNode(n storage.Node) storage.Node {
+	n.FirstAttestedAt, n.LastAttestedAt, n.EvictedAt = n.FirstAttestedAt.UTC(), n.LastAttestedAt.UTC(), n.EvictedAt.UTC()
+	return n
+}
+
+// testEntryNodes: the nodes of an entry read back as stored, and an entry
+// stored without nodes reads back without (the server's own socket).
+func testEntryNodes(t *testing.T, s Store) {
+	ctx := t.Context()
+	local := entry("local", t0)
+	scoped := entry("scoped", t0.Add(time.Second))
+	scoped.Nodes = []string{"node-a.example.org", "node-b"}
+	every := entry("every", t0.Add(2*time.Second))
+	every.Nodes = []string{"*"}
+	for _, e := range []storage.Entry{local, scoped, every} {
+		mustCreate(t, s, e)
+	}
+	for _, want := range []storage.Entry{local, scoped, every} {
+		got, err := s.GetEntry(ctx, want.ID)
+		if err != nil || !slices.Equal(got.Nodes, want.Nodes) {
+			t.Errorf("GetEntry(%s).Nodes = %q, %v; want %q", want.ID, got.Nodes, err, want.Nodes)
+		}
+	}
+	if got, _ := s.GetEntry(ctx, "local"); got.Nodes != nil {
+		t.Errorf("an entry stored without nodes reads back with %#v", got.Nodes)
+	}
+	bad := entry("bad", t0)
+	bad.Nodes = []string{"a\x00b"}
+	if err := s.CreateEntry(ctx, bad); !errors.Is(err, storage.ErrInvalid) {
+		t.Errorf("CreateEntry with a NUL in a node name = %v, want ErrInvalid", err)
+	}
+}
+
+// testJoinTokenConsume: a token is consumed once, before its expiry; each
+// refusal has its own sentinel and changes nothing; success creates or
+// updates the node, which is no longer evicted.
+func testJoinTokenConsume(t *testing.T, s Store) {
+	ctx := t.Context()
+	if got, err := s.ListNodes(ctx); err != nil || got == nil || len(got) != 0 {
+		t.Fatalf("ListNodes on an empty store = %#v, %v; want an empty, non-nil list", got, err)
+	}
+	tok := joinToken(1, "web-1", t0)
+	if err := s.CreateJoinToken(ctx, tok); err != nil {
+		t.Fatalf("CreateJoinToken: %v", err)
+	}
+	dup := tok
+	dup.Node = "other"
+	if err := s.CreateJoinToken(ctx, dup); !errors.Is(err, storage.ErrExists) {
+		t.Errorf("CreateJoinToken of an existing hash = %v, want ErrExists", err)
+	}
+	if got, _ := s.ListNodes(ctx); len(got) != 0 {
+		t.Errorf("a node exists before its token is used: %+v", got)
+	}
+	if _, _, err := s.ConsumeJoinToken(ctx, tokenHash(2), t0); !errors.Is(err, storage.ErrNotFound) {
+		t.Errorf("ConsumeJoinToken(unknown) = %v, want ErrNotFound", err)
+	}
+	if _, _, err := s.ConsumeJoinToken(ctx, tok.Hash, tok.ExpiresAt); !errors.Is(err, storage.ErrTokenExpired) {
+		t.Errorf("ConsumeJoinToken at its expiry = %v, want ErrTokenExpired", err)
+	}
+	at := t0.Add(time.Minute)
+	got, n, err := s.ConsumeJoinToken(ctx, tok.Hash, at)
+	if err != nil {
+		t.Fatalf("ConsumeJoinToken: %v", err)
+	}
+	if got.Node != "web-1" || !got.UsedAt.Equal(at) {
+		t.Errorf("consumed token = %+v, want node web-1 used at %s", got, at)
+	}
+	want := storage.Node{Name: "web-1", Attestation: storage.AttestJoinToken, FirstAttestedAt: at, LastAttestedAt: at}
+	if !reflect.DeepEqual(normNode(n), normNode(want)) {
+		t.Errorf("attested node = %+v, want %+v", n, want)
+	}
+	if stored, err := s.GetNode(ctx, "web-1"); err != nil || !reflect.DeepEqual(normNode(stored), normNode(want)) {
+		t.Errorf("GetNode = %+v, %v; want %+v", stored, err, want)
+	}
+	_, _, err = s.ConsumeJoinToken(ctx, tok.Hash, at.Add(time.Second))
+	if !errors.Is(err, storage.ErrTokenUsed) || errors.Is(err, storage.ErrTokenExpired) || errors.Is(err, storage.ErrNotFound) {
+		t.Errorf("second ConsumeJoinToken = %v, want ErrTokenUsed alone", err)
+	}
+	list, err := s.ListJoinTokens(ctx)
+	if err != nil || len(list) != 1 || !list[0].UsedAt.Equal(at) {
+		t.Errorf("ListJoinTokens = %+v, %v; want the one token, used at %s", list, err, at)
+	}
+
+	// An evicted node comes back with a new token; its first attestation
+	// is kept, its eviction and old serial are gone.
+	stored, _ := s.GetNode(ctx, "web-1")
+	stored.SVIDSerial = "ff"
+	if err := s.PutNode(ctx, stored); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.EvictNode(ctx, "web-1", at.Add(time.Minute), 1000); err != nil {
+		t.Fatal(err)
+	}
+	again := joinToken(3, "web-1", at.Add(2*time.Minute))
+	if err := s.CreateJoinToken(ctx, again); err != nil {
+		t.Fatal(err)
+	}
+	later := at.Add(3 * time.Minute)
+	_, n, err = s.ConsumeJoinToken(ctx, again.Hash, later)
+	if err != nil {
+		t.Fatalf("ConsumeJoinToken after eviction: %v", err)
+	}
+	want = storage.Node{Name: "web-1", Attestation: storage.AttestJoinToken, FirstAttestedAt: at, LastAttestedAt: later}
+	if !reflect.DeepEqual(normNode(n), normNode(want)) || n.Evicted() {
+		t.Errorf("re-attested node = %+v, want %+v", n, want)
+	}
+}
+
+// testJoinTokenConsumeRace: of many concurrent consumers of one token,
+// exactly one wins; the others see ErrTokenUsed.
+func testJoinTokenConsumeRace(t *testing.T, s Store) {
+	ctx := t.Context()
+	tok := joinToken(1, "race", t0)
+	if err := s.CreateJoinToken(ctx, tok); err != nil {
+		t.Fatal(err)
+	}
+	const n = 16
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			_, _, errs[i] = s.ConsumeJoinToken(ctx, tok.Hash, t0.Add(time.Duration(i+1)*time.Second))
+		})
+	}
+	close(start)
+	wg.Wait()
+	wins := 0
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			wins++
+		case !errors.Is(err, storage.ErrTokenUsed):
+			t.Errorf("consumer %d: %v, want ErrTokenUsed", i, err)
+		}
+	}
+	if wins != 1 {
+		t.Errorf("%d consumers won, want exactly 1", wins)
+	}
+}
+
+func testJoinTokenInvalid(t *testing.T, s Store) {
+	ctx := t.Context()
+	good := joinToken(1, "n", t0)
+	for name, mod := range map[string]func(*storage.JoinToken){
+		"no hash":         func(j *storage.JoinToken) { j.Hash = "" },
+		"short hash":      func(j *storage.JoinToken) { j.Hash = "abcd" },
+		"upper-case hash": func(j *storage.JoinToken) { j.Hash = fmt.Sprintf("%064X", 0xabc) },
+		"no node":         func(j *storage.JoinToken) { j.Node = "" },
+		"long node":       func(j *storage.JoinToken) { j.Node = strings.Repeat("a", storage.MaxNodeNameLen+1) },
+		"expires at once": func(j *storage.JoinToken) { j.ExpiresAt = j.CreatedAt },
+	} {
+		j := good
+		mod(&j)
+		if err := s.CreateJoinToken(ctx, j); !errors.Is(err, storage.ErrInvalid) {
+			t.Errorf("CreateJoinToken(%s) = %v, want ErrInvalid", name, err)
+		}
+	}
+	if got, err := s.ListJoinTokens(ctx); err != nil || len(got) != 0 {
+		t.Errorf("invalid tokens were stored: %+v, %v", got, err)
+	}
+}
+
+// testJoinTokenPrune: tokens that expired before the cut go, used or not;
+// the others stay and still work.
+func testJoinTokenPrune(t *testing.T, s Store) {
+	ctx := t.Context()
+	old := joinToken(1, "a", t0)                 // expires t0+1h
+	used := joinToken(2, "b", t0)                // expires t0+1h, used
+	live := joinToken(3, "c", t0.Add(time.Hour)) // expires t0+2h
+	for _, j := range []storage.JoinToken{old, used, live} {
+		if err := s.CreateJoinToken(ctx, j); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, _, err := s.ConsumeJoinToken(ctx, used.Hash, t0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := s.PruneJoinTokens(ctx, t0.Add(90*time.Minute))
+	if err != nil || n != 2 {
+		t.Errorf("PruneJoinTokens = %d, %v; want 2", n, err)
+	}
+	if list, _ := s.ListJoinTokens(ctx); len(list) != 1 || list[0].Hash != live.Hash {
+		t.Errorf("after pruning: %+v, want only the live token", list)
+	}
+	if _, _, err := s.ConsumeJoinToken(ctx, live.Hash, t0.Add(90*time.Minute)); err != nil {
+		t.Errorf("the live token no longer works: %v", err)
+	}
+}
+
+func testNodePutGetList(t *testing.T, s Store) {
+	ctx := t.Context()
+	b, a, c := node("b", t0), node("a", t0.Add(time.Second)), node("c.example.org", t0)
+	for _, n := range []storage.Node{b, a, c} {
+		if err := s.PutNode(ctx, n); err != nil {
+			t.Fatalf("PutNode(%s): %v", n.Name, err)
+		}
+	}
+	got, err := s.GetNode(ctx, "b")
+	if err != nil || !reflect.DeepEqual(normNode(got), normNode(b)) {
+		t.Errorf("GetNode = %+v, %v; want %+v", got, err, b)
+	}
+	b.SVIDSerial, b.LastAttestedAt = "ff", t0.Add(time.Hour)
+	if err := s.PutNode(ctx, b); err != nil {
+		t.Fatalf("PutNode (replace): %v", err)
+	}
+	list, err := s.ListNodes(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []storage.Node{a, b, c}; !reflect.DeepEqual(normAll(list, normNode), normAll(want, normNode)) {
+		t.Errorf("ListNodes = %+v, want %+v (by name)", list, want)
+	}
+	if _, err := s.GetNode(ctx, "nobody"); !errors.Is(err, storage.ErrNotFound) {
+		t.Errorf("GetNode of a missing node = %v, want ErrNotFound", err)
+	}
+}
+
+// testNodeEvict: eviction is durable, names the admin, and cancels the
+// node's unused tokens, only its own.
+func testNodeEvict(t *testing.T, s Store) {
+	ctx := t.Context()
+	if _, _, err := s.EvictNode(ctx, "ghost", t0, 0); !errors.Is(err, storage.ErrNotFound) {
+		t.Errorf("EvictNode of an unknown node = %v, want ErrNotFound", err)
+	}
+	if err := s.PutNode(ctx, node("web", t0)); err != nil {
+		t.Fatal(err)
+	}
+	pending := joinToken(1, "web", t0)
+	other := joinToken(2, "db", t0)
+	for _, j := range []storage.JoinToken{pending, other} {
+		if err := s.CreateJoinToken(ctx, j); err != nil {
+			t.Fatal(err)
+		}
+	}
+	at := t0.Add(time.Minute)
+	n, cancelled, err := s.EvictNode(ctx, "web", at, 1000)
+	if err != nil {
+		t.Fatalf("EvictNode: %v", err)
+	}
+	if !n.Evicted() || !n.EvictedAt.Equal(at) || n.EvictedBy != 1000 || cancelled != 1 {
+		t.Errorf("EvictNode = %+v, %d cancelled; want evicted at %s by 1000, 1 cancelled", n, cancelled, at)
+	}
+	if got, _ := s.GetNode(ctx, "web"); !got.Evicted() || got.SVIDSerial != "0a1b" {
+		t.Errorf("stored node after eviction = %+v; want evicted, serial kept", got)
+	}
+	if _, _, err := s.ConsumeJoinToken(ctx, pending.Hash, at); !errors.Is(err, storage.ErrNotFound) {
+		t.Errorf("a token made before the eviction still works: %v", err)
+	}
+	if _, _, err := s.ConsumeJoinToken(ctx, other.Hash, at); err != nil {
+		t.Errorf("another node's token was cancelled: %v", err)
+	}
+}
+
+func testNodeInvalid(t *testing.T, s Store) {
+	ctx := t.Context()
+	good := node("n", t0)
+	for name, mod := range map[string]func(*storage.Node){
+		"no name":           func(n *storage.Node) { n.Name = "" },
+		"long name":         func(n *storage.Node) { n.Name = strings.Repeat("a", storage.MaxNodeNameLen+1) },
+		"NUL in name":       func(n *storage.Node) { n.Name = "a\x00b" },
+		"no attestation":    func(n *storage.Node) { n.Attestation = "" },
+		"other attestation": func(n *storage.Node) { n.Attestation = "aws_iid" },
+		"long serial":       func(n *storage.Node) { n.SVIDSerial = strings.Repeat("f", 41) },
+	} {
+		n := good
+		mod(&n)
+		if err := s.PutNode(ctx, n); !errors.Is(err, storage.ErrInvalid) {
+			t.Errorf("PutNode(%s) = %v, want ErrInvalid", name, err)
+		}
+	}
+	if got, err := s.ListNodes(ctx); err != nil || len(got) != 0 {
+		t.Errorf("invalid nodes were stored: %+v, %v", got, err)
 	}
 }
