@@ -13,6 +13,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/badge-dev/badge/internal/logkey"
 	"github.com/badge-dev/badge/storage"
 )
 
@@ -221,8 +222,8 @@ func New(ctx context.Context, cfg Config) (*Authority, error) {
 	}
 	a.publishLocked()
 	a.log.Info("authority ready",
-		slog.String(LogTrustDomain, cfg.TrustDomain.String()),
-		slog.Int(LogCount, len(entries)),
+		slog.String(logkey.TrustDomain, cfg.TrustDomain.String()),
+		slog.Int(logkey.Count, len(entries)),
 		slog.String("root_expires", keys.root.cert.NotAfter.UTC().Format(time.RFC3339)),
 		slog.String("intermediate_expires", keys.current().cert.NotAfter.UTC().Format(time.RFC3339)))
 
@@ -273,7 +274,7 @@ func (a *Authority) rotateLoop() {
 		if err := a.rotateIntermediate(context.Background()); err != nil {
 			// Keep serving with the current intermediate; it is valid for
 			// another half of its life. Try again in a minute.
-			a.log.Error("intermediate rotation failed", slog.Any(LogError, err))
+			a.log.Error("intermediate rotation failed", slog.Any(logkey.Error, err))
 			select {
 			case <-a.stop:
 				return
@@ -299,7 +300,7 @@ func (a *Authority) rotateIntermediate(ctx context.Context) error {
 	}
 	a.revocations = state
 	a.publishLocked()
-	a.log.Info("intermediate CA rotated", slog.String(LogKeyID, k.id),
+	a.log.Info("intermediate CA rotated", slog.String(logkey.KeyID, k.id),
 		slog.String("expires", k.cert.NotAfter.UTC().Format(time.RFC3339)))
 	return nil
 }
@@ -319,18 +320,18 @@ func (a *Authority) pruneLoop() {
 			err := a.refreshRevocationsLocked(context.Background())
 			a.mu.Unlock()
 			if err != nil {
-				a.log.Error("refreshing the revocation list failed", slog.Any(LogError, err))
+				a.log.Error("refreshing the revocation list failed", slog.Any(logkey.Error, err))
 			}
 			continue
 		case <-t.C:
 		}
 		n, err := a.pruneSerials(context.Background())
 		if err != nil {
-			a.log.Error("pruning expired serials failed", slog.Any(LogError, err))
+			a.log.Error("pruning expired serials failed", slog.Any(logkey.Error, err))
 			continue
 		}
 		if n > 0 {
-			a.log.Debug("pruned expired serials", slog.Int(LogCount, n))
+			a.log.Debug("pruned expired serials", slog.Int(logkey.Count, n))
 		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/crypto/argon2"
 
+	"github.com/badge-dev/badge/internal/logkey"
 	"github.com/badge-dev/badge/storage"
 )
 
@@ -97,7 +98,7 @@ func (a *Authority) CreateClient(ctx context.Context, spiffeID string) (storage.
 		}
 		return storage.Client{}, "", fmt.Errorf("storing client: %w", err)
 	}
-	a.log.Info("OAuth client created", slog.String("client_id", c.ID), slog.String(LogSPIFFEID, c.SPIFFEID), slog.Bool(LogAudit, true))
+	a.log.Info("OAuth client created", slog.String("client_id", c.ID), slog.String(logkey.SPIFFEID, c.SPIFFEID), slog.Bool(logkey.Audit, true))
 	return c, secret, nil
 }
 
@@ -124,7 +125,7 @@ func (a *Authority) DeleteClient(ctx context.Context, id string) error {
 		}
 		return fmt.Errorf("deleting client %s: %w", id, err)
 	}
-	a.log.Info("OAuth client deleted", slog.String("client_id", id), slog.Bool(LogAudit, true))
+	a.log.Info("OAuth client deleted", slog.String("client_id", id), slog.Bool(logkey.Audit, true))
 	return nil
 }
 
@@ -150,7 +151,7 @@ func (a *Authority) AuthenticateClient(ctx context.Context, id, secret string) (
 	}
 	p, salt, want, perr := decodePHC(stored)
 	if perr != nil {
-		a.log.Error("OAuth client has an unreadable secret hash", slog.String("client_id", id), slog.Any(LogError, perr))
+		a.log.Error("OAuth client has an unreadable secret hash", slog.String("client_id", id), slog.Any(logkey.Error, perr))
 		p, salt, want, _ = decodePHC(dummyHash)
 		err = perr
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/badge-dev/badge/attest"
+	"github.com/badge-dev/badge/internal/logkey"
 	"github.com/badge-dev/badge/storage"
 )
 
@@ -84,8 +85,8 @@ func (a *Authority) CreateEntry(ctx context.Context, req EntryRequest) (storage.
 	a.entries = append(slices.Clone(a.entries), e)
 	slices.SortStableFunc(a.entries, compareEntries)
 	a.publishLocked()
-	a.log.Info("entry created", slog.String(LogEntryID, e.ID), slog.String(LogSPIFFEID, e.SPIFFEID),
-		slog.Any(LogSelectors, e.Selectors), slog.Bool(LogAudit, true))
+	a.log.Info("entry created", slog.String(logkey.EntryID, e.ID), slog.String(logkey.SPIFFEID, e.SPIFFEID),
+		slog.Any(logkey.Selectors, e.Selectors), slog.Bool(logkey.Audit, true))
 	return e, nil
 }
 
@@ -102,7 +103,7 @@ func (a *Authority) DeleteEntry(ctx context.Context, id string) error {
 	}
 	a.entries = slices.DeleteFunc(slices.Clone(a.entries), func(e storage.Entry) bool { return e.ID == id })
 	a.publishLocked()
-	a.log.Info("entry deleted", slog.String(LogEntryID, id), slog.Bool(LogAudit, true))
+	a.log.Info("entry deleted", slog.String(logkey.EntryID, id), slog.Bool(logkey.Audit, true))
 	return nil
 }
 

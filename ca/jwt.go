@@ -27,6 +27,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"go.step.sm/crypto/jose"
 
+	"github.com/badge-dev/badge/internal/logkey"
 	"github.com/badge-dev/badge/storage"
 )
 
@@ -183,7 +184,7 @@ func loadJWTKeys(ctx context.Context, cfg *Config, recs []storage.Key) (*jwtKeyS
 		if err != nil {
 			return nil, err
 		}
-		cfg.Logger.Info("created JWT signing key", slog.String(LogKeyID, k.id),
+		cfg.Logger.Info("created JWT signing key", slog.String(logkey.KeyID, k.id),
 			slog.String("expires", k.rec.NotAfter.UTC().Format(time.RFC3339)))
 		active = k
 		keys = append(keys, k)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/badge-dev/badge/internal/logkey"
 	"github.com/badge-dev/badge/storage"
 )
 
@@ -230,8 +231,8 @@ func (a *Authority) RevokeID(ctx context.Context, req RevokeRequest) (RevokeResu
 	}
 	a.revocations = state
 	a.publishLocked()
-	a.log.Warn("SPIFFE ID revoked", slog.String(LogSPIFFEID, id.String()), slog.Int(LogCount, res.Revoked), slog.Int("already_revoked", res.AlreadyRevoked),
-		slog.Bool("blocked", rev.Blocked), slog.String("reason", req.Reason), slog.Int(LogAdminUID, int(req.AdminUID)), slog.Bool(LogAudit, true))
+	a.log.Warn("SPIFFE ID revoked", slog.String(logkey.SPIFFEID, id.String()), slog.Int(logkey.Count, res.Revoked), slog.Int("already_revoked", res.AlreadyRevoked),
+		slog.Bool("blocked", rev.Blocked), slog.String("reason", req.Reason), slog.Int(logkey.AdminUID, int(req.AdminUID)), slog.Bool(logkey.Audit, true))
 	return res, nil
 }
 
@@ -252,8 +253,8 @@ func (a *Authority) RevokeSerial(ctx context.Context, given, reason string, admi
 	r, err := a.store.RevokeSerial(ctx, serial, reason, adminUID, now)
 	switch {
 	case errors.Is(err, storage.ErrExists):
-		a.log.Info("certificate already revoked", slog.String(LogSerial, serial), slog.String(LogSPIFFEID, r.SPIFFEID),
-			slog.Time("revoked_at", r.RevokedAt), slog.Int(LogAdminUID, int(adminUID)), slog.Bool(LogAudit, true))
+		a.log.Info("certificate already revoked", slog.String(logkey.Serial, serial), slog.String(logkey.SPIFFEID, r.SPIFFEID),
+			slog.Time("revoked_at", r.RevokedAt), slog.Int(logkey.AdminUID, int(adminUID)), slog.Bool(logkey.Audit, true))
 		return RevokeResult{AlreadyRevoked: 1, SPIFFEID: r.SPIFFEID}, nil
 	case errors.Is(err, storage.ErrNotFound):
 		// The storage chain says nothing an admin can act on; the serial
@@ -270,8 +271,8 @@ func (a *Authority) RevokeSerial(ctx context.Context, given, reason string, admi
 	}
 	a.revocations = state
 	a.publishLocked()
-	a.log.Warn("certificate revoked", slog.String(LogSerial, serial), slog.String(LogSPIFFEID, r.SPIFFEID),
-		slog.String("reason", reason), slog.Int(LogAdminUID, int(adminUID)), slog.Bool(LogAudit, true))
+	a.log.Warn("certificate revoked", slog.String(logkey.Serial, serial), slog.String(logkey.SPIFFEID, r.SPIFFEID),
+		slog.String("reason", reason), slog.Int(logkey.AdminUID, int(adminUID)), slog.Bool(logkey.Audit, true))
 	return RevokeResult{Revoked: 1, SPIFFEID: r.SPIFFEID}, nil
 }
 
@@ -296,7 +297,7 @@ func (a *Authority) Unblock(ctx context.Context, spiffeID string, adminUID uint3
 	state.ids[id] = cur
 	a.revocations = state
 	a.publishLocked()
-	a.log.Warn("SPIFFE ID unblocked", slog.String(LogSPIFFEID, id.String()), slog.Int(LogAdminUID, int(adminUID)), slog.Bool(LogAudit, true))
+	a.log.Warn("SPIFFE ID unblocked", slog.String(logkey.SPIFFEID, id.String()), slog.Int(logkey.AdminUID, int(adminUID)), slog.Bool(logkey.Audit, true))
 	return nil
 }
 

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/badge-dev/badge/ca"
+	"github.com/badge-dev/badge/internal/logkey"
 	"github.com/badge-dev/badge/storage"
 )
 
@@ -140,20 +141,20 @@ func (s *Server) authorize(next http.Handler) http.Handler {
 		uid, ok := r.Context().Value(ctxKey{}).(uint32)
 		if !ok {
 			err, _ := r.Context().Value(ctxKey{}).(error)
-			s.log.Warn("admin request without peer credentials refused", slog.Any(ca.LogError, err))
+			s.log.Warn("admin request without peer credentials refused", slog.Any(logkey.Error, err))
 			writeError(w, http.StatusForbidden, fmt.Errorf("peer credentials unavailable: %v", err))
 			return
 		}
 		if !s.allowed[uid] {
-			s.log.Warn("admin request refused", slog.Int(ca.LogAdminUID, int(uid)), slog.String(ca.LogMethod, r.Method+" "+r.URL.Path), slog.Bool(ca.LogAudit, true))
+			s.log.Warn("admin request refused", slog.Int(logkey.AdminUID, int(uid)), slog.String(logkey.Method, r.Method+" "+r.URL.Path), slog.Bool(logkey.Audit, true))
 			writeError(w, http.StatusForbidden, fmt.Errorf("uid %d may not use the admin API (only root and the server's uid)", uid))
 			return
 		}
 		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
 		next.ServeHTTP(rec, r)
 		if r.Method != http.MethodGet {
-			s.log.Info("admin request", slog.Int(ca.LogAdminUID, int(uid)), slog.String(ca.LogMethod, r.Method+" "+r.URL.Path),
-				slog.Int("status", rec.status), slog.Bool(ca.LogAudit, true))
+			s.log.Info("admin request", slog.Int(logkey.AdminUID, int(uid)), slog.String(logkey.Method, r.Method+" "+r.URL.Path),
+				slog.Int("status", rec.status), slog.Bool(logkey.Audit, true))
 		}
 	})
 }
@@ -316,7 +317,7 @@ func (s *Server) writeAuthorityError(w http.ResponseWriter, err error) {
 	case errors.Is(err, storage.ErrExists):
 		writeError(w, http.StatusConflict, err)
 	default:
-		s.log.Error("admin request failed", slog.Any(ca.LogError, err))
+		s.log.Error("admin request failed", slog.Any(logkey.Error, err))
 		writeError(w, http.StatusInternalServerError, err)
 	}
 }

@@ -55,6 +55,7 @@ import (
 
 	"github.com/badge-dev/badge/ca"
 	"github.com/badge-dev/badge/internal/connlimit"
+	"github.com/badge-dev/badge/internal/logkey"
 	"github.com/badge-dev/badge/storage"
 )
 
@@ -301,7 +302,7 @@ func (s *Server) certificate() (*tls.Certificate, error) {
 	n, err := s.renew(context.Background())
 	if err != nil {
 		if s.now().Before(c.cert.Leaf.NotAfter) {
-			s.log.Error("renewing the public listener's certificate failed; serving the current one", slog.Any(ca.LogError, err))
+			s.log.Error("renewing the public listener's certificate failed; serving the current one", slog.Any(logkey.Error, err))
 			return c.cert, nil
 		}
 		return nil, err
@@ -333,7 +334,7 @@ func (s *Server) renew(ctx context.Context) (*serverCert, error) {
 	}
 	c := &serverCert{cert: tc, renewAt: svid.RefreshAt()}
 	s.cert.Store(c)
-	s.log.Debug("public listener certificate issued", slog.String(ca.LogSerial, svid.Serial),
+	s.log.Debug("public listener certificate issued", slog.String(logkey.Serial, svid.Serial),
 		slog.String("expires", svid.NotAfter.UTC().Format(time.RFC3339)))
 	return c, nil
 }

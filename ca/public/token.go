@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/badge-dev/badge/ca"
+	"github.com/badge-dev/badge/internal/logkey"
 	"github.com/badge-dev/badge/storage"
 )
 
@@ -196,7 +197,7 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 			Description: "unknown client or wrong secret", RetryAfter: wait}, slog.String("method", req.Method), slog.Duration("retry_after", wait))
 		return
 	case err != nil:
-		s.log.Error("client authentication failed", slog.Any(ca.LogError, err))
+		s.log.Error("client authentication failed", slog.Any(logkey.Error, err))
 		s.auditOne(r, addr, req.ClientID, "server_error")
 		writeOAuthError(w, &oauthError{Status: http.StatusInternalServerError, Code: "server_error", Description: "client authentication failed"})
 		return
@@ -207,19 +208,19 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case errors.Is(err, ca.ErrBlocked):
 		s.refuse(w, r, now, addr, req.ClientID, &oauthError{Status: http.StatusBadRequest, Code: "unauthorized_client", Description: c.SPIFFEID + " is blocked"},
-			slog.String(ca.LogSPIFFEID, c.SPIFFEID))
+			slog.String(logkey.SPIFFEID, c.SPIFFEID))
 		return
 	case errors.As(err, &inv):
 		s.refuse(w, r, now, addr, req.ClientID, &oauthError{Status: http.StatusBadRequest, Code: "invalid_target", Description: err.Error()},
 			slog.String("reason", err.Error()))
 		return
 	case err != nil:
-		s.log.Error("signing a client's JWT-SVID failed", slog.Any(ca.LogError, err))
+		s.log.Error("signing a client's JWT-SVID failed", slog.Any(logkey.Error, err))
 		s.auditOne(r, addr, req.ClientID, "server_error")
 		writeOAuthError(w, &oauthError{Status: http.StatusInternalServerError, Code: "server_error", Description: "signing failed"})
 		return
 	}
-	s.auditOne(r, addr, req.ClientID, "issued", slog.String(ca.LogSPIFFEID, c.SPIFFEID), slog.Any("audience", req.Audience))
+	s.auditOne(r, addr, req.ClientID, "issued", slog.String(logkey.SPIFFEID, c.SPIFFEID), slog.Any("audience", req.Audience))
 	w.Header().Set("Pragma", "no-cache")
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Content-Type", "application/json")
@@ -235,7 +236,7 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 // token, and server errors.
 func (s *Server) auditOne(r *http.Request, addr, client, result string, attrs ...slog.Attr) {
 	attrs = append(attrs, slog.String("client_id", truncate(client)), slog.String("remote", addr),
-		slog.String("result", result), slog.Bool(ca.LogAudit, true))
+		slog.String("result", result), slog.Bool(logkey.Audit, true))
 	level := slog.LevelInfo
 	if result != "issued" {
 		level = slog.LevelWarn
@@ -541,7 +542,7 @@ func (a *auditLog) emit(ctx context.Context, k auditKey, count int, since time.T
 		client = "*"
 	}
 	attrs = append(slices.Clip(attrs), slog.String("client_id", client), slog.String("remote", k.addr),
-		slog.String("result", k.result), slog.Int(ca.LogCount, count), slog.Time("since", since.UTC()), slog.Bool(ca.LogAudit, true))
+		slog.String("result", k.result), slog.Int(logkey.Count, count), slog.Time("since", since.UTC()), slog.Bool(logkey.Audit, true))
 	a.log.LogAttrs(ctx, slog.LevelWarn, "token request", attrs...)
 }
 
@@ -586,6 +587,6 @@ func (a *auditLog) flush(now time.Time) {
 	}
 	if overflow > 0 {
 		a.log.Warn("token request", slog.String("client_id", "*"), slog.String("remote", "*"), slog.String("result", "refused"),
-			slog.Int(ca.LogCount, overflow), slog.Bool(ca.LogAudit, true))
+			slog.Int(logkey.Count, overflow), slog.Bool(logkey.Audit, true))
 	}
 }

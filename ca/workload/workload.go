@@ -41,6 +41,8 @@ import (
 
 	"github.com/badge-dev/badge/attest"
 	"github.com/badge-dev/badge/ca"
+	"github.com/badge-dev/badge/internal/logkey"
+	"github.com/badge-dev/badge/internal/unixsock"
 )
 
 // Authority issues identities: *ca.Authority today, a remote client in an agent later.
@@ -138,7 +140,7 @@ func (s *Server) Shutdown(ctx context.Context) {
 // Listen creates the Workload API socket at path, connectable by every
 // uid: authorization is attestation.
 func Listen(path string) (net.Listener, error) {
-	return ca.ListenUnix(path, 0o777)
+	return unixsock.Listen(path, 0o777)
 }
 
 // caller is the attested peer of a call, with selectors of the kinds the
@@ -171,7 +173,7 @@ func (s *Server) caller(ctx context.Context, snap *ca.Snapshot) (*caller, error)
 func (s *Server) attest(c *caller, kinds attest.Kind) error {
 	sel, err := s.att.Attest(c.peer, kinds)
 	if err != nil {
-		s.log.Warn("attestation failed", slog.Int(ca.LogPID, int(c.peer.PID)), slog.Int(ca.LogUID, int(c.peer.UID)), slog.Any(ca.LogError, err))
+		s.log.Warn("attestation failed", slog.Int(logkey.PID, int(c.peer.PID)), slog.Int(logkey.UID, int(c.peer.UID)), slog.Any(logkey.Error, err))
 		code := codes.PermissionDenied
 		if errors.Is(err, attest.ErrHashBudget) {
 			code = codes.ResourceExhausted
@@ -187,8 +189,8 @@ func (s *Server) attest(c *caller, kinds attest.Kind) error {
 // PermissionDenied: nothing more goes to that connection.
 func (s *Server) verify(c *caller) error {
 	if err := s.att.Verify(c.peer); err != nil {
-		s.log.Warn("peer no longer the process that connected; ending the call", slog.Int(ca.LogPID, int(c.peer.PID)),
-			slog.Int(ca.LogUID, int(c.peer.UID)), slog.Any(ca.LogError, err))
+		s.log.Warn("peer no longer the process that connected; ending the call", slog.Int(logkey.PID, int(c.peer.PID)),
+			slog.Int(logkey.UID, int(c.peer.UID)), slog.Any(logkey.Error, err))
 		return status.Errorf(codes.PermissionDenied, "the process that connected is gone or changed: %v", err)
 	}
 	return nil
@@ -245,8 +247,8 @@ func (s *Server) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.ServerSt
 	}()
 	for {
 		if id, ok := heldBlocked(snap, held); ok {
-			s.log.Info("stream ended: it holds a blocked SPIFFE ID", slog.Int(ca.LogPID, int(p.PID)), slog.Int(ca.LogUID, int(p.UID)),
-				slog.String(ca.LogSPIFFEID, id))
+			s.log.Info("stream ended: it holds a blocked SPIFFE ID", slog.Int(logkey.PID, int(p.PID)), slog.Int(logkey.UID, int(p.UID)),
+				slog.String(logkey.SPIFFEID, id))
 			return status.Errorf(codes.PermissionDenied, "SPIFFE ID %s is blocked", id)
 		}
 		entries, err := s.match(c, snap)
@@ -265,7 +267,7 @@ func (s *Server) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.ServerSt
 			return st
 		}
 		if err != nil {
-			s.log.Error("signing X.509-SVID failed", slog.Int(ca.LogPID, int(p.PID)), slog.Any(ca.LogError, err))
+			s.log.Error("signing X.509-SVID failed", slog.Int(logkey.PID, int(p.PID)), slog.Any(logkey.Error, err))
 			return status.Errorf(codes.Unavailable, "signing X.509-SVID: %v", err)
 		}
 		_, crlNumber := snap.CRL()
@@ -281,8 +283,8 @@ func (s *Server) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.ServerSt
 				return err
 			}
 			held, sentBundle, sentCRL = next, snap.BundleDER(), crlNumber
-			s.log.Debug("X.509-SVIDs sent", slog.Int(ca.LogPID, int(p.PID)), slog.Int(ca.LogUID, int(p.UID)),
-				slog.String(ca.LogSPIFFEID, held[0].ID.String()), slog.String(ca.LogSerial, held[0].Serial))
+			s.log.Debug("X.509-SVIDs sent", slog.Int(logkey.PID, int(p.PID)), slog.Int(logkey.UID, int(p.UID)),
+				slog.String(logkey.SPIFFEID, held[0].ID.String()), slog.String(logkey.Serial, held[0].Serial))
 		}
 		refreshAt := held[0].RefreshAt()
 		for _, h := range held[1:] {

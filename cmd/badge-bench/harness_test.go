@@ -23,6 +23,7 @@ import (
 	"github.com/badge-dev/badge/ca"
 	"github.com/badge-dev/badge/ca/admin"
 	"github.com/badge-dev/badge/ca/workload"
+	"github.com/badge-dev/badge/internal/unixsock"
 	"github.com/badge-dev/badge/storage/bbolt"
 )
 
@@ -65,7 +66,7 @@ func daemonMain(dir string) error {
 	if err != nil {
 		return err
 	}
-	al, err := ca.ListenUnix(filepath.Join(dir, "sock", "admin.sock"), 0o600)
+	al, err := unixsock.Listen(filepath.Join(dir, "sock", "admin.sock"), 0o600)
 	if err != nil {
 		return err
 	}

@@ -14,7 +14,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
-	"github.com/badge-dev/badge/ca"
+	"github.com/badge-dev/badge/internal/localtrust"
 )
 
 // Default locations of the sockets. A server run as root puts them in
@@ -75,17 +75,17 @@ func clientSocketHelp(name string) string {
 
 // serverUIDs returns the uids a client trusts to serve the sockets: root,
 // its own uid and BADGE_SERVER_UID, if set. A socket served by another
-// uid is refused (see ca.DialUnix).
+// uid is refused (see localtrust.DialUnix).
 func (e *env) serverUIDs() ([]uint32, error) {
 	v := e.getenv("BADGE_SERVER_UID")
 	if v == "" {
-		return ca.TrustedServerUIDs(), nil
+		return localtrust.TrustedServerUIDs(), nil
 	}
 	u, err := strconv.ParseUint(v, 10, 32)
 	if err != nil {
 		return nil, usagef("invalid BADGE_SERVER_UID %q: want a numeric uid", v)
 	}
-	return ca.TrustedServerUIDs(uint32(u)), nil
+	return localtrust.TrustedServerUIDs(uint32(u)), nil
 }
 
 // flagSet returns a flag set for a command that reports errors instead of

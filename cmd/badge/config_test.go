@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/badge-dev/badge/ca"
+	"github.com/badge-dev/badge/internal/localtrust"
 )
 
 // testFlags is a flag set shaped like the server's.
@@ -222,9 +222,9 @@ func TestServerUIDs(t *testing.T) {
 		env  string
 		want []uint32 // nil: a usage error
 	}{
-		{"", ca.TrustedServerUIDs()},
-		{"1001", ca.TrustedServerUIDs(1001)},
-		{"0", ca.TrustedServerUIDs()},
+		{"", localtrust.TrustedServerUIDs()},
+		{"1001", localtrust.TrustedServerUIDs(1001)},
+		{"0", localtrust.TrustedServerUIDs()},
 		{"badge", nil},
 		{"-1", nil},
 		{"4294967296", nil},

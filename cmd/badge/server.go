@@ -21,6 +21,9 @@ import (
 	"github.com/badge-dev/badge/ca/admin"
 	"github.com/badge-dev/badge/ca/public"
 	"github.com/badge-dev/badge/ca/workload"
+	"github.com/badge-dev/badge/internal/localtrust"
+	"github.com/badge-dev/badge/internal/logkey"
+	"github.com/badge-dev/badge/internal/unixsock"
 	"github.com/badge-dev/badge/storage"
 	"github.com/badge-dev/badge/storage/bbolt"
 )
@@ -147,7 +150,7 @@ func serve(ctx context.Context, c serverConfig, td spiffeid.TrustDomain, log *sl
 	if err != nil {
 		return fmt.Errorf("workload API socket: %w", err)
 	}
-	al, err := ca.ListenUnix(c.adminSocket, 0o600)
+	al, err := unixsock.Listen(c.adminSocket, 0o600)
 	if err != nil {
 		wl.Close()
 		return fmt.Errorf("admin socket: %w", err)
@@ -164,7 +167,7 @@ func serve(ctx context.Context, c serverConfig, td spiffeid.TrustDomain, log *sl
 	}
 	dbPath := filepath.Join(c.dataDir, "badge.db")
 	keyDir := filepath.Join(c.dataDir, "keys")
-	if err := ca.CheckPrivatePath(keyDir); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := localtrust.CheckPrivatePath(keyDir); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("key directory %w", err) // ca.New checks it too; this is before the database opens
 	}
 	if err := checkDatabase(dbPath, keyDir); err != nil {
@@ -212,7 +215,7 @@ func serve(ctx context.Context, c serverConfig, td spiffeid.TrustDomain, log *sl
 			return err
 		}
 	}
-	log.Info("badge server ready", slog.String(ca.LogTrustDomain, td.Name()),
+	log.Info("badge server ready", slog.String(logkey.TrustDomain, td.Name()),
 		slog.String("socket", c.socket), slog.String("admin_socket", c.adminSocket), slog.String("data_dir", c.dataDir),
 		slog.Int("max_workload_conns", wlConns), slog.Int("max_public_conns", pubConns))
 
@@ -221,7 +224,7 @@ func serve(ctx context.Context, c serverConfig, td spiffeid.TrustDomain, log *sl
 	case <-ctx.Done():
 		log.Info("shutting down")
 	case serveErr = <-errc:
-		log.Error("server failed", slog.Any(ca.LogError, serveErr))
+		log.Error("server failed", slog.Any(logkey.Error, serveErr))
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -235,12 +238,12 @@ func serve(ctx context.Context, c serverConfig, td spiffeid.TrustDomain, log *sl
 
 // prepareDataDir creates the data dir (0700) if it is missing and refuses
 // one that another user could read the keys from or swap: it must pass
-// ca.CheckPrivatePath (owned by this uid, not writable by group or others,
+// localtrust.CheckPrivatePath (owned by this uid, not writable by group or others,
 // nor any directory above it unless sticky). A data dir that only others
 // may read is tightened to 0700 with a warning.
 func prepareDataDir(dir string, log *slog.Logger) error {
-	if err := ca.MkdirPrivate(dir); err != nil {
-		if errors.Is(err, ca.ErrUntrustedPath) {
+	if err := localtrust.MkdirPrivate(dir); err != nil {
+		if errors.Is(err, localtrust.ErrUntrustedPath) {
 			return fmt.Errorf("data directory %w", err)
 		}
 		return fmt.Errorf("creating data directory %s: %w", dir, err)
@@ -270,7 +273,7 @@ func checkDatabase(dbPath, keyDir string) error {
 	case err != nil:
 		return err
 	default:
-		if err := ca.CheckPrivatePath(dbPath); err != nil {
+		if err := localtrust.CheckPrivatePath(dbPath); err != nil {
 			return err
 		}
 		if fi.Size() > 0 {

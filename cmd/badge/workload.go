@@ -14,7 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/badge-dev/badge/ca"
+	"github.com/badge-dev/badge/internal/atomicfile"
 )
 
 // svidJSON is the stable JSON form of one X.509-SVID (no private key).
@@ -136,7 +136,7 @@ func writeSVIDFiles(dir string, xc *workloadapi.X509Context) error {
 		{"svid.pem", certs, 0o644},
 		{"svid_bundle.pem", bundle, 0o644},
 	} {
-		if err := ca.WriteFile(filepath.Join(dir, f.name), f.data, f.perm); err != nil {
+		if err := atomicfile.WriteFile(filepath.Join(dir, f.name), f.data, f.perm); err != nil {
 			return fmt.Errorf("writing %s: %w", f.name, err)
 		}
 	}
