@@ -168,7 +168,8 @@ func WithBackoff(initial, max time.Duration) SourceOption {
 }
 
 // WithClock sets the source of the current time used for SVID expiry and
-// CRL checks. The default is time.Now.
+// CRL checks. The default is time.Now. It is the SDK's counterpart of the
+// Time field of the server's Config structs.
 func WithClock(now func() time.Time) SourceOption {
 	return func(c *sourceConfig) { c.now = now }
 }

@@ -92,7 +92,7 @@ type Limits struct {
 	// uid's refusals. 0: DefaultLogInterval.
 	LogInterval time.Duration
 	// Time returns the current time (token buckets, log intervals).
-	// Default time.Now.
+	// Nil: the server's Config.Time, else time.Now.
 	Time func() time.Time
 }
 

@@ -53,7 +53,7 @@ func (s *Server) refuse(c *caller, snap *ca.Snapshot) error {
 // blocked entries (none: it is not registered at all).
 func (s *Server) refuseBlocked(p *attest.Peer, blocked []*ca.Entry) error {
 	ids := blockedIDs(blocked)
-	if ok, suppressed := s.refusals.allow(p.UID, time.Now()); ok {
+	if ok, suppressed := s.refusals.allow(p.UID, s.now()); ok {
 		attrs := []slog.Attr{slog.Int(logkey.PID, int(p.PID)), slog.Int(logkey.UID, int(p.UID)), slog.Int(logkey.GID, int(p.GID))}
 		if len(ids) > 0 {
 			attrs = append(attrs, slog.String("reason", "blocked"), slog.String(logkey.SPIFFEID, strings.Join(ids, ",")))

@@ -74,6 +74,11 @@ type Config struct {
 	// Limits bound what one caller can take (see limits.go). The zero
 	// value applies the defaults.
 	Limits Limits
+	// Time returns the current time; nil means time.Now. Streams read it
+	// to decide when held SVIDs are due for refresh, so it must be the
+	// clock the Authority signs with (ca.Config.Time). It is also the
+	// clock of Limits unless Limits.Time is set.
+	Time func() time.Time
 }
 
 // Server is a Workload API server.
@@ -84,6 +89,7 @@ type Server struct {
 	att  Attestor
 	jwt  JWTIssuer
 	log  *slog.Logger
+	now  func() time.Time
 	grpc *grpc.Server
 
 	refusals refusalLimiter // rate limit of the log lines about refused callers
@@ -98,7 +104,14 @@ func New(cfg Config) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{auth: cfg.Authority, att: cfg.Attestor, jwt: cfg.JWT, log: log, quit: make(chan struct{})}
+	now := cfg.Time
+	if now == nil {
+		now = time.Now
+	}
+	if cfg.Limits.Time == nil {
+		cfg.Limits.Time = now
+	}
+	s := &Server{auth: cfg.Authority, att: cfg.Attestor, jwt: cfg.JWT, log: log, now: now, quit: make(chan struct{})}
 	lim := newLimiter(cfg.Limits, log)
 	s.auth, s.jwt = lim.wrap(cfg.Authority, cfg.JWT)
 	s.grpc = grpc.NewServer(append(lim.serverOptions(),
@@ -292,7 +305,7 @@ func (s *Server) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.ServerSt
 				refreshAt = r
 			}
 		}
-		wait := time.Until(refreshAt)
+		wait := refreshAt.Sub(s.now())
 		if timer == nil {
 			timer = time.NewTimer(wait)
 		} else {
@@ -324,7 +337,7 @@ func heldBlocked(snap *ca.Snapshot, held []*ca.X509SVID) (string, bool) {
 // refresh returns the SVIDs for entries, reusing each held SVID that was
 // issued for the same entry revision and is not yet due for refresh.
 func (s *Server) refresh(ctx context.Context, snap *ca.Snapshot, entries []*ca.Entry, held []*ca.X509SVID) ([]*ca.X509SVID, bool, error) {
-	now := time.Now()
+	now := s.now()
 	out := make([]*ca.X509SVID, len(entries))
 	changed := len(entries) != len(held)
 	for i, e := range entries {
