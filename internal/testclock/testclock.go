@@ -54,3 +54,11 @@ func (c *Clock) Step(d time.Duration) {
 	c.now = c.now.Add(d)
 	c.steps += d
 }
+
+// Steps returns the sum of the wall-clock steps: Step(-Steps()) sets the
+// wall clock right again.
+func (c *Clock) Steps() time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.steps
+}

@@ -14,6 +14,9 @@ func TestClock(t *testing.T) {
 	if got, want := c.Now(), start.Add(4*time.Second-time.Hour); !got.Equal(want) {
 		t.Errorf("Now = %v, want %v", got, want)
 	}
+	if got, want := c.Steps(), -time.Hour; got != want {
+		t.Errorf("Steps = %v, want %v", got, want)
+	}
 	if got, want := c.Monotonic(), 4*time.Second; got != want {
 		t.Errorf("Monotonic = %v, want %v", got, want)
 	}
