@@ -28,6 +28,7 @@ import (
 	"go.step.sm/crypto/jose"
 
 	"github.com/badge-dev/badge/internal/logkey"
+	"github.com/badge-dev/badge/internal/untrusted"
 	"github.com/badge-dev/badge/storage"
 )
 
@@ -467,7 +468,7 @@ func (a *Authority) ValidateJWTSVID(s *Snapshot, token, audience string) (*JWTCl
 	}
 	id, err := spiffeid.FromString(unsafe.Subject)
 	if err != nil {
-		return nil, refuse(TokenMalformed, "sub %q is not a SPIFFE ID: %v", truncate(unsafe.Subject), err)
+		return nil, refuse(TokenMalformed, "sub %q is not a SPIFFE ID: %v", untrusted.Clip(unsafe.Subject), err)
 	}
 	if !id.MemberOf(s.td) {
 		return nil, refuse(TokenUntrusted, "sub %s is not in trust domain %s, the only one whose JWT bundle this server holds", id, s.td.Name())
@@ -477,7 +478,7 @@ func (a *Authority) ValidateJWTSVID(s *Snapshot, token, audience string) (*JWTCl
 	}
 	key, ok := s.jwt.keys[h.Kid]
 	if !ok {
-		return nil, refuse(TokenUnknownKey, "kid %q is not in the JWT bundle of %s", truncate(h.Kid), s.td.Name())
+		return nil, refuse(TokenUnknownKey, "kid %q is not in the JWT bundle of %s", untrusted.Clip(h.Kid), s.td.Name())
 	}
 	var c jwt.Claims
 	all := make(map[string]any)
@@ -495,11 +496,11 @@ func (a *Authority) ValidateJWTSVID(s *Snapshot, token, audience string) (*JWTCl
 	case c.IssuedAt != nil && c.IssuedAt.Time().After(now.Add(jwtIATFuture)):
 		return nil, refuse(TokenNotYetValid, "iat %s is in the future (now %s)", utc(c.IssuedAt.Time()), utc(now))
 	case c.Issuer != "" && c.Issuer != a.cfg.JWTIssuer:
-		return nil, refuse(TokenIssuer, "iss %q is not this server's issuer %q", truncate(c.Issuer), a.cfg.JWTIssuer)
+		return nil, refuse(TokenIssuer, "iss %q is not this server's issuer %q", untrusted.Clip(c.Issuer), a.cfg.JWTIssuer)
 	case len(c.Audience) == 0:
 		return nil, refuse(TokenMalformed, "no aud claim")
 	case audience != "" && !slices.Contains(c.Audience, audience):
-		return nil, refuse(TokenAudience, "%q is not among aud %q", truncate(audience), c.Audience)
+		return nil, refuse(TokenAudience, "%q is not among aud %q", untrusted.Clip(audience), c.Audience)
 	}
 	var iat time.Time
 	if c.IssuedAt != nil {
@@ -534,14 +535,6 @@ func peekHeader(token string) (jwtHeader, error) {
 }
 
 func utc(t time.Time) string { return t.UTC().Format(time.RFC3339) }
-
-// truncate shortens a value taken from a token for an error message.
-func truncate(s string) string {
-	if len(s) > 64 {
-		return s[:64] + "..."
-	}
-	return s
-}
 
 // jwtCacheKey identifies the tokens one request would get: the entry at
 // one revision, and the audience list in order. The key is implied: the

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/badge-dev/badge/ca"
+	"github.com/badge-dev/badge/internal/jsonout"
 	"github.com/badge-dev/badge/internal/logkey"
 	"github.com/badge-dev/badge/storage"
 )
@@ -180,7 +181,7 @@ func (s *Server) createEntry(w http.ResponseWriter, r *http.Request) {
 		s.writeAuthorityError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, entryFromStorage(e))
+	jsonout.Respond(w, http.StatusCreated, entryFromStorage(e))
 }
 
 func (s *Server) listEntries(w http.ResponseWriter, r *http.Request) {
@@ -193,7 +194,7 @@ func (s *Server) listEntries(w http.ResponseWriter, r *http.Request) {
 	for i, e := range es {
 		out[i] = entryFromStorage(e)
 	}
-	writeJSON(w, http.StatusOK, out)
+	jsonout.Respond(w, http.StatusOK, out)
 }
 
 func (s *Server) getEntry(w http.ResponseWriter, r *http.Request) {
@@ -202,7 +203,7 @@ func (s *Server) getEntry(w http.ResponseWriter, r *http.Request) {
 		s.writeAuthorityError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, entryFromStorage(e))
+	jsonout.Respond(w, http.StatusOK, entryFromStorage(e))
 }
 
 func (s *Server) deleteEntry(w http.ResponseWriter, r *http.Request) {
@@ -229,7 +230,7 @@ func (s *Server) revoke(w http.ResponseWriter, r *http.Request) {
 			s.writeAuthorityError(w, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, RevokeResponse{Revoked: res.Revoked, AlreadyRevoked: res.AlreadyRevoked})
+		jsonout.Respond(w, http.StatusOK, RevokeResponse{Revoked: res.Revoked, AlreadyRevoked: res.AlreadyRevoked})
 		return
 	}
 	var res ca.RevokeResult
@@ -241,7 +242,7 @@ func (s *Server) revoke(w http.ResponseWriter, r *http.Request) {
 		s.writeAuthorityError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, RevokeResponse{Revoked: res.Revoked, AlreadyRevoked: res.AlreadyRevoked, SPIFFEID: req.SPIFFEID, Blocked: req.Block})
+	jsonout.Respond(w, http.StatusOK, RevokeResponse{Revoked: res.Revoked, AlreadyRevoked: res.AlreadyRevoked, SPIFFEID: req.SPIFFEID, Blocked: req.Block})
 }
 
 func (s *Server) unblock(w http.ResponseWriter, r *http.Request) {
@@ -267,7 +268,7 @@ func (s *Server) listRevocations(w http.ResponseWriter, _ *http.Request) {
 	for i, r := range serials {
 		out.Serials[i] = RevokedSerial{Serial: r.Serial, SPIFFEID: r.SPIFFEID, NotAfter: r.NotAfter.UTC(), RevokedAt: r.RevokedAt.UTC(), Reason: r.Reason}
 	}
-	writeJSON(w, http.StatusOK, out)
+	jsonout.Respond(w, http.StatusOK, out)
 }
 
 func (s *Server) bundle(w http.ResponseWriter, r *http.Request) {
@@ -292,7 +293,7 @@ func (s *Server) bundle(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) health(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "trust_domain": s.auth.Snapshot().TrustDomain().Name()})
+	jsonout.Respond(w, http.StatusOK, map[string]string{"status": "ok", "trust_domain": s.auth.Snapshot().TrustDomain().Name()})
 }
 
 // writeRequestError answers a request that could not be decoded: 400, with
@@ -323,13 +324,5 @@ func (s *Server) writeAuthorityError(w http.ResponseWriter, err error) {
 }
 
 func writeError(w http.ResponseWriter, code int, err error) {
-	writeJSON(w, code, errorResponse{Error: err.Error()})
-}
-
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.Encode(v)
+	jsonout.Respond(w, code, errorResponse{Error: err.Error()})
 }

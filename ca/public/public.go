@@ -55,6 +55,7 @@ import (
 
 	"github.com/badge-dev/badge/ca"
 	"github.com/badge-dev/badge/internal/connlimit"
+	"github.com/badge-dev/badge/internal/jsonout"
 	"github.com/badge-dev/badge/internal/logkey"
 	"github.com/badge-dev/badge/storage"
 )
@@ -414,8 +415,6 @@ func (s *Server) crl(w http.ResponseWriter, _ *http.Request) {
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(code)
-	json.NewEncoder(w).Encode(v)
+	jsonout.Respond(w, code, v)
 }

@@ -22,6 +22,7 @@ import (
 
 	"github.com/badge-dev/badge/ca"
 	"github.com/badge-dev/badge/internal/logkey"
+	"github.com/badge-dev/badge/internal/untrusted"
 	"github.com/badge-dev/badge/storage"
 )
 
@@ -83,7 +84,7 @@ func parseTokenRequest(authorization, contentType string, body []byte) (tokenReq
 	}
 	for k, v := range form {
 		if len(v) > 1 && k != "audience" {
-			return bad("invalid_request", "parameter "+strconv.Quote(truncate(k))+" is repeated")
+			return bad("invalid_request", "parameter "+strconv.Quote(untrusted.Clip(k))+" is repeated")
 		}
 	}
 	switch gt := form.Get("grant_type"); {
@@ -132,13 +133,6 @@ func parseTokenRequest(authorization, contentType string, body []byte) (tokenReq
 		return bad("invalid_request", "audience is required: the audience the token is for")
 	}
 	return req, nil
-}
-
-func truncate(s string) string {
-	if len(s) > 64 {
-		return s[:64] + "..."
-	}
-	return s
 }
 
 // tokenResponse is the RFC 6749 §5.1 success response.
@@ -235,7 +229,7 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 // auditOne writes the audit record of one token request: every issued
 // token, and server errors.
 func (s *Server) auditOne(r *http.Request, addr, client, result string, attrs ...slog.Attr) {
-	attrs = append(attrs, slog.String("client_id", truncate(client)), slog.String("remote", addr),
+	attrs = append(attrs, slog.String("client_id", untrusted.Clip(client)), slog.String("remote", addr),
 		slog.String("result", result), slog.Bool(logkey.Audit, true))
 	level := slog.LevelInfo
 	if result != "issued" {
@@ -249,7 +243,7 @@ func (s *Server) auditOne(r *http.Request, addr, client, result string, attrs ..
 // an interval is logged at once, the others of the interval as one line
 // with their count. client "" aggregates over all clients of the address.
 func (s *Server) refuse(w http.ResponseWriter, r *http.Request, now time.Time, addr, client string, e *oauthError, attrs ...slog.Attr) {
-	s.audit.record(r.Context(), now, auditKey{addr: addr, client: truncate(client), result: e.Code}, attrs)
+	s.audit.record(r.Context(), now, auditKey{addr: addr, client: untrusted.Clip(client), result: e.Code}, attrs)
 	writeOAuthError(w, e)
 }
 

@@ -2,15 +2,14 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/badge-dev/badge/ca/admin"
+	"github.com/badge-dev/badge/internal/jsonout"
 )
 
 // adminFlags adds --admin-socket to fs.
@@ -88,7 +87,7 @@ func runEntryList(ctx context.Context, e *env, args []string) error {
 		if es == nil {
 			es = []admin.Entry{}
 		}
-		return writeJSON(e.stdout, es)
+		return jsonout.Write(e.stdout, es)
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tSPIFFE ID\tSELECTORS\tTTL\tDNS")
@@ -115,7 +114,7 @@ func runEntryShow(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	if *asJSON {
-		return writeJSON(e.stdout, en)
+		return jsonout.Write(e.stdout, en)
 	}
 	fmt.Fprintf(e.stdout, "ID:         %s\nSPIFFE ID:  %s\nSelectors:  %s\nTTL:        %s\nDNS names:  %s\nCreated:    %s\nRevision:   %d\n",
 		en.ID, en.SPIFFEID, strings.Join(en.Selectors, ", "), orDash(en.TTL), orDash(strings.Join(en.DNSNames, ", ")),
@@ -168,10 +167,4 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
-}
-
-func writeJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
 }

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/badge-dev/badge/internal/atomicfile"
+	"github.com/badge-dev/badge/internal/jsonout"
 )
 
 // svidJSON is the stable JSON form of one X.509-SVID (no private key).
@@ -71,7 +72,7 @@ func runSVIDFetch(ctx context.Context, e *env, args []string) error {
 		}
 	}
 	if *asJSON {
-		return writeJSON(e.stdout, out)
+		return jsonout.Write(e.stdout, out)
 	}
 	for _, s := range out {
 		fmt.Fprintf(e.stdout, "SPIFFE ID:  %s\nSerial:     %s\nNot before: %s\nNot after:  %s\n\n",
