@@ -17,6 +17,17 @@ import (
 // these tests is the test's own call to rotateIntermediate.
 var testStart = time.Date(2041, time.March, 4, 5, 6, 7, 0, time.UTC)
 
+// replaced reports whether s has been replaced by a newer snapshot: its
+// Done channel is closed. It does not wait.
+func replaced(s *Snapshot) bool {
+	select {
+	case <-s.Done():
+		return true
+	default:
+		return false
+	}
+}
+
 // openStore opens a real bbolt store in dir and closes it at the end of the test.
 func openStore(tb testing.TB, dir string, noSync bool) *bbolt.Store {
 	tb.Helper()
