@@ -20,7 +20,7 @@ import (
 
 // ErrClientAuth is returned by AuthenticateClient for an unknown client
 // and for a wrong secret alike: callers must not tell the two apart.
-var ErrClientAuth = errors.New("client authentication failed")
+var ErrClientAuth = errors.New("ca: client authentication failed")
 
 // ErrNoClientStore is returned when the store does not keep OAuth clients.
 var ErrNoClientStore = errors.New("ca: the store does not keep OAuth clients")
@@ -74,9 +74,9 @@ func (a *Authority) CreateClient(ctx context.Context, spiffeID string) (storage.
 	}
 	if err := cs.CreateClient(ctx, c); err != nil {
 		if errors.Is(err, storage.ErrExists) {
-			return storage.Client{}, "", fmt.Errorf("an OAuth client for %s already exists (delete it first to issue a new secret): %w", id, err)
+			return storage.Client{}, "", fmt.Errorf("ca: an OAuth client for %s already exists (delete it first to issue a new secret): %w", id, err)
 		}
-		return storage.Client{}, "", fmt.Errorf("storing client: %w", err)
+		return storage.Client{}, "", fmt.Errorf("ca: storing client: %w", err)
 	}
 	a.log.Info("OAuth client created", slog.String("client_id", c.ID), slog.String(logkey.SPIFFEID, c.SPIFFEID), slog.Bool(logkey.Audit, true))
 	return c, secret, nil
@@ -101,9 +101,9 @@ func (a *Authority) DeleteClient(ctx context.Context, id string) error {
 	}
 	if err := cs.DeleteClient(ctx, id); err != nil {
 		if errors.Is(err, storage.ErrNotFound) {
-			return fmt.Errorf("client %q: %w", id, err)
+			return fmt.Errorf("ca: client %q: %w", id, err)
 		}
-		return fmt.Errorf("deleting client %s: %w", id, err)
+		return fmt.Errorf("ca: deleting client %s: %w", id, err)
 	}
 	a.log.Info("OAuth client deleted", slog.String("client_id", id), slog.Bool(logkey.Audit, true))
 	return nil

@@ -29,7 +29,7 @@ const (
 
 // ErrInvalid is matched (with errors.Is) by every error that rejects a
 // request field; the error itself is an *InvalidError naming the field.
-var ErrInvalid = errors.New("invalid request")
+var ErrInvalid = errors.New("ca: invalid request")
 
 // InvalidError says which field of a request is not acceptable and why.
 type InvalidError struct {
@@ -70,7 +70,7 @@ func (a *Authority) CreateEntry(ctx context.Context, req EntryRequest) (storage.
 	defer a.mu.Unlock()
 	for _, old := range a.entries {
 		if old.SPIFFEID == e.SPIFFEID && slices.Equal(old.Selectors, e.Selectors) {
-			return storage.Entry{}, fmt.Errorf("entry %s already registers %s with these selectors: %w", old.ID, e.SPIFFEID, storage.ErrExists)
+			return storage.Entry{}, fmt.Errorf("ca: entry %s already registers %s with these selectors: %w", old.ID, e.SPIFFEID, storage.ErrExists)
 		}
 	}
 	e.ID, err = newEntryID()
@@ -80,7 +80,7 @@ func (a *Authority) CreateEntry(ctx context.Context, req EntryRequest) (storage.
 	e.CreatedAt = a.cfg.Time().UTC()
 	e.Revision = 1
 	if err := a.store.CreateEntry(ctx, e); err != nil {
-		return storage.Entry{}, fmt.Errorf("storing entry: %w", err)
+		return storage.Entry{}, fmt.Errorf("ca: storing entry: %w", err)
 	}
 	a.entries = append(slices.Clone(a.entries), e)
 	slices.SortStableFunc(a.entries, compareEntries)
@@ -97,9 +97,9 @@ func (a *Authority) DeleteEntry(ctx context.Context, id string) error {
 	defer a.mu.Unlock()
 	if err := a.store.DeleteEntry(ctx, id); err != nil {
 		if errors.Is(err, storage.ErrNotFound) {
-			return fmt.Errorf("entry %q: %w", id, err)
+			return fmt.Errorf("ca: entry %q: %w", id, err)
 		}
-		return fmt.Errorf("deleting entry %s: %w", id, err)
+		return fmt.Errorf("ca: deleting entry %s: %w", id, err)
 	}
 	a.entries = slices.DeleteFunc(slices.Clone(a.entries), func(e storage.Entry) bool { return e.ID == id })
 	a.publishLocked()
@@ -111,7 +111,7 @@ func (a *Authority) DeleteEntry(ctx context.Context, id string) error {
 func (a *Authority) GetEntry(ctx context.Context, id string) (storage.Entry, error) {
 	e, err := a.store.GetEntry(ctx, id)
 	if err != nil {
-		return storage.Entry{}, fmt.Errorf("entry %q: %w", id, err)
+		return storage.Entry{}, fmt.Errorf("ca: entry %q: %w", id, err)
 	}
 	return e, nil
 }
@@ -251,7 +251,7 @@ func compareEntries(a, b storage.Entry) int {
 func newEntryID() (string, error) {
 	var b [8]byte
 	if _, err := rand.Read(b[:]); err != nil {
-		return "", fmt.Errorf("generating entry id: %w", err)
+		return "", fmt.Errorf("ca: generating entry id: %w", err)
 	}
 	return hex.EncodeToString(b[:]), nil
 }

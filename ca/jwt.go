@@ -109,7 +109,7 @@ const (
 )
 
 // ErrTokenRefused is matched (with errors.Is) by every *TokenError.
-var ErrTokenRefused = errors.New("JWT-SVID refused")
+var ErrTokenRefused = errors.New("ca: JWT-SVID refused")
 
 // TokenError is the refusal of a JWT-SVID, with the reason.
 type TokenError struct {

@@ -20,12 +20,12 @@ import (
 )
 
 // ErrBlocked is returned when a credential is asked for a blocked SPIFFE ID.
-var ErrBlocked = errors.New("SPIFFE ID is blocked")
+var ErrBlocked = errors.New("ca: SPIFFE ID is blocked")
 
 // ErrRevoked is matched (with errors.Is) by every refusal of
 // [Snapshot.CheckRevocation]; a refusal because the ID is blocked also
 // matches ErrBlocked.
-var ErrRevoked = errors.New("credential is revoked")
+var ErrRevoked = errors.New("ca: credential is revoked")
 
 // crlRefresh is how often the revocation list is re-signed even when
 // nothing changed, so that its NextUpdate never passes while badge runs.
@@ -209,7 +209,7 @@ func (a *Authority) RevokeID(ctx context.Context, req RevokeRequest) (RevokeResu
 	rev := storage.Revocation{SPIFFEID: id.String(), RevokedAt: now, Reason: req.Reason, Blocked: req.Block, AdminUID: req.AdminUID}
 	revoked, err := a.store.RevokeID(ctx, rev, live)
 	if err != nil {
-		return RevokeResult{}, fmt.Errorf("recording revocation of %s: %w", id, err)
+		return RevokeResult{}, fmt.Errorf("ca: recording revocation of %s: %w", id, err)
 	}
 	res := RevokeResult{Revoked: len(revoked), SPIFFEID: id.String()}
 	for _, r := range a.revocations.serials {
@@ -262,7 +262,7 @@ func (a *Authority) RevokeSerial(ctx context.Context, given, reason string, admi
 		return RevokeResult{}, &notFoundError{fmt.Sprintf("no unexpired certificate with serial %s was issued by this authority: "+
 			"check the serial (openssl x509 -noout -serial -in svid.pem); an expired certificate needs no revocation", given)}
 	case err != nil:
-		return RevokeResult{}, fmt.Errorf("revoking serial %s: %w", serial, err)
+		return RevokeResult{}, fmt.Errorf("ca: revoking serial %s: %w", serial, err)
 	}
 	state := a.revocations.clone()
 	state.serials[r.Serial] = r
@@ -287,10 +287,10 @@ func (a *Authority) Unblock(ctx context.Context, spiffeID string, adminUID uint3
 	defer a.mu.Unlock()
 	cur, ok := a.revocations.ids[id]
 	if !ok || !cur.Blocked {
-		return fmt.Errorf("%s is not blocked: %w", id, storage.ErrNotFound)
+		return fmt.Errorf("ca: %s is not blocked: %w", id, storage.ErrNotFound)
 	}
 	if err := a.store.Unblock(ctx, id.String()); err != nil {
-		return fmt.Errorf("unblocking %s: %w", id, err)
+		return fmt.Errorf("ca: unblocking %s: %w", id, err)
 	}
 	state := a.revocations.clone()
 	cur.Blocked = false
@@ -354,7 +354,7 @@ func (a *Authority) refreshRevocationsLocked(ctx context.Context) error {
 		// An ID revocation matters while credentials issued up to it live.
 		keep := a.longestLife()
 		if _, err := a.store.PruneRevocations(ctx, cut, keep); err != nil {
-			return fmt.Errorf("pruning revocations: %w", err)
+			return fmt.Errorf("ca: pruning revocations: %w", err)
 		}
 		for id, r := range state.ids {
 			if !r.Blocked && cut.Sub(r.RevokedAt) > keep {
