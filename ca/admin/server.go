@@ -60,8 +60,11 @@ type Server struct {
 
 type ctxKey struct{}
 
-// New returns an admin API server.
-func New(cfg Config) *Server {
+// New returns an admin API server. It fails if cfg.Authority is missing.
+func New(cfg Config) (*Server, error) {
+	if cfg.Authority == nil {
+		return nil, errors.New("admin: Config.Authority is required")
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -100,7 +103,7 @@ func New(cfg Config) *Server {
 		},
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	return s
+	return s, nil
 }
 
 // Serve answers requests on l until Shutdown.

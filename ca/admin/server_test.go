@@ -174,7 +174,10 @@ func startServer(t *testing.T, dir string, cfg admin.Config) *server {
 	}
 	logs := &syncBuffer{}
 	cfg.Logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	srv := admin.New(cfg)
+	srv, err := admin.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()
 	t.Cleanup(func() {
@@ -220,6 +223,16 @@ func newServer(t *testing.T) (*env, *server) {
 	t.Helper()
 	e := newEnv(t)
 	return e, startServer(t, e.dir, admin.Config{Authority: e.auth})
+}
+
+// TestNewRequiresAuthority: a Config without its Authority is refused by
+// New, rather than panicking at the first request.
+func TestNewRequiresAuthority(t *testing.T) {
+	srv, err := admin.New(admin.Config{Logger: slog.New(slog.DiscardHandler)})
+	if err == nil || srv != nil {
+		t.Fatalf("New = %v, %v; want an error", srv, err)
+	}
+	t.Logf("New: %v", err)
 }
 
 func TestSocketMode(t *testing.T) {

@@ -84,10 +84,14 @@ func startLimited(t *testing.T, lim badgeworkload.Limits, logs io.Writer) *fixtu
 	if logs == nil {
 		logs = io.Discard
 	}
-	f.srv = badgeworkload.New(badgeworkload.Config{
+	srv, err := badgeworkload.New(badgeworkload.Config{
 		Authority: auth, Attestor: attest.New(attest.Config{}), JWT: auth,
 		Logger: slog.New(slog.NewTextHandler(logs, nil)), Limits: lim,
 	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.srv = srv
 	go func() { f.served <- f.srv.Serve(l) }()
 	t.Cleanup(func() { f.shutdown(t) })
 	f.api = f.dial(t)

@@ -98,8 +98,15 @@ type Server struct {
 	quitOnce sync.Once
 }
 
-// New returns a Server; call Serve to accept connections.
-func New(cfg Config) *Server {
+// New returns a Server; call Serve to accept connections. It fails if a
+// required dependency of cfg is missing.
+func New(cfg Config) (*Server, error) {
+	if cfg.Authority == nil {
+		return nil, errors.New("workload: Config.Authority is required")
+	}
+	if cfg.Attestor == nil {
+		return nil, errors.New("workload: Config.Attestor is required")
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -125,7 +132,7 @@ func New(cfg Config) *Server {
 		grpc.MaxRecvMsgSize(64<<10),
 	)...)
 	workload.RegisterSpiffeWorkloadAPIServer(s.grpc, s)
-	return s
+	return s, nil
 }
 
 // Serve accepts connections on l until Shutdown. It returns nil after Shutdown.

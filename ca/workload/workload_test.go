@@ -78,7 +78,11 @@ func start(t testing.TB, mod func(*ca.Config), opts ...func(*badgeworkload.Confi
 	for _, o := range opts {
 		o(&wcfg)
 	}
-	f.srv = badgeworkload.New(wcfg)
+	srv, err := badgeworkload.New(wcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.srv = srv
 	go func() { f.served <- f.srv.Serve(l) }()
 	t.Cleanup(func() { f.shutdown(t) })
 
@@ -659,5 +663,28 @@ func TestVerifiedBeforeSend(t *testing.T) {
 	}
 	if n := f.att.verifies.Load() - before; n != 1 {
 		t.Errorf("FetchJWTSVID called Verify %d times, want 1 (after signing)", n)
+	}
+}
+
+// TestNewRequiresDependencies: a Config without its required Authority or
+// Attestor is refused by New, rather than panicking at the first call.
+func TestNewRequiresDependencies(t *testing.T) {
+	f := start(t, nil)
+	att := attest.New(attest.Config{})
+	for _, tc := range []struct {
+		name string
+		cfg  badgeworkload.Config
+	}{
+		{"no authority", badgeworkload.Config{Attestor: att}},
+		{"no attestor", badgeworkload.Config{Authority: f.auth}},
+		{"nothing", badgeworkload.Config{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv, err := badgeworkload.New(tc.cfg)
+			if err == nil || srv != nil {
+				t.Fatalf("New = %v, %v; want an error", srv, err)
+			}
+			t.Logf("New: %v", err)
+		})
 	}
 }

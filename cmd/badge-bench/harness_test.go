@@ -70,8 +70,14 @@ func daemonMain(dir string) error {
 	if err != nil {
 		return err
 	}
-	wsrv := workload.New(workload.Config{Authority: auth, Attestor: attest.New(attest.Config{}), JWT: auth})
-	asrv := admin.New(admin.Config{Authority: auth})
+	wsrv, err := workload.New(workload.Config{Authority: auth, Attestor: attest.New(attest.Config{}), JWT: auth})
+	if err != nil {
+		return err
+	}
+	asrv, err := admin.New(admin.Config{Authority: auth})
+	if err != nil {
+		return err
+	}
 	errc := make(chan error, 2)
 	go func() { errc <- wsrv.Serve(wl) }()
 	go func() { errc <- asrv.Serve(al) }()

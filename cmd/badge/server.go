@@ -197,10 +197,16 @@ func serve(ctx context.Context, c serverConfig, td spiffeid.TrustDomain, log *sl
 	defer auth.Close()
 
 	wlConns, pubConns := connBudget(c.listen != "", log)
-	wsrv := workload.New(workload.Config{Authority: auth, Attestor: attest.New(attest.Config{Logger: log}), JWT: auth, Logger: log,
+	wsrv, err := workload.New(workload.Config{Authority: auth, Attestor: attest.New(attest.Config{Logger: log}), JWT: auth, Logger: log,
 		Limits: c.limits.workload(wlConns, store.FreeSpace)})
-	asrv := admin.New(admin.Config{Authority: auth, Logger: log,
+	if err != nil {
+		return err
+	}
+	asrv, err := admin.New(admin.Config{Authority: auth, Logger: log,
 		OnNoSpace: ensureBallast(c.dataDir, ballastSize(c.limits.minFreeMiB<<20), log)})
+	if err != nil {
+		return err
+	}
 	errc := make(chan error, 3)
 	serving = true // the servers close the listeners from here on
 	go func() { errc <- wsrv.Serve(wl) }()
