@@ -189,6 +189,10 @@ type Authority struct {
 
 	snap atomic.Pointer[Snapshot]
 
+	// jwtCache holds the JWT-SVIDs handed out again until half their life
+	// (see SignJWTSVID); snapshots hold no caches.
+	jwtCache jwtCache
+
 	// prune is the clock pruning trusts.
 	prune pruneClock
 

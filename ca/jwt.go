@@ -142,15 +142,13 @@ type jwtKey struct {
 }
 
 // jwtKeySet holds the JWT keys of the trust domain: the one that signs and
-// every one that is published. Snapshots share it until a key changes. Its
-// keys are immutable; only the token cache changes.
+// every one that is published. Snapshots share it until a key changes. It
+// is immutable: the token cache belongs to the Authority.
 type jwtKeySet struct {
 	active *jwtKey
 	keys   map[string]*jwtKey // by kid, every published key
 	jwks   []byte             // RFC 7517 JWK Set of keys, in (CreatedAt, kid) order
 	bundle *jwtbundle.Bundle
-
-	cache jwtCache
 }
 
 // loadJWTKeys loads the JWT keys from recs (newest first) and the key
@@ -374,8 +372,9 @@ func (a *Authority) signJWT(s *Snapshot, id spiffeid.ID, ck jwtCacheKey, audienc
 	now := a.cfg.Time()
 	key := s.jwt.active
 	ck.aud = strings.Join(audience, "\x00")
+	ck.kid = key.id
 	// The cached token is handed out only while revocation would accept it.
-	if t := s.jwt.cache.get(ck); t != nil && now.Before(t.RefreshAt()) && a.Snapshot().CheckRevocation(JWTCredential(id, t.IssuedAt)) == nil {
+	if t := a.jwtCache.get(ck); t != nil && now.Before(t.RefreshAt()) && a.Snapshot().CheckRevocation(JWTCredential(id, t.IssuedAt)) == nil {
 		return t, nil
 	}
 
@@ -422,7 +421,7 @@ func (a *Authority) signJWT(s *Snapshot, id spiffeid.ID, ck jwtCacheKey, audienc
 		return nil, fmt.Errorf("ca: encoding JWT-SVID for %s: %w", id, err)
 	}
 	t := &JWTSVID{ID: id, EntryID: ck.entry, Token: token, KeyID: key.id, IssuedAt: iat, ExpiresAt: exp}
-	s.jwt.cache.put(ck, t, now)
+	a.jwtCache.put(ck, t, now)
 	return t, nil
 }
 
@@ -537,15 +536,17 @@ func peekHeader(token string) (jwtHeader, error) {
 func utc(t time.Time) string { return t.UTC().Format(time.RFC3339) }
 
 // jwtCacheKey identifies the tokens one request would get: the entry at
-// one revision, and the audience list in order. The key is implied: the
-// cache belongs to one key set.
+// one revision, the audience list in order, and the key that signs. A new
+// snapshot with a new signing key (or a new entry revision) therefore
+// misses the tokens cached before it; revocation is checked on every hit.
 type jwtCacheKey struct {
 	entry    string
 	revision uint64
 	aud      string // audiences joined by NUL
+	kid      string // the signing key
 }
 
-// jwtCache holds the tokens signed with one key set, bounded in size.
+// jwtCache holds the tokens the Authority signed, bounded in size.
 type jwtCache struct {
 	mu sync.RWMutex
 	m  map[jwtCacheKey]*JWTSVID

@@ -46,7 +46,7 @@ type Snapshot struct {
 	bundleDER []byte // the root certificates, concatenated DER
 	signer    *caKey
 	chainDER  []byte     // the intermediate, appended to every leaf
-	jwt       *jwtKeySet // JWT signing key, published keys (JWKS) and token cache
+	jwt       *jwtKeySet // JWT signing key and published keys (JWKS)
 
 	revocations *revocationState
 
