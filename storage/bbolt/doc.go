@@ -15,13 +15,16 @@
 //
 // Every record is JSON, under these buckets:
 //
-//	meta               "schema_version" → decimal version of the layout
+//	meta               "schema_version" → decimal version of the layout;
+//	                   "crl_number" → the last CRL number handed out (8 bytes)
 //	entries            entry id → storage.Entry
 //	keys               key id → storage.Key
 //	serials            serial hex → storage.Serial
 //	serials_by_id      spiffe id, 0x00, serial → not_after (12 bytes)
 //	serials_by_expiry  not_after (12 bytes), serial → spiffe id
 //	serials_log        sequence number (8 bytes) → storage.Serial
+//	revoked_ids        spiffe id → storage.Revocation (revoked or blocked IDs)
+//	revoked_serials    serial hex → storage.RevokedSerial (revoked certificates)
 //	clients            client id → storage.Client (OAuth clients; secret hashes only)
 //
 // serials_by_id and serials_by_expiry are indexes of serials, kept in the
@@ -34,11 +37,20 @@
 // they were recorded; see below. SerialsFor reads it as well as the
 // indexes, and PruneSerials folds it first.
 //
+// revoked_ids holds one record per revoked SPIFFE ID (when, why, by whom,
+// and whether the ID is blocked from further issuance); revoked_serials one
+// per revoked certificate, whether revoked by serial or with its ID.
+// PruneRevocations deletes a revoked certificate once it has expired, and
+// an ID's revocation once it is older than every credential it could
+// refuse; a block stays until Unblock. crl_number only grows
+// (NextCRLNumber), across restarts, so every CRL has a higher number.
+//
 // The layout has a version. Open creates it on a new (or zero-length) file,
 // upgrades an older one in one transaction, and refuses a newer one with an
-// error wrapping storage.ErrSchema that names both versions. A later layout
-// adds its buckets (say, revocations) in a migration appended to the
-// migrations table.
+// error wrapping storage.ErrSchema that names both versions. Version 1 has
+// the entries, keys and serials buckets; version 2 adds revoked_ids and
+// revoked_serials; version 3 adds clients. A later layout adds its buckets
+// in a migration appended to the migrations table.
 //
 // # Durability and group commit
 //
