@@ -15,24 +15,14 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/badge-dev/badge/internal/localtrust"
-)
-
-// Default locations of the sockets. A server run as root puts them in
-// rootSocketDir, which it creates (0755, root-owned); any other server in
-// $XDG_RUNTIME_DIR/badge. Clients look in rootSocketDir; a client that is
-// not root falls back to $XDG_RUNTIME_DIR/badge when the socket is not in
-// rootSocketDir.
-const (
-	rootSocketDir      = "/run/badge"
-	workloadSocketName = "workload.sock"
-	adminSocketName    = "admin.sock"
+	"github.com/badge-dev/badge/internal/socketpath"
 )
 
 // serverSocketDir is the directory of the default sockets of a server
 // running as euid.
 func serverSocketDir(euid int, getenv func(string) string) (string, error) {
 	if euid == 0 {
-		return rootSocketDir, nil
+		return socketpath.RootDir, nil
 	}
 	if d := getenv("XDG_RUNTIME_DIR"); d != "" && filepath.IsAbs(d) {
 		return filepath.Join(d, "badge"), nil
@@ -41,36 +31,10 @@ func serverSocketDir(euid int, getenv func(string) string) (string, error) {
 		"puts its sockets in $XDG_RUNTIME_DIR/badge; set it, or pass --socket and --admin-socket")
 }
 
-// clientSocket is the default path of the socket name for a client:
-// rootSocketDir/name, unless the caller is not root, that socket does not
-// exist and $XDG_RUNTIME_DIR is set: then $XDG_RUNTIME_DIR/badge/name.
-func clientSocket(getenv func(string) string, name string) string {
-	return clientSocketFor(os.Geteuid(), getenv, name, func(p string) bool { _, err := os.Lstat(p); return err == nil })
-}
-
-// clientSocketFor is clientSocket for a caller running as euid; exists
-// reports whether a file exists.
-func clientSocketFor(euid int, getenv func(string) string, name string, exists func(string) bool) string {
-	p := filepath.Join(rootSocketDir, name)
-	if euid == 0 || exists(p) {
-		return p
-	}
-	if d := getenv("XDG_RUNTIME_DIR"); d != "" && filepath.IsAbs(d) {
-		return filepath.Join(d, "badge", name)
-	}
-	return p
-}
-
 // serverSocketHelp describes the default path of the server's socket name
 // for its flag help.
 func serverSocketHelp(name string) string {
-	return filepath.Join(rootSocketDir, name) + " as root, else $XDG_RUNTIME_DIR/badge/" + name
-}
-
-// clientSocketHelp describes the default path of the socket name for a
-// client's flag help.
-func clientSocketHelp(name string) string {
-	return filepath.Join(rootSocketDir, name) + ", or $XDG_RUNTIME_DIR/badge/" + name + " for a caller other than root when that is missing"
+	return filepath.Join(socketpath.RootDir, name) + " as root, else $XDG_RUNTIME_DIR/badge/" + name
 }
 
 // serverUIDs returns the uids a client trusts to serve the sockets: root,
@@ -242,34 +206,14 @@ func defaultDataDir(euid int, getenv func(string) string) (string, error) {
 }
 
 // workloadSocket resolves the Workload API socket path: --socket, then
-// SPIFFE_ENDPOINT_SOCKET, then BADGE_SOCKET, then the default (see
-// clientSocket). Values may be a path or a unix:// URL.
+// SPIFFE_ENDPOINT_SOCKET, then BADGE_SOCKET, then the client default (see
+// socketpath.Workload). Values may be a path or a unix:// URL.
 func (e *env) workloadSocket(flagValue string) (string, error) {
-	v := flagValue
-	for _, name := range []string{"SPIFFE_ENDPOINT_SOCKET", "BADGE_SOCKET"} {
-		if v == "" {
-			v = e.getenv(name)
-		}
+	p, err := socketpath.Workload(flagValue, e.getenv)
+	if err != nil {
+		return "", usageError{err}
 	}
-	if v == "" {
-		return clientSocket(e.getenv, workloadSocketName), nil
-	}
-	return socketPath(v)
-}
-
-// socketPath accepts "/path", "unix:/path" or "unix:///path".
-func socketPath(v string) (string, error) {
-	p := v
-	switch {
-	case strings.HasPrefix(v, "unix://"):
-		p = strings.TrimPrefix(v, "unix://")
-	case strings.HasPrefix(v, "unix:"):
-		p = strings.TrimPrefix(v, "unix:")
-	}
-	if !filepath.IsAbs(p) {
-		return "", usagef("socket %q must be an absolute path or a unix:///path URL", v)
-	}
-	return filepath.Clean(p), nil
+	return p, nil
 }
 
 // durationFlag is a time.Duration flag (lifetimes, timeouts) that accepts

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/badge-dev/badge/internal/localtrust"
+	"github.com/badge-dev/badge/internal/socketpath"
 )
 
 // testFlags is a flag set shaped like the server's.
@@ -112,25 +113,6 @@ func TestConfigFileErrors(t *testing.T) {
 	}
 }
 
-func TestSocketPath(t *testing.T) {
-	for _, tc := range []struct {
-		in, want string
-		ok       bool
-	}{
-		{"/tmp/badge/workload.sock", "/tmp/badge/workload.sock", true},
-		{"unix:///tmp/badge/workload.sock", "/tmp/badge/workload.sock", true},
-		{"unix:/tmp/badge/../badge/workload.sock", "/tmp/badge/workload.sock", true},
-		{"workload.sock", "", false},
-		{"unix://relative", "", false},
-		{"tcp://127.0.0.1:1", "", false},
-	} {
-		got, err := socketPath(tc.in)
-		if (err == nil) != tc.ok || got != tc.want {
-			t.Errorf("socketPath(%q) = %q, %v; want %q ok=%v", tc.in, got, err, tc.want, tc.ok)
-		}
-	}
-}
-
 func TestWorkloadSocketPrecedence(t *testing.T) {
 	vars := map[string]string{"SPIFFE_ENDPOINT_SOCKET": "unix:///spiffe.sock", "BADGE_SOCKET": "/badge.sock"}
 	e := &env{getenv: func(k string) string { return vars[k] }}
@@ -145,7 +127,8 @@ func TestWorkloadSocketPrecedence(t *testing.T) {
 		t.Errorf("BADGE_SOCKET: %s", got)
 	}
 	delete(vars, "BADGE_SOCKET")
-	if got, _ := e.workloadSocket(""); got != clientSocket(e.getenv, workloadSocketName) {
+	exists := func(p string) bool { _, err := os.Lstat(p); return err == nil }
+	if got, _ := e.workloadSocket(""); got != socketpath.ClientDefault(os.Geteuid(), e.getenv, socketpath.WorkloadName, exists) {
 		t.Errorf("default: %s", got)
 	}
 }
@@ -172,8 +155,8 @@ func FuzzConfigFile(f *testing.F) {
 }
 
 // TestDefaultSockets: root's sockets are in /run/badge; another user's
-// server uses $XDG_RUNTIME_DIR/badge (and needs it), and another user's
-// client falls back to it when /run/badge has no such socket.
+// server uses $XDG_RUNTIME_DIR/badge (and needs it). The clients' rule is
+// tested in internal/socketpath (TestClientDefault).
 func TestDefaultSockets(t *testing.T) {
 	xdg := func(v string) func(string) string {
 		return func(k string) string {
@@ -187,15 +170,12 @@ func TestDefaultSockets(t *testing.T) {
 		name       string
 		euid       int
 		xdg        string
-		runExists  bool
 		wantServer string // "" means a usage error
-		wantClient string
 	}{
-		{"root", 0, "/run/user/0", false, "/run/badge", "/run/badge/admin.sock"},
-		{"user", 1000, "/run/user/1000", false, "/run/user/1000/badge", "/run/user/1000/badge/admin.sock"},
-		{"user, root's server running", 1000, "/run/user/1000", true, "/run/user/1000/badge", "/run/badge/admin.sock"},
-		{"user without XDG_RUNTIME_DIR", 1000, "", false, "", "/run/badge/admin.sock"},
-		{"user with a relative XDG_RUNTIME_DIR", 1000, "run", false, "", "/run/badge/admin.sock"},
+		{"root", 0, "/run/user/0", "/run/badge"},
+		{"user", 1000, "/run/user/1000", "/run/user/1000/badge"},
+		{"user without XDG_RUNTIME_DIR", 1000, "", ""},
+		{"user with a relative XDG_RUNTIME_DIR", 1000, "run", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir, err := serverSocketDir(tc.euid, xdg(tc.xdg))
@@ -206,10 +186,6 @@ func TestDefaultSockets(t *testing.T) {
 				}
 			} else if err != nil || dir != tc.wantServer {
 				t.Errorf("server socket dir = %q, %v; want %s", dir, err, tc.wantServer)
-			}
-			exists := func(p string) bool { return tc.runExists && p == "/run/badge/admin.sock" }
-			if got := clientSocketFor(tc.euid, xdg(tc.xdg), adminSocketName, exists); got != tc.wantClient {
-				t.Errorf("client socket = %q, want %s", got, tc.wantClient)
 			}
 		})
 	}

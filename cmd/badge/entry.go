@@ -10,23 +10,21 @@ import (
 
 	"github.com/badge-dev/badge/ca/admin"
 	"github.com/badge-dev/badge/internal/jsonout"
+	"github.com/badge-dev/badge/internal/socketpath"
 )
 
 // adminFlags adds --admin-socket to fs.
 func adminFlags(fs *flag.FlagSet) *string {
 	return fs.String("admin-socket", "", "admin API socket `path` (env BADGE_ADMIN_SOCKET; default "+
-		clientSocketHelp(adminSocketName)+"); the server on it must run as root, as this user or as $BADGE_SERVER_UID")
+		socketpath.ClientDefaultHelp(socketpath.AdminName)+"); the server on it must run as root, as this user or as $BADGE_SERVER_UID")
 }
 
 // adminClient returns a client of the admin socket at path (the default
 // when empty) that refuses a server run by an untrusted uid.
 func (e *env) adminClient(path string) (*admin.Client, error) {
-	if path == "" {
-		path = clientSocket(e.getenv, adminSocketName)
-	}
-	p, err := socketPath(path)
+	p, err := socketpath.Admin(path, e.getenv)
 	if err != nil {
-		return nil, err
+		return nil, usageError{err}
 	}
 	uids, err := e.serverUIDs()
 	if err != nil {

@@ -23,6 +23,7 @@ import (
 	"github.com/badge-dev/badge/ca/workload"
 	"github.com/badge-dev/badge/internal/localtrust"
 	"github.com/badge-dev/badge/internal/logkey"
+	"github.com/badge-dev/badge/internal/socketpath"
 	"github.com/badge-dev/badge/internal/unixsock"
 	"github.com/badge-dev/badge/storage"
 	"github.com/badge-dev/badge/storage/bbolt"
@@ -59,9 +60,9 @@ func runServer(ctx context.Context, e *env, args []string) error {
 	fs.StringVar(&c.dataDir, "data-dir", "", "state `directory` (default "+dataDirDefault+"); "+
 		"it and its files must be owned by the server's uid and not writable by group or others, nor any directory above it unless sticky")
 	fs.StringVar(&c.trustDomain, "trust-domain", c.trustDomain, "SPIFFE trust `domain` of this authority")
-	fs.StringVar(&c.socket, "socket", "", "Workload API socket `path` (default "+serverSocketHelp(workloadSocketName)+"); "+
+	fs.StringVar(&c.socket, "socket", "", "Workload API socket `path` (default "+serverSocketHelp(socketpath.WorkloadName)+"); "+
 		"its directory must be owned by root or the server's uid and not writable by group or others, nor any directory above it unless sticky")
-	fs.StringVar(&c.adminSocket, "admin-socket", "", "admin API socket `path`, for root and the server's uid only (default "+serverSocketHelp(adminSocketName)+")")
+	fs.StringVar(&c.adminSocket, "admin-socket", "", "admin API socket `path`, for root and the server's uid only (default "+serverSocketHelp(socketpath.AdminName)+")")
 	fs.StringVar(&c.listen, "listen", "", "public HTTPS `address`: JWKS, OIDC discovery, introspection, token endpoint, /healthz (nothing listens on TCP unless set)")
 	fs.Var(&c.listenHosts, "listen-dns", "DNS `name` or IP address for the public listener's certificate; repeatable (default: the --listen and --jwt-issuer hosts)")
 	fs.StringVar(&c.jwtIssuer, "jwt-issuer", "", "public https `URL` of this server: the iss of JWT-SVIDs and the OIDC discovery issuer (default: no iss, no discovery)")
@@ -94,10 +95,10 @@ func runServer(ctx context.Context, e *env, args []string) error {
 			return err
 		}
 		if c.socket == "" {
-			c.socket = filepath.Join(dir, workloadSocketName)
+			c.socket = filepath.Join(dir, socketpath.WorkloadName)
 		}
 		if c.adminSocket == "" {
-			c.adminSocket = filepath.Join(dir, adminSocketName)
+			c.adminSocket = filepath.Join(dir, socketpath.AdminName)
 		}
 	}
 	log, err := newLogger(e, c.logLevel, c.logFormat)

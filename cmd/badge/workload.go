@@ -16,6 +16,7 @@ import (
 
 	"github.com/badge-dev/badge/internal/atomicfile"
 	"github.com/badge-dev/badge/internal/jsonout"
+	"github.com/badge-dev/badge/internal/socketpath"
 )
 
 // svidJSON is the stable JSON form of one X.509-SVID (no private key).
@@ -31,7 +32,7 @@ type svidJSON struct {
 
 func runSVIDFetch(ctx context.Context, e *env, args []string) error {
 	fs := e.flagSet("svid fetch", "[--socket PATH] [--write DIR] [--json]")
-	sockFlag := fs.String("socket", "", "Workload API socket `path` (default: $SPIFFE_ENDPOINT_SOCKET, $BADGE_SOCKET, "+clientSocketHelp(workloadSocketName)+")")
+	sockFlag := fs.String("socket", "", "Workload API socket `path` (default: $SPIFFE_ENDPOINT_SOCKET, $BADGE_SOCKET, "+socketpath.ClientDefaultHelp(socketpath.WorkloadName)+")")
 	dir := fs.String("write", "", "write svid.pem, svid_key.pem (0600) and svid_bundle.pem of the default SVID into `DIR`")
 	asJSON := fs.Bool("json", false, "print the SVIDs as stable JSON")
 	timeout := durationVar(fs, "timeout", 10*time.Second, "give up after this long")

@@ -19,6 +19,11 @@ func TestParse(t *testing.T) {
 		{"unix:relative.sock", "", ErrNotAbsolute},
 		{"", "", ErrNotAbsolute},
 		{"tcp://127.0.0.1:8081", "", ErrNotAbsolute},
+		{"unix:/tmp/badge/../badge/workload.sock", "/tmp/badge/workload.sock", nil},
+		{"unix:///run/w.sock?mode=x", "", ErrNotAbsolute},
+		{"unix:///run/w.sock#frag", "", ErrNotAbsolute},
+		{"unix://host/run/w.sock", "", ErrNotAbsolute},
+		{"unix://user@/run/w.sock", "", ErrNotAbsolute},
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
@@ -63,6 +68,39 @@ func TestResolve(t *testing.T) {
 			got, err := f(tt.flag, env(tt.env))
 			if !errors.Is(err, tt.wantErr) || got != tt.want {
 				t.Errorf("got %q, %v, want %q, %v", got, err, tt.want, tt.wantErr)
+			}
+		})
+	}
+}
+
+// TestClientDefault: root's clients use /run/badge; another user's client
+// falls back to $XDG_RUNTIME_DIR/badge when /run/badge has no such socket.
+func TestClientDefault(t *testing.T) {
+	xdg := func(v string) func(string) string {
+		return func(k string) string {
+			if k == "XDG_RUNTIME_DIR" {
+				return v
+			}
+			return ""
+		}
+	}
+	for _, tc := range []struct {
+		name      string
+		euid      int
+		xdg       string
+		runExists bool
+		want      string
+	}{
+		{"root", 0, "/run/user/0", false, "/run/badge/admin.sock"},
+		{"user", 1000, "/run/user/1000", false, "/run/user/1000/badge/admin.sock"},
+		{"user, root's server running", 1000, "/run/user/1000", true, "/run/badge/admin.sock"},
+		{"user without XDG_RUNTIME_DIR", 1000, "", false, "/run/badge/admin.sock"},
+		{"user with a relative XDG_RUNTIME_DIR", 1000, "run", false, "/run/badge/admin.sock"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			exists := func(p string) bool { return tc.runExists && p == "/run/badge/admin.sock" }
+			if got := ClientDefault(tc.euid, xdg(tc.xdg), AdminName, exists); got != tc.want {
+				t.Errorf("client socket = %q, want %s", got, tc.want)
 			}
 		})
 	}
