@@ -2,7 +2,6 @@ package admin
 
 import (
 	"context"
-	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -313,9 +312,7 @@ func (s *Server) writeAuthorityError(w http.ResponseWriter, err error) {
 	var inv *ca.InvalidError
 	switch {
 	case errors.As(err, &inv):
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusBadRequest)
-		json.NewEncoder(w).Encode(errorResponse{Error: err.Error(), Field: inv.Field})
+		jsonout.Respond(w, http.StatusBadRequest, errorResponse{Error: err.Error(), Field: inv.Field})
 	case errors.Is(err, storage.ErrNotFound):
 		writeError(w, http.StatusNotFound, err)
 	case errors.Is(err, storage.ErrExists):

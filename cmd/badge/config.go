@@ -18,23 +18,13 @@ import (
 	"github.com/badge-dev/badge/internal/socketpath"
 )
 
-// serverSocketDir is the directory of the default sockets of a server
-// running as euid.
+// serverSocketDir is socketpath.ServerDir, whose error is a usage error.
 func serverSocketDir(euid int, getenv func(string) string) (string, error) {
-	if euid == 0 {
-		return socketpath.RootDir, nil
+	d, err := socketpath.ServerDir(euid, getenv)
+	if err != nil {
+		return "", usageError{err}
 	}
-	if d := getenv("XDG_RUNTIME_DIR"); d != "" && filepath.IsAbs(d) {
-		return filepath.Join(d, "badge"), nil
-	}
-	return "", usagef("XDG_RUNTIME_DIR is not set (or not an absolute path): a server not run as root " +
-		"puts its sockets in $XDG_RUNTIME_DIR/badge; set it, or pass --socket and --admin-socket")
-}
-
-// serverSocketHelp describes the default path of the server's socket name
-// for its flag help.
-func serverSocketHelp(name string) string {
-	return filepath.Join(socketpath.RootDir, name) + " as root, else $XDG_RUNTIME_DIR/badge/" + name
+	return d, nil
 }
 
 // serverUIDs returns the uids a client trusts to serve the sockets: root,

@@ -117,6 +117,30 @@ func ClientDefault(euid int, getenv func(string) string, name string, exists fun
 	return p
 }
 
+// ErrNoRuntimeDir is returned by ServerDir for a server not run as root
+// when $XDG_RUNTIME_DIR is not an absolute path.
+var ErrNoRuntimeDir = errors.New("XDG_RUNTIME_DIR is not set (or not an absolute path): a server not run as root " +
+	"puts its sockets in $XDG_RUNTIME_DIR/badge; set it, or pass --socket and --admin-socket")
+
+// ServerDir is the directory of the default sockets of a server running
+// as euid: RootDir for root, else $XDG_RUNTIME_DIR/badge (read with
+// getenv), which must then be an absolute path (else ErrNoRuntimeDir).
+func ServerDir(euid int, getenv func(string) string) (string, error) {
+	if euid == 0 {
+		return RootDir, nil
+	}
+	if d := getenv("XDG_RUNTIME_DIR"); d != "" && filepath.IsAbs(d) {
+		return filepath.Join(d, "badge"), nil
+	}
+	return "", ErrNoRuntimeDir
+}
+
+// ServerDefaultHelp describes the server's default of the socket name, for
+// flag help.
+func ServerDefaultHelp(name string) string {
+	return filepath.Join(RootDir, name) + " as root, else $XDG_RUNTIME_DIR/badge/" + name
+}
+
 // ClientDefaultHelp describes the client default of the socket name, for
 // flag help.
 func ClientDefaultHelp(name string) string {

@@ -73,9 +73,10 @@ func TestResolve(t *testing.T) {
 	}
 }
 
-// TestClientDefault: root's clients use /run/badge; another user's client
-// falls back to $XDG_RUNTIME_DIR/badge when /run/badge has no such socket.
-func TestClientDefault(t *testing.T) {
+// TestDefaultDirs: root's sockets are in /run/badge; another user's
+// server uses $XDG_RUNTIME_DIR/badge (and needs it), and another user's
+// client falls back to it when /run/badge has no such socket.
+func TestDefaultDirs(t *testing.T) {
 	xdg := func(v string) func(string) string {
 		return func(k string) string {
 			if k == "XDG_RUNTIME_DIR" {
@@ -85,22 +86,31 @@ func TestClientDefault(t *testing.T) {
 		}
 	}
 	for _, tc := range []struct {
-		name      string
-		euid      int
-		xdg       string
-		runExists bool
-		want      string
+		name       string
+		euid       int
+		xdg        string
+		runExists  bool
+		wantServer string // "": ErrNoRuntimeDir
+		wantClient string
 	}{
-		{"root", 0, "/run/user/0", false, "/run/badge/admin.sock"},
-		{"user", 1000, "/run/user/1000", false, "/run/user/1000/badge/admin.sock"},
-		{"user, root's server running", 1000, "/run/user/1000", true, "/run/badge/admin.sock"},
-		{"user without XDG_RUNTIME_DIR", 1000, "", false, "/run/badge/admin.sock"},
-		{"user with a relative XDG_RUNTIME_DIR", 1000, "run", false, "/run/badge/admin.sock"},
+		{"root", 0, "/run/user/0", false, "/run/badge", "/run/badge/admin.sock"},
+		{"user", 1000, "/run/user/1000", false, "/run/user/1000/badge", "/run/user/1000/badge/admin.sock"},
+		{"user, root's server running", 1000, "/run/user/1000", true, "/run/user/1000/badge", "/run/badge/admin.sock"},
+		{"user without XDG_RUNTIME_DIR", 1000, "", false, "", "/run/badge/admin.sock"},
+		{"user with a relative XDG_RUNTIME_DIR", 1000, "run", false, "", "/run/badge/admin.sock"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			dir, err := ServerDir(tc.euid, xdg(tc.xdg))
+			if tc.wantServer == "" {
+				if !errors.Is(err, ErrNoRuntimeDir) {
+					t.Errorf("server socket dir = %q, %v; want ErrNoRuntimeDir", dir, err)
+				}
+			} else if err != nil || dir != tc.wantServer {
+				t.Errorf("server socket dir = %q, %v; want %s", dir, err, tc.wantServer)
+			}
 			exists := func(p string) bool { return tc.runExists && p == "/run/badge/admin.sock" }
-			if got := ClientDefault(tc.euid, xdg(tc.xdg), AdminName, exists); got != tc.want {
-				t.Errorf("client socket = %q, want %s", got, tc.want)
+			if got := ClientDefault(tc.euid, xdg(tc.xdg), AdminName, exists); got != tc.wantClient {
+				t.Errorf("client socket = %q, want %s", got, tc.wantClient)
 			}
 		})
 	}

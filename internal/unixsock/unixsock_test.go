@@ -86,13 +86,7 @@ func TestListenUnix(t *testing.T) {
 		{
 			name: "directory writable by others",
 			prepare: func(t *testing.T, dir string) string {
-				d := filepath.Join(dir, "open")
-				if err := os.Mkdir(d, 0o700); err != nil {
-					t.Fatal(err)
-				}
-				if err := os.Chmod(d, 0o777); err != nil {
-					t.Fatal(err)
-				}
+				d := openDir(t, dir)
 				return filepath.Join(d, "s.sock")
 			},
 			mode: 0o600, untrusted: true,
@@ -100,13 +94,7 @@ func TestListenUnix(t *testing.T) {
 		{
 			name: "new directory under one writable by others",
 			prepare: func(t *testing.T, dir string) string {
-				d := filepath.Join(dir, "open")
-				if err := os.Mkdir(d, 0o700); err != nil {
-					t.Fatal(err)
-				}
-				if err := os.Chmod(d, 0o777); err != nil {
-					t.Fatal(err)
-				}
+				d := openDir(t, dir)
 				return filepath.Join(d, "badge", "s.sock")
 			},
 			mode: 0o600, untrusted: true,
@@ -202,4 +190,17 @@ func writeFile(t *testing.T, path string, data []byte) {
 	if err := os.WriteFile(path, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// openDir creates dir/open, writable by everyone (whatever the umask).
+func openDir(t *testing.T, dir string) string {
+	t.Helper()
+	d := filepath.Join(dir, "open")
+	if err := os.Mkdir(d, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(d, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	return d
 }
