@@ -36,7 +36,9 @@ const (
 	// Backdate is how far NotBefore is set into the past, for clock skew.
 	Backdate = 30 * time.Second
 	// pruneInterval is how often expired serial records are removed.
-	pruneInterval = 10 * time.Minute
+	// Under full load a minute's worth is tens of thousands of records,
+	// deleted from the front of the store in short transactions.
+	pruneInterval = time.Minute
 )
 
 // Store is the persistent state the authority needs. storage/bbolt
@@ -46,7 +48,10 @@ type Store interface {
 	GetEntry(ctx context.Context, id string) (storage.Entry, error)
 	ListEntries(ctx context.Context) ([]storage.Entry, error)
 	DeleteEntry(ctx context.Context, id string) error
-	RecordSerial(ctx context.Context, r storage.Serial) error
+	ReserveSerials(ctx context.Context, r storage.Reservation) error
+	ReleaseSerials(ctx context.Context, serials []string) error
+	BindSerial(ctx context.Context, r storage.Serial) error
+	RevokeUnbound(ctx context.Context, now time.Time, reason string) ([]storage.RevokedSerial, error)
 	PruneSerials(ctx context.Context, expiredBefore time.Time) (int, error)
 	PutKey(ctx context.Context, k storage.Key) error
 	ListKeys(ctx context.Context) ([]storage.Key, error)
@@ -195,6 +200,8 @@ type Authority struct {
 
 	// prune is the clock pruning trusts.
 	prune pruneClock
+	// serials are the reserved serial numbers not used yet.
+	serials serialPool
 
 	stop     chan struct{}
 	stopOnce sync.Once
@@ -221,6 +228,9 @@ func New(ctx context.Context, cfg Config) (*Authority, error) {
 		return nil, fmt.Errorf("ca: loading entries: %w", err)
 	}
 	a.entries = slices.SortedStableFunc(slices.Values(entries), compareEntries)
+	if err := a.revokeUnbound(ctx); err != nil {
+		return nil, err
+	}
 	if err := a.loadRevocations(ctx); err != nil {
 		return nil, err
 	}
@@ -241,6 +251,7 @@ func New(ctx context.Context, cfg Config) (*Authority, error) {
 // store is the caller's to close.
 func (a *Authority) Close() error {
 	a.stopOnce.Do(func() { close(a.stop) })
+	a.closeSerials()
 	a.wg.Wait()
 	return nil
 }

@@ -11,8 +11,11 @@
 //
 // The path of one request is short: the Workload API server (package
 // ca/workload) attests the caller, asks the current snapshot which entries
-// match, and calls [Authority.SignX509SVID] for each; signing records the
-// serial durably in the store before the certificate leaves the process.
+// match, and calls [Authority.SignX509SVID] for each; signing takes a serial
+// from a block reserved durably beforehand and queues its binding to the
+// SPIFFE ID before the certificate leaves the process (no disk flush per
+// SVID). Revocation waits for queued bindings, and a start after a crash
+// revokes every reserved serial whose binding was lost (see serials.go).
 //
 // Revocation ([Authority.RevokeID], [Authority.RevokeSerial],
 // [Authority.Unblock]) turns a SPIFFE ID into the serials recorded for it,

@@ -7,7 +7,6 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"fmt"
-	"math/big"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -42,14 +41,11 @@ func (s *X509SVID) RefreshAt() time.Time {
 	return issued.Add(s.NotAfter.Sub(issued) / 2)
 }
 
-// serialLimit bounds serial numbers to 127 bits so that they are positive
-// and fit the 20 octets RFC 5280 allows.
-var serialLimit = new(big.Int).Lsh(big.NewInt(1), 127)
-
 // SignX509SVID generates a key and signs an X.509-SVID for entry e with the
-// signing key of snapshot s. The serial is recorded durably before the SVID
-// is returned, so that revocation by SPIFFE ID finds every certificate that
-// left the process.
+// signing key of snapshot s. Its serial comes from a durable reservation and
+// its binding to the SPIFFE ID is queued before the SVID is returned, so
+// that revocation by SPIFFE ID finds every certificate that left the
+// process, or, after a crash, the start-up revokes it (see serials.go).
 func (a *Authority) SignX509SVID(ctx context.Context, s *Snapshot, e *Entry) (*X509SVID, error) {
 	// Revocation holds issuance while it lists the serials of an ID; a
 	// blocked ID is checked against the newest snapshot, not the caller's.
@@ -58,56 +54,45 @@ func (a *Authority) SignX509SVID(ctx context.Context, s *Snapshot, e *Entry) (*X
 	if err := a.Snapshot().CheckRevocation(X509Credential(e.ID, "")); err != nil {
 		return nil, fmt.Errorf("ca: SVID for %s: %w", e.ID, err)
 	}
+	now := a.cfg.Time()
+	serial, err := a.nextSerial(ctx, now)
+	if err != nil {
+		return nil, err
+	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("ca: generating SVID key: %w", err)
 	}
-	serial, err := rand.Int(rand.Reader, serialLimit)
-	if err != nil {
-		return nil, fmt.Errorf("ca: generating serial: %w", err)
-	}
-	// Random serials can in principle be small; RFC 5280 requires them
-	// positive, and a zero is astronomically unlikely but cheap to exclude.
-	if serial.Sign() == 0 {
-		serial.SetInt64(1)
-	}
-	now := a.cfg.Time()
 	tmpl := *e.tmpl
-	tmpl.SerialNumber = serial
+	tmpl.SerialNumber = serial.n
 	tmpl.NotBefore = now.Add(-Backdate)
 	tmpl.NotAfter = now.Add(effectiveTTL(&a.cfg, e))
 	if ca := s.signer.cert; tmpl.NotAfter.After(ca.NotAfter) {
 		tmpl.NotAfter = ca.NotAfter
 	}
-	serialHex := serial.Text(16) // canonical: lower case, no leading zeros
-	// Everything the serial record holds is known before signing, so the
-	// durable write (a disk flush shared with concurrent callers) runs
-	// while the certificate is signed. No SVID is returned before its
-	// record is durable; a record whose signing then fails is harmless and
-	// pruned after its NotAfter.
-	recorded := make(chan error, 1)
-	go func() {
-		recorded <- a.store.RecordSerial(ctx, storage.Serial{
-			Serial:    serialHex,
-			SPIFFEID:  e.Record.SPIFFEID,
-			EntryID:   e.Record.ID,
-			NotBefore: tmpl.NotBefore,
-			NotAfter:  tmpl.NotAfter,
-			IssuedAt:  now,
-		})
-	}()
+	// The serial was reserved durably; its binding to the SPIFFE ID is
+	// queued, not waited for. Revocation (which write-holds issueMu) sees
+	// queued bindings, and a crash revokes reserved serials never bound. A
+	// binding whose signing then fails is harmless and pruned after its
+	// NotAfter.
+	err = a.store.BindSerial(ctx, storage.Serial{
+		Serial:    serial.hex,
+		SPIFFEID:  e.Record.SPIFFEID,
+		EntryID:   e.Record.ID,
+		NotBefore: tmpl.NotBefore,
+		NotAfter:  tmpl.NotAfter,
+		IssuedAt:  now,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ca: recording serial of SVID for %s: %w", e.ID, err)
+	}
 	der, err := x509.CreateCertificate(rand.Reader, &tmpl, s.signer.cert, key.Public(), s.signer.signer)
 	if err != nil {
-		<-recorded
 		return nil, fmt.Errorf("ca: signing SVID for %s: %w", e.ID, err)
 	}
 	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
-		<-recorded
 		return nil, fmt.Errorf("ca: encoding SVID key: %w", err)
-	}
-	if err := <-recorded; err != nil {
-		return nil, fmt.Errorf("ca: recording serial of SVID for %s: %w", e.ID, err)
 	}
 	svid := &X509SVID{
 		ID:           e.ID,
@@ -115,7 +100,7 @@ func (a *Authority) SignX509SVID(ctx context.Context, s *Snapshot, e *Entry) (*X
 		Revision:     e.Record.Revision,
 		CertChainDER: append(der, s.chainDER...),
 		KeyDER:       keyDER,
-		Serial:       serialHex,
+		Serial:       serial.hex,
 		NotBefore:    tmpl.NotBefore,
 		NotAfter:     tmpl.NotAfter,
 	}

@@ -2,7 +2,8 @@
 // errors every store returns.
 //
 // The records are registration entries (Entry), one record per issued
-// certificate (Serial) and the CA and JWT signing keys (Key). They are plain
+// certificate (Serial), blocks of serials reserved before use
+// (Reservation) and the CA and JWT signing keys (Key). They are plain
 // values: a store keeps a copy and returns copies.
 //
 // Implementations live in sub-packages: storage/bbolt is the embedded
@@ -15,6 +16,10 @@
 //	ListEntries(ctx) ([]Entry, error)         // ordered by (CreatedAt, ID)
 //	DeleteEntry(ctx, id) error                // ErrNotFound
 //	RecordSerial(ctx, Serial) error           // durable when it returns
+//	ReserveSerials(ctx, Reservation) error    // durable when it returns
+//	BindSerial(ctx, Serial) error             // queued; seen by SerialsFor at once
+//	ReleaseSerials(ctx, serials) error        // reserved, will not be used
+//	RevokeUnbound(ctx, now, reason) ([]RevokedSerial, error) // at start-up
 //	SerialsFor(ctx, spiffeID, now) ([]Serial, error) // unexpired only
 //	PruneSerials(ctx, before) (int, error)    // NotAfter < before
 //	PutKey(ctx, Key) error                    // insert or replace
@@ -23,6 +28,13 @@
 //	RevokeSerial(ctx, serial, ...) (RevokedSerial, error)   // ErrExists if revoked before
 //	PruneRevocations(ctx, now, keep) (int, error) // NotAfter < now; unblocked IDs revoked before now-keep
 //	Close() error                             // later calls: ErrClosed
+//
+// The invariant serial records keep is that revocation by SPIFFE ID finds
+// every certificate that left the authority. A certificate's serial is
+// either recorded durably before it leaves (RecordSerial), or comes from a
+// durable reservation and is bound without waiting (BindSerial); at start-up
+// RevokeUnbound revokes the reserved serials of the previous run that were
+// never bound, since their certificates may have left before a crash.
 //
 // Errors wrap the sentinels of this package (ErrNotFound, ErrExists,
 // ErrClosed, ErrInvalid, ErrCorrupt, ErrLocked, ErrSchema) and name the

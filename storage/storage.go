@@ -94,13 +94,8 @@ type Serial struct {
 
 // Validate reports whether s can be stored. The error wraps ErrInvalid.
 func (s Serial) Validate() error {
-	if s.Serial == "" || len(s.Serial) > maxSerialHexLen {
-		return fmt.Errorf("%w: serial %q: want 1 to %d hex digits", ErrInvalid, s.Serial, maxSerialHexLen)
-	}
-	for i := 0; i < len(s.Serial); i++ {
-		if c := s.Serial[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return fmt.Errorf("%w: serial %q is not lower-case hex", ErrInvalid, s.Serial)
-		}
+	if err := validSerial(s.Serial); err != nil {
+		return err
 	}
 	if err := checkID("serial spiffe_id", s.SPIFFEID); err != nil {
 		return err
@@ -110,6 +105,51 @@ func (s Serial) Validate() error {
 	}
 	if s.NotAfter.IsZero() {
 		return fmt.Errorf("%w: serial %s has no not_after", ErrInvalid, s.Serial)
+	}
+	return nil
+}
+
+// MaxReservation is the most serials one Reservation may hold.
+const MaxReservation = 1 << 16
+
+// Reservation is a block of certificate serial numbers recorded durably
+// before any of them is used. A serial is then bound to the certificate it
+// went into (a Serial record) without waiting for the disk; after a crash,
+// the serials of a reservation that were never bound are revoked, since a
+// certificate carrying one may have left the process.
+type Reservation struct {
+	// Serials are the reserved serials, each in the form of Serial.Serial.
+	Serials []string
+	// NotAfter bounds the validity of every certificate issued with one
+	// of the serials; the reservation is pruned after it.
+	NotAfter time.Time
+}
+
+// Validate reports whether r can be stored. The error wraps ErrInvalid.
+func (r Reservation) Validate() error {
+	if len(r.Serials) == 0 || len(r.Serials) > MaxReservation {
+		return fmt.Errorf("%w: reservation of %d serials: want 1 to %d", ErrInvalid, len(r.Serials), MaxReservation)
+	}
+	for _, s := range r.Serials {
+		if err := validSerial(s); err != nil {
+			return err
+		}
+	}
+	if r.NotAfter.IsZero() {
+		return fmt.Errorf("%w: reservation has no not_after", ErrInvalid)
+	}
+	return nil
+}
+
+// validSerial checks the form of a serial: 1 to 40 lower-case hex digits.
+func validSerial(s string) error {
+	if s == "" || len(s) > maxSerialHexLen {
+		return fmt.Errorf("%w: serial %q: want 1 to %d hex digits", ErrInvalid, s, maxSerialHexLen)
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return fmt.Errorf("%w: serial %q is not lower-case hex", ErrInvalid, s)
+		}
 	}
 	return nil
 }

@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -240,6 +241,10 @@ func (d *daemon) badge(args ...string) (string, string, int) {
 			return d.admin
 		case "BADGE_SOCKET":
 			return d.socket
+		case "BADGE_SERVER_UID":
+			if d.cred != nil { // a daemon run as another user is trusted by name
+				return strconv.FormatUint(uint64(d.cred.Uid), 10)
+			}
 		}
 		return ""
 	}}

@@ -56,19 +56,22 @@ type Store struct {
 	wake          chan struct{} // capacity 1
 	committerDone chan struct{}
 
-	// The records of serials_log, not yet folded into the indexed
-	// buckets, kept in memory so that folding needs no decoding. logMu is
-	// held across every write transaction of the log.
-	logMu    sync.Mutex
-	logQueue []loggedSerial      // in log order
-	logged   map[string]struct{} // the serials in logQueue
-	foldAt   int                 // fold when len(logQueue) reaches this
+	// ownReservations is the first sequence number of the reservations
+	// made through this Store, which RevokeUnbound leaves alone.
+	ownReservations uint64
+	// resMu guards unbound, and is held across the transactions that bind
+	// or release reserved serials.
+	resMu sync.Mutex
+	// unbound maps each serial reserved through this Store, and neither
+	// bound nor released yet, to its reservation. A reservation is deleted
+	// in the transaction that binds or releases its last serial.
+	unbound map[string]*reservation
 }
 
-// loggedSerial is a record in serials_log.
-type loggedSerial struct {
-	logKey []byte
-	serialKeys
+// reservation is one record of serial_reservations made by this Store.
+type reservation struct {
+	key  []byte
+	left int // serials neither bound nor released
 }
 
 // Open opens the database at path, creating the file with mode 0600 if it
@@ -112,8 +115,7 @@ func Open(path string, opts *Options) (*Store, error) {
 		log:           log,
 		wake:          make(chan struct{}, 1),
 		committerDone: make(chan struct{}),
-		logged:        make(map[string]struct{}),
-		foldAt:        foldThreshold,
+		unbound:       make(map[string]*reservation),
 	}
 	counts, err := s.setup()
 	if err != nil {
@@ -125,7 +127,7 @@ func Open(path string, opts *Options) (*Store, error) {
 	}
 	log.Info("opened database", slog.Int(attrSchema, schemaVersion),
 		slog.Int("entries", counts[string(bucketEntries)]),
-		slog.Int("serials", counts[string(bucketSerials)]+counts[string(bucketSerialsLog)]),
+		slog.Int("serials", counts[string(bucketSerialRecords)]),
 		slog.Int("keys", counts[string(bucketKeys)]))
 	go s.commitLoop()
 	return s, nil
@@ -139,6 +141,11 @@ func openDB(path string, timeout time.Duration, noSync bool) (db *bolt.DB, err e
 	bopts := *bolt.DefaultOptions
 	bopts.Timeout = timeout
 	bopts.NoSync = noSync
+	// The hashmap freelist finds a run of free pages without scanning a
+	// sorted array; with pruning freeing whole ranges of pages, allocation
+	// stays cheap as the file ages. The freelist is still written on every
+	// commit (see the package documentation).
+	bopts.FreelistType = bolt.FreelistMapType
 	bopts.OpenFile = func(name string, flag int, perm os.FileMode) (*os.File, error) {
 		f, err := os.OpenFile(name, flag, perm)
 		file = f

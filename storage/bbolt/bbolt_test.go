@@ -8,7 +8,6 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
-	"math"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -285,25 +284,32 @@ func TestFutureSchemaUntouched(t *testing.T) {
 func TestCorruptRecords(t *testing.T) {
 	const id = "spiffe://example.org/web"
 	good := testSerial(1, id, t0.Add(time.Hour))
-	goodJSON := jsonOf(t, good)
+	goodKeys := newSerialKeys(good)
+	goodKeys.setSeq(1) // the first record's sequence number
 	for _, tc := range []struct {
 		name        string
 		bucket, key []byte
 		val         []byte
+		// reads names the serial reads that must report the damage:
+		// SerialsFor, PruneSerials, RevokeSerial, RevokeUnbound.
+		reads string
 	}{
-		{"entry not JSON", bucketEntries, []byte("e-bad"), []byte("{")},
-		{"entry wrong type", bucketEntries, []byte("e-bad"), []byte(`{"id":"e-bad","revision":"one"}`)},
-		{"entry id mismatch", bucketEntries, []byte("e-bad"), []byte(`{"id":"e-other"}`)},
-		{"key not JSON", bucketKeys, []byte("k-bad"), []byte("\x00\x01")},
-		{"key id mismatch", bucketKeys, []byte("k-bad"), []byte(`{"id":"k"}`)},
-		{"serial not JSON", bucketSerials, []byte(good.Serial), []byte("null-ish")},
-		{"serial mismatch", bucketSerials, []byte(good.Serial), bytes.Replace(goodJSON, []byte(good.Serial), []byte("ff"), 1)},
-		{"index value short", bucketSerialsByID, append(byIDPrefix(id), "ab"...), []byte{1, 2}},
-		{"index without record", bucketSerialsByID, append(byIDPrefix(id), "ab"...), appendTime(nil, t0.Add(time.Hour))},
-		{"expiry key short", bucketSerialsByExpiry, []byte{0x80}, []byte(id)},
-		{"log not JSON", bucketSerialsLog, logKey(99), []byte("{")},
-		{"log key short", bucketSerialsLog, []byte{99}, goodJSON},
-		{"log record invalid", bucketSerialsLog, logKey(99), []byte(`{"serial":"XY","spiffe_id":"` + id + `"}`)},
+		{"entry not JSON", bucketEntries, []byte("e-bad"), []byte("{"), ""},
+		{"entry wrong type", bucketEntries, []byte("e-bad"), []byte(`{"id":"e-bad","revision":"one"}`), ""},
+		{"entry id mismatch", bucketEntries, []byte("e-bad"), []byte(`{"id":"e-other"}`), ""},
+		{"key not JSON", bucketKeys, []byte("k-bad"), []byte("\x00\x01"), ""},
+		{"key id mismatch", bucketKeys, []byte("k-bad"), []byte(`{"id":"k"}`), ""},
+		{"record unknown format", bucketSerialRecords, goodKeys.key, append([]byte{9}, goodKeys.val[1:]...), "spr"},
+		{"record truncated", bucketSerialRecords, goodKeys.key, goodKeys.val[:len(goodKeys.val)-1], "sr"},
+		{"record long spiffe id", bucketSerialRecords, goodKeys.key, []byte{1, 0xff, 0x7f}, "spr"},
+		{"record other id", bucketSerialRecords, goodKeys.key, newSerialKeys(testSerial(1, "spiffe://example.org/x", t0.Add(time.Hour))).val, "s"},
+		{"record key short", bucketSerialRecords, []byte{0x80}, goodKeys.val, "p"},
+		{"index key short", bucketSerialIDs, append([]byte(id), 0, 0x80, 1), nil, "s"},
+		{"index without record", bucketSerialIDs, append(append([]byte(id), 0), appendSecond(appendSecond(nil, t0.Add(time.Hour).Unix()), 99)...), nil, "s"},
+		{"record key mismatch", bucketSerialRecords, goodKeys.key, newSerialKeys(testSerial(1, id, t0.Add(2*time.Hour))).val, "spr"},
+		{"reservation key short", bucketSerialReservations, []byte{0x80}, encodeReservation([]string{"ab"}), "pu"},
+		{"reservation truncated", bucketSerialReservations, append(appendTime(nil, t0.Add(-time.Hour)), 0, 0, 0, 0, 0, 0, 0, 1), []byte{2, 2, 'a', 'b'}, "u"},
+		{"reservation bad serial", bucketSerialReservations, append(appendTime(nil, t0.Add(-time.Hour)), 0, 0, 0, 0, 0, 0, 0, 1), []byte{1, 2, 'X', 'Y'}, "u"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := t.Context()
@@ -311,7 +317,6 @@ func TestCorruptRecords(t *testing.T) {
 			if err := s.RecordSerial(ctx, good); err != nil {
 				t.Fatal(err)
 			}
-			foldAll(t, s)
 			err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(tc.bucket).Put(tc.key, tc.val) })
 			if err != nil {
 				t.Fatal(err)
@@ -326,17 +331,21 @@ func TestCorruptRecords(t *testing.T) {
 			case string(bucketKeys):
 				_, err := s.ListKeys(ctx)
 				errs = append(errs, err)
-			case string(bucketSerialsByExpiry):
-				_, err := s.PruneSerials(ctx, t0.Add(100*time.Hour))
-				errs = append(errs, err)
-			case string(bucketSerialsLog):
-				_, err := s.SerialsFor(ctx, id, t0)
-				errs = append(errs, err)
-				_, err = s.PruneSerials(ctx, t0.Add(100*time.Hour))
-				errs = append(errs, err)
 			default:
-				_, err := s.SerialsFor(ctx, id, t0)
-				errs = append(errs, err)
+				for _, r := range tc.reads {
+					var err error
+					switch r {
+					case 's':
+						_, err = s.SerialsFor(ctx, id, t0)
+					case 'p':
+						_, err = s.PruneSerials(ctx, t0.Add(100*time.Hour))
+					case 'r':
+						_, err = s.RevokeSerial(ctx, good.Serial, "", 0, t0)
+					case 'u':
+						_, err = s.RevokeUnbound(ctx, t0.Add(-2*time.Hour), "crash")
+					}
+					errs = append(errs, err)
+				}
 			}
 			for _, err := range errs {
 				if !errors.Is(err, storage.ErrCorrupt) {
@@ -411,41 +420,30 @@ func TestRecordSerialDurable(t *testing.T) {
 	checkIndexes(t, s, workers*each)
 }
 
-// foldAll moves every record of serials_log into the indexed buckets.
-func foldAll(t *testing.T, s *Store) {
-	t.Helper()
-	s.logMu.Lock()
-	defer s.logMu.Unlock()
-	if _, err := s.foldLocked(math.MaxInt); err != nil {
-		t.Fatalf("fold: %v", err)
-	}
-}
-
-// checkIndexes folds the log and verifies that each serial record has
-// exactly its two index entries.
+// checkIndexes verifies that serial_records holds want records and that
+// each has exactly its serial_ids entry.
 func checkIndexes(t *testing.T, s *Store, want int) {
 	t.Helper()
-	foldAll(t, s)
+	if err := s.flush(t.Context()); err != nil {
+		t.Fatal(err)
+	}
 	err := s.db.View(func(tx *bolt.Tx) error {
-		tb, err := serialBuckets(tx)
+		recs, ids, err := serialBuckets(tx)
 		if err != nil {
 			return err
 		}
-		for _, b := range []*bolt.Bucket{tb.serials, tb.byID, tb.byExpiry} {
+		for _, b := range []*bolt.Bucket{recs, ids} {
 			if n := b.Stats().KeyN; n != want {
 				t.Errorf("bucket has %d keys, want %d", n, want)
 			}
 		}
-		return tb.serials.ForEach(func(k, v []byte) error {
+		return recs.ForEach(func(k, v []byte) error {
 			r, err := decodeSerial(k, v)
 			if err != nil {
 				return err
 			}
-			if tb.byID.Get(append(byIDPrefix(r.SPIFFEID), k...)) == nil {
-				t.Errorf("serial %s: no serials_by_id entry", k)
-			}
-			if tb.byExpiry.Get(append(appendTime(nil, r.NotAfter), k...)) == nil {
-				t.Errorf("serial %s: no serials_by_expiry entry", k)
+			if ids.Get(append(append([]byte(r.SPIFFEID), 0), k...)) == nil {
+				t.Errorf("serial %s: no serial_ids entry", k)
 			}
 			return nil
 		})
@@ -580,7 +578,6 @@ func TestPruneBoundedTransactions(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	foldAll(t, s)
 	before := s.writeTxs.Load()
 	n, err := s.PruneSerials(ctx, t0)
 	if err != nil || n != expired {
@@ -618,3 +615,150 @@ func TestOpenLogs(t *testing.T) {
 }
 
 var _ io.Closer = (*Store)(nil)
+
+// TestMigrateSchemaV3 opens testdata/schema-v3.db, written by the release
+// before the serial layout changed (150 serials folded into the indexed
+// buckets, 40 still in serials_log, 20 of them expired at its t0): every record
+// comes through the upgrade, the old buckets are gone, and the new ones
+// answer SerialsFor, RevokeSerial and PruneSerials.
+func TestMigrateSchemaV3(t *testing.T) {
+	ctx := t.Context()
+	fixT0 := time.Date(2026, 11, 24, 13, 0, 0, 123456789, time.UTC) // the fixture's clock
+	path := copyFixture(t, "schema-v3.db")
+	s := openStore(t, path, nil)
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bucketMeta).Get(keySchemaVersion); string(v) != strconv.Itoa(schemaVersion) {
+			t.Errorf("schema version = %q, want %d", v, schemaVersion)
+		}
+		for _, name := range [][]byte{bucketSerialsV1, bucketSerialsByIDV1, bucketSerialsByExpiryV1, bucketSerialsLogV1} {
+			if tx.Bucket(name) != nil {
+				t.Errorf("bucket %s is still there", name)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkIndexes(t, s, 190)
+	all, live := 0, 0
+	for w := range 3 {
+		id := fmt.Sprintf("spiffe://example.org/w%d", w)
+		got, err := s.SerialsFor(ctx, id, time.Time{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		all += len(got)
+		for _, r := range got {
+			if r.EntryID != "e1" || !r.IssuedAt.Equal(r.NotAfter.Add(-5*time.Minute)) || r.SPIFFEID != id {
+				t.Errorf("migrated record %+v", r)
+			}
+		}
+		got, err = s.SerialsFor(ctx, id, fixT0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		live += len(got)
+	}
+	if all != 190 || live != 169 {
+		t.Errorf("after upgrade: %d serials, %d unexpired at t0; want 190, 169", all, live)
+	}
+	// The last record logged (not folded) before the upgrade.
+	n := uint64(190)
+	last := fmt.Sprintf("%032x", n*0x9e3779b97f4a7c15)
+	if r, err := s.RevokeSerial(ctx, last, "test", 0, fixT0); err != nil || r.SPIFFEID != "spiffe://example.org/w0" {
+		t.Errorf("RevokeSerial(%s) = %+v, %v", last, r, err)
+	}
+	if n, err := s.PruneSerials(ctx, fixT0); n != 20 || err != nil {
+		t.Errorf("PruneSerials(t0) = %d, %v; want 20", n, err)
+	}
+	if _, err := s.GetEntry(ctx, "e1"); err != nil {
+		t.Errorf("GetEntry after upgrade: %v", err)
+	}
+}
+
+// TestReservationDeletedWhenUsed: a reservation leaves the file in the
+// transaction that binds or releases its last serial, so that the
+// reservations kept are those of the blocks in use, not of every block of
+// the last NotAfter.
+func TestReservationDeletedWhenUsed(t *testing.T) {
+	ctx := t.Context()
+	s := openStore(t, filepath.Join(t.TempDir(), "badge.db"), &Options{NoSync: true})
+	count := func() int {
+		t.Helper()
+		if err := s.flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		if err := s.db.View(func(tx *bolt.Tx) error { n = tx.Bucket(bucketSerialReservations).Stats().KeyN; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	const id = "spiffe://example.org/web"
+	a, b := []string{fmt.Sprintf("%032x", 1), fmt.Sprintf("%032x", 2)}, []string{fmt.Sprintf("%032x", 3), fmt.Sprintf("%032x", 4)}
+	for _, r := range [][]string{a, b} {
+		if err := s.ReserveSerials(ctx, storage.Reservation{Serials: r, NotAfter: t0.Add(time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, step := range []struct {
+		do   func() error
+		want int
+	}{
+		{func() error { return s.BindSerial(ctx, testSerial(1, id, t0.Add(time.Minute))) }, 2},
+		{func() error { return s.BindSerial(ctx, testSerial(1, id, t0.Add(2*time.Minute))) }, 2}, // the same serial again
+		{func() error { return s.BindSerial(ctx, testSerial(2, id, t0.Add(time.Minute))) }, 1},
+		{func() error { return s.ReleaseSerials(ctx, b[:1]) }, 1},
+		{func() error { return s.ReleaseSerials(ctx, append(b[:1], a...)) }, 1}, // not reserved any more
+		{func() error { return s.RecordSerial(ctx, testSerial(4, id, t0.Add(time.Minute))) }, 0},
+	} {
+		if err := step.do(); err != nil {
+			t.Fatalf("step %d: %v", i, err)
+		}
+		if got := count(); got != step.want {
+			t.Fatalf("after step %d: %d reservations, want %d", i, got, step.want)
+		}
+	}
+	if len(s.unbound) != 0 {
+		t.Errorf("%d serials still tracked as unbound", len(s.unbound))
+	}
+}
+
+// TestSerialFileBounded: in steady state, with serials pruned as fast as
+// they are recorded, the file stops growing: pruning frees the first pages
+// and inserts reuse them. Four generations of 4,000 live serials; the
+// high-water mark after the fourth is that of the second.
+func TestSerialFileBounded(t *testing.T) {
+	ctx := t.Context()
+	s := openStore(t, filepath.Join(t.TempDir(), "badge.db"), &Options{NoSync: true})
+	const live, step = 4000, 500
+	at := func(n int) time.Time { return t0.Add(time.Duration(n) * 10 * time.Millisecond) }
+	size := func() int64 {
+		var n int64
+		if err := s.db.View(func(tx *bolt.Tx) error { n = tx.Size(); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	var sizes []int64
+	for n := 0; n < 4*live; n += step {
+		for i := n; i < n+step; i++ {
+			r := testSerial(i, fmt.Sprintf("spiffe://example.org/%d", i%8), at(i+live))
+			if err := s.BindSerial(ctx, r); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := s.PruneSerials(ctx, at(n+step)); err != nil {
+			t.Fatal(err)
+		}
+		if (n+step)%live == 0 {
+			sizes = append(sizes, size())
+		}
+	}
+	checkIndexes(t, s, live)
+	t.Logf("used size per generation: %v", sizes)
+	if sizes[3] > sizes[1] {
+		t.Errorf("used size per generation %v: still growing after the second", sizes)
+	}
+}

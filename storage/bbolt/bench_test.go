@@ -2,7 +2,6 @@ package bbolt
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"runtime"
@@ -123,54 +122,38 @@ func runIssuers(b *testing.B, issuers int, record func(storage.Serial) error) {
 	}
 }
 
-// recordViaDBBatch does what RecordSerial does, appending to serials_log
-// and folding it every foldThreshold records, but batches with DB.Batch
+// recordViaDBBatch does what RecordSerial does, but batches with DB.Batch
 // instead of the committer. It skips the duplicate check, so it does a
 // little less work.
 func recordViaDBBatch(s *Store, r storage.Serial) error {
-	record, err := json.Marshal(r)
-	if err != nil {
-		return err
-	}
-	keys := newSerialKeys(r, record)
-	var key []byte
-	err = s.db.Batch(func(tx *bolt.Tx) error {
-		log := tx.Bucket(bucketSerialsLog)
-		seq, err := log.NextSequence()
+	return s.db.Batch(func(tx *bolt.Tx) error {
+		keys := newSerialKeys(r)
+		recs, ids, err := serialBuckets(tx)
 		if err != nil {
 			return err
 		}
-		key = logKey(seq)
-		return log.Put(key, record)
+		if err := recs.Put(keys.key, keys.val); err != nil {
+			return err
+		}
+		return ids.Put(keys.idKey, nil)
 	})
-	if err != nil {
-		return err
-	}
-	s.logMu.Lock()
-	defer s.logMu.Unlock()
-	s.logQueue = append(s.logQueue, loggedSerial{key, keys})
-	s.logged[r.Serial] = struct{}{}
-	if len(s.logQueue) >= foldThreshold {
-		_, err = s.foldLocked(len(s.logQueue))
-	}
-	return err
 }
 
 // putSerialFunc writes one record in the caller's transaction, as the
 // committer does for each record of a batch.
 func putSerialFunc(r storage.Serial) func(*bolt.Tx) error {
-	record, err := json.Marshal(r)
+	keys := newSerialKeys(r)
 	return func(tx *bolt.Tx) error {
+		recs, ids, err := serialBuckets(tx)
 		if err != nil {
 			return err
 		}
-		t, err := serialBuckets(tx)
-		if err != nil {
-			return err
-		}
-		if t.serials.Get([]byte(r.Serial)) != nil {
+		if recs.Get(keys.key) != nil {
 			return storage.ErrExists
 		}
-		return t.putAll([]serialKeys{newSerialKeys(r, record)})
+		if err := recs.Put(keys.key, keys.val); err != nil {
+			return err
+		}
+		return ids.Put(keys.idKey, nil)
 	}
 }

@@ -13,29 +13,31 @@
 //
 // # Layout
 //
-// Every record is JSON, under these buckets:
+// Entries, keys, revocations and clients are JSON; serial records, which
+// grow with issuance, are compact binary (see records.go). The buckets:
 //
-//	meta               "schema_version" → decimal version of the layout;
-//	                   "crl_number" → the last CRL number handed out (8 bytes)
-//	entries            entry id → storage.Entry
-//	keys               key id → storage.Key
-//	serials            serial hex → storage.Serial
-//	serials_by_id      spiffe id, 0x00, serial → not_after (12 bytes)
-//	serials_by_expiry  not_after (12 bytes), serial → spiffe id
-//	serials_log        sequence number (8 bytes) → storage.Serial
-//	revoked_ids        spiffe id → storage.Revocation (revoked or blocked IDs)
-//	revoked_serials    serial hex → storage.RevokedSerial (revoked certificates)
-//	clients            client id → storage.Client (OAuth clients; secret hashes only)
+//	meta                 "schema_version" → decimal version of the layout;
+//	                     "crl_number" → the last CRL number handed out (8 bytes)
+//	entries              entry id → storage.Entry
+//	keys                 key id → storage.Key
+//	serial_records       expiry second (8 bytes), sequence (8) → serial record
+//	serial_ids           spiffe id, 0x00, serial_records key → empty
+//	serial_reservations  not_after (12 bytes), sequence (8) → reserved serials
+//	revoked_ids          spiffe id → storage.Revocation (revoked or blocked IDs)
+//	revoked_serials      serial hex → storage.RevokedSerial (revoked certificates)
+//	clients              client id → storage.Client (OAuth clients; secret hashes only)
 //
-// serials_by_id and serials_by_expiry are indexes of serials, kept in the
-// same transaction as the record: SerialsFor is a prefix scan of
-// serials_by_id, and PruneSerials a range scan of serials_by_expiry. A
-// not_after key is the Unix second with its sign bit flipped, then the
-// nanosecond, both big-endian, so that byte order is time order.
-//
-// serials_log holds the serials recorded since the last fold, in the order
-// they were recorded; see below. SerialsFor reads it as well as the
-// indexes, and PruneSerials folds it first.
+// serial_records is keyed by when the certificate expires (NotAfter rounded
+// up to the second, then a sequence number), not by its random serial:
+// certificates issued together expire together, so inserts append to the
+// last pages of the tree (filled to 95%), and pruning deletes the first
+// keys, freeing whole pages that later inserts reuse. The file therefore
+// stops growing once serials expire as fast as they are issued. serial_ids
+// is the index revocation by ID needs: a prefix scan from the second of
+// now. There is no index by serial, which would take a random page write
+// per insert: RevokeSerial, an admin action, scans the keys. A time key is
+// the Unix second with its sign bit flipped, big-endian (not_after also
+// holds the nanosecond), so that byte order is time order.
 //
 // revoked_ids holds one record per revoked SPIFFE ID (when, why, by whom,
 // and whether the ID is blocked from further issuance); revoked_serials one
@@ -48,30 +50,30 @@
 // The layout has a version. Open creates it on a new (or zero-length) file,
 // upgrades an older one in one transaction, and refuses a newer one with an
 // error wrapping storage.ErrSchema that names both versions. Version 1 has
-// the entries, keys and serials buckets; version 2 adds revoked_ids and
-// revoked_serials; version 3 adds clients. A later layout adds its buckets
-// in a migration appended to the migrations table.
+// the entries and keys buckets and the first serial buckets (serials,
+// serials_by_id, serials_by_expiry, serials_log); version 2 adds
+// revoked_ids and revoked_serials; version 3 adds clients; version 4
+// replaces the first serial buckets with serial_records, serial_ids and
+// serial_reservations. A later layout adds its buckets in a migration
+// appended to the migrations table.
 //
 // # Durability and group commit
 //
 // Every method that writes returns after its transaction is on disk
-// (fdatasync), unless Options.NoSync is set. RecordSerial runs once per
-// issued certificate, so it does not commit on its own: callers queue their
-// records, and one goroutine, the committer, writes everything queued in one
-// transaction while the previous one is being synced. A lone caller is
+// (fdatasync), unless Options.NoSync is set. Serial records are written by
+// one goroutine, the committer, which writes everything queued in one
+// transaction while the previous one is being synced: a lone caller is
 // committed at once, with no timer; N concurrent callers share about one
-// sync.
+// sync. RecordSerial waits for its record's commit. BindSerial, the
+// authority's path, only queues the record: its serial was reserved
+// durably beforehand (ReserveSerials, one sync per block of serials), and
+// after a crash RevokeUnbound revokes every reserved serial whose record
+// was lost. SerialsFor, RevokeID and RevokeSerial first wait for the queue,
+// so revocation finds every record queued before it.
 //
-// Serials are random, so inserting one into the serials and serials_by_id
-// B+trees rewrites about one page of each, and a transaction of N records
-// writes about 2N pages. The committer therefore only appends to
-// serials_log, whose keys are sequential: a batch fills a page or two. Every
-// 1024 records it moves the log into the indexed buckets in one
-// transaction, in key order, where records share pages. That costs a pause
-// of tens of milliseconds for the callers queued meanwhile, and takes about
-// half the bytes written and the CPU time per record of indexing each batch
-// directly. The committer keeps the log's records in memory as well, so
-// folding decodes nothing.
+// The freelist is stored on every commit (bbolt's hashmap freelist, which
+// allocates runs of pages without sorting): with pruning freeing pages at
+// the front as inserts use them, it stays a few kilobytes.
 //
 // # Damaged files
 //

@@ -77,6 +77,9 @@ func (s *Store) RevokeID(ctx context.Context, r storage.Revocation, now time.Tim
 // record unchanged and an error wrapping storage.ErrExists.
 func (s *Store) RevokeSerial(ctx context.Context, serial, reason string, adminUID uint32, now time.Time) (storage.RevokedSerial, error) {
 	var out storage.RevokedSerial
+	if err := s.flush(ctx); err != nil { // bindings still queued
+		return out, err
+	}
 	err := s.update(ctx, func(tx *bolt.Tx) error {
 		rs, err := bucket(tx, bucketRevokedSerials)
 		if err != nil {
@@ -99,40 +102,6 @@ func (s *Store) RevokeSerial(ctx context.Context, serial, reason string, adminUI
 		return putRevokedSerials(tx, []storage.RevokedSerial{out})
 	})
 	return out, err
-}
-
-// lookupSerial finds a serial record in the indexed bucket or, if it was
-// recorded recently, in the log not folded yet.
-func lookupSerial(tx *bolt.Tx, serial string) (storage.Serial, error) {
-	t, err := serialBuckets(tx)
-	if err != nil {
-		return storage.Serial{}, err
-	}
-	if val := t.serials.Get([]byte(serial)); val != nil {
-		return decodeSerial([]byte(serial), val)
-	}
-	log, err := bucket(tx, bucketSerialsLog)
-	if err != nil {
-		return storage.Serial{}, err
-	}
-	var found *storage.Serial
-	err = log.ForEach(func(k, v []byte) error {
-		r, err := decodeLogRecord(k, v)
-		if err != nil {
-			return err
-		}
-		if r.Serial == serial && found == nil {
-			found = &r
-		}
-		return nil
-	})
-	if err != nil {
-		return storage.Serial{}, err
-	}
-	if found == nil {
-		return storage.Serial{}, fmt.Errorf("storage/bbolt: serial %s: %w", serial, storage.ErrNotFound)
-	}
-	return *found, nil
 }
 
 func putRevokedSerials(tx *bolt.Tx, rs []storage.RevokedSerial) error {

@@ -1,7 +1,6 @@
 package bbolt
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -15,16 +14,15 @@ import (
 
 // Bucket names. See the package documentation for what each holds.
 var (
-	bucketMeta            = []byte("meta")
-	bucketEntries         = []byte("entries")
-	bucketKeys            = []byte("keys")
-	bucketSerials         = []byte("serials")
-	bucketSerialsByID     = []byte("serials_by_id")
-	bucketSerialsByExpiry = []byte("serials_by_expiry")
-	bucketSerialsLog      = []byte("serials_log")
-	bucketRevokedIDs      = []byte("revoked_ids")
-	bucketRevokedSerials  = []byte("revoked_serials")
-	bucketClients         = []byte("clients")
+	bucketMeta               = []byte("meta")
+	bucketEntries            = []byte("entries")
+	bucketKeys               = []byte("keys")
+	bucketSerialRecords      = []byte("serial_records")
+	bucketSerialIDs          = []byte("serial_ids")
+	bucketSerialReservations = []byte("serial_reservations")
+	bucketRevokedIDs         = []byte("revoked_ids")
+	bucketRevokedSerials     = []byte("revoked_serials")
+	bucketClients            = []byte("clients")
 
 	keySchemaVersion = []byte("schema_version")
 )
@@ -38,7 +36,7 @@ const schemaVersion = len(migrations)
 // empty file. To change the layout, append a migration.
 var migrations = [...]func(tx *bolt.Tx) error{
 	0: func(tx *bolt.Tx) error {
-		return createBuckets(tx, bucketEntries, bucketKeys, bucketSerials, bucketSerialsByID, bucketSerialsByExpiry, bucketSerialsLog)
+		return createBuckets(tx, bucketEntries, bucketKeys, bucketSerialsV1, bucketSerialsByIDV1, bucketSerialsByExpiryV1, bucketSerialsLogV1)
 	},
 	// Version 1 → 2: revocations by SPIFFE ID and by serial.
 	1: func(tx *bolt.Tx) error {
@@ -48,10 +46,13 @@ var migrations = [...]func(tx *bolt.Tx) error{
 	2: func(tx *bolt.Tx) error {
 		return createBuckets(tx, bucketClients)
 	},
+	// Version 3 → 4: serial records keyed by expiry in a compact binary
+	// form, indexed by SPIFFE ID, and reservations of serials.
+	3: migrateSerialsV4,
 }
 
 // buckets are the buckets the current schema needs.
-var buckets = [][]byte{bucketMeta, bucketEntries, bucketKeys, bucketSerials, bucketSerialsByID, bucketSerialsByExpiry, bucketSerialsLog, bucketRevokedIDs, bucketRevokedSerials, bucketClients}
+var buckets = [][]byte{bucketMeta, bucketEntries, bucketKeys, bucketSerialRecords, bucketSerialIDs, bucketSerialReservations, bucketRevokedIDs, bucketRevokedSerials, bucketClients}
 
 func createBuckets(tx *bolt.Tx, names ...[]byte) error {
 	for _, name := range names {
@@ -120,15 +121,8 @@ func (s *Store) setup() (map[string]int, error) {
 			}
 			counts[string(name)] = n
 		}
-		// Load the records waiting in the log; a damaged one is left
-		// there, and reported when it is read.
-		return tx.Bucket(bucketSerialsLog).ForEach(func(k, v []byte) error {
-			if r, err := decodeLogRecord(k, v); err == nil {
-				s.logQueue = append(s.logQueue, loggedSerial{bytes.Clone(k), newSerialKeys(r, bytes.Clone(v))})
-				s.logged[r.Serial] = struct{}{}
-			}
-			return nil
-		})
+		s.ownReservations = tx.Bucket(bucketSerialReservations).Sequence() + 1
+		return nil
 	})
 	if err != nil {
 		return nil, err

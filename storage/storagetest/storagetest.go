@@ -36,6 +36,10 @@ type Store interface {
 	ListEntries(ctx context.Context) ([]storage.Entry, error)
 	DeleteEntry(ctx context.Context, id string) error
 	RecordSerial(ctx context.Context, r storage.Serial) error
+	BindSerial(ctx context.Context, r storage.Serial) error
+	ReserveSerials(ctx context.Context, r storage.Reservation) error
+	ReleaseSerials(ctx context.Context, serials []string) error
+	RevokeUnbound(ctx context.Context, now time.Time, reason string) ([]storage.RevokedSerial, error)
 	SerialsFor(ctx context.Context, spiffeID string, now time.Time) ([]storage.Serial, error)
 	PruneSerials(ctx context.Context, expiredBefore time.Time) (int, error)
 	PutKey(ctx context.Context, k storage.Key) error
@@ -78,6 +82,9 @@ func Run(t *testing.T, open func(t *testing.T) Store) {
 		{"Serial/Concurrent", testSerialConcurrent},
 		{"Serial/Prune", testSerialPrune},
 		{"Serial/PruneMany", testSerialPruneMany},
+		{"Serial/BindVisible", testBindVisible},
+		{"Reservation/Invalid", testReservationInvalid},
+		{"Reservation/RecoverOwn", testRecoverOwn},
 		{"Key/PutList", testKeyPutList},
 		{"Key/Invalid", testKeyInvalid},
 		{"Revocation/ID", testRevokeID},
@@ -545,6 +552,10 @@ func calls(ctx context.Context, s Store) map[string]error {
 	_, errs["ListEntries"] = s.ListEntries(ctx)
 	errs["DeleteEntry"] = s.DeleteEntry(ctx, "e1")
 	errs["RecordSerial"] = s.RecordSerial(ctx, serial(99, "spiffe://example.org/web", t0))
+	_, errs["RevokeUnbound"] = s.RevokeUnbound(ctx, t0, "crash")
+	errs["ReserveSerials"] = s.ReserveSerials(ctx, storage.Reservation{Serials: []string{"98"}, NotAfter: t0})
+	errs["BindSerial"] = s.BindSerial(ctx, serial(98, "spiffe://example.org/web", t0))
+	errs["ReleaseSerials"] = s.ReleaseSerials(ctx, []string{"98"})
 	_, errs["SerialsFor"] = s.SerialsFor(ctx, "spiffe://example.org/web", t0)
 	_, errs["PruneSerials"] = s.PruneSerials(ctx, t0.Add(time.Hour))
 	errs["PutKey"] = s.PutKey(ctx, storage.Key{ID: "k9", State: storage.KeyActive})
@@ -891,5 +902,255 @@ func testClientInvalid(t *testing.T, s Store) {
 	}
 	if got, err := s.ListClients(ctx); err != nil || len(got) != 0 {
 		t.Errorf("invalid clients were stored: %+v, %v", got, err)
+	}
+}
+
+// testBindVisible: a record queued by BindSerial is seen at once by
+// SerialsFor, RevokeSerial and RevokeID, durable or not: revocation by ID
+// must find every certificate that left the authority.
+func testBindVisible(t *testing.T, s Store) {
+	ctx := t.Context()
+	web := "spiffe://example.org/web"
+	var want []string
+	for i := range 50 {
+		r := serial(i, web, t0.Add(time.Hour))
+		if err := s.BindSerial(ctx, r); err != nil {
+			t.Fatalf("BindSerial: %v", err)
+		}
+		want = append(want, r.Serial)
+	}
+	got, err := s.SerialsFor(ctx, web, t0)
+	if err != nil || !slices.Equal(serialIDs(got), want) {
+		t.Fatalf("SerialsFor right after BindSerial = %d serials, %v; want %d", len(got), err, len(want))
+	}
+	if err := s.BindSerial(ctx, serial(100, web, t0.Add(time.Hour))); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := s.RevokeSerial(ctx, fmt.Sprintf("%032x", 100), "", 0, t0); err != nil || r.SPIFFEID != web {
+		t.Fatalf("RevokeSerial right after BindSerial = %+v, %v", r, err)
+	}
+	if err := s.BindSerial(ctx, serial(101, web, t0.Add(time.Hour))); err != nil {
+		t.Fatal(err)
+	}
+	// 52 serials of web, one (100) revoked already: 51 are newly revoked.
+	revoked, err := s.RevokeID(ctx, storage.Revocation{SPIFFEID: web, RevokedAt: t0}, t0)
+	if err != nil || len(revoked) != 51 {
+		t.Fatalf("RevokeID right after BindSerial revoked %d, %v; want 51", len(revoked), err)
+	}
+	r := serial(1, web, t0)
+	r.Serial = "ABC"
+	if err := s.BindSerial(ctx, r); !errors.Is(err, storage.ErrInvalid) {
+		t.Errorf("BindSerial(upper-case serial) = %v, want ErrInvalid", err)
+	}
+}
+
+func testReservationInvalid(t *testing.T, s Store) {
+	ctx := t.Context()
+	for name, r := range map[string]storage.Reservation{
+		"no serials":      {NotAfter: t0},
+		"bad serial":      {Serials: []string{"0a", "0X"}, NotAfter: t0},
+		"empty serial":    {Serials: []string{""}, NotAfter: t0},
+		"no not_after":    {Serials: []string{"0a"}},
+		"too many":        {Serials: make([]string, storage.MaxReservation+1), NotAfter: t0},
+		"serial too long": {Serials: []string{fmt.Sprintf("%041x", 1)}, NotAfter: t0},
+	} {
+		if err := s.ReserveSerials(ctx, r); !errors.Is(err, storage.ErrInvalid) {
+			t.Errorf("ReserveSerials(%s) = %v, want ErrInvalid", name, err)
+		}
+	}
+}
+
+// testRecoverOwn: RevokeUnbound looks only at reservations of an earlier
+// run, never at those made through the same store.
+func testRecoverOwn(t *testing.T, s Store) {
+	ctx := t.Context()
+	if err := s.ReserveSerials(ctx, storage.Reservation{Serials: []string{"0a", "0b"}, NotAfter: t0.Add(time.Hour)}); err != nil {
+		t.Fatalf("ReserveSerials: %v", err)
+	}
+	if got, err := s.RevokeUnbound(ctx, t0, "crash"); err != nil || len(got) != 0 {
+		t.Fatalf("RevokeUnbound of this run's reservation = %v, %v; want none", got, err)
+	}
+}
+
+// RunCrash checks what a store keeps across a crash. open opens the store
+// kept in dir, creating it when dir is empty; crash ends a store as a
+// killed process would: what it had queued in memory is lost, and it is
+// not closed cleanly. RunCrash closes the stores it reopens.
+func RunCrash(t *testing.T, open func(t *testing.T, dir string) Store, crash func(t *testing.T, s Store)) {
+	for _, tc := range []struct {
+		name string
+		fn   func(t *testing.T, open func() Store, crash func(Store))
+	}{
+		{"Reservation/RecoverAfterCrash", testRecoverAfterCrash},
+		{"Reservation/CleanClose", testReservationCleanClose},
+		{"Reservation/Pruned", testReservationPruned},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			var last Store
+			t.Cleanup(func() {
+				if last != nil {
+					_ = last.Close()
+				}
+			})
+			reopen := func() Store {
+				t.Helper()
+				last = open(t, dir)
+				return last
+			}
+			tc.fn(t, reopen, func(s Store) { crash(t, s); last = nil })
+		})
+	}
+}
+
+func hexes(from, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("%032x", from+i)
+	}
+	return out
+}
+
+// testRecoverAfterCrash: after a crash, every reserved serial is either
+// found by SerialsFor (its binding was written) or revoked until the
+// reservation's NotAfter; serials bound durably, released, or of an
+// expired reservation are not revoked.
+func testRecoverAfterCrash(t *testing.T, open func() Store, crash func(Store)) {
+	ctx := t.Context()
+	web := "spiffe://example.org/web"
+	live := hexes(1, 6)     // reserved until t0+1h
+	expired := hexes(20, 2) // reserved until t0-1m
+	s := open()
+	if got, err := s.RevokeUnbound(ctx, t0, "crash"); err != nil || len(got) != 0 {
+		t.Fatalf("RevokeUnbound on a new store = %v, %v", got, err)
+	}
+	for _, r := range []storage.Reservation{{Serials: live, NotAfter: t0.Add(time.Hour)}, {Serials: expired, NotAfter: t0.Add(-time.Minute)}} {
+		if err := s.ReserveSerials(ctx, r); err != nil {
+			t.Fatalf("ReserveSerials: %v", err)
+		}
+	}
+	durable := serial(1, web, t0.Add(30*time.Minute))
+	mustRecord(t, s, durable) // live[0]
+	queued := serial(2, web, t0.Add(30*time.Minute))
+	if err := s.BindSerial(ctx, queued); err != nil { // live[1]: may or may not be written
+		t.Fatal(err)
+	}
+	if err := s.ReleaseSerials(ctx, live[5:]); err != nil { // live[5]: never used
+		t.Fatal(err)
+	}
+	// live[2], live[3], live[4]: handed out, never bound.
+	crash(s)
+
+	s = open()
+	got, err := s.RevokeUnbound(ctx, t0, "reserved before a crash")
+	if err != nil {
+		t.Fatalf("RevokeUnbound: %v", err)
+	}
+	bound, err := s.SerialsFor(ctx, web, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	revoked := map[string]storage.RevokedSerial{}
+	for _, r := range got {
+		revoked[r.Serial] = r
+		if !r.NotAfter.Equal(t0.Add(time.Hour)) || !r.RevokedAt.Equal(t0) || r.Reason != "reserved before a crash" {
+			t.Errorf("revoked %+v; want NotAfter t0+1h, RevokedAt t0, the reason given", r)
+		}
+	}
+	boundSet := map[string]bool{}
+	for _, r := range bound {
+		boundSet[r.Serial] = true
+	}
+	for i, sr := range live[:5] {
+		_, rev := revoked[sr]
+		switch {
+		case i == 0 && (rev || !boundSet[sr]):
+			t.Errorf("durably recorded serial %s: revoked %v, found %v; want found only", sr, rev, boundSet[sr])
+		case rev == boundSet[sr]:
+			t.Errorf("serial %s: revoked %v, found by SerialsFor %v; want exactly one", sr, rev, boundSet[sr])
+		case i >= 2 && !rev:
+			t.Errorf("unbound serial %s was not revoked", sr)
+		}
+	}
+	for _, sr := range append(live[5:], expired...) {
+		if _, ok := revoked[sr]; ok {
+			t.Errorf("serial %s (released, or of an expired reservation) was revoked", sr)
+		}
+	}
+	_, list, err := s.ListRevocations(ctx)
+	if err != nil || len(list) != len(got) {
+		t.Errorf("ListRevocations = %d serials, %v; want the %d revoked", len(list), err, len(got))
+	}
+	// Done once: a second start revokes nothing more.
+	crash(s)
+	s = open()
+	if again, err := s.RevokeUnbound(ctx, t0, "crash"); err != nil || len(again) != 0 {
+		t.Errorf("second RevokeUnbound = %v, %v; want none", again, err)
+	}
+}
+
+// testReservationCleanClose: bindings queued before Close are written, and
+// with the unused serials released nothing is revoked at the next start.
+func testReservationCleanClose(t *testing.T, open func() Store, _ func(Store)) {
+	ctx := t.Context()
+	web := "spiffe://example.org/web"
+	s := open()
+	if _, err := s.RevokeUnbound(ctx, t0, "crash"); err != nil {
+		t.Fatal(err)
+	}
+	reserved := hexes(1, 100)
+	if err := s.ReserveSerials(ctx, storage.Reservation{Serials: reserved, NotAfter: t0.Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 60 {
+		if err := s.BindSerial(ctx, serial(1+i, web, t0.Add(time.Minute))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.ReleaseSerials(ctx, reserved[60:]); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = open()
+	if got, err := s.RevokeUnbound(ctx, t0, "crash"); err != nil || len(got) != 0 {
+		t.Errorf("RevokeUnbound after a clean close = %v, %v; want none", got, err)
+	}
+	if got, err := s.SerialsFor(ctx, web, t0); err != nil || len(got) != 60 {
+		t.Errorf("SerialsFor after a clean close = %d, %v; want 60", len(got), err)
+	}
+}
+
+// testReservationPruned: PruneSerials drops reservations that expired, so
+// a later start does not revoke their serials.
+func testReservationPruned(t *testing.T, open func() Store, crash func(Store)) {
+	ctx := t.Context()
+	s := open()
+	if _, err := s.RevokeUnbound(ctx, t0, "crash"); err != nil {
+		t.Fatal(err)
+	}
+	for i, at := range []time.Time{t0, t0.Add(time.Hour)} {
+		if err := s.ReserveSerials(ctx, storage.Reservation{Serials: hexes(10*i, 3), NotAfter: at}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.PruneSerials(ctx, t0.Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	crash(s)
+	s = open()
+	got, err := s.RevokeUnbound(ctx, t0.Add(-time.Hour), "crash")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ids := func() []string {
+		var out []string
+		for _, r := range got {
+			out = append(out, r.Serial)
+		}
+		return out
+	}(); !slices.Equal(ids, hexes(10, 3)) {
+		t.Errorf("RevokeUnbound after pruning revoked %v, want only %v", ids, hexes(10, 3))
 	}
 }
