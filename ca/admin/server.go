@@ -12,10 +12,10 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
-	"golang.org/x/sys/unix"
 
 	"github.com/badge-dev/badge/ca"
 	"github.com/badge-dev/badge/internal/jsonout"
+	"github.com/badge-dev/badge/internal/localtrust"
 	"github.com/badge-dev/badge/internal/logkey"
 	"github.com/badge-dev/badge/storage"
 )
@@ -117,24 +117,13 @@ func (s *Server) Serve(l net.Listener) error {
 // Shutdown stops accepting and waits for requests in flight, until ctx is done.
 func (s *Server) Shutdown(ctx context.Context) error { return s.http.Shutdown(ctx) }
 
+// peerUID is the uid of the process that connected (SO_PEERCRED).
 func peerUID(c net.Conn) (uint32, error) {
-	uc, ok := c.(*net.UnixConn)
-	if !ok {
-		return 0, errors.New("admin API: not a Unix socket connection")
-	}
-	raw, err := uc.SyscallConn()
+	uid, err := localtrust.PeerUID(c)
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("admin API: reading peer credentials: %w", err)
 	}
-	var cred *unix.Ucred
-	var credErr error
-	if err := raw.Control(func(fd uintptr) { cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED) }); err != nil {
-		return 0, err
-	}
-	if credErr != nil {
-		return 0, fmt.Errorf("admin API: reading peer credentials: %w", credErr)
-	}
-	return cred.Uid, nil
+	return uid, nil
 }
 
 // authorize serves only root and the allowed uids, and writes the audit
