@@ -689,7 +689,7 @@ func TestHashCache(t *testing.T) {
 	}
 
 	t.Run("settled file is hashed once", func(t *testing.T) {
-		a := New(Config{ProcRoot: root, Now: later})
+		a := New(Config{ProcRoot: root, Time: later})
 		want := fileSHA256(t, bin)
 		for range 3 {
 			if got := hash(a); got != want {
@@ -726,7 +726,7 @@ func TestHashCache(t *testing.T) {
 	})
 
 	t.Run("concurrent first attestations hash once", func(t *testing.T) {
-		a := New(Config{ProcRoot: root, Now: later})
+		a := New(Config{ProcRoot: root, Time: later})
 		var wg sync.WaitGroup
 		for range 16 {
 			wg.Go(func() {
@@ -752,7 +752,7 @@ func TestHashCache(t *testing.T) {
 func TestNameCache(t *testing.T) {
 	_, p := selfPeer(t)
 	now := time.Now()
-	a := New(Config{Now: func() time.Time { return now }})
+	a := New(Config{Time: func() time.Time { return now }})
 	attest := func() Set {
 		t.Helper()
 		set, err := a.Attest(p, KindUser|KindGroup)
@@ -823,7 +823,7 @@ func BenchmarkAttest(b *testing.B) {
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			_, p := selfPeer(b)
-			a := New(Config{Now: settled})
+			a := New(Config{Time: settled})
 			if _, err := a.Attest(p, bc.kinds); err != nil {
 				b.Fatal(err)
 			}
@@ -839,7 +839,7 @@ func BenchmarkAttest(b *testing.B) {
 
 func BenchmarkAttestHashCacheHit(b *testing.B) {
 	_, p := selfPeer(b)
-	a := New(Config{Now: settled})
+	a := New(Config{Time: settled})
 	if _, err := a.Attest(p, KindSHA256); err != nil {
 		b.Fatal(err)
 	}

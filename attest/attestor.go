@@ -66,10 +66,10 @@ type Config struct {
 	// because the server may not read them. Nil discards it.
 	Logger *slog.Logger
 
-	// Now returns the current time; nil means time.Now. It drives name
+	// Time returns the current time; nil means time.Now. It drives name
 	// cache expiry, the hashing budget, and decides when an executable's
 	// hash may be cached.
-	Now func() time.Time
+	Time func() time.Time
 }
 
 const (
@@ -117,7 +117,7 @@ func New(cfg Config) *Attestor {
 		procRoot: cfg.ProcRoot,
 		nameTTL:  cfg.NameTTL,
 		maxExe:   cfg.MaxExecutableSize,
-		now:      cfg.Now,
+		now:      cfg.Time,
 	}
 	if a.procRoot == "" {
 		a.procRoot = "/proc"

@@ -26,7 +26,7 @@ func TestHashBudget(t *testing.T) {
 		// The file was just written, so its hash is never cached: each
 		// attestation hashes it again, as after a touch.
 		now := time.Now()
-		a := New(Config{ProcRoot: root, HashBudget: 500 << 10, MaxExecutableSize: 400 << 10, Now: func() time.Time { return now }})
+		a := New(Config{ProcRoot: root, HashBudget: 500 << 10, MaxExecutableSize: 400 << 10, Time: func() time.Time { return now }})
 		if _, err := a.Attest(p, KindSHA256); err != nil {
 			t.Fatalf("first hash: %v", err)
 		}
@@ -53,7 +53,7 @@ func TestHashBudget(t *testing.T) {
 	})
 
 	t.Run("settled executable is cached, not charged", func(t *testing.T) {
-		a := New(Config{ProcRoot: root, HashBudget: 300 << 10, MaxExecutableSize: 300 << 10, Now: settled})
+		a := New(Config{ProcRoot: root, HashBudget: 300 << 10, MaxExecutableSize: 300 << 10, Time: settled})
 		for range 10 {
 			if _, err := a.Attest(p, KindSHA256); err != nil {
 				t.Fatal(err)

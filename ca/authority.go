@@ -13,6 +13,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/badge-dev/badge/internal/logkey"
 	"github.com/badge-dev/badge/storage"
 )
 
@@ -196,6 +197,10 @@ type Authority struct {
 
 	snap atomic.Pointer[Snapshot]
 
+	// jwtCache holds the JWT-SVIDs handed out again until half their life
+	// (see SignJWTSVID); snapshots hold no caches.
+	jwtCache jwtCache
+
 	// prune is the clock pruning trusts.
 	prune pruneClock
 	// serials are the reserved serial numbers not used yet.
@@ -237,8 +242,8 @@ func New(ctx context.Context, cfg Config) (*Authority, error) {
 	}
 	a.publishLocked()
 	a.log.Info("authority ready",
-		slog.String(LogTrustDomain, cfg.TrustDomain.String()),
-		slog.Int(LogCount, len(entries)),
+		slog.String(logkey.TrustDomain, cfg.TrustDomain.String()),
+		slog.Int(logkey.Count, len(entries)),
 		slog.String("root_expires", keys.root.cert.NotAfter.UTC().Format(time.RFC3339)),
 		slog.String("intermediate_expires", keys.current().cert.NotAfter.UTC().Format(time.RFC3339)))
 
@@ -291,7 +296,7 @@ func (a *Authority) rotateLoop() {
 		if err := a.rotateIntermediate(context.Background()); err != nil {
 			// Keep serving with the current intermediate; it is valid for
 			// another half of its life. Try again in a minute.
-			a.log.Error("intermediate rotation failed", slog.Any(LogError, err))
+			a.log.Error("intermediate rotation failed", slog.Any(logkey.Error, err))
 			select {
 			case <-a.stop:
 				return
@@ -317,7 +322,7 @@ func (a *Authority) rotateIntermediate(ctx context.Context) error {
 	}
 	a.revocations = state
 	a.publishLocked()
-	a.log.Info("intermediate CA rotated", slog.String(LogKeyID, k.id),
+	a.log.Info("intermediate CA rotated", slog.String(logkey.KeyID, k.id),
 		slog.String("expires", k.cert.NotAfter.UTC().Format(time.RFC3339)))
 	return nil
 }
@@ -337,23 +342,23 @@ func (a *Authority) pruneLoop() {
 			err := a.refreshRevocationsLocked(context.Background())
 			a.mu.Unlock()
 			if err != nil {
-				a.log.Error("refreshing the revocation list failed", slog.Any(LogError, err))
+				a.log.Error("refreshing the revocation list failed", slog.Any(logkey.Error, err))
 			}
 			continue
 		case <-t.C:
 		}
 		n, err := a.pruneSerials(context.Background())
 		if err != nil {
-			a.log.Error("pruning expired serials failed", slog.Any(LogError, err))
+			a.log.Error("pruning expired serials failed", slog.Any(logkey.Error, err))
 			continue
 		}
 		if n > 0 {
-			a.log.Debug("pruned expired serials", slog.Int(LogCount, n))
+			a.log.Debug("pruned expired serials", slog.Int(logkey.Count, n))
 		}
 		if n, err := a.pruneJoinTokens(context.Background()); err != nil {
-			a.log.Error("pruning expired join tokens failed", slog.Any(LogError, err))
+			a.log.Error("pruning expired join tokens failed", slog.Any(logkey.Error, err))
 		} else if n > 0 {
-			a.log.Debug("pruned expired join tokens", slog.Int(LogCount, n))
+			a.log.Debug("pruned expired join tokens", slog.Int(logkey.Count, n))
 		}
 	}
 }

@@ -361,7 +361,7 @@ func TestRevocationsSurviveClockSteps(t *testing.T) {
 			if _, err := b.pruneSerials(ctx); err != nil {
 				t.Fatal(err)
 			}
-			env.clock.Step(-env.clock.steps) // the clock is set right again
+			env.clock.Step(-env.clock.Steps()) // the clock is set right again
 
 			snap = b.Snapshot()
 			if err := snap.CheckRevocation(X509Credential(cert.ID, cert.Serial)); !errors.Is(err, ErrRevoked) {

@@ -32,7 +32,7 @@
 // JWT-SVIDs are signed with an ES256 key kept like the CA keys (kind "jwt",
 // kid the RFC 7638 thumbprint) and published as a JWK Set per snapshot
 // ([Snapshot.JWKS]); [Authority.SignJWTSVID] caches a token per entry
-// revision and audience list until half its life, and
+// revision, audience list and signing key until half its life, and
 // [Authority.ValidateJWTSVID] refuses, with a [TokenError] naming the
 // reason, what the SPIFFE JWT-SVID specification refuses and tokens of IDs
 // revoked since they were issued. OAuth clients ([Authority.CreateClient])

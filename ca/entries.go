@@ -14,6 +14,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/badge-dev/badge/attest"
+	"github.com/badge-dev/badge/internal/logkey"
 	"github.com/badge-dev/badge/storage"
 )
 
@@ -28,7 +29,7 @@ const (
 
 // ErrInvalid is matched (with errors.Is) by every error that rejects a
 // request field; the error itself is an *InvalidError naming the field.
-var ErrInvalid = errors.New("invalid request")
+var ErrInvalid = errors.New("ca: invalid request")
 
 // InvalidError says which field of a request is not acceptable and why.
 type InvalidError struct {
@@ -73,7 +74,7 @@ func (a *Authority) CreateEntry(ctx context.Context, req EntryRequest) (storage.
 	defer a.mu.Unlock()
 	for _, old := range a.entries {
 		if old.SPIFFEID == e.SPIFFEID && slices.Equal(old.Selectors, e.Selectors) && slices.Equal(old.Nodes, e.Nodes) {
-			return storage.Entry{}, fmt.Errorf("entry %s already registers %s with these selectors%s: %w", old.ID, e.SPIFFEID, nodesPhrase(e.Nodes), storage.ErrExists)
+			return storage.Entry{}, fmt.Errorf("ca: entry %s already registers %s with these selectors%s: %w", old.ID, e.SPIFFEID, nodesPhrase(e.Nodes), storage.ErrExists)
 		}
 	}
 	e.ID, err = newEntryID()
@@ -83,13 +84,13 @@ func (a *Authority) CreateEntry(ctx context.Context, req EntryRequest) (storage.
 	e.CreatedAt = a.cfg.Time().UTC()
 	e.Revision = 1
 	if err := a.store.CreateEntry(ctx, e); err != nil {
-		return storage.Entry{}, fmt.Errorf("storing entry: %w", err)
+		return storage.Entry{}, fmt.Errorf("ca: storing entry: %w", err)
 	}
 	a.entries = append(slices.Clone(a.entries), e)
 	slices.SortStableFunc(a.entries, compareEntries)
 	a.publishLocked()
-	a.log.Info("entry created", slog.String(LogEntryID, e.ID), slog.String(LogSPIFFEID, e.SPIFFEID),
-		slog.Any(LogSelectors, e.Selectors), slog.Any("nodes", e.Nodes), slog.Bool(LogAudit, true))
+	a.log.Info("entry created", slog.String(logkey.EntryID, e.ID), slog.String(logkey.SPIFFEID, e.SPIFFEID),
+		slog.Any(logkey.Selectors, e.Selectors), slog.Any("nodes", e.Nodes), slog.Bool(logkey.Audit, true))
 	return e, nil
 }
 
@@ -100,13 +101,13 @@ func (a *Authority) DeleteEntry(ctx context.Context, id string) error {
 	defer a.mu.Unlock()
 	if err := a.store.DeleteEntry(ctx, id); err != nil {
 		if errors.Is(err, storage.ErrNotFound) {
-			return fmt.Errorf("entry %q: %w", id, err)
+			return fmt.Errorf("ca: entry %q: %w", id, err)
 		}
-		return fmt.Errorf("deleting entry %s: %w", id, err)
+		return fmt.Errorf("ca: deleting entry %s: %w", id, err)
 	}
 	a.entries = slices.DeleteFunc(slices.Clone(a.entries), func(e storage.Entry) bool { return e.ID == id })
 	a.publishLocked()
-	a.log.Info("entry deleted", slog.String(LogEntryID, id), slog.Bool(LogAudit, true))
+	a.log.Info("entry deleted", slog.String(logkey.EntryID, id), slog.Bool(logkey.Audit, true))
 	return nil
 }
 
@@ -114,7 +115,7 @@ func (a *Authority) DeleteEntry(ctx context.Context, id string) error {
 func (a *Authority) GetEntry(ctx context.Context, id string) (storage.Entry, error) {
 	e, err := a.store.GetEntry(ctx, id)
 	if err != nil {
-		return storage.Entry{}, fmt.Errorf("entry %q: %w", id, err)
+		return storage.Entry{}, fmt.Errorf("ca: entry %q: %w", id, err)
 	}
 	return e, nil
 }
@@ -277,7 +278,7 @@ func compareEntries(a, b storage.Entry) int {
 func newEntryID() (string, error) {
 	var b [8]byte
 	if _, err := rand.Read(b[:]); err != nil {
-		return "", fmt.Errorf("generating entry id: %w", err)
+		return "", fmt.Errorf("ca: generating entry id: %w", err)
 	}
 	return hex.EncodeToString(b[:]), nil
 }

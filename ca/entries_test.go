@@ -188,9 +188,7 @@ func TestCreateEntryCanonical(t *testing.T) {
 			if !sameEntry(got, e) {
 				t.Errorf("stored %+v, returned %+v", got, e)
 			}
-			select {
-			case <-old.Done():
-			default:
+			if !replaced(old) {
 				t.Error("creating an entry did not replace the snapshot")
 			}
 			if se := entryFor(t, a.Snapshot(), e.ID); se.ID.String() != e.SPIFFEID {
@@ -249,9 +247,7 @@ func TestDeleteEntry(t *testing.T) {
 	if err := a.DeleteEntry(ctx, gone); err != nil {
 		t.Fatalf("DeleteEntry: %v", err)
 	}
-	select {
-	case <-old.Done():
-	default:
+	if !replaced(old) {
 		t.Error("deleting an entry did not replace the snapshot")
 	}
 	if m := a.Snapshot().Match(set(t, "unix:uid:1")); len(m) != 1 || m[0].Record.ID != keep {

@@ -3,11 +3,11 @@ package ca
 import (
 	"context"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/badge-dev/badge/attest"
+	"github.com/badge-dev/badge/internal/testclock"
 	"github.com/badge-dev/badge/storage/bbolt"
 )
 
@@ -17,42 +17,15 @@ import (
 // these tests is the test's own call to rotateIntermediate.
 var testStart = time.Date(2041, time.March, 4, 5, 6, 7, 0, time.UTC)
 
-// clock is an injected Config.Time (the wall clock) and Config.Monotonic
-// that move only when told to: Advance moves both, Step only the wall
-// clock, as a clock set by hand or by a bad time source does.
-type clock struct {
-	mu    sync.Mutex
-	now   time.Time
-	steps time.Duration // sum of the wall-clock steps
-}
-
-func newClock() *clock { return &clock{now: testStart} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-// Monotonic is the time elapsed since testStart without the steps.
-func (c *clock) Monotonic() time.Duration {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now.Sub(testStart) - c.steps
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
-// Step moves the wall clock only.
-func (c *clock) Step(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-	c.steps += d
+// replaced reports whether s has been replaced by a newer snapshot: its
+// Done channel is closed. It does not wait.
+func replaced(s *Snapshot) bool {
+	select {
+	case <-s.Done():
+		return true
+	default:
+		return false
+	}
 }
 
 // openStore opens a real bbolt store in dir and closes it at the end of the test.
@@ -71,13 +44,13 @@ func openStore(tb testing.TB, dir string, noSync bool) *bbolt.Store {
 type testEnv struct {
 	store  *bbolt.Store
 	keyDir string
-	clock  *clock
+	clock  *testclock.Clock
 }
 
 func newEnv(tb testing.TB) *testEnv {
 	tb.Helper()
 	dir := tb.TempDir()
-	return &testEnv{store: openStore(tb, dir, true), keyDir: filepath.Join(dir, "keys"), clock: newClock()}
+	return &testEnv{store: openStore(tb, dir, true), keyDir: filepath.Join(dir, "keys"), clock: testclock.New(testStart)}
 }
 
 // config returns a Config on the environment with the fake clock; mod may

@@ -27,6 +27,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"go.step.sm/crypto/jose"
 
+	"github.com/badge-dev/badge/internal/logkey"
+	"github.com/badge-dev/badge/internal/untrusted"
 	"github.com/badge-dev/badge/storage"
 )
 
@@ -107,7 +109,7 @@ const (
 )
 
 // ErrTokenRefused is matched (with errors.Is) by every *TokenError.
-var ErrTokenRefused = errors.New("JWT-SVID refused")
+var ErrTokenRefused = errors.New("ca: JWT-SVID refused")
 
 // TokenError is the refusal of a JWT-SVID, with the reason.
 type TokenError struct {
@@ -140,15 +142,13 @@ type jwtKey struct {
 }
 
 // jwtKeySet holds the JWT keys of the trust domain: the one that signs and
-// every one that is published. Snapshots share it until a key changes. Its
-// keys are immutable; only the token cache changes.
+// every one that is published. Snapshots share it until a key changes. It
+// is immutable: the token cache belongs to the Authority.
 type jwtKeySet struct {
 	active *jwtKey
 	keys   map[string]*jwtKey // by kid, every published key
 	jwks   []byte             // RFC 7517 JWK Set of keys, in (CreatedAt, kid) order
 	bundle *jwtbundle.Bundle
-
-	cache jwtCache
 }
 
 // loadJWTKeys loads the JWT keys from recs (newest first) and the key
@@ -183,7 +183,7 @@ func loadJWTKeys(ctx context.Context, cfg *Config, recs []storage.Key) (*jwtKeyS
 		if err != nil {
 			return nil, err
 		}
-		cfg.Logger.Info("created JWT signing key", slog.String(LogKeyID, k.id),
+		cfg.Logger.Info("created JWT signing key", slog.String(logkey.KeyID, k.id),
 			slog.String("expires", k.rec.NotAfter.UTC().Format(time.RFC3339)))
 		active = k
 		keys = append(keys, k)
@@ -372,8 +372,9 @@ func (a *Authority) signJWT(s *Snapshot, id spiffeid.ID, ck jwtCacheKey, audienc
 	now := a.cfg.Time()
 	key := s.jwt.active
 	ck.aud = strings.Join(audience, "\x00")
+	ck.kid = key.id
 	// The cached token is handed out only while revocation would accept it.
-	if t := s.jwt.cache.get(ck); t != nil && now.Before(t.RefreshAt()) && a.Snapshot().CheckRevocation(JWTCredential(id, t.IssuedAt)) == nil {
+	if t := a.jwtCache.get(ck); t != nil && now.Before(t.RefreshAt()) && a.Snapshot().CheckRevocation(JWTCredential(id, t.IssuedAt)) == nil {
 		return t, nil
 	}
 
@@ -420,7 +421,7 @@ func (a *Authority) signJWT(s *Snapshot, id spiffeid.ID, ck jwtCacheKey, audienc
 		return nil, fmt.Errorf("ca: encoding JWT-SVID for %s: %w", id, err)
 	}
 	t := &JWTSVID{ID: id, EntryID: ck.entry, Token: token, KeyID: key.id, IssuedAt: iat, ExpiresAt: exp}
-	s.jwt.cache.put(ck, t, now)
+	a.jwtCache.put(ck, t, now)
 	return t, nil
 }
 
@@ -466,7 +467,7 @@ func (a *Authority) ValidateJWTSVID(s *Snapshot, token, audience string) (*JWTCl
 	}
 	id, err := spiffeid.FromString(unsafe.Subject)
 	if err != nil {
-		return nil, refuse(TokenMalformed, "sub %q is not a SPIFFE ID: %v", truncate(unsafe.Subject), err)
+		return nil, refuse(TokenMalformed, "sub %q is not a SPIFFE ID: %v", untrusted.Clip(unsafe.Subject), err)
 	}
 	if !id.MemberOf(s.td) {
 		return nil, refuse(TokenUntrusted, "sub %s is not in trust domain %s, the only one whose JWT bundle this server holds", id, s.td.Name())
@@ -476,7 +477,7 @@ func (a *Authority) ValidateJWTSVID(s *Snapshot, token, audience string) (*JWTCl
 	}
 	key, ok := s.jwt.keys[h.Kid]
 	if !ok {
-		return nil, refuse(TokenUnknownKey, "kid %q is not in the JWT bundle of %s", truncate(h.Kid), s.td.Name())
+		return nil, refuse(TokenUnknownKey, "kid %q is not in the JWT bundle of %s", untrusted.Clip(h.Kid), s.td.Name())
 	}
 	var c jwt.Claims
 	all := make(map[string]any)
@@ -494,11 +495,11 @@ func (a *Authority) ValidateJWTSVID(s *Snapshot, token, audience string) (*JWTCl
 	case c.IssuedAt != nil && c.IssuedAt.Time().After(now.Add(jwtIATFuture)):
 		return nil, refuse(TokenNotYetValid, "iat %s is in the future (now %s)", utc(c.IssuedAt.Time()), utc(now))
 	case c.Issuer != "" && c.Issuer != a.cfg.JWTIssuer:
-		return nil, refuse(TokenIssuer, "iss %q is not this server's issuer %q", truncate(c.Issuer), a.cfg.JWTIssuer)
+		return nil, refuse(TokenIssuer, "iss %q is not this server's issuer %q", untrusted.Clip(c.Issuer), a.cfg.JWTIssuer)
 	case len(c.Audience) == 0:
 		return nil, refuse(TokenMalformed, "no aud claim")
 	case audience != "" && !slices.Contains(c.Audience, audience):
-		return nil, refuse(TokenAudience, "%q is not among aud %q", truncate(audience), c.Audience)
+		return nil, refuse(TokenAudience, "%q is not among aud %q", untrusted.Clip(audience), c.Audience)
 	}
 	var iat time.Time
 	if c.IssuedAt != nil {
@@ -534,24 +535,18 @@ func peekHeader(token string) (jwtHeader, error) {
 
 func utc(t time.Time) string { return t.UTC().Format(time.RFC3339) }
 
-// truncate shortens a value taken from a token for an error message.
-func truncate(s string) string {
-	if len(s) > 64 {
-		return s[:64] + "..."
-	}
-	return s
-}
-
 // jwtCacheKey identifies the tokens one request would get: the entry at
-// one revision, and the audience list in order. The key is implied: the
-// cache belongs to one key set.
+// one revision, the audience list in order, and the key that signs. A new
+// snapshot with a new signing key (or a new entry revision) therefore
+// misses the tokens cached before it; revocation is checked on every hit.
 type jwtCacheKey struct {
 	entry    string
 	revision uint64
 	aud      string // audiences joined by NUL
+	kid      string // the signing key
 }
 
-// jwtCache holds the tokens signed with one key set, bounded in size.
+// jwtCache holds the tokens the Authority signed, bounded in size.
 type jwtCache struct {
 	mu sync.RWMutex
 	m  map[jwtCacheKey]*JWTSVID

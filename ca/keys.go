@@ -24,8 +24,9 @@ import (
 	"go.step.sm/crypto/pemutil"
 	"go.step.sm/crypto/x509util"
 
-	"github.com/badge-dev/badge/ca/internal/atomicfile"
-	"github.com/badge-dev/badge/ca/internal/localtrust"
+	"github.com/badge-dev/badge/internal/atomicfile"
+	"github.com/badge-dev/badge/internal/localtrust"
+	"github.com/badge-dev/badge/internal/logkey"
 	"github.com/badge-dev/badge/storage"
 )
 
@@ -63,8 +64,8 @@ func (ks *keySet) current() *caKey { return ks.inter }
 // loadKeys loads the active root and intermediate from the store and key
 // directory, creating whichever is missing, expired or past half its life.
 func loadKeys(ctx context.Context, cfg *Config) (*keySet, error) {
-	if err := MkdirPrivate(cfg.KeyDir); err != nil {
-		if errors.Is(err, ErrUntrustedPath) {
+	if err := localtrust.MkdirPrivate(cfg.KeyDir); err != nil {
+		if errors.Is(err, localtrust.ErrUntrustedPath) {
 			return nil, fmt.Errorf("ca: key directory %w", err)
 		}
 		return nil, fmt.Errorf("ca: creating key directory: %w", err)
@@ -92,7 +93,7 @@ func loadKeys(ctx context.Context, cfg *Config) (*keySet, error) {
 		if ks.root, err = createRoot(ctx, cfg); err != nil {
 			return nil, err
 		}
-		cfg.Logger.Info("created root CA", slog.String(LogKeyID, ks.root.id),
+		cfg.Logger.Info("created root CA", slog.String(logkey.KeyID, ks.root.id),
 			slog.String("expires", ks.root.cert.NotAfter.UTC().Format(time.RFC3339)))
 	}
 	for _, rec := range recs {
@@ -118,7 +119,7 @@ func loadKeys(ctx context.Context, cfg *Config) (*keySet, error) {
 		return nil, err
 	}
 	if left := ks.root.cert.NotAfter.Sub(now); left < 2*cfg.IntermediateTTL {
-		cfg.Logger.Warn("root CA expires soon", slog.String(LogKeyID, ks.root.id), slog.Duration("left", left))
+		cfg.Logger.Warn("root CA expires soon", slog.String(logkey.KeyID, ks.root.id), slog.Duration("left", left))
 	}
 	return ks, nil
 }
@@ -135,7 +136,7 @@ func (ks *keySet) rotate(ctx context.Context, cfg *Config) (*caKey, error) {
 		if err := cfg.Store.PutKey(ctx, old.rec); err != nil {
 			// The new key is recorded as active and is newer, so a restart
 			// still picks it; the stale state is only cosmetic.
-			cfg.Logger.Warn("recording retired intermediate failed", slog.String(LogKeyID, old.id), slog.Any(LogError, err))
+			cfg.Logger.Warn("recording retired intermediate failed", slog.String(logkey.KeyID, old.id), slog.Any(logkey.Error, err))
 		}
 	}
 	ks.inter = k
@@ -268,7 +269,7 @@ func readKeyFile(dir string, rec storage.Key, pub crypto.PublicKey) (crypto.Sign
 	}
 	if owner, uid := localtrust.OwnerOf(fi), uint32(os.Geteuid()); owner != uid {
 		return nil, fmt.Errorf("ca: %w: key file %s is owned by uid %d with mode %#o; it must be owned by uid %d, this server's",
-			ErrUntrustedPath, path, owner, fi.Mode().Perm(), uid)
+			localtrust.ErrUntrustedPath, path, owner, fi.Mode().Perm(), uid)
 	}
 	if fi.Mode().Perm()&0o077 != 0 {
 		return nil, fmt.Errorf("ca: key file %s has mode %#o; it must be readable by its owner only (chmod 600)", path, fi.Mode().Perm())

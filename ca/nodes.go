@@ -16,6 +16,8 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/badge-dev/badge/internal/logkey"
+	"github.com/badge-dev/badge/internal/untrusted"
 	"github.com/badge-dev/badge/storage"
 )
 
@@ -104,7 +106,7 @@ func (a *Authority) nodeStore() (NodeStore, error) {
 // field "node" naming the input.
 func ParseNodeName(s string) (string, error) {
 	if s == "" || len(s) > storage.MaxNodeNameLen {
-		return "", invalid("node", truncate(s), "a node name has 1 to %d characters", storage.MaxNodeNameLen)
+		return "", invalid("node", untrusted.Clip(s), "a node name has 1 to %d characters", storage.MaxNodeNameLen)
 	}
 	for label := range strings.SplitSeq(s, ".") {
 		if label == "" || len(label) > 63 {
@@ -134,7 +136,7 @@ func parseNodes(in []string) ([]string, error) {
 		return nil, nil
 	}
 	if len(in) > maxEntryNodes {
-		return nil, invalid("node", truncate(strings.Join(in, ",")), "more than %d nodes (use %q for every node)", maxEntryNodes, AllNodes)
+		return nil, invalid("node", untrusted.Clip(strings.Join(in, ",")), "more than %d nodes (use %q for every node)", maxEntryNodes, AllNodes)
 	}
 	if slices.Contains(in, AllNodes) {
 		for _, n := range in {
@@ -206,8 +208,8 @@ func (a *Authority) CreateJoinToken(ctx context.Context, req JoinTokenRequest) (
 	if err := ns.CreateJoinToken(ctx, j); err != nil {
 		return storage.JoinToken{}, "", fmt.Errorf("storing join token: %w", err)
 	}
-	a.log.Info("join token created", slog.String(LogNode, name), slog.Time("expires_at", j.ExpiresAt),
-		slog.Int(LogAdminUID, int(req.AdminUID)), slog.Bool(LogAudit, true))
+	a.log.Info("join token created", slog.String(logkey.Node, name), slog.Time("expires_at", j.ExpiresAt),
+		slog.Int(logkey.AdminUID, int(req.AdminUID)), slog.Bool(logkey.Audit, true))
 	return j, token, nil
 }
 
@@ -234,7 +236,7 @@ func (a *Authority) ConsumeJoinToken(ctx context.Context, token string) (storage
 		return storage.Node{}, err
 	}
 	if token == "" || len(token) > MaxJoinTokenLen {
-		a.log.Warn("join token refused", slog.String("reason", "malformed"), slog.Bool(LogAudit, true))
+		a.log.Warn("join token refused", slog.String("reason", "malformed"), slog.Bool(logkey.Audit, true))
 		return storage.Node{}, fmt.Errorf("%w: %w: a join token has 1 to %d bytes", ErrJoinTokenRefused, storage.ErrNotFound, MaxJoinTokenLen)
 	}
 	a.mu.Lock()
@@ -250,7 +252,7 @@ func (a *Authority) ConsumeJoinToken(ctx context.Context, token string) (storage
 		case !errors.Is(err, storage.ErrNotFound):
 			return storage.Node{}, fmt.Errorf("consuming join token: %w", err)
 		}
-		a.log.Warn("join token refused", slog.String("reason", reason), slog.String(LogNode, tok.Node), slog.Bool(LogAudit, true))
+		a.log.Warn("join token refused", slog.String("reason", reason), slog.String(logkey.Node, tok.Node), slog.Bool(logkey.Audit, true))
 		return storage.Node{}, fmt.Errorf("%w (%s): %w", ErrJoinTokenRefused, reason, err)
 	}
 	wasEvicted := a.evictedNodes[node.Name]
@@ -259,8 +261,8 @@ func (a *Authority) ConsumeJoinToken(ctx context.Context, token string) (storage
 			return storage.Node{}, err
 		}
 	}
-	a.log.Info("node attested", slog.String(LogNode, node.Name), slog.String("attestation", storage.AttestJoinToken),
-		slog.Bool("was_evicted", wasEvicted), slog.Int(LogAdminUID, int(tok.AdminUID)), slog.Bool(LogAudit, true))
+	a.log.Info("node attested", slog.String(logkey.Node, node.Name), slog.String("attestation", storage.AttestJoinToken),
+		slog.Bool("was_evicted", wasEvicted), slog.Int(logkey.AdminUID, int(tok.AdminUID)), slog.Bool(logkey.Audit, true))
 	return node, nil
 }
 
@@ -322,14 +324,14 @@ func (a *Authority) RegisterNode(ctx context.Context, att NodeAttestation) (stor
 	case err != nil:
 		return storage.Node{}, fmt.Errorf("reading node %s: %w", name, err)
 	case n.Evicted():
-		a.log.Warn("evicted node refused", slog.String(LogNode, name), slog.String("attestation", att.Method), slog.Bool(LogAudit, true))
+		a.log.Warn("evicted node refused", slog.String(logkey.Node, name), slog.String("attestation", att.Method), slog.Bool(logkey.Audit, true))
 		return storage.Node{}, fmt.Errorf("node %s: %w since %s", name, ErrNodeEvicted, utc(n.EvictedAt))
 	}
 	n.Attestation, n.LastAttestedAt = att.Method, now
 	if err := ns.PutNode(ctx, n); err != nil {
 		return storage.Node{}, fmt.Errorf("storing node %s: %w", name, err)
 	}
-	a.log.Info("node attested", slog.String(LogNode, name), slog.String("attestation", att.Method), slog.Bool(LogAudit, true))
+	a.log.Info("node attested", slog.String(logkey.Node, name), slog.String("attestation", att.Method), slog.Bool(logkey.Audit, true))
 	return n, nil
 }
 
@@ -433,8 +435,8 @@ func (a *Authority) EvictNode(ctx context.Context, name string, adminUID uint32)
 	evicted[name] = true
 	a.evictedNodes = evicted
 	a.publishLocked()
-	a.log.Warn("node evicted", slog.String(LogNode, name), slog.String(LogSPIFFEID, id.String()), slog.Int(LogCount, res.Revoked),
-		slog.Int("cancelled_tokens", cancelled), slog.Int(LogAdminUID, int(adminUID)), slog.Bool(LogAudit, true))
+	a.log.Warn("node evicted", slog.String(logkey.Node, name), slog.String(logkey.SPIFFEID, id.String()), slog.Int(logkey.Count, res.Revoked),
+		slog.Int("cancelled_tokens", cancelled), slog.Int(logkey.AdminUID, int(adminUID)), slog.Bool(logkey.Audit, true))
 	return EvictResult{Node: n, SPIFFEID: id.String(), Revoked: res.Revoked, CancelledTokens: cancelled}, nil
 }
 

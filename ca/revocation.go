@@ -15,16 +15,17 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/badge-dev/badge/internal/logkey"
 	"github.com/badge-dev/badge/storage"
 )
 
 // ErrBlocked is returned when a credential is asked for a blocked SPIFFE ID.
-var ErrBlocked = errors.New("SPIFFE ID is blocked")
+var ErrBlocked = errors.New("ca: SPIFFE ID is blocked")
 
 // ErrRevoked is matched (with errors.Is) by every refusal of
 // [Snapshot.CheckRevocation]; a refusal because the ID is blocked also
 // matches ErrBlocked.
-var ErrRevoked = errors.New("credential is revoked")
+var ErrRevoked = errors.New("ca: credential is revoked")
 
 // crlRefresh is how often the revocation list is re-signed even when
 // nothing changed, so that its NextUpdate never passes while badge runs.
@@ -220,7 +221,7 @@ func (a *Authority) revokeIDLocked(ctx context.Context, id spiffeid.ID, req Revo
 	rev := storage.Revocation{SPIFFEID: id.String(), RevokedAt: now, Reason: req.Reason, Blocked: req.Block, AdminUID: req.AdminUID}
 	revoked, err := a.store.RevokeID(ctx, rev, live)
 	if err != nil {
-		return RevokeResult{}, fmt.Errorf("recording revocation of %s: %w", id, err)
+		return RevokeResult{}, fmt.Errorf("ca: recording revocation of %s: %w", id, err)
 	}
 	res := RevokeResult{Revoked: len(revoked), SPIFFEID: id.String()}
 	for _, r := range a.revocations.serials {
@@ -241,8 +242,8 @@ func (a *Authority) revokeIDLocked(ctx context.Context, id spiffeid.ID, req Revo
 		return RevokeResult{}, err
 	}
 	a.revocations = state
-	a.log.Warn("SPIFFE ID revoked", slog.String(LogSPIFFEID, id.String()), slog.Int(LogCount, res.Revoked), slog.Int("already_revoked", res.AlreadyRevoked),
-		slog.Bool("blocked", rev.Blocked), slog.String("reason", req.Reason), slog.Int(LogAdminUID, int(req.AdminUID)), slog.Bool(LogAudit, true))
+	a.log.Warn("SPIFFE ID revoked", slog.String(logkey.SPIFFEID, id.String()), slog.Int(logkey.Count, res.Revoked), slog.Int("already_revoked", res.AlreadyRevoked),
+		slog.Bool("blocked", rev.Blocked), slog.String("reason", req.Reason), slog.Int(logkey.AdminUID, int(req.AdminUID)), slog.Bool(logkey.Audit, true))
 	return res, nil
 }
 
@@ -263,8 +264,8 @@ func (a *Authority) RevokeSerial(ctx context.Context, given, reason string, admi
 	r, err := a.store.RevokeSerial(ctx, serial, reason, adminUID, now)
 	switch {
 	case errors.Is(err, storage.ErrExists):
-		a.log.Info("certificate already revoked", slog.String(LogSerial, serial), slog.String(LogSPIFFEID, r.SPIFFEID),
-			slog.Time("revoked_at", r.RevokedAt), slog.Int(LogAdminUID, int(adminUID)), slog.Bool(LogAudit, true))
+		a.log.Info("certificate already revoked", slog.String(logkey.Serial, serial), slog.String(logkey.SPIFFEID, r.SPIFFEID),
+			slog.Time("revoked_at", r.RevokedAt), slog.Int(logkey.AdminUID, int(adminUID)), slog.Bool(logkey.Audit, true))
 		return RevokeResult{AlreadyRevoked: 1, SPIFFEID: r.SPIFFEID}, nil
 	case errors.Is(err, storage.ErrNotFound):
 		// The storage chain says nothing an admin can act on; the serial
@@ -272,7 +273,7 @@ func (a *Authority) RevokeSerial(ctx context.Context, given, reason string, admi
 		return RevokeResult{}, &notFoundError{fmt.Sprintf("no unexpired certificate with serial %s was issued by this authority: "+
 			"check the serial (openssl x509 -noout -serial -in svid.pem); an expired certificate needs no revocation", given)}
 	case err != nil:
-		return RevokeResult{}, fmt.Errorf("revoking serial %s: %w", serial, err)
+		return RevokeResult{}, fmt.Errorf("ca: revoking serial %s: %w", serial, err)
 	}
 	state := a.revocations.clone()
 	state.serials[r.Serial] = r
@@ -281,8 +282,8 @@ func (a *Authority) RevokeSerial(ctx context.Context, given, reason string, admi
 	}
 	a.revocations = state
 	a.publishLocked()
-	a.log.Warn("certificate revoked", slog.String(LogSerial, serial), slog.String(LogSPIFFEID, r.SPIFFEID),
-		slog.String("reason", reason), slog.Int(LogAdminUID, int(adminUID)), slog.Bool(LogAudit, true))
+	a.log.Warn("certificate revoked", slog.String(logkey.Serial, serial), slog.String(logkey.SPIFFEID, r.SPIFFEID),
+		slog.String("reason", reason), slog.Int(logkey.AdminUID, int(adminUID)), slog.Bool(logkey.Audit, true))
 	return RevokeResult{Revoked: 1, SPIFFEID: r.SPIFFEID}, nil
 }
 
@@ -297,17 +298,17 @@ func (a *Authority) Unblock(ctx context.Context, spiffeID string, adminUID uint3
 	defer a.mu.Unlock()
 	cur, ok := a.revocations.ids[id]
 	if !ok || !cur.Blocked {
-		return fmt.Errorf("%s is not blocked: %w", id, storage.ErrNotFound)
+		return fmt.Errorf("ca: %s is not blocked: %w", id, storage.ErrNotFound)
 	}
 	if err := a.store.Unblock(ctx, id.String()); err != nil {
-		return fmt.Errorf("unblocking %s: %w", id, err)
+		return fmt.Errorf("ca: unblocking %s: %w", id, err)
 	}
 	state := a.revocations.clone()
 	cur.Blocked = false
 	state.ids[id] = cur
 	a.revocations = state
 	a.publishLocked()
-	a.log.Warn("SPIFFE ID unblocked", slog.String(LogSPIFFEID, id.String()), slog.Int(LogAdminUID, int(adminUID)), slog.Bool(LogAudit, true))
+	a.log.Warn("SPIFFE ID unblocked", slog.String(logkey.SPIFFEID, id.String()), slog.Int(logkey.AdminUID, int(adminUID)), slog.Bool(logkey.Audit, true))
 	return nil
 }
 
@@ -364,7 +365,7 @@ func (a *Authority) refreshRevocationsLocked(ctx context.Context) error {
 		// An ID revocation matters while credentials issued up to it live.
 		keep := a.longestLife()
 		if _, err := a.store.PruneRevocations(ctx, cut, keep); err != nil {
-			return fmt.Errorf("pruning revocations: %w", err)
+			return fmt.Errorf("ca: pruning revocations: %w", err)
 		}
 		for id, r := range state.ids {
 			if !r.Blocked && cut.Sub(r.RevokedAt) > keep {

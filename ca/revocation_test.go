@@ -37,9 +37,7 @@ func TestRevokeIDLifecycle(t *testing.T) {
 	if err != nil || n.Revoked != 3 || n.AlreadyRevoked != 0 {
 		t.Fatalf("RevokeID = %+v, %v; want 3 certificates", n, err)
 	}
-	select {
-	case <-snap.Done():
-	default:
+	if !replaced(snap) {
 		t.Fatal("revocation did not replace the snapshot")
 	}
 	snap = a.Snapshot()

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/badge-dev/badge/internal/logkey"
 	"github.com/badge-dev/badge/storage"
 )
 
@@ -137,7 +138,7 @@ func (a *Authority) refillSerials(size int) {
 	p.filling = false
 	switch {
 	case err != nil:
-		a.log.Error("reserving serial numbers failed", slog.Any(LogError, err))
+		a.log.Error("reserving serial numbers failed", slog.Any(logkey.Error, err))
 	case p.next != nil || p.closed:
 		a.releaseSerials(b.serials)
 	default:
@@ -184,7 +185,7 @@ func (a *Authority) releaseSerials(serials []reservedSerial) {
 	go func() {
 		defer a.wg.Done()
 		if err := a.store.ReleaseSerials(context.Background(), hexes); err != nil {
-			a.log.Warn("releasing unused serial numbers failed; the next start revokes them", slog.Any(LogError, err))
+			a.log.Warn("releasing unused serial numbers failed; the next start revokes them", slog.Any(logkey.Error, err))
 		}
 	}()
 }
@@ -217,7 +218,7 @@ func (a *Authority) revokeUnbound(ctx context.Context) error {
 	}
 	if len(revoked) > 0 {
 		a.log.Warn("revoked serial numbers reserved before an unclean shutdown and never bound to a SPIFFE ID",
-			slog.Int(LogCount, len(revoked)), slog.Bool(LogAudit, true))
+			slog.Int(logkey.Count, len(revoked)), slog.Bool(logkey.Audit, true))
 	}
 	return nil
 }

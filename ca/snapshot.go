@@ -13,6 +13,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/badge-dev/badge/attest"
+	"github.com/badge-dev/badge/internal/logkey"
 	"github.com/badge-dev/badge/storage"
 )
 
@@ -46,7 +47,7 @@ type Snapshot struct {
 	bundleDER []byte // the root certificates, concatenated DER
 	signer    *caKey
 	chainDER  []byte     // the intermediate, appended to every leaf
-	jwt       *jwtKeySet // JWT signing key, published keys (JWKS) and token cache
+	jwt       *jwtKeySet // JWT signing key and published keys (JWKS)
 
 	revocations *revocationState
 
@@ -78,7 +79,7 @@ func newSnapshot(td spiffeid.TrustDomain, recs []storage.Entry, keys *keySet, re
 		if err != nil {
 			// Entries are validated when created; one that no longer parses
 			// is kept in the store untouched but cannot match anyone.
-			log.Error("registration entry skipped", slog.String(LogEntryID, rec.ID), slog.Any(LogError, err))
+			log.Error("registration entry skipped", slog.String(logkey.EntryID, rec.ID), slog.Any(logkey.Error, err))
 			continue
 		}
 		e.order = i

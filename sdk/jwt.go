@@ -551,6 +551,8 @@ func classify(token, audience string, bundles jwtbundle.Source, now time.Time, e
 	return &TokenError{ID: id, Reason: TokenSignature, Err: err}
 }
 
+// truncated shortens a value taken from a token for an error message. It
+// copies internal/untrusted.Clip, which the SDK may not import.
 func truncated(s string) string {
 	if len(s) > 64 {
 		return s[:64] + "..."

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -20,6 +21,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 )
@@ -168,7 +170,8 @@ func WithBackoff(initial, max time.Duration) SourceOption {
 }
 
 // WithClock sets the source of the current time used for SVID expiry and
-// CRL checks. The default is time.Now.
+// CRL checks. The default is time.Now. It is the SDK's counterpart of the
+// Time field of the server's Config structs.
 func WithClock(now func() time.Time) SourceOption {
 	return func(c *sourceConfig) { c.now = now }
 }
@@ -261,14 +264,20 @@ func NewX509Source(ctx context.Context, opts ...SourceOption) (*X509Source, erro
 }
 
 // grpcTarget turns a Workload API address into a gRPC target. Only Unix
-// sockets are supported.
+// sockets are supported; a unix URL must be one go-spiffe's
+// workloadapi.TargetFromAddress accepts and name no host.
 func grpcTarget(addr string) (string, error) {
 	path := addr
 	switch {
-	case strings.HasPrefix(addr, "unix://"):
-		path = strings.TrimPrefix(addr, "unix://")
 	case strings.HasPrefix(addr, "unix:"):
-		path = strings.TrimPrefix(addr, "unix:")
+		if _, err := workloadapi.TargetFromAddress(addr); err != nil {
+			return "", fmt.Errorf("sdk: Workload API address %q: %w", addr, err)
+		}
+		u, err := url.Parse(addr)
+		if err != nil || u.Host != "" {
+			return "", fmt.Errorf("sdk: Workload API address %q: want an absolute socket path", addr)
+		}
+		path = u.Path
 	case strings.Contains(addr, "://"):
 		return "", fmt.Errorf("sdk: unsupported Workload API address %q: only unix sockets are supported", addr)
 	}

@@ -471,6 +471,8 @@ func TestGRPCTarget(t *testing.T) {
 		{"/run/badge.sock", "unix:///run/badge.sock", true},
 		{"tcp://127.0.0.1:8081", "", false},
 		{"unix:relative.sock", "", false},
+		{"unix:///run/badge.sock?x=1", "", false},
+		{"unix://host/run/badge.sock", "", false},
 		{"relative.sock", "", false},
 		{"", "", false},
 	} {

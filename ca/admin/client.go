@@ -12,8 +12,7 @@ import (
 	"net/url"
 	"syscall"
 
-	"github.com/badge-dev/badge/ca"
-	"github.com/badge-dev/badge/ca/internal/localtrust"
+	"github.com/badge-dev/badge/internal/localtrust"
 )
 
 // Client calls the admin API over its Unix socket.
@@ -25,13 +24,13 @@ type Client struct {
 // NewClient returns a client for the admin socket at path. It talks only
 // to a server run by root, by this process's uid or by one of serverUIDs,
 // as the kernel reports for the connected socket: a socket served by
-// another user is refused with an error wrapping ca.ErrUntrustedServer,
+// another user is refused with an error wrapping localtrust.ErrUntrustedServer,
 // before any request is sent on it.
 func NewClient(path string, serverUIDs ...uint32) *Client {
-	trusted := ca.TrustedServerUIDs(serverUIDs...)
+	trusted := localtrust.TrustedServerUIDs(serverUIDs...)
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return ca.DialUnix(ctx, path, trusted)
+			return localtrust.DialUnix(ctx, path, trusted)
 		},
 		DisableCompression: true,
 	}

@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/badge-dev/badge/internal/jsonout"
 	"github.com/badge-dev/badge/storage"
 )
 
@@ -74,7 +75,7 @@ func (s *Server) createClient(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Cache-Control", "no-store")
-	writeJSON(w, http.StatusCreated, NewOAuthClient{OAuthClient: oauthClientFromStorage(c), Secret: secret})
+	jsonout.Respond(w, http.StatusCreated, NewOAuthClient{OAuthClient: oauthClientFromStorage(c), Secret: secret})
 }
 
 func (s *Server) listClients(w http.ResponseWriter, r *http.Request) {
@@ -91,7 +92,7 @@ func (s *Server) listClients(w http.ResponseWriter, r *http.Request) {
 	for i, c := range cs {
 		out[i] = oauthClientFromStorage(c)
 	}
-	writeJSON(w, http.StatusOK, out)
+	jsonout.Respond(w, http.StatusOK, out)
 }
 
 func (s *Server) deleteClient(w http.ResponseWriter, r *http.Request) {

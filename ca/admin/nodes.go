@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/badge-dev/badge/ca"
+	"github.com/badge-dev/badge/internal/jsonout"
 	"github.com/badge-dev/badge/storage"
 )
 
@@ -129,7 +130,7 @@ func (s *Server) createJoinToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Cache-Control", "no-store")
-	writeJSON(w, http.StatusCreated, JoinToken{Token: token, Node: rec.Node, CreatedAt: rec.CreatedAt.UTC(), ExpiresAt: rec.ExpiresAt.UTC()})
+	jsonout.Respond(w, http.StatusCreated, JoinToken{Token: token, Node: rec.Node, CreatedAt: rec.CreatedAt.UTC(), ExpiresAt: rec.ExpiresAt.UTC()})
 }
 
 func (s *Server) listNodes(w http.ResponseWriter, r *http.Request) {
@@ -146,7 +147,7 @@ func (s *Server) listNodes(w http.ResponseWriter, r *http.Request) {
 	for i, n := range ns {
 		out[i] = nodeFromStorage(n)
 	}
-	writeJSON(w, http.StatusOK, out)
+	jsonout.Respond(w, http.StatusOK, out)
 }
 
 func (s *Server) evictNode(w http.ResponseWriter, r *http.Request) {
@@ -164,7 +165,7 @@ func (s *Server) evictNode(w http.ResponseWriter, r *http.Request) {
 		s.writeAuthorityError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, EvictResponse{Node: nodeFromStorage(res.Node), SPIFFEID: res.SPIFFEID, Revoked: res.Revoked, CancelledTokens: res.CancelledTokens})
+	jsonout.Respond(w, http.StatusOK, EvictResponse{Node: nodeFromStorage(res.Node), SPIFFEID: res.SPIFFEID, Revoked: res.Revoked, CancelledTokens: res.CancelledTokens})
 }
 
 // CreateJoinToken makes a one-time join token for a node and returns it

@@ -2,7 +2,6 @@ package admin
 
 import (
 	"context"
-	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -13,9 +12,11 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
-	"golang.org/x/sys/unix"
 
 	"github.com/badge-dev/badge/ca"
+	"github.com/badge-dev/badge/internal/jsonout"
+	"github.com/badge-dev/badge/internal/localtrust"
+	"github.com/badge-dev/badge/internal/logkey"
 	"github.com/badge-dev/badge/storage"
 )
 
@@ -58,8 +59,11 @@ type Server struct {
 
 type ctxKey struct{}
 
-// New returns an admin API server.
-func New(cfg Config) *Server {
+// New returns an admin API server. It fails if cfg.Authority is missing.
+func New(cfg Config) (*Server, error) {
+	if cfg.Authority == nil {
+		return nil, errors.New("admin: Config.Authority is required")
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -101,7 +105,7 @@ func New(cfg Config) *Server {
 		},
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	return s
+	return s, nil
 }
 
 // Serve answers requests on l until Shutdown.
@@ -116,24 +120,13 @@ func (s *Server) Serve(l net.Listener) error {
 // Shutdown stops accepting and waits for requests in flight, until ctx is done.
 func (s *Server) Shutdown(ctx context.Context) error { return s.http.Shutdown(ctx) }
 
+// peerUID is the uid of the process that connected (SO_PEERCRED).
 func peerUID(c net.Conn) (uint32, error) {
-	uc, ok := c.(*net.UnixConn)
-	if !ok {
-		return 0, errors.New("admin API: not a Unix socket connection")
-	}
-	raw, err := uc.SyscallConn()
+	uid, err := localtrust.PeerUID(c)
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("admin API: reading peer credentials: %w", err)
 	}
-	var cred *unix.Ucred
-	var credErr error
-	if err := raw.Control(func(fd uintptr) { cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED) }); err != nil {
-		return 0, err
-	}
-	if credErr != nil {
-		return 0, fmt.Errorf("admin API: reading peer credentials: %w", credErr)
-	}
-	return cred.Uid, nil
+	return uid, nil
 }
 
 // authorize serves only root and the allowed uids, and writes the audit
@@ -143,20 +136,20 @@ func (s *Server) authorize(next http.Handler) http.Handler {
 		uid, ok := r.Context().Value(ctxKey{}).(uint32)
 		if !ok {
 			err, _ := r.Context().Value(ctxKey{}).(error)
-			s.log.Warn("admin request without peer credentials refused", slog.Any(ca.LogError, err))
+			s.log.Warn("admin request without peer credentials refused", slog.Any(logkey.Error, err))
 			writeError(w, http.StatusForbidden, fmt.Errorf("peer credentials unavailable: %v", err))
 			return
 		}
 		if !s.allowed[uid] {
-			s.log.Warn("admin request refused", slog.Int(ca.LogAdminUID, int(uid)), slog.String(ca.LogMethod, r.Method+" "+r.URL.Path), slog.Bool(ca.LogAudit, true))
+			s.log.Warn("admin request refused", slog.Int(logkey.AdminUID, int(uid)), slog.String(logkey.Method, r.Method+" "+r.URL.Path), slog.Bool(logkey.Audit, true))
 			writeError(w, http.StatusForbidden, fmt.Errorf("uid %d may not use the admin API (only root and the server's uid)", uid))
 			return
 		}
 		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
 		next.ServeHTTP(rec, r)
 		if r.Method != http.MethodGet {
-			s.log.Info("admin request", slog.Int(ca.LogAdminUID, int(uid)), slog.String(ca.LogMethod, r.Method+" "+r.URL.Path),
-				slog.Int("status", rec.status), slog.Bool(ca.LogAudit, true))
+			s.log.Info("admin request", slog.Int(logkey.AdminUID, int(uid)), slog.String(logkey.Method, r.Method+" "+r.URL.Path),
+				slog.Int("status", rec.status), slog.Bool(logkey.Audit, true))
 		}
 	})
 }
@@ -182,7 +175,7 @@ func (s *Server) createEntry(w http.ResponseWriter, r *http.Request) {
 		s.writeAuthorityError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, entryFromStorage(e))
+	jsonout.Respond(w, http.StatusCreated, entryFromStorage(e))
 }
 
 func (s *Server) listEntries(w http.ResponseWriter, r *http.Request) {
@@ -195,7 +188,7 @@ func (s *Server) listEntries(w http.ResponseWriter, r *http.Request) {
 	for i, e := range es {
 		out[i] = entryFromStorage(e)
 	}
-	writeJSON(w, http.StatusOK, out)
+	jsonout.Respond(w, http.StatusOK, out)
 }
 
 func (s *Server) getEntry(w http.ResponseWriter, r *http.Request) {
@@ -204,7 +197,7 @@ func (s *Server) getEntry(w http.ResponseWriter, r *http.Request) {
 		s.writeAuthorityError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, entryFromStorage(e))
+	jsonout.Respond(w, http.StatusOK, entryFromStorage(e))
 }
 
 func (s *Server) deleteEntry(w http.ResponseWriter, r *http.Request) {
@@ -231,7 +224,7 @@ func (s *Server) revoke(w http.ResponseWriter, r *http.Request) {
 			s.writeAuthorityError(w, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, RevokeResponse{Revoked: res.Revoked, AlreadyRevoked: res.AlreadyRevoked})
+		jsonout.Respond(w, http.StatusOK, RevokeResponse{Revoked: res.Revoked, AlreadyRevoked: res.AlreadyRevoked})
 		return
 	}
 	var res ca.RevokeResult
@@ -243,7 +236,7 @@ func (s *Server) revoke(w http.ResponseWriter, r *http.Request) {
 		s.writeAuthorityError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, RevokeResponse{Revoked: res.Revoked, AlreadyRevoked: res.AlreadyRevoked, SPIFFEID: req.SPIFFEID, Blocked: req.Block})
+	jsonout.Respond(w, http.StatusOK, RevokeResponse{Revoked: res.Revoked, AlreadyRevoked: res.AlreadyRevoked, SPIFFEID: req.SPIFFEID, Blocked: req.Block})
 }
 
 func (s *Server) unblock(w http.ResponseWriter, r *http.Request) {
@@ -269,7 +262,7 @@ func (s *Server) listRevocations(w http.ResponseWriter, _ *http.Request) {
 	for i, r := range serials {
 		out.Serials[i] = RevokedSerial{Serial: r.Serial, SPIFFEID: r.SPIFFEID, NotAfter: r.NotAfter.UTC(), RevokedAt: r.RevokedAt.UTC(), Reason: r.Reason}
 	}
-	writeJSON(w, http.StatusOK, out)
+	jsonout.Respond(w, http.StatusOK, out)
 }
 
 func (s *Server) bundle(w http.ResponseWriter, r *http.Request) {
@@ -294,7 +287,7 @@ func (s *Server) bundle(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) health(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "trust_domain": s.auth.Snapshot().TrustDomain().Name()})
+	jsonout.Respond(w, http.StatusOK, map[string]string{"status": "ok", "trust_domain": s.auth.Snapshot().TrustDomain().Name()})
 }
 
 // writeRequestError answers a request that could not be decoded: 400, with
@@ -311,27 +304,17 @@ func (s *Server) writeAuthorityError(w http.ResponseWriter, err error) {
 	var inv *ca.InvalidError
 	switch {
 	case errors.As(err, &inv):
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusBadRequest)
-		json.NewEncoder(w).Encode(errorResponse{Error: err.Error(), Field: inv.Field})
+		jsonout.Respond(w, http.StatusBadRequest, errorResponse{Error: err.Error(), Field: inv.Field})
 	case errors.Is(err, storage.ErrNotFound):
 		writeError(w, http.StatusNotFound, err)
 	case errors.Is(err, storage.ErrExists):
 		writeError(w, http.StatusConflict, err)
 	default:
-		s.log.Error("admin request failed", slog.Any(ca.LogError, err))
+		s.log.Error("admin request failed", slog.Any(logkey.Error, err))
 		writeError(w, http.StatusInternalServerError, err)
 	}
 }
 
 func writeError(w http.ResponseWriter, code int, err error) {
-	writeJSON(w, code, errorResponse{Error: err.Error()})
-}
-
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.Encode(v)
+	jsonout.Respond(w, code, errorResponse{Error: err.Error()})
 }

@@ -25,6 +25,8 @@ import (
 
 	"github.com/badge-dev/badge/ca"
 	"github.com/badge-dev/badge/ca/admin"
+	"github.com/badge-dev/badge/internal/logkey"
+	"github.com/badge-dev/badge/internal/unixsock"
 	"github.com/badge-dev/badge/storage/bbolt"
 )
 
@@ -166,13 +168,16 @@ func (b *syncBuffer) records(t *testing.T) []map[string]any {
 func startServer(t *testing.T, dir string, cfg admin.Config) *server {
 	t.Helper()
 	sock := filepath.Join(dir, "admin.sock")
-	l, err := ca.ListenUnix(sock, 0o600)
+	l, err := unixsock.Listen(sock, 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
 	logs := &syncBuffer{}
 	cfg.Logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	srv := admin.New(cfg)
+	srv, err := admin.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()
 	t.Cleanup(func() {
@@ -218,6 +223,16 @@ func newServer(t *testing.T) (*env, *server) {
 	t.Helper()
 	e := newEnv(t)
 	return e, startServer(t, e.dir, admin.Config{Authority: e.auth})
+}
+
+// TestNewRequiresAuthority: a Config without its Authority is refused by
+// New, rather than panicking at the first request.
+func TestNewRequiresAuthority(t *testing.T) {
+	srv, err := admin.New(admin.Config{Logger: slog.New(slog.DiscardHandler)})
+	if err == nil || srv != nil {
+		t.Fatalf("New = %v, %v; want an error", srv, err)
+	}
+	t.Logf("New: %v", err)
 }
 
 func TestSocketMode(t *testing.T) {
@@ -501,8 +516,8 @@ func TestAuditLog(t *testing.T) {
 	}
 	var got []string
 	for _, r := range s.logs.records(t) {
-		if r[ca.LogAudit] == true && r["msg"] == "admin request" {
-			got = append(got, fmt.Sprintf("%v %v uid=%v", r[ca.LogMethod], r["status"], r[ca.LogAdminUID]))
+		if r[logkey.Audit] == true && r["msg"] == "admin request" {
+			got = append(got, fmt.Sprintf("%v %v uid=%v", r[logkey.Method], r["status"], r[logkey.AdminUID]))
 		}
 	}
 	uid := os.Geteuid()
@@ -581,7 +596,7 @@ func TestNonRootRefused(t *testing.T) {
 			if tt.list == http.StatusForbidden {
 				refused := 0
 				for _, r := range s.logs.records(t) {
-					if r["msg"] == "admin request refused" && r[ca.LogAdminUID] == float64(uid) && r[ca.LogAudit] == true {
+					if r["msg"] == "admin request refused" && r[logkey.AdminUID] == float64(uid) && r[logkey.Audit] == true {
 						refused++
 					}
 				}

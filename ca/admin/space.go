@@ -5,7 +5,7 @@ import (
 	"log/slog"
 	"syscall"
 
-	"github.com/badge-dev/badge/ca"
+	"github.com/badge-dev/badge/internal/logkey"
 )
 
 // retryNoSpace runs write, and once more if it failed for lack of disk
@@ -17,7 +17,7 @@ func (s *Server) retryNoSpace(write func() error) error {
 		return err
 	}
 	if !s.onNoSpace() {
-		s.log.Error("disk full and no space left to release", slog.Any(ca.LogError, err))
+		s.log.Error("disk full and no space left to release", slog.Any(logkey.Error, err))
 		return err
 	}
 	return write()

@@ -8,6 +8,7 @@ import (
 	"net/url"
 
 	"github.com/badge-dev/badge/ca"
+	"github.com/badge-dev/badge/internal/logkey"
 )
 
 // introspection is the RFC 7662 response for an active token. An inactive
@@ -37,7 +38,7 @@ func (s *Server) introspect(w http.ResponseWriter, r *http.Request) {
 	// every request on a long-lived connection.
 	caller, err := s.verifyClient(r.TLS.PeerCertificates)
 	if err != nil {
-		s.log.Warn("introspection refused", slog.Any(ca.LogError, err), slog.String("remote", r.RemoteAddr), slog.Bool(ca.LogAudit, true))
+		s.log.Warn("introspection refused", slog.Any(logkey.Error, err), slog.String("remote", r.RemoteAddr), slog.Bool(logkey.Audit, true))
 		writeOAuthError(w, &oauthError{Status: http.StatusUnauthorized, Code: "invalid_client", Description: err.Error()})
 		return
 	}
@@ -55,7 +56,7 @@ func (s *Server) introspect(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		var te *ca.TokenError
 		if !errors.As(err, &te) {
-			s.log.Error("introspection failed", slog.Any(ca.LogError, err))
+			s.log.Error("introspection failed", slog.Any(logkey.Error, err))
 			writeOAuthError(w, &oauthError{Status: http.StatusInternalServerError, Code: "server_error", Description: "validation failed"})
 			return
 		}
@@ -67,7 +68,7 @@ func (s *Server) introspect(w http.ResponseWriter, r *http.Request) {
 	if !c.IssuedAt.IsZero() {
 		out.Iat = c.IssuedAt.Unix()
 	}
-	s.log.Debug("introspection: active token", slog.String("caller", caller.String()), slog.String(ca.LogSPIFFEID, out.Sub))
+	s.log.Debug("introspection: active token", slog.String("caller", caller.String()), slog.String(logkey.SPIFFEID, out.Sub))
 	writeJSON(w, http.StatusOK, out)
 }
 

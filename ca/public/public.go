@@ -55,6 +55,8 @@ import (
 
 	"github.com/badge-dev/badge/ca"
 	"github.com/badge-dev/badge/internal/connlimit"
+	"github.com/badge-dev/badge/internal/jsonout"
+	"github.com/badge-dev/badge/internal/logkey"
 	"github.com/badge-dev/badge/storage"
 )
 
@@ -301,7 +303,7 @@ func (s *Server) certificate() (*tls.Certificate, error) {
 	n, err := s.renew(context.Background())
 	if err != nil {
 		if s.now().Before(c.cert.Leaf.NotAfter) {
-			s.log.Error("renewing the public listener's certificate failed; serving the current one", slog.Any(ca.LogError, err))
+			s.log.Error("renewing the public listener's certificate failed; serving the current one", slog.Any(logkey.Error, err))
 			return c.cert, nil
 		}
 		return nil, err
@@ -333,7 +335,7 @@ func (s *Server) renew(ctx context.Context) (*serverCert, error) {
 	}
 	c := &serverCert{cert: tc, renewAt: svid.RefreshAt()}
 	s.cert.Store(c)
-	s.log.Debug("public listener certificate issued", slog.String(ca.LogSerial, svid.Serial),
+	s.log.Debug("public listener certificate issued", slog.String(logkey.Serial, svid.Serial),
 		slog.String("expires", svid.NotAfter.UTC().Format(time.RFC3339)))
 	return c, nil
 }
@@ -413,8 +415,6 @@ func (s *Server) crl(w http.ResponseWriter, _ *http.Request) {
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(code)
-	json.NewEncoder(w).Encode(v)
+	jsonout.Respond(w, code, v)
 }

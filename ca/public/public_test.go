@@ -32,28 +32,10 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 
 	"github.com/badge-dev/badge/ca"
+	"github.com/badge-dev/badge/internal/testclock"
 	"github.com/badge-dev/badge/storage"
 	"github.com/badge-dev/badge/storage/bbolt"
 )
-
-// clock is an injected time for the rate limits; it starts now and moves
-// only when told to.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
 
 // fixture is a real authority on a real bbolt store, and the public
 // listener serving HTTPS on 127.0.0.1.
@@ -62,7 +44,7 @@ type fixture struct {
 	srv   *Server
 	url   string
 	roots *x509.CertPool
-	clock *clock
+	clock *testclock.Clock
 }
 
 func start(t *testing.T, issuer string, mod func(*Config)) *fixture {
@@ -78,7 +60,7 @@ func start(t *testing.T, issuer string, mod func(*Config)) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { auth.Close() })
-	clk := &clock{now: time.Now()}
+	clk := testclock.New(time.Now())
 	cfg := Config{Authority: auth, Clients: auth, Hosts: []string{"127.0.0.1", "localhost"}, Time: clk.Now}
 	if mod != nil {
 		mod(&cfg)
@@ -803,7 +785,7 @@ func FuzzParseTokenRequest(f *testing.F) {
 }
 
 func TestLimiter(t *testing.T) {
-	clk := &clock{now: time.Unix(1e9, 0)}
+	clk := testclock.New(time.Unix(1e9, 0))
 	l := newLimiter(clk.Now, 10, 20, 1000, 1000)
 	for i, want := range []time.Duration{1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300} {
 		if got := l.fail("192.0.2.1", "a"); got != want*time.Second {

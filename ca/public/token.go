@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"github.com/badge-dev/badge/ca"
+	"github.com/badge-dev/badge/internal/logkey"
+	"github.com/badge-dev/badge/internal/untrusted"
 	"github.com/badge-dev/badge/storage"
 )
 
@@ -82,7 +84,7 @@ func parseTokenRequest(authorization, contentType string, body []byte) (tokenReq
 	}
 	for k, v := range form {
 		if len(v) > 1 && k != "audience" {
-			return bad("invalid_request", "parameter "+strconv.Quote(truncate(k))+" is repeated")
+			return bad("invalid_request", "parameter "+strconv.Quote(untrusted.Clip(k))+" is repeated")
 		}
 	}
 	switch gt := form.Get("grant_type"); {
@@ -131,13 +133,6 @@ func parseTokenRequest(authorization, contentType string, body []byte) (tokenReq
 		return bad("invalid_request", "audience is required: the audience the token is for")
 	}
 	return req, nil
-}
-
-func truncate(s string) string {
-	if len(s) > 64 {
-		return s[:64] + "..."
-	}
-	return s
 }
 
 // tokenResponse is the RFC 6749 §5.1 success response.
@@ -196,7 +191,7 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 			Description: "unknown client or wrong secret", RetryAfter: wait}, slog.String("method", req.Method), slog.Duration("retry_after", wait))
 		return
 	case err != nil:
-		s.log.Error("client authentication failed", slog.Any(ca.LogError, err))
+		s.log.Error("client authentication failed", slog.Any(logkey.Error, err))
 		s.auditOne(r, addr, req.ClientID, "server_error")
 		writeOAuthError(w, &oauthError{Status: http.StatusInternalServerError, Code: "server_error", Description: "client authentication failed"})
 		return
@@ -207,19 +202,19 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case errors.Is(err, ca.ErrBlocked):
 		s.refuse(w, r, now, addr, req.ClientID, &oauthError{Status: http.StatusBadRequest, Code: "unauthorized_client", Description: c.SPIFFEID + " is blocked"},
-			slog.String(ca.LogSPIFFEID, c.SPIFFEID))
+			slog.String(logkey.SPIFFEID, c.SPIFFEID))
 		return
 	case errors.As(err, &inv):
 		s.refuse(w, r, now, addr, req.ClientID, &oauthError{Status: http.StatusBadRequest, Code: "invalid_target", Description: err.Error()},
 			slog.String("reason", err.Error()))
 		return
 	case err != nil:
-		s.log.Error("signing a client's JWT-SVID failed", slog.Any(ca.LogError, err))
+		s.log.Error("signing a client's JWT-SVID failed", slog.Any(logkey.Error, err))
 		s.auditOne(r, addr, req.ClientID, "server_error")
 		writeOAuthError(w, &oauthError{Status: http.StatusInternalServerError, Code: "server_error", Description: "signing failed"})
 		return
 	}
-	s.auditOne(r, addr, req.ClientID, "issued", slog.String(ca.LogSPIFFEID, c.SPIFFEID), slog.Any("audience", req.Audience))
+	s.auditOne(r, addr, req.ClientID, "issued", slog.String(logkey.SPIFFEID, c.SPIFFEID), slog.Any("audience", req.Audience))
 	w.Header().Set("Pragma", "no-cache")
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Content-Type", "application/json")
@@ -234,8 +229,8 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 // auditOne writes the audit record of one token request: every issued
 // token, and server errors.
 func (s *Server) auditOne(r *http.Request, addr, client, result string, attrs ...slog.Attr) {
-	attrs = append(attrs, slog.String("client_id", truncate(client)), slog.String("remote", addr),
-		slog.String("result", result), slog.Bool(ca.LogAudit, true))
+	attrs = append(attrs, slog.String("client_id", untrusted.Clip(client)), slog.String("remote", addr),
+		slog.String("result", result), slog.Bool(logkey.Audit, true))
 	level := slog.LevelInfo
 	if result != "issued" {
 		level = slog.LevelWarn
@@ -248,7 +243,7 @@ func (s *Server) auditOne(r *http.Request, addr, client, result string, attrs ..
 // an interval is logged at once, the others of the interval as one line
 // with their count. client "" aggregates over all clients of the address.
 func (s *Server) refuse(w http.ResponseWriter, r *http.Request, now time.Time, addr, client string, e *oauthError, attrs ...slog.Attr) {
-	s.audit.record(r.Context(), now, auditKey{addr: addr, client: truncate(client), result: e.Code}, attrs)
+	s.audit.record(r.Context(), now, auditKey{addr: addr, client: untrusted.Clip(client), result: e.Code}, attrs)
 	writeOAuthError(w, e)
 }
 
@@ -541,7 +536,7 @@ func (a *auditLog) emit(ctx context.Context, k auditKey, count int, since time.T
 		client = "*"
 	}
 	attrs = append(slices.Clip(attrs), slog.String("client_id", client), slog.String("remote", k.addr),
-		slog.String("result", k.result), slog.Int(ca.LogCount, count), slog.Time("since", since.UTC()), slog.Bool(ca.LogAudit, true))
+		slog.String("result", k.result), slog.Int(logkey.Count, count), slog.Time("since", since.UTC()), slog.Bool(logkey.Audit, true))
 	a.log.LogAttrs(ctx, slog.LevelWarn, "token request", attrs...)
 }
 
@@ -586,6 +581,6 @@ func (a *auditLog) flush(now time.Time) {
 	}
 	if overflow > 0 {
 		a.log.Warn("token request", slog.String("client_id", "*"), slog.String("remote", "*"), slog.String("result", "refused"),
-			slog.Int(ca.LogCount, overflow), slog.Bool(ca.LogAudit, true))
+			slog.Int(logkey.Count, overflow), slog.Bool(logkey.Audit, true))
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/badge-dev/badge/ca"
+	"github.com/badge-dev/badge/internal/logkey"
 )
 
 // JWTIssuer signs and validates JWT-SVIDs: *ca.Authority today, a remote
@@ -78,7 +79,7 @@ func (s *Server) FetchJWTSVID(ctx context.Context, req *workload.JWTSVIDRequest)
 		case errors.As(err, new(*limitError)):
 			return nil, err
 		case err != nil:
-			s.log.Error("signing JWT-SVID failed", slog.Int(ca.LogPID, int(p.PID)), slog.String(ca.LogSPIFFEID, e.ID.String()), slog.Any(ca.LogError, err))
+			s.log.Error("signing JWT-SVID failed", slog.Int(logkey.PID, int(p.PID)), slog.String(logkey.SPIFFEID, e.ID.String()), slog.Any(logkey.Error, err))
 			return nil, status.Errorf(codes.Unavailable, "signing JWT-SVID: %v", err)
 		}
 		resp.Svids = append(resp.Svids, &workload.JWTSVID{SpiffeId: t.ID.String(), Svid: t.Token})
@@ -98,8 +99,8 @@ func (s *Server) FetchJWTSVID(ctx context.Context, req *workload.JWTSVIDRequest)
 		return nil, s.refuse(c, s.auth.Snapshot())
 	}
 	if s.log.Enabled(ctx, slog.LevelDebug) {
-		s.log.LogAttrs(ctx, slog.LevelDebug, "JWT-SVIDs sent", slog.Int(ca.LogPID, int(p.PID)), slog.Int(ca.LogUID, int(p.UID)),
-			slog.String(ca.LogSPIFFEID, resp.Svids[0].SpiffeId), slog.Any("audience", req.Audience))
+		s.log.LogAttrs(ctx, slog.LevelDebug, "JWT-SVIDs sent", slog.Int(logkey.PID, int(p.PID)), slog.Int(logkey.UID, int(p.UID)),
+			slog.String(logkey.SPIFFEID, resp.Svids[0].SpiffeId), slog.Any("audience", req.Audience))
 	}
 	return resp, nil
 }
@@ -196,7 +197,7 @@ func (s *Server) ValidateJWTSVID(ctx context.Context, req *workload.ValidateJWTS
 	if err != nil {
 		var te *ca.TokenError
 		if errors.As(err, &te) {
-			s.log.Debug("JWT-SVID refused", slog.Int(ca.LogPID, int(p.PID)), slog.String("reason", string(te.Reason)))
+			s.log.Debug("JWT-SVID refused", slog.Int(logkey.PID, int(p.PID)), slog.String("reason", string(te.Reason)))
 			return nil, status.Error(codes.InvalidArgument, err.Error())
 		}
 		return nil, status.Errorf(codes.Internal, "validating JWT-SVID: %v", err)

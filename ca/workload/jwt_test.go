@@ -262,7 +262,10 @@ func TestJWTUnimplementedWithoutIssuer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := badgeworkload.New(badgeworkload.Config{Authority: f.auth, Attestor: attest.New(attest.Config{})})
+	srv, err := badgeworkload.New(badgeworkload.Config{Authority: f.auth, Attestor: attest.New(attest.Config{})})
+	if err != nil {
+		t.Fatal(err)
+	}
 	go srv.Serve(l)
 	t.Cleanup(func() { srv.Shutdown(context.Background()) })
 	c, err := workloadapi.New(context.Background(), workloadapi.WithAddr("unix://"+filepath.Join(dir, "w.sock")))

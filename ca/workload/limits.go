@@ -45,6 +45,7 @@ import (
 	"google.golang.org/grpc/tap"
 
 	"github.com/badge-dev/badge/ca"
+	"github.com/badge-dev/badge/internal/logkey"
 )
 
 // Defaults of Limits.
@@ -91,7 +92,7 @@ type Limits struct {
 	// uid's refusals. 0: DefaultLogInterval.
 	LogInterval time.Duration
 	// Time returns the current time (token buckets, log intervals).
-	// Default time.Now.
+	// Nil: the server's Config.Time, else time.Now.
 	Time func() time.Time
 }
 
@@ -299,7 +300,7 @@ func (l *limiter) noteRefusal(uid uint32, st *uidState, le *limitError) {
 		st.suppressed++
 		return
 	}
-	l.log.Warn("Workload API limit reached; refusing the caller", slog.Int(ca.LogUID, int(uid)),
+	l.log.Warn("Workload API limit reached; refusing the caller", slog.Int(logkey.UID, int(uid)),
 		slog.String("limit", le.st.Message()), slog.Int("refused_since_last_report", st.suppressed),
 		slog.Duration("report_interval", l.lim.LogInterval))
 	st.loggedAt, st.suppressed = now, 0
@@ -418,7 +419,7 @@ func (l *limiter) checkDisk() error {
 		if err != nil {
 			// Unknown is not full: issuance goes on, the store reports real
 			// write errors.
-			l.log.Warn("checking the free space of the data directory failed", slog.Any(ca.LogError, err))
+			l.log.Warn("checking the free space of the data directory failed", slog.Any(logkey.Error, err))
 			free = l.lim.MinFreeSpace
 		}
 		d.free, d.checkedAt = free, now

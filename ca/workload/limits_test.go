@@ -26,6 +26,7 @@ import (
 	"github.com/badge-dev/badge/attest"
 	"github.com/badge-dev/badge/ca"
 	badgeworkload "github.com/badge-dev/badge/ca/workload"
+	"github.com/badge-dev/badge/internal/testclock"
 	"github.com/badge-dev/badge/storage/bbolt"
 )
 
@@ -55,16 +56,6 @@ func (b *logBuffer) count(s string) int {
 }
 
 // clock is a settable clock.
-type clock struct{ ns atomic.Int64 }
-
-func newClock() *clock {
-	c := &clock{}
-	c.ns.Store(time.Now().UnixNano())
-	return c
-}
-func (c *clock) now() time.Time          { return time.Unix(0, c.ns.Load()) }
-func (c *clock) advance(d time.Duration) { c.ns.Add(int64(d)) }
-
 // startLimited is start with the given limits (applied to this process's
 // uid, root included) and a log captured in logs.
 func startLimited(t *testing.T, lim badgeworkload.Limits, logs io.Writer) *fixture {
@@ -93,10 +84,14 @@ func startLimited(t *testing.T, lim badgeworkload.Limits, logs io.Writer) *fixtu
 	if logs == nil {
 		logs = io.Discard
 	}
-	f.srv = badgeworkload.New(badgeworkload.Config{
+	srv, err := badgeworkload.New(badgeworkload.Config{
 		Authority: auth, Attestor: attest.New(attest.Config{}), JWT: auth,
 		Logger: slog.New(slog.NewTextHandler(logs, nil)), Limits: lim,
 	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.srv = srv
 	go func() { f.served <- f.srv.Serve(l) }()
 	t.Cleanup(func() { f.shutdown(t) })
 	f.api = f.dial(t)
@@ -134,9 +129,9 @@ func wantExhausted(t *testing.T, err error, msg string) {
 }
 
 func TestSigningRateLimit(t *testing.T) {
-	clk := newClock()
+	clk := testclock.New(time.Now())
 	var logs logBuffer
-	f := startLimited(t, badgeworkload.Limits{SignRate: 1, SignBurst: 2, Time: clk.now}, &logs)
+	f := startLimited(t, badgeworkload.Limits{SignRate: 1, SignBurst: 2, Time: clk.Now}, &logs)
 	f.create(t, "spiffe://example.org/me", mySelector())
 
 	for i := range 2 {
@@ -155,11 +150,11 @@ func TestSigningRateLimit(t *testing.T) {
 		t.Errorf("%d log lines about the refusals, want 1 per interval:\n%s", n, logs.buf.String())
 	}
 
-	clk.advance(time.Second)
+	clk.Advance(time.Second)
 	if _, err := fetch(t, f.api); err != nil {
 		t.Fatalf("fetch after the bucket refilled: %v", err)
 	}
-	clk.advance(time.Second)
+	clk.Advance(time.Second)
 	if _, err := f.api.FetchJWTSVID(withHeader(context.Background()), &workload.JWTSVIDRequest{Audience: []string{"db"}}); err != nil {
 		t.Fatalf("JWT-SVID after the bucket refilled: %v", err)
 	}
@@ -169,7 +164,7 @@ func TestSigningRateLimit(t *testing.T) {
 			t.Fatalf("cached JWT-SVID %d: %v", i, err)
 		}
 	}
-	clk.advance(time.Minute)
+	clk.Advance(time.Minute)
 	_, _ = fetch(t, f.api)
 	_, _ = fetch(t, f.api)
 	_, err = fetch(t, f.api)
@@ -348,14 +343,14 @@ func TestOversizedHeadersRefused(t *testing.T) {
 }
 
 func TestMinFreeSpace(t *testing.T) {
-	clk := newClock()
+	clk := testclock.New(time.Now())
 	var free atomic.Uint64
 	free.Store(1 << 30)
 	var logs logBuffer
 	f := startLimited(t, badgeworkload.Limits{
 		MinFreeSpace: 64 << 20,
 		FreeSpace:    func() (uint64, error) { return free.Load(), nil },
-		Time:         clk.now,
+		Time:         clk.Now,
 		SignRate:     -1,
 	}, &logs)
 	f.create(t, "spiffe://example.org/me", mySelector())
@@ -366,7 +361,7 @@ func TestMinFreeSpace(t *testing.T) {
 	if _, err := fetch(t, f.api); err != nil {
 		t.Fatalf("free space is asked at most once a second, so the next fetch still passes: %v", err)
 	}
-	clk.advance(time.Second)
+	clk.Advance(time.Second)
 	for range 3 {
 		_, err := fetch(t, f.api)
 		wantExhausted(t, err, "the data directory has 10.0 MiB free, less than the 64.0 MiB kept for revocations")
@@ -379,7 +374,7 @@ func TestMinFreeSpace(t *testing.T) {
 		t.Errorf("JWT-SVID refused on a full disk: %v", err)
 	}
 	free.Store(1 << 30)
-	clk.advance(time.Second)
+	clk.Advance(time.Second)
 	if _, err := fetch(t, f.api); err != nil {
 		t.Fatalf("fetch after space was freed: %v", err)
 	}

@@ -23,6 +23,7 @@ import (
 
 	"github.com/badge-dev/badge/attest"
 	"github.com/badge-dev/badge/ca"
+	"github.com/badge-dev/badge/internal/logkey"
 )
 
 const (
@@ -52,10 +53,10 @@ func (s *Server) refuse(c *caller, snap *ca.Snapshot) error {
 // blocked entries (none: it is not registered at all).
 func (s *Server) refuseBlocked(p *attest.Peer, blocked []*ca.Entry) error {
 	ids := blockedIDs(blocked)
-	if ok, suppressed := s.refusals.allow(p.UID, time.Now()); ok {
-		attrs := []slog.Attr{slog.Int(ca.LogPID, int(p.PID)), slog.Int(ca.LogUID, int(p.UID)), slog.Int(ca.LogGID, int(p.GID))}
+	if ok, suppressed := s.refusals.allow(p.UID, s.now()); ok {
+		attrs := []slog.Attr{slog.Int(logkey.PID, int(p.PID)), slog.Int(logkey.UID, int(p.UID)), slog.Int(logkey.GID, int(p.GID))}
 		if len(ids) > 0 {
-			attrs = append(attrs, slog.String("reason", "blocked"), slog.String(ca.LogSPIFFEID, strings.Join(ids, ",")))
+			attrs = append(attrs, slog.String("reason", "blocked"), slog.String(logkey.SPIFFEID, strings.Join(ids, ",")))
 		} else {
 			attrs = append(attrs, slog.String("reason", "not registered"))
 		}

@@ -41,6 +41,8 @@ import (
 
 	"github.com/badge-dev/badge/attest"
 	"github.com/badge-dev/badge/ca"
+	"github.com/badge-dev/badge/internal/logkey"
+	"github.com/badge-dev/badge/internal/unixsock"
 )
 
 // Authority issues identities: *ca.Authority today, a remote client in an agent later.
@@ -72,6 +74,11 @@ type Config struct {
 	// Limits bound what one caller can take (see limits.go). The zero
 	// value applies the defaults.
 	Limits Limits
+	// Time returns the current time; nil means time.Now. Streams read it
+	// to decide when held SVIDs are due for refresh, so it must be the
+	// clock the Authority signs with (ca.Config.Time). It is also the
+	// clock of Limits unless Limits.Time is set.
+	Time func() time.Time
 }
 
 // Server is a Workload API server.
@@ -82,6 +89,7 @@ type Server struct {
 	att  Attestor
 	jwt  JWTIssuer
 	log  *slog.Logger
+	now  func() time.Time
 	grpc *grpc.Server
 
 	refusals refusalLimiter // rate limit of the log lines about refused callers
@@ -90,13 +98,27 @@ type Server struct {
 	quitOnce sync.Once
 }
 
-// New returns a Server; call Serve to accept connections.
-func New(cfg Config) *Server {
+// New returns a Server; call Serve to accept connections. It fails if a
+// required dependency of cfg is missing.
+func New(cfg Config) (*Server, error) {
+	if cfg.Authority == nil {
+		return nil, errors.New("workload: Config.Authority is required")
+	}
+	if cfg.Attestor == nil {
+		return nil, errors.New("workload: Config.Attestor is required")
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{auth: cfg.Authority, att: cfg.Attestor, jwt: cfg.JWT, log: log, quit: make(chan struct{})}
+	now := cfg.Time
+	if now == nil {
+		now = time.Now
+	}
+	if cfg.Limits.Time == nil {
+		cfg.Limits.Time = now
+	}
+	s := &Server{auth: cfg.Authority, att: cfg.Attestor, jwt: cfg.JWT, log: log, now: now, quit: make(chan struct{})}
 	lim := newLimiter(cfg.Limits, log)
 	s.auth, s.jwt = lim.wrap(cfg.Authority, cfg.JWT)
 	s.grpc = grpc.NewServer(append(lim.serverOptions(),
@@ -110,7 +132,7 @@ func New(cfg Config) *Server {
 		grpc.MaxRecvMsgSize(64<<10),
 	)...)
 	workload.RegisterSpiffeWorkloadAPIServer(s.grpc, s)
-	return s
+	return s, nil
 }
 
 // Serve accepts connections on l until Shutdown. It returns nil after Shutdown.
@@ -138,7 +160,7 @@ func (s *Server) Shutdown(ctx context.Context) {
 // Listen creates the Workload API socket at path, connectable by every
 // uid: authorization is attestation.
 func Listen(path string) (net.Listener, error) {
-	return ca.ListenUnix(path, 0o777)
+	return unixsock.Listen(path, 0o777)
 }
 
 // caller is the attested peer of a call, with selectors of the kinds the
@@ -171,7 +193,7 @@ func (s *Server) caller(ctx context.Context, snap *ca.Snapshot) (*caller, error)
 func (s *Server) attest(c *caller, kinds attest.Kind) error {
 	sel, err := s.att.Attest(c.peer, kinds)
 	if err != nil {
-		s.log.Warn("attestation failed", slog.Int(ca.LogPID, int(c.peer.PID)), slog.Int(ca.LogUID, int(c.peer.UID)), slog.Any(ca.LogError, err))
+		s.log.Warn("attestation failed", slog.Int(logkey.PID, int(c.peer.PID)), slog.Int(logkey.UID, int(c.peer.UID)), slog.Any(logkey.Error, err))
 		code := codes.PermissionDenied
 		if errors.Is(err, attest.ErrHashBudget) {
 			code = codes.ResourceExhausted
@@ -187,8 +209,8 @@ func (s *Server) attest(c *caller, kinds attest.Kind) error {
 // PermissionDenied: nothing more goes to that connection.
 func (s *Server) verify(c *caller) error {
 	if err := s.att.Verify(c.peer); err != nil {
-		s.log.Warn("peer no longer the process that connected; ending the call", slog.Int(ca.LogPID, int(c.peer.PID)),
-			slog.Int(ca.LogUID, int(c.peer.UID)), slog.Any(ca.LogError, err))
+		s.log.Warn("peer no longer the process that connected; ending the call", slog.Int(logkey.PID, int(c.peer.PID)),
+			slog.Int(logkey.UID, int(c.peer.UID)), slog.Any(logkey.Error, err))
 		return status.Errorf(codes.PermissionDenied, "the process that connected is gone or changed: %v", err)
 	}
 	return nil
@@ -245,8 +267,8 @@ func (s *Server) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.ServerSt
 	}()
 	for {
 		if id, ok := heldBlocked(snap, held); ok {
-			s.log.Info("stream ended: it holds a blocked SPIFFE ID", slog.Int(ca.LogPID, int(p.PID)), slog.Int(ca.LogUID, int(p.UID)),
-				slog.String(ca.LogSPIFFEID, id))
+			s.log.Info("stream ended: it holds a blocked SPIFFE ID", slog.Int(logkey.PID, int(p.PID)), slog.Int(logkey.UID, int(p.UID)),
+				slog.String(logkey.SPIFFEID, id))
 			return status.Errorf(codes.PermissionDenied, "SPIFFE ID %s is blocked", id)
 		}
 		entries, err := s.match(c, snap)
@@ -265,7 +287,7 @@ func (s *Server) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.ServerSt
 			return st
 		}
 		if err != nil {
-			s.log.Error("signing X.509-SVID failed", slog.Int(ca.LogPID, int(p.PID)), slog.Any(ca.LogError, err))
+			s.log.Error("signing X.509-SVID failed", slog.Int(logkey.PID, int(p.PID)), slog.Any(logkey.Error, err))
 			return status.Errorf(codes.Unavailable, "signing X.509-SVID: %v", err)
 		}
 		_, crlNumber := snap.CRL()
@@ -281,8 +303,8 @@ func (s *Server) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.ServerSt
 				return err
 			}
 			held, sentBundle, sentCRL = next, snap.BundleDER(), crlNumber
-			s.log.Debug("X.509-SVIDs sent", slog.Int(ca.LogPID, int(p.PID)), slog.Int(ca.LogUID, int(p.UID)),
-				slog.String(ca.LogSPIFFEID, held[0].ID.String()), slog.String(ca.LogSerial, held[0].Serial))
+			s.log.Debug("X.509-SVIDs sent", slog.Int(logkey.PID, int(p.PID)), slog.Int(logkey.UID, int(p.UID)),
+				slog.String(logkey.SPIFFEID, held[0].ID.String()), slog.String(logkey.Serial, held[0].Serial))
 		}
 		refreshAt := held[0].RefreshAt()
 		for _, h := range held[1:] {
@@ -290,7 +312,7 @@ func (s *Server) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.ServerSt
 				refreshAt = r
 			}
 		}
-		wait := time.Until(refreshAt)
+		wait := refreshAt.Sub(s.now())
 		if timer == nil {
 			timer = time.NewTimer(wait)
 		} else {
@@ -322,7 +344,7 @@ func heldBlocked(snap *ca.Snapshot, held []*ca.X509SVID) (string, bool) {
 // refresh returns the SVIDs for entries, reusing each held SVID that was
 // issued for the same entry revision and is not yet due for refresh.
 func (s *Server) refresh(ctx context.Context, snap *ca.Snapshot, entries []*ca.Entry, held []*ca.X509SVID) ([]*ca.X509SVID, bool, error) {
-	now := time.Now()
+	now := s.now()
 	out := make([]*ca.X509SVID, len(entries))
 	changed := len(entries) != len(held)
 	for i, e := range entries {

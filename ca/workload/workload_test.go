@@ -27,6 +27,7 @@ import (
 	"github.com/badge-dev/badge/attest"
 	"github.com/badge-dev/badge/ca"
 	badgeworkload "github.com/badge-dev/badge/ca/workload"
+	"github.com/badge-dev/badge/internal/testclock"
 	"github.com/badge-dev/badge/storage/bbolt"
 )
 
@@ -77,7 +78,11 @@ func start(t testing.TB, mod func(*ca.Config), opts ...func(*badgeworkload.Confi
 	for _, o := range opts {
 		o(&wcfg)
 	}
-	f.srv = badgeworkload.New(wcfg)
+	srv, err := badgeworkload.New(wcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.srv = srv
 	go func() { f.served <- f.srv.Serve(l) }()
 	t.Cleanup(func() { f.shutdown(t) })
 
@@ -406,10 +411,17 @@ func equal(got []string, want ...string) bool {
 	return true
 }
 
+// TestHalfLifeRefresh: a stream replaces an SVID half-way through its life
+// as read on the server's clock (Config.Time, the authority's clock), not
+// the wall clock; an injected clock makes the test wait no real time.
 func TestHalfLifeRefresh(t *testing.T) {
+	// Far from the wall clock, so that a stream reading the wall clock
+	// never refreshes; certificate times have whole seconds, so does it.
+	clk := testclock.New(time.Date(2041, time.March, 4, 5, 6, 7, 0, time.UTC))
 	f := start(t, func(c *ca.Config) {
 		c.SVIDTTL, c.MaxSVIDTTL, c.IntermediateTTL = ca.MinSVIDTTL, ca.MinSVIDTTL, time.Hour
-	})
+		c.Time = clk.Now
+	}, func(c *badgeworkload.Config) { c.Time = clk.Now })
 	f.create(t, "spiffe://example.org/short", mySelector())
 
 	ctx, cancel := context.WithTimeout(withHeader(context.Background()), 30*time.Second)
@@ -423,22 +435,33 @@ func TestHalfLifeRefresh(t *testing.T) {
 	if r.err != nil || len(r.msg.Svids) != 1 {
 		t.Fatalf("first message: %v, %v", svidIDs(r.msg), r.err)
 	}
-	firstAt, first := r.at, leafOf(t, r.msg.Svids[0])
+	first := leafOf(t, r.msg.Svids[0])
 	if life := first.NotAfter.Sub(first.NotBefore); life > ca.MinSVIDTTL+ca.Backdate {
 		t.Fatalf("SVID valid for %s, want at most %s", life, ca.MinSVIDTTL+ca.Backdate)
 	}
+	issued := func(c *x509.Certificate) time.Time { return c.NotBefore.Add(ca.Backdate) }
+	refreshAt := issued(first).Add(first.NotAfter.Sub(issued(first)) / 2)
 
-	// Half of the 10s lifetime, plus a margin: an event wait, not a sleep.
-	r = next(t, msgs, ca.MinSVIDTTL/2+3*time.Second)
+	// The stream's timer runs on real time; a new snapshot (an entry the
+	// caller does not match) wakes it to read the clock again. Just before
+	// half-life it must keep the SVID, just after replace it.
+	wake := func(name string) {
+		f.create(t, "spiffe://example.org/"+name, fmt.Sprintf("unix:uid:%d", os.Getuid()+4242))
+	}
+	clk.Advance(refreshAt.Sub(clk.Now()) - time.Second)
+	wake("early")
+	clk.Advance(2 * time.Second)
+	wake("due")
+	r = next(t, msgs, 10*time.Second)
 	if r.err != nil || len(r.msg.Svids) != 1 {
 		t.Fatalf("second message: %v, %v", svidIDs(r.msg), r.err)
 	}
-	elapsed := r.at.Sub(firstAt)
-	t.Logf("refreshed SVID arrived %s after the first", elapsed)
-	if elapsed < ca.MinSVIDTTL/2-time.Second {
-		t.Errorf("refresh came after %s, well before half the SVID's life (%s)", elapsed, ca.MinSVIDTTL/2)
-	}
 	second := leafOf(t, r.msg.Svids[0])
+	elapsed := issued(second).Sub(issued(first))
+	t.Logf("refreshed SVID issued %s after the first, on the server's clock", elapsed)
+	if elapsed < ca.MinSVIDTTL/2 {
+		t.Errorf("refresh came after %s, before half the SVID's life (%s)", elapsed, ca.MinSVIDTTL/2)
+	}
 	if second.SerialNumber.Cmp(first.SerialNumber) == 0 {
 		t.Error("the refreshed SVID has the same serial")
 	}
@@ -640,5 +663,28 @@ func TestVerifiedBeforeSend(t *testing.T) {
 	}
 	if n := f.att.verifies.Load() - before; n != 1 {
 		t.Errorf("FetchJWTSVID called Verify %d times, want 1 (after signing)", n)
+	}
+}
+
+// TestNewRequiresDependencies: a Config without its required Authority or
+// Attestor is refused by New, rather than panicking at the first call.
+func TestNewRequiresDependencies(t *testing.T) {
+	f := start(t, nil)
+	att := attest.New(attest.Config{})
+	for _, tc := range []struct {
+		name string
+		cfg  badgeworkload.Config
+	}{
+		{"no authority", badgeworkload.Config{Attestor: att}},
+		{"no attestor", badgeworkload.Config{Authority: f.auth}},
+		{"nothing", badgeworkload.Config{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv, err := badgeworkload.New(tc.cfg)
+			if err == nil || srv != nil {
+				t.Fatalf("New = %v, %v; want an error", srv, err)
+			}
+			t.Logf("New: %v", err)
+		})
 	}
 }

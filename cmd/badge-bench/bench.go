@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/badge-dev/badge/ca/admin"
+	"github.com/badge-dev/badge/internal/jsonout"
 )
 
 func runBench(ctx context.Context, e *env, args []string) error {
@@ -46,7 +47,7 @@ func runBench(ctx context.Context, e *env, args []string) error {
 		rep.SamplesFile, rep.SamplesWritten = c.samples, len(b.raw)
 	}
 	if c.asJSON {
-		return writeJSON(e.stdout, rep)
+		return jsonout.Write(e.stdout, rep)
 	}
 	rep.print(e.stdout)
 	return nil

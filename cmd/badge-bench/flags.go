@@ -56,13 +56,13 @@ func (e *env) parseBench(args []string) (benchConfig, error) {
 		count: 20, audience: "bench",
 	}
 	fs := flag.NewFlagSet("badge-bench", flag.ContinueOnError)
-	sock := fs.String("socket", "", "Workload API socket `path` (default: $"+socketpath.EnvSPIFFEEndpoint+", $"+socketpath.EnvWorkload+", "+socketpath.DefaultWorkload+");\na SPIRE agent's socket works for fetch, jwt and stream")
+	sock := fs.String("socket", "", "Workload API socket `path` (default: $"+socketpath.EnvSPIFFEEndpoint+", $"+socketpath.EnvWorkload+", "+socketpath.ClientDefaultHelp(socketpath.WorkloadName)+");\na SPIRE agent's socket works for fetch, jwt and stream")
 	fs.StringVar(&c.mode, "mode", c.mode, "fetch: fresh connection per FetchX509SVID; stream: hold N streams (memory, idle CPU);\npropagation: time for a new entry to reach open streams (needs badge's admin API); jwt: FetchJWTSVID on open connections")
 	fs.IntVar(&c.workers, "workers", c.workers, "concurrent callers (fetch, jwt) or open streams (stream, propagation)")
 	uids := fs.String("uids", "", "run the workers as uids `FIRST-LAST`, round robin (needs root; entries must match them, or use --setup)")
 	fs.Var(durationFlag{&c.duration}, "duration", "how long fetch and jwt call, and how long stream holds its streams idle")
 	fs.Var(durationFlag{&c.timeout}, "timeout", "limit for one call, one stream's first SVID, or one propagation")
-	asock := fs.String("admin-socket", "", "badge admin API socket `path`, for propagation and --setup (default: $"+socketpath.EnvAdmin+", "+socketpath.DefaultAdmin+")")
+	asock := fs.String("admin-socket", "", "badge admin API socket `path`, for propagation and --setup (default: $"+socketpath.EnvAdmin+", "+socketpath.ClientDefaultHelp(socketpath.AdminName)+")")
 	fs.BoolVar(&c.setup, "setup", false, "create a badge entry (unix:uid:N) for every benchmarked uid that has none, and delete it afterwards")
 	fs.IntVar(&c.count, "count", c.count, "propagation: how many entries to create, one after another")
 	fs.StringVar(&c.audience, "audience", c.audience, "jwt: audience to request")

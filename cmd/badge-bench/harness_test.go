@@ -23,6 +23,7 @@ import (
 	"github.com/badge-dev/badge/ca"
 	"github.com/badge-dev/badge/ca/admin"
 	"github.com/badge-dev/badge/ca/workload"
+	"github.com/badge-dev/badge/internal/unixsock"
 	"github.com/badge-dev/badge/storage/bbolt"
 )
 
@@ -65,12 +66,18 @@ func daemonMain(dir string) error {
 	if err != nil {
 		return err
 	}
-	al, err := ca.ListenUnix(filepath.Join(dir, "sock", "admin.sock"), 0o600)
+	al, err := unixsock.Listen(filepath.Join(dir, "sock", "admin.sock"), 0o600)
 	if err != nil {
 		return err
 	}
-	wsrv := workload.New(workload.Config{Authority: auth, Attestor: attest.New(attest.Config{}), JWT: auth})
-	asrv := admin.New(admin.Config{Authority: auth})
+	wsrv, err := workload.New(workload.Config{Authority: auth, Attestor: attest.New(attest.Config{}), JWT: auth})
+	if err != nil {
+		return err
+	}
+	asrv, err := admin.New(admin.Config{Authority: auth})
+	if err != nil {
+		return err
+	}
 	errc := make(chan error, 2)
 	go func() { errc <- wsrv.Serve(wl) }()
 	go func() { errc <- asrv.Serve(al) }()

@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"cmp"
-	"encoding/json"
 	"fmt"
 	"io"
 	"math"
@@ -194,12 +193,6 @@ func (l *latencyStats) String() string {
 }
 
 func mib(kib uint64) string { return fmt.Sprintf("%.1f MiB", float64(kib)/1024) }
-
-func writeJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
-}
 
 func (r *benchReport) print(w io.Writer) {
 	who := "uid " + strconv.Itoa(os.Getuid())

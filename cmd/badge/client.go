@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/badge-dev/badge/ca/admin"
+	"github.com/badge-dev/badge/internal/jsonout"
 )
 
 // badge client create --id SPIFFE_ID: register an OAuth client of the
@@ -32,7 +33,7 @@ func runClientCreate(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	if *asJSON {
-		return writeJSON(e.stdout, created)
+		return jsonout.Write(e.stdout, created)
 	}
 	fmt.Fprintln(e.stdout, created.Secret)
 	fmt.Fprintf(e.stderr, "client_id %s: the secret above is shown only now; give it to the client "+
@@ -59,7 +60,7 @@ func runClientList(ctx context.Context, e *env, args []string) error {
 		if cs == nil {
 			cs = []admin.OAuthClient{}
 		}
-		return writeJSON(e.stdout, cs)
+		return jsonout.Write(e.stdout, cs)
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "CLIENT ID\tSPIFFE ID\tCREATED")

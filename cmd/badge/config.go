@@ -14,78 +14,32 @@ import (
 
 	"github.com/BurntSushi/toml"
 
-	"github.com/badge-dev/badge/ca"
+	"github.com/badge-dev/badge/internal/localtrust"
+	"github.com/badge-dev/badge/internal/socketpath"
 )
 
-// Default locations of the sockets. A server run as root puts them in
-// rootSocketDir, which it creates (0755, root-owned); any other server in
-// $XDG_RUNTIME_DIR/badge. Clients look in rootSocketDir; a client that is
-// not root falls back to $XDG_RUNTIME_DIR/badge when the socket is not in
-// rootSocketDir.
-const (
-	rootSocketDir      = "/run/badge"
-	workloadSocketName = "workload.sock"
-	adminSocketName    = "admin.sock"
-)
-
-// serverSocketDir is the directory of the default sockets of a server
-// running as euid.
+// serverSocketDir is socketpath.ServerDir, whose error is a usage error.
 func serverSocketDir(euid int, getenv func(string) string) (string, error) {
-	if euid == 0 {
-		return rootSocketDir, nil
+	d, err := socketpath.ServerDir(euid, getenv)
+	if err != nil {
+		return "", usageError{err}
 	}
-	if d := getenv("XDG_RUNTIME_DIR"); d != "" && filepath.IsAbs(d) {
-		return filepath.Join(d, "badge"), nil
-	}
-	return "", usagef("XDG_RUNTIME_DIR is not set (or not an absolute path): a server not run as root " +
-		"puts its sockets in $XDG_RUNTIME_DIR/badge; set it, or pass --socket and --admin-socket")
-}
-
-// clientSocket is the default path of the socket name for a client:
-// rootSocketDir/name, unless the caller is not root, that socket does not
-// exist and $XDG_RUNTIME_DIR is set: then $XDG_RUNTIME_DIR/badge/name.
-func clientSocket(getenv func(string) string, name string) string {
-	return clientSocketFor(os.Geteuid(), getenv, name, func(p string) bool { _, err := os.Lstat(p); return err == nil })
-}
-
-// clientSocketFor is clientSocket for a caller running as euid; exists
-// reports whether a file exists.
-func clientSocketFor(euid int, getenv func(string) string, name string, exists func(string) bool) string {
-	p := filepath.Join(rootSocketDir, name)
-	if euid == 0 || exists(p) {
-		return p
-	}
-	if d := getenv("XDG_RUNTIME_DIR"); d != "" && filepath.IsAbs(d) {
-		return filepath.Join(d, "badge", name)
-	}
-	return p
-}
-
-// serverSocketHelp describes the default path of the server's socket name
-// for its flag help.
-func serverSocketHelp(name string) string {
-	return filepath.Join(rootSocketDir, name) + " as root, else $XDG_RUNTIME_DIR/badge/" + name
-}
-
-// clientSocketHelp describes the default path of the socket name for a
-// client's flag help.
-func clientSocketHelp(name string) string {
-	return filepath.Join(rootSocketDir, name) + ", or $XDG_RUNTIME_DIR/badge/" + name + " for a caller other than root when that is missing"
+	return d, nil
 }
 
 // serverUIDs returns the uids a client trusts to serve the sockets: root,
 // its own uid and BADGE_SERVER_UID, if set. A socket served by another
-// uid is refused (see ca.DialUnix).
+// uid is refused (see localtrust.DialUnix).
 func (e *env) serverUIDs() ([]uint32, error) {
 	v := e.getenv("BADGE_SERVER_UID")
 	if v == "" {
-		return ca.TrustedServerUIDs(), nil
+		return localtrust.TrustedServerUIDs(), nil
 	}
 	u, err := strconv.ParseUint(v, 10, 32)
 	if err != nil {
 		return nil, usagef("invalid BADGE_SERVER_UID %q: want a numeric uid", v)
 	}
-	return ca.TrustedServerUIDs(uint32(u)), nil
+	return localtrust.TrustedServerUIDs(uint32(u)), nil
 }
 
 // flagSet returns a flag set for a command that reports errors instead of
@@ -242,34 +196,14 @@ func defaultDataDir(euid int, getenv func(string) string) (string, error) {
 }
 
 // workloadSocket resolves the Workload API socket path: --socket, then
-// SPIFFE_ENDPOINT_SOCKET, then BADGE_SOCKET, then the default (see
-// clientSocket). Values may be a path or a unix:// URL.
+// SPIFFE_ENDPOINT_SOCKET, then BADGE_SOCKET, then the client default (see
+// socketpath.Workload). Values may be a path or a unix:// URL.
 func (e *env) workloadSocket(flagValue string) (string, error) {
-	v := flagValue
-	for _, name := range []string{"SPIFFE_ENDPOINT_SOCKET", "BADGE_SOCKET"} {
-		if v == "" {
-			v = e.getenv(name)
-		}
+	p, err := socketpath.Workload(flagValue, e.getenv)
+	if err != nil {
+		return "", usageError{err}
 	}
-	if v == "" {
-		return clientSocket(e.getenv, workloadSocketName), nil
-	}
-	return socketPath(v)
-}
-
-// socketPath accepts "/path", "unix:/path" or "unix:///path".
-func socketPath(v string) (string, error) {
-	p := v
-	switch {
-	case strings.HasPrefix(v, "unix://"):
-		p = strings.TrimPrefix(v, "unix://")
-	case strings.HasPrefix(v, "unix:"):
-		p = strings.TrimPrefix(v, "unix:")
-	}
-	if !filepath.IsAbs(p) {
-		return "", usagef("socket %q must be an absolute path or a unix:///path URL", v)
-	}
-	return filepath.Clean(p), nil
+	return p, nil
 }
 
 // durationFlag is a time.Duration flag (lifetimes, timeouts) that accepts

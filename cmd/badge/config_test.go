@@ -6,11 +6,11 @@ import (
 	"io"
 	"os"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/badge-dev/badge/ca"
+	"github.com/badge-dev/badge/internal/localtrust"
+	"github.com/badge-dev/badge/internal/socketpath"
 )
 
 // testFlags is a flag set shaped like the server's.
@@ -112,25 +112,6 @@ func TestConfigFileErrors(t *testing.T) {
 	}
 }
 
-func TestSocketPath(t *testing.T) {
-	for _, tc := range []struct {
-		in, want string
-		ok       bool
-	}{
-		{"/tmp/badge/workload.sock", "/tmp/badge/workload.sock", true},
-		{"unix:///tmp/badge/workload.sock", "/tmp/badge/workload.sock", true},
-		{"unix:/tmp/badge/../badge/workload.sock", "/tmp/badge/workload.sock", true},
-		{"workload.sock", "", false},
-		{"unix://relative", "", false},
-		{"tcp://127.0.0.1:1", "", false},
-	} {
-		got, err := socketPath(tc.in)
-		if (err == nil) != tc.ok || got != tc.want {
-			t.Errorf("socketPath(%q) = %q, %v; want %q ok=%v", tc.in, got, err, tc.want, tc.ok)
-		}
-	}
-}
-
 func TestWorkloadSocketPrecedence(t *testing.T) {
 	vars := map[string]string{"SPIFFE_ENDPOINT_SOCKET": "unix:///spiffe.sock", "BADGE_SOCKET": "/badge.sock"}
 	e := &env{getenv: func(k string) string { return vars[k] }}
@@ -145,7 +126,8 @@ func TestWorkloadSocketPrecedence(t *testing.T) {
 		t.Errorf("BADGE_SOCKET: %s", got)
 	}
 	delete(vars, "BADGE_SOCKET")
-	if got, _ := e.workloadSocket(""); got != clientSocket(e.getenv, workloadSocketName) {
+	exists := func(p string) bool { _, err := os.Lstat(p); return err == nil }
+	if got, _ := e.workloadSocket(""); got != socketpath.ClientDefault(os.Geteuid(), e.getenv, socketpath.WorkloadName, exists) {
 		t.Errorf("default: %s", got)
 	}
 }
@@ -171,47 +153,14 @@ func FuzzConfigFile(f *testing.F) {
 	})
 }
 
-// TestDefaultSockets: root's sockets are in /run/badge; another user's
-// server uses $XDG_RUNTIME_DIR/badge (and needs it), and another user's
-// client falls back to it when /run/badge has no such socket.
+// TestDefaultSockets: a server not run as root needs $XDG_RUNTIME_DIR, and
+// says so with a usage error. The rules themselves are tested in
+// internal/socketpath (TestDefaultDirs).
 func TestDefaultSockets(t *testing.T) {
-	xdg := func(v string) func(string) string {
-		return func(k string) string {
-			if k == "XDG_RUNTIME_DIR" {
-				return v
-			}
-			return ""
-		}
-	}
-	for _, tc := range []struct {
-		name       string
-		euid       int
-		xdg        string
-		runExists  bool
-		wantServer string // "" means a usage error
-		wantClient string
-	}{
-		{"root", 0, "/run/user/0", false, "/run/badge", "/run/badge/admin.sock"},
-		{"user", 1000, "/run/user/1000", false, "/run/user/1000/badge", "/run/user/1000/badge/admin.sock"},
-		{"user, root's server running", 1000, "/run/user/1000", true, "/run/user/1000/badge", "/run/badge/admin.sock"},
-		{"user without XDG_RUNTIME_DIR", 1000, "", false, "", "/run/badge/admin.sock"},
-		{"user with a relative XDG_RUNTIME_DIR", 1000, "run", false, "", "/run/badge/admin.sock"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			dir, err := serverSocketDir(tc.euid, xdg(tc.xdg))
-			var ue usageError
-			if tc.wantServer == "" {
-				if !errors.As(err, &ue) || !strings.Contains(err.Error(), "XDG_RUNTIME_DIR") {
-					t.Errorf("server socket dir = %q, %v; want a usage error naming XDG_RUNTIME_DIR", dir, err)
-				}
-			} else if err != nil || dir != tc.wantServer {
-				t.Errorf("server socket dir = %q, %v; want %s", dir, err, tc.wantServer)
-			}
-			exists := func(p string) bool { return tc.runExists && p == "/run/badge/admin.sock" }
-			if got := clientSocketFor(tc.euid, xdg(tc.xdg), adminSocketName, exists); got != tc.wantClient {
-				t.Errorf("client socket = %q, want %s", got, tc.wantClient)
-			}
-		})
+	dir, err := serverSocketDir(1000, func(string) string { return "" })
+	var ue usageError
+	if !errors.As(err, &ue) || !errors.Is(err, socketpath.ErrNoRuntimeDir) {
+		t.Errorf("server socket dir = %q, %v; want a usage error naming XDG_RUNTIME_DIR", dir, err)
 	}
 }
 
@@ -222,9 +171,9 @@ func TestServerUIDs(t *testing.T) {
 		env  string
 		want []uint32 // nil: a usage error
 	}{
-		{"", ca.TrustedServerUIDs()},
-		{"1001", ca.TrustedServerUIDs(1001)},
-		{"0", ca.TrustedServerUIDs()},
+		{"", localtrust.TrustedServerUIDs()},
+		{"1001", localtrust.TrustedServerUIDs(1001)},
+		{"0", localtrust.TrustedServerUIDs()},
 		{"badge", nil},
 		{"-1", nil},
 		{"4294967296", nil},

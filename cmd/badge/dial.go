@@ -8,12 +8,12 @@ import (
 
 	"google.golang.org/grpc"
 
-	"github.com/badge-dev/badge/ca"
+	"github.com/badge-dev/badge/internal/localtrust"
 )
 
 // trustedDialer returns a gRPC dial option that connects to the socket
 // sock only when the process serving it runs as a uid the caller trusts
-// (e.serverUIDs, checked on the connected socket by ca.DialUnix), and
+// (e.serverUIDs, checked on the connected socket by localtrust.DialUnix), and
 // explain, which replaces an error of the call by the refusal, if the
 // dialer refused a server: gRPC reports a failed dial only as a
 // connection error.
@@ -24,8 +24,8 @@ func (e *env) trustedDialer(sock string) (opt grpc.DialOption, explain func(erro
 	}
 	var refused atomic.Pointer[error]
 	opt = grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
-		c, err := ca.DialUnix(ctx, sock, uids)
-		if errors.Is(err, ca.ErrUntrustedServer) {
+		c, err := localtrust.DialUnix(ctx, sock, uids)
+		if errors.Is(err, localtrust.ErrUntrustedServer) {
 			refused.Store(&err)
 		}
 		return c, err

@@ -2,32 +2,29 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/badge-dev/badge/ca/admin"
+	"github.com/badge-dev/badge/internal/jsonout"
+	"github.com/badge-dev/badge/internal/socketpath"
 )
 
 // adminFlags adds --admin-socket to fs.
 func adminFlags(fs *flag.FlagSet) *string {
 	return fs.String("admin-socket", "", "admin API socket `path` (env BADGE_ADMIN_SOCKET; default "+
-		clientSocketHelp(adminSocketName)+"); the server on it must run as root, as this user or as $BADGE_SERVER_UID")
+		socketpath.ClientDefaultHelp(socketpath.AdminName)+"); the server on it must run as root, as this user or as $BADGE_SERVER_UID")
 }
 
 // adminClient returns a client of the admin socket at path (the default
 // when empty) that refuses a server run by an untrusted uid.
 func (e *env) adminClient(path string) (*admin.Client, error) {
-	if path == "" {
-		path = clientSocket(e.getenv, adminSocketName)
-	}
-	p, err := socketPath(path)
+	p, err := socketpath.Admin(path, e.getenv)
 	if err != nil {
-		return nil, err
+		return nil, usageError{err}
 	}
 	uids, err := e.serverUIDs()
 	if err != nil {
@@ -89,7 +86,7 @@ func runEntryList(ctx context.Context, e *env, args []string) error {
 		if es == nil {
 			es = []admin.Entry{}
 		}
-		return writeJSON(e.stdout, es)
+		return jsonout.Write(e.stdout, es)
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tSPIFFE ID\tSELECTORS\tTTL\tDNS\tNODES")
@@ -117,7 +114,7 @@ func runEntryShow(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	if *asJSON {
-		return writeJSON(e.stdout, en)
+		return jsonout.Write(e.stdout, en)
 	}
 	nodes := "- (the server's own socket)"
 	if len(en.Nodes) > 0 {
@@ -180,10 +177,4 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
-}
-
-func writeJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/badge-dev/badge/ca/admin"
+	"github.com/badge-dev/badge/internal/jsonout"
 )
 
 // badge token create --node NAME: make a one-time join token for the agent
@@ -40,7 +41,7 @@ func runTokenCreate(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	if *asJSON {
-		return writeJSON(e.stdout, tok)
+		return jsonout.Write(e.stdout, tok)
 	}
 	fmt.Fprintln(e.stdout, tok.Token)
 	fmt.Fprintf(e.stderr, "join token for node %s, usable once until %s: it is shown only now\n",
@@ -67,7 +68,7 @@ func runNodeList(ctx context.Context, e *env, args []string) error {
 		if ns == nil {
 			ns = []admin.Node{}
 		}
-		return writeJSON(e.stdout, ns)
+		return jsonout.Write(e.stdout, ns)
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tATTESTATION\tFIRST ATTESTED\tLAST ATTESTED\tSVID SERIAL\tEVICTED")

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/badge-dev/badge/ca/admin"
+	"github.com/badge-dev/badge/internal/jsonout"
 )
 
 func runRevoke(ctx context.Context, e *env, args []string) error {
@@ -79,7 +80,7 @@ func runRevocationsList(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	if *asJSON {
-		return writeJSON(e.stdout, revs)
+		return jsonout.Write(e.stdout, revs)
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "SPIFFE ID\tREVOKED AT\tBLOCKED\tREASON")

@@ -21,6 +21,10 @@ import (
 	"github.com/badge-dev/badge/ca/admin"
 	"github.com/badge-dev/badge/ca/public"
 	"github.com/badge-dev/badge/ca/workload"
+	"github.com/badge-dev/badge/internal/localtrust"
+	"github.com/badge-dev/badge/internal/logkey"
+	"github.com/badge-dev/badge/internal/socketpath"
+	"github.com/badge-dev/badge/internal/unixsock"
 	"github.com/badge-dev/badge/storage"
 	"github.com/badge-dev/badge/storage/bbolt"
 )
@@ -56,9 +60,9 @@ func runServer(ctx context.Context, e *env, args []string) error {
 	fs.StringVar(&c.dataDir, "data-dir", "", "state `directory` (default "+dataDirDefault+"); "+
 		"it and its files must be owned by the server's uid and not writable by group or others, nor any directory above it unless sticky")
 	fs.StringVar(&c.trustDomain, "trust-domain", c.trustDomain, "SPIFFE trust `domain` of this authority")
-	fs.StringVar(&c.socket, "socket", "", "Workload API socket `path` (default "+serverSocketHelp(workloadSocketName)+"); "+
+	fs.StringVar(&c.socket, "socket", "", "Workload API socket `path` (default "+socketpath.ServerDefaultHelp(socketpath.WorkloadName)+"); "+
 		"its directory must be owned by root or the server's uid and not writable by group or others, nor any directory above it unless sticky")
-	fs.StringVar(&c.adminSocket, "admin-socket", "", "admin API socket `path`, for root and the server's uid only (default "+serverSocketHelp(adminSocketName)+")")
+	fs.StringVar(&c.adminSocket, "admin-socket", "", "admin API socket `path`, for root and the server's uid only (default "+socketpath.ServerDefaultHelp(socketpath.AdminName)+")")
 	fs.StringVar(&c.listen, "listen", "", "public HTTPS `address`: JWKS, OIDC discovery, introspection, token endpoint, /healthz (nothing listens on TCP unless set)")
 	fs.Var(&c.listenHosts, "listen-dns", "DNS `name` or IP address for the public listener's certificate; repeatable (default: the --listen and --jwt-issuer hosts)")
 	fs.StringVar(&c.jwtIssuer, "jwt-issuer", "", "public https `URL` of this server: the iss of JWT-SVIDs and the OIDC discovery issuer (default: no iss, no discovery)")
@@ -91,10 +95,10 @@ func runServer(ctx context.Context, e *env, args []string) error {
 			return err
 		}
 		if c.socket == "" {
-			c.socket = filepath.Join(dir, workloadSocketName)
+			c.socket = filepath.Join(dir, socketpath.WorkloadName)
 		}
 		if c.adminSocket == "" {
-			c.adminSocket = filepath.Join(dir, adminSocketName)
+			c.adminSocket = filepath.Join(dir, socketpath.AdminName)
 		}
 	}
 	log, err := newLogger(e, c.logLevel, c.logFormat)
@@ -147,7 +151,7 @@ func serve(ctx context.Context, c serverConfig, td spiffeid.TrustDomain, log *sl
 	if err != nil {
 		return fmt.Errorf("workload API socket: %w", err)
 	}
-	al, err := ca.ListenUnix(c.adminSocket, 0o600)
+	al, err := unixsock.Listen(c.adminSocket, 0o600)
 	if err != nil {
 		wl.Close()
 		return fmt.Errorf("admin socket: %w", err)
@@ -164,7 +168,7 @@ func serve(ctx context.Context, c serverConfig, td spiffeid.TrustDomain, log *sl
 	}
 	dbPath := filepath.Join(c.dataDir, "badge.db")
 	keyDir := filepath.Join(c.dataDir, "keys")
-	if err := ca.CheckPrivatePath(keyDir); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := localtrust.CheckPrivatePath(keyDir); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("key directory %w", err) // ca.New checks it too; this is before the database opens
 	}
 	if err := checkDatabase(dbPath, keyDir); err != nil {
@@ -194,10 +198,16 @@ func serve(ctx context.Context, c serverConfig, td spiffeid.TrustDomain, log *sl
 	defer auth.Close()
 
 	wlConns, pubConns := connBudget(c.listen != "", log)
-	wsrv := workload.New(workload.Config{Authority: auth, Attestor: attest.New(attest.Config{Logger: log}), JWT: auth, Logger: log,
+	wsrv, err := workload.New(workload.Config{Authority: auth, Attestor: attest.New(attest.Config{Logger: log}), JWT: auth, Logger: log,
 		Limits: c.limits.workload(wlConns, store.FreeSpace)})
-	asrv := admin.New(admin.Config{Authority: auth, Logger: log,
+	if err != nil {
+		return err
+	}
+	asrv, err := admin.New(admin.Config{Authority: auth, Logger: log,
 		OnNoSpace: ensureBallast(c.dataDir, ballastSize(c.limits.minFreeMiB<<20), log)})
+	if err != nil {
+		return err
+	}
 	errc := make(chan error, 3)
 	serving = true // the servers close the listeners from here on
 	go func() { errc <- wsrv.Serve(wl) }()
@@ -212,7 +222,7 @@ func serve(ctx context.Context, c serverConfig, td spiffeid.TrustDomain, log *sl
 			return err
 		}
 	}
-	log.Info("badge server ready", slog.String(ca.LogTrustDomain, td.Name()),
+	log.Info("badge server ready", slog.String(logkey.TrustDomain, td.Name()),
 		slog.String("socket", c.socket), slog.String("admin_socket", c.adminSocket), slog.String("data_dir", c.dataDir),
 		slog.Int("max_workload_conns", wlConns), slog.Int("max_public_conns", pubConns))
 
@@ -221,7 +231,7 @@ func serve(ctx context.Context, c serverConfig, td spiffeid.TrustDomain, log *sl
 	case <-ctx.Done():
 		log.Info("shutting down")
 	case serveErr = <-errc:
-		log.Error("server failed", slog.Any(ca.LogError, serveErr))
+		log.Error("server failed", slog.Any(logkey.Error, serveErr))
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -235,12 +245,12 @@ func serve(ctx context.Context, c serverConfig, td spiffeid.TrustDomain, log *sl
 
 // prepareDataDir creates the data dir (0700) if it is missing and refuses
 // one that another user could read the keys from or swap: it must pass
-// ca.CheckPrivatePath (owned by this uid, not writable by group or others,
+// localtrust.CheckPrivatePath (owned by this uid, not writable by group or others,
 // nor any directory above it unless sticky). A data dir that only others
 // may read is tightened to 0700 with a warning.
 func prepareDataDir(dir string, log *slog.Logger) error {
-	if err := ca.MkdirPrivate(dir); err != nil {
-		if errors.Is(err, ca.ErrUntrustedPath) {
+	if err := localtrust.MkdirPrivate(dir); err != nil {
+		if errors.Is(err, localtrust.ErrUntrustedPath) {
 			return fmt.Errorf("data directory %w", err)
 		}
 		return fmt.Errorf("creating data directory %s: %w", dir, err)
@@ -270,7 +280,7 @@ func checkDatabase(dbPath, keyDir string) error {
 	case err != nil:
 		return err
 	default:
-		if err := ca.CheckPrivatePath(dbPath); err != nil {
+		if err := localtrust.CheckPrivatePath(dbPath); err != nil {
 			return err
 		}
 		if fi.Size() > 0 {

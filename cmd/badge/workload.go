@@ -14,7 +14,9 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/badge-dev/badge/ca"
+	"github.com/badge-dev/badge/internal/atomicfile"
+	"github.com/badge-dev/badge/internal/jsonout"
+	"github.com/badge-dev/badge/internal/socketpath"
 )
 
 // svidJSON is the stable JSON form of one X.509-SVID (no private key).
@@ -30,7 +32,7 @@ type svidJSON struct {
 
 func runSVIDFetch(ctx context.Context, e *env, args []string) error {
 	fs := e.flagSet("svid fetch", "[--socket PATH] [--write DIR] [--json]")
-	sockFlag := fs.String("socket", "", "Workload API socket `path` (default: $SPIFFE_ENDPOINT_SOCKET, $BADGE_SOCKET, "+clientSocketHelp(workloadSocketName)+")")
+	sockFlag := fs.String("socket", "", "Workload API socket `path` (default: $SPIFFE_ENDPOINT_SOCKET, $BADGE_SOCKET, "+socketpath.ClientDefaultHelp(socketpath.WorkloadName)+")")
 	dir := fs.String("write", "", "write svid.pem, svid_key.pem (0600) and svid_bundle.pem of the default SVID into `DIR`")
 	asJSON := fs.Bool("json", false, "print the SVIDs as stable JSON")
 	timeout := durationVar(fs, "timeout", 10*time.Second, "give up after this long")
@@ -71,7 +73,7 @@ func runSVIDFetch(ctx context.Context, e *env, args []string) error {
 		}
 	}
 	if *asJSON {
-		return writeJSON(e.stdout, out)
+		return jsonout.Write(e.stdout, out)
 	}
 	for _, s := range out {
 		fmt.Fprintf(e.stdout, "SPIFFE ID:  %s\nSerial:     %s\nNot before: %s\nNot after:  %s\n\n",
@@ -136,7 +138,7 @@ func writeSVIDFiles(dir string, xc *workloadapi.X509Context) error {
 		{"svid.pem", certs, 0o644},
 		{"svid_bundle.pem", bundle, 0o644},
 	} {
-		if err := ca.WriteFile(filepath.Join(dir, f.name), f.data, f.perm); err != nil {
+		if err := atomicfile.WriteFile(filepath.Join(dir, f.name), f.data, f.perm); err != nil {
 			return fmt.Errorf("writing %s: %w", f.name, err)
 		}
 	}

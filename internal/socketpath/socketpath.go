@@ -6,26 +6,42 @@
 // with the other:
 //
 //   - a value may be a path ("/run/w.sock") or a unix URL ("unix:/run/w.sock",
-//     "unix:///run/w.sock", the form of SPIFFE_ENDPOINT_SOCKET); it must be
-//     absolute, and comes back cleaned;
+//     "unix:///run/w.sock", the form of SPIFFE_ENDPOINT_SOCKET, parsed by
+//     go-spiffe's workloadapi.TargetFromAddress); it must be absolute, and
+//     comes back cleaned;
 //   - the Workload API socket is the flag, else SPIFFE_ENDPOINT_SOCKET (the
-//     variable every SPIFFE client honours), else BADGE_SOCKET, else
-//     DefaultWorkload;
-//   - the admin socket is the flag, else BADGE_ADMIN_SOCKET, else
-//     DefaultAdmin.
+//     variable every SPIFFE client honours), else BADGE_SOCKET, else the
+//     client default of WorkloadName;
+//   - the admin socket is the flag, else BADGE_ADMIN_SOCKET, else the
+//     client default of AdminName.
+//
+// The client default of a socket is in RootDir, where a server run as root
+// puts it; a caller that is not root, finding no such socket there, uses
+// $XDG_RUNTIME_DIR/badge, where a server run by that user puts it (see
+// ClientDefault). The SDK keeps its own copy of this rule: it imports
+// nothing from internal/.
 package socketpath
 
 import (
 	"errors"
 	"fmt"
+	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
 )
 
-// Default locations.
+// Default locations. A server run as root puts its sockets in RootDir,
+// any other server in $XDG_RUNTIME_DIR/badge.
 const (
-	DefaultWorkload = "/run/badge/workload.sock"
-	DefaultAdmin    = "/run/badge/admin.sock"
+	RootDir      = "/run/badge"
+	WorkloadName = "workload.sock"
+	AdminName    = "admin.sock"
+
+	DefaultWorkload = RootDir + "/" + WorkloadName
+	DefaultAdmin    = RootDir + "/" + AdminName
 )
 
 // Environment variables, in the order they are consulted.
@@ -40,14 +56,20 @@ const (
 var ErrNotAbsolute = errors.New("must be an absolute path or a unix:///path URL")
 
 // Parse accepts "/path", "unix:/path" or "unix:///path" and returns the
-// cleaned path.
+// cleaned path. A unix URL must be one go-spiffe's
+// workloadapi.TargetFromAddress accepts (no query, fragment or user) and
+// name no host.
 func Parse(v string) (string, error) {
 	p := v
-	switch {
-	case strings.HasPrefix(v, "unix://"):
-		p = strings.TrimPrefix(v, "unix://")
-	case strings.HasPrefix(v, "unix:"):
-		p = strings.TrimPrefix(v, "unix:")
+	if strings.HasPrefix(v, "unix:") {
+		if _, err := workloadapi.TargetFromAddress(v); err != nil {
+			return "", fmt.Errorf("socket %q %w (%v)", v, ErrNotAbsolute, err)
+		}
+		u, err := url.Parse(v)
+		if err != nil || u.Host != "" {
+			return "", fmt.Errorf("socket %q %w", v, ErrNotAbsolute)
+		}
+		p = u.Path
 	}
 	if !filepath.IsAbs(p) {
 		return "", fmt.Errorf("socket %q %w", v, ErrNotAbsolute)
@@ -56,26 +78,77 @@ func Parse(v string) (string, error) {
 }
 
 // Workload resolves the Workload API socket: flagValue, then
-// SPIFFE_ENDPOINT_SOCKET, then BADGE_SOCKET (read with getenv), then
-// DefaultWorkload.
+// SPIFFE_ENDPOINT_SOCKET, then BADGE_SOCKET (read with getenv), then the
+// client default of WorkloadName.
 func Workload(flagValue string, getenv func(string) string) (string, error) {
-	return resolve(flagValue, getenv, DefaultWorkload, EnvSPIFFEEndpoint, EnvWorkload)
+	return resolve(flagValue, getenv, WorkloadName, EnvSPIFFEEndpoint, EnvWorkload)
 }
 
 // Admin resolves the admin API socket: flagValue, then BADGE_ADMIN_SOCKET,
-// then DefaultAdmin.
+// then the client default of AdminName.
 func Admin(flagValue string, getenv func(string) string) (string, error) {
-	return resolve(flagValue, getenv, DefaultAdmin, EnvAdmin)
+	return resolve(flagValue, getenv, AdminName, EnvAdmin)
 }
 
-func resolve(v string, getenv func(string) string, def string, envs ...string) (string, error) {
-	for _, name := range envs {
+func resolve(v string, getenv func(string) string, name string, envs ...string) (string, error) {
+	for _, env := range envs {
 		if v == "" {
-			v = getenv(name)
+			v = getenv(env)
 		}
 	}
 	if v == "" {
-		return def, nil
+		return ClientDefault(os.Geteuid(), getenv, name, exists), nil
 	}
 	return Parse(v)
+}
+
+// ClientDefault is the default path of the socket name for a client
+// running as euid: RootDir/name, unless euid is not root, no such file
+// exists (as exists reports) and $XDG_RUNTIME_DIR (read with getenv) is an
+// absolute path: then $XDG_RUNTIME_DIR/badge/name.
+func ClientDefault(euid int, getenv func(string) string, name string, exists func(string) bool) string {
+	p := filepath.Join(RootDir, name)
+	if euid == 0 || exists(p) {
+		return p
+	}
+	if d := getenv("XDG_RUNTIME_DIR"); d != "" && filepath.IsAbs(d) {
+		return filepath.Join(d, "badge", name)
+	}
+	return p
+}
+
+// ErrNoRuntimeDir is returned by ServerDir for a server not run as root
+// when $XDG_RUNTIME_DIR is not an absolute path.
+var ErrNoRuntimeDir = errors.New("XDG_RUNTIME_DIR is not set (or not an absolute path): a server not run as root " +
+	"puts its sockets in $XDG_RUNTIME_DIR/badge; set it, or pass --socket and --admin-socket")
+
+// ServerDir is the directory of the default sockets of a server running
+// as euid: RootDir for root, else $XDG_RUNTIME_DIR/badge (read with
+// getenv), which must then be an absolute path (else ErrNoRuntimeDir).
+func ServerDir(euid int, getenv func(string) string) (string, error) {
+	if euid == 0 {
+		return RootDir, nil
+	}
+	if d := getenv("XDG_RUNTIME_DIR"); d != "" && filepath.IsAbs(d) {
+		return filepath.Join(d, "badge"), nil
+	}
+	return "", ErrNoRuntimeDir
+}
+
+// ServerDefaultHelp describes the server's default of the socket name, for
+// flag help.
+func ServerDefaultHelp(name string) string {
+	return filepath.Join(RootDir, name) + " as root, else $XDG_RUNTIME_DIR/badge/" + name
+}
+
+// ClientDefaultHelp describes the client default of the socket name, for
+// flag help.
+func ClientDefaultHelp(name string) string {
+	return filepath.Join(RootDir, name) + ", or $XDG_RUNTIME_DIR/badge/" + name + " for a caller other than root when that is missing"
+}
+
+// exists reports whether a file is at p (a dangling link counts).
+func exists(p string) bool {
+	_, err := os.Lstat(p)
+	return err == nil
 }

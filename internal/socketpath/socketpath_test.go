@@ -19,6 +19,11 @@ func TestParse(t *testing.T) {
 		{"unix:relative.sock", "", ErrNotAbsolute},
 		{"", "", ErrNotAbsolute},
 		{"tcp://127.0.0.1:8081", "", ErrNotAbsolute},
+		{"unix:/tmp/badge/../badge/workload.sock", "/tmp/badge/workload.sock", nil},
+		{"unix:///run/w.sock?mode=x", "", ErrNotAbsolute},
+		{"unix:///run/w.sock#frag", "", ErrNotAbsolute},
+		{"unix://host/run/w.sock", "", ErrNotAbsolute},
+		{"unix://user@/run/w.sock", "", ErrNotAbsolute},
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
@@ -63,6 +68,49 @@ func TestResolve(t *testing.T) {
 			got, err := f(tt.flag, env(tt.env))
 			if !errors.Is(err, tt.wantErr) || got != tt.want {
 				t.Errorf("got %q, %v, want %q, %v", got, err, tt.want, tt.wantErr)
+			}
+		})
+	}
+}
+
+// TestDefaultDirs: root's sockets are in /run/badge; another user's
+// server uses $XDG_RUNTIME_DIR/badge (and needs it), and another user's
+// client falls back to it when /run/badge has no such socket.
+func TestDefaultDirs(t *testing.T) {
+	xdg := func(v string) func(string) string {
+		return func(k string) string {
+			if k == "XDG_RUNTIME_DIR" {
+				return v
+			}
+			return ""
+		}
+	}
+	for _, tc := range []struct {
+		name       string
+		euid       int
+		xdg        string
+		runExists  bool
+		wantServer string // "": ErrNoRuntimeDir
+		wantClient string
+	}{
+		{"root", 0, "/run/user/0", false, "/run/badge", "/run/badge/admin.sock"},
+		{"user", 1000, "/run/user/1000", false, "/run/user/1000/badge", "/run/user/1000/badge/admin.sock"},
+		{"user, root's server running", 1000, "/run/user/1000", true, "/run/user/1000/badge", "/run/badge/admin.sock"},
+		{"user without XDG_RUNTIME_DIR", 1000, "", false, "", "/run/badge/admin.sock"},
+		{"user with a relative XDG_RUNTIME_DIR", 1000, "run", false, "", "/run/badge/admin.sock"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir, err := ServerDir(tc.euid, xdg(tc.xdg))
+			if tc.wantServer == "" {
+				if !errors.Is(err, ErrNoRuntimeDir) {
+					t.Errorf("server socket dir = %q, %v; want ErrNoRuntimeDir", dir, err)
+				}
+			} else if err != nil || dir != tc.wantServer {
+				t.Errorf("server socket dir = %q, %v; want %s", dir, err, tc.wantServer)
+			}
+			exists := func(p string) bool { return tc.runExists && p == "/run/badge/admin.sock" }
+			if got := ClientDefault(tc.euid, xdg(tc.xdg), AdminName, exists); got != tc.wantClient {
+				t.Errorf("client socket = %q, want %s", got, tc.wantClient)
 			}
 		})
 	}

@@ -16,14 +16,15 @@
 // Entries, keys, revocations and clients are JSON; serial records, which
 // grow with issuance, are compact binary (see records.go). The buckets:
 //
-//	meta                 "schema_version" → decimal version of the layout
+//	meta                 "schema_version" → decimal version of the layout;
+//	                     "crl_number" → the last CRL number handed out (8 bytes)
 //	entries              entry id → storage.Entry
 //	keys                 key id → storage.Key
 //	serial_records       expiry second (8 bytes), sequence (8) → serial record
 //	serial_ids           spiffe id, 0x00, serial_records key → empty
 //	serial_reservations  not_after (12 bytes), sequence (8) → reserved serials
-//	revoked_ids          spiffe id → storage.Revocation
-//	revoked_serials      serial hex → storage.RevokedSerial
+//	revoked_ids          spiffe id → storage.Revocation (revoked or blocked IDs)
+//	revoked_serials      serial hex → storage.RevokedSerial (revoked certificates)
 //	clients              client id → storage.Client (OAuth clients; secret hashes only)
 //	nodes                node name → storage.Node (agents' hosts)
 //	join_tokens          SHA-256 of the token, hex → storage.JoinToken (never the token)
@@ -40,11 +41,23 @@
 // the Unix second with its sign bit flipped, big-endian (not_after also
 // holds the nanosecond), so that byte order is time order.
 //
+// revoked_ids holds one record per revoked SPIFFE ID (when, why, by whom,
+// and whether the ID is blocked from further issuance); revoked_serials one
+// per revoked certificate, whether revoked by serial or with its ID.
+// PruneRevocations deletes a revoked certificate once it has expired, and
+// an ID's revocation once it is older than every credential it could
+// refuse; a block stays until Unblock. crl_number only grows
+// (NextCRLNumber), across restarts, so every CRL has a higher number.
+//
 // The layout has a version. Open creates it on a new (or zero-length) file,
 // upgrades an older one in one transaction, and refuses a newer one with an
-// error wrapping storage.ErrSchema that names both versions. A later layout
-// adds its buckets (say, revocations) in a migration appended to the
-// migrations table.
+// error wrapping storage.ErrSchema that names both versions. Version 1 has
+// the entries and keys buckets and the first serial buckets (serials,
+// serials_by_id, serials_by_expiry, serials_log); version 2 adds
+// revoked_ids and revoked_serials; version 3 adds clients; version 4
+// replaces the first serial buckets with serial_records, serial_ids and
+// serial_reservations. A later layout adds its buckets in a migration
+// appended to the migrations table.
 //
 // # Durability and group commit
 //

@@ -1,4 +1,4 @@
-package ca
+package unixsock
 
 import (
 	"errors"
@@ -6,13 +6,15 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/badge-dev/badge/internal/localtrust"
 )
 
 // socketDir is a temporary directory whose paths fit a Unix socket address
 // (108 bytes) whatever the test's name.
 func socketDir(t *testing.T) string {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "badge-ca-")
+	dir, err := os.MkdirTemp("", "badge-unixsock-")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,13 +86,7 @@ func TestListenUnix(t *testing.T) {
 		{
 			name: "directory writable by others",
 			prepare: func(t *testing.T, dir string) string {
-				d := filepath.Join(dir, "open")
-				if err := os.Mkdir(d, 0o700); err != nil {
-					t.Fatal(err)
-				}
-				if err := os.Chmod(d, 0o777); err != nil {
-					t.Fatal(err)
-				}
+				d := openDir(t, dir)
 				return filepath.Join(d, "s.sock")
 			},
 			mode: 0o600, untrusted: true,
@@ -98,13 +94,7 @@ func TestListenUnix(t *testing.T) {
 		{
 			name: "new directory under one writable by others",
 			prepare: func(t *testing.T, dir string) string {
-				d := filepath.Join(dir, "open")
-				if err := os.Mkdir(d, 0o700); err != nil {
-					t.Fatal(err)
-				}
-				if err := os.Chmod(d, 0o777); err != nil {
-					t.Fatal(err)
-				}
+				d := openDir(t, dir)
 				return filepath.Join(d, "badge", "s.sock")
 			},
 			mode: 0o600, untrusted: true,
@@ -128,27 +118,27 @@ func TestListenUnix(t *testing.T) {
 			dir := socketDir(t)
 			path := tt.prepare(t, dir)
 			before, statErr := os.Lstat(path)
-			l, err := ListenUnix(path, tt.mode)
+			l, err := Listen(path, tt.mode)
 			if !tt.ok {
 				if err == nil {
 					l.Close()
-					t.Fatal("ListenUnix succeeded")
+					t.Fatal("Listen succeeded")
 				}
-				t.Logf("ListenUnix: %v", err)
-				if tt.untrusted && !errors.Is(err, ErrUntrustedPath) {
-					t.Errorf("ListenUnix: %v, want ErrUntrustedPath", err)
+				t.Logf("Listen: %v", err)
+				if tt.untrusted && !errors.Is(err, localtrust.ErrUntrustedPath) {
+					t.Errorf("Listen: %v, want ErrUntrustedPath", err)
 				}
 				if _, err := os.Lstat(filepath.Dir(path)); tt.untrusted && statErr != nil && err == nil && filepath.Base(filepath.Dir(path)) == "badge" {
-					t.Errorf("ListenUnix created %s under an untrusted directory", filepath.Dir(path))
+					t.Errorf("Listen created %s under an untrusted directory", filepath.Dir(path))
 				}
 				// Whatever was there is left alone.
 				if after, err := os.Lstat(path); statErr == nil && (err != nil || !os.SameFile(before, after)) {
-					t.Errorf("%s was replaced or removed by a failed ListenUnix", path)
+					t.Errorf("%s was replaced or removed by a failed Listen", path)
 				}
 				return
 			}
 			if err != nil {
-				t.Fatalf("ListenUnix: %v", err)
+				t.Fatalf("Listen: %v", err)
 			}
 			defer l.Close()
 			fi, err := os.Lstat(path)
@@ -171,7 +161,7 @@ func TestListenUnix(t *testing.T) {
 // socket file, but not one a newer server has created at the same path.
 func TestListenUnixCloseKeepsANewerSocket(t *testing.T) {
 	path := filepath.Join(socketDir(t), "w.sock")
-	old, err := ListenUnix(path, 0o777)
+	old, err := Listen(path, 0o777)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,7 +170,7 @@ func TestListenUnixCloseKeepsANewerSocket(t *testing.T) {
 	if err := os.Remove(path); err != nil {
 		t.Fatal(err)
 	}
-	newer, err := ListenUnix(path, 0o777)
+	newer, err := Listen(path, 0o777)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,4 +183,24 @@ func TestListenUnixCloseKeepsANewerSocket(t *testing.T) {
 	if _, err := os.Lstat(path); !os.IsNotExist(err) {
 		t.Fatalf("closing a listener left its own socket behind: %v", err)
 	}
+}
+
+func writeFile(t *testing.T, path string, data []byte) {
+	t.Helper()
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// openDir creates dir/open, writable by everyone (whatever the umask).
+func openDir(t *testing.T, dir string) string {
+	t.Helper()
+	d := filepath.Join(dir, "open")
+	if err := os.Mkdir(d, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(d, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	return d
 }

@@ -214,3 +214,26 @@ func ownerOf(fi fs.FileInfo) uint32 {
 // OwnerOf returns the owner uid of fi, or an impossible uid when the file
 // system does not report one.
 func OwnerOf(fi fs.FileInfo) uint32 { return ownerOf(fi) }
+
+// CheckSocketDir returns an error wrapping ErrUntrustedPath, naming the
+// file at fault with its owner and mode, unless dir is owned by root or
+// this process's effective uid and passes CheckPath with RootOrUID: nobody
+// else can then move a socket in dir aside. unixsock.Listen applies it.
+func CheckSocketDir(dir string) error {
+	return CheckPath(dir, uint32(os.Geteuid()), RootOrUID)
+}
+
+// CheckPrivatePath is CheckSocketDir for state of this process: path
+// itself must be owned by this process's effective uid (not merely by
+// root). It applies to the data dir, its database and the key directory.
+func CheckPrivatePath(path string) error {
+	return CheckPath(path, uint32(os.Geteuid()), Exclusive)
+}
+
+// MkdirPrivate creates the directory dir (mode 0700) and any missing
+// parent, as MkdirAll with Exclusive for this process's effective uid:
+// nothing is created in a directory another user controls, and dir must
+// then pass CheckPrivatePath.
+func MkdirPrivate(dir string) error {
+	return MkdirAll(dir, 0o700, uint32(os.Geteuid()), Exclusive)
+}

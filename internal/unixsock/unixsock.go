@@ -1,4 +1,8 @@
-package ca
+// Package unixsock creates the Unix sockets badge's servers listen on: in a
+// directory no other non-root user controls (see localtrust), with the
+// socket's mode set before anyone can connect, replacing only a stale
+// socket, and removing on Close only the socket it created.
+package unixsock
 
 import (
 	"errors"
@@ -10,12 +14,12 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/badge-dev/badge/ca/internal/localtrust"
+	"github.com/badge-dev/badge/internal/localtrust"
 )
 
-// ListenUnix creates a Unix socket at path with mode sockMode. The directory
-// is created with mode 0755 if missing (see MkdirPrivate for where) and
-// must then pass CheckSocketDir:
+// Listen creates a Unix socket at path with mode sockMode. The directory
+// is created with mode 0755 if missing (see localtrust.MkdirAll for where)
+// and must then pass localtrust.CheckSocketDir:
 // a directory another non-root user owns or can write (or one above it) is
 // refused, since that user could move the socket aside and serve their
 // own. A stale socket left by a crash is removed; a socket some running
@@ -24,13 +28,13 @@ import (
 // Closing the listener removes the socket file only if it is still the one
 // this call created: a newer server that has since taken over the path
 // keeps its socket.
-func ListenUnix(path string, sockMode os.FileMode) (net.Listener, error) {
+func Listen(path string, sockMode os.FileMode) (net.Listener, error) {
 	if !filepath.IsAbs(path) {
 		return nil, fmt.Errorf("socket path %q must be absolute", path)
 	}
 	err := localtrust.MkdirAll(filepath.Dir(path), 0o755, uint32(os.Geteuid()), localtrust.RootOrUID)
 	switch {
-	case errors.Is(err, ErrUntrustedPath):
+	case errors.Is(err, localtrust.ErrUntrustedPath):
 		return nil, fmt.Errorf("socket directory %w", err)
 	case err != nil:
 		return nil, fmt.Errorf("creating socket directory: %w", err)
