@@ -728,7 +728,8 @@ func TestReservationDeletedWhenUsed(t *testing.T) {
 // TestSerialFileBounded: in steady state, with serials pruned as fast as
 // they are recorded, the file stops growing: pruning frees the first pages
 // and inserts reuse them. Four generations of 4,000 live serials; the
-// high-water mark after the fourth is that of the second.
+// high-water mark after the fourth is that of the second, give or take a
+// few pages.
 func TestSerialFileBounded(t *testing.T) {
 	ctx := t.Context()
 	s := openStore(t, filepath.Join(t.TempDir(), "badge.db"), &Options{NoSync: true})
@@ -758,7 +759,11 @@ func TestSerialFileBounded(t *testing.T) {
 	}
 	checkIndexes(t, s, live)
 	t.Logf("used size per generation: %v", sizes)
-	if sizes[3] > sizes[1] {
+	// Batched commits land at slightly different points of each
+	// generation, so allow a few pages of slack: a file that kept growing
+	// would add a whole generation's records (about 900 KiB) each time.
+	const slack = 4 * 4096
+	if sizes[3] > sizes[1]+slack {
 		t.Errorf("used size per generation %v: still growing after the second", sizes)
 	}
 }
