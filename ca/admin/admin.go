@@ -14,6 +14,11 @@
 //	POST   /v1/unblock        lift the block of an ID (UnblockRequest)
 //	GET    /v1/bundle         the trust bundle, ?format=pem (default) or jwks
 //	GET    /v1/health         {"status":"ok"} when the authority is serving
+//
+// Every request that changes state is recorded in the authority's audit
+// trail (Authority.Audit) with the admin's uid, what it asked and the
+// result, whether it succeeded or not; see audit.go for reading and
+// verifying the trail and for backups.
 package admin
 
 import (

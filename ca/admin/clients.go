@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/badge-dev/badge/ca"
 	"github.com/badge-dev/badge/storage"
 )
 
@@ -65,10 +66,12 @@ func (s *Server) createClient(w http.ResponseWriter, r *http.Request) {
 	}
 	var req OAuthClientRequest
 	if err := decodeStrict(r.Body, &req, "client request"); err != nil {
+		s.record(r, ca.AuditClientCreate, "", "", err)
 		writeError(w, http.StatusBadRequest, err)
 		return
 	}
 	c, secret, err := auth.CreateClient(r.Context(), req.SPIFFEID)
+	s.record(r, ca.AuditClientCreate, req.SPIFFEID, "", err)
 	if err != nil {
 		s.writeAuthorityError(w, err)
 		return
@@ -99,7 +102,9 @@ func (s *Server) deleteClient(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if err := auth.DeleteClient(r.Context(), r.PathValue("id")); err != nil {
+	err := auth.DeleteClient(r.Context(), r.PathValue("id"))
+	s.record(r, ca.AuditClientDelete, r.PathValue("id"), "", err)
+	if err != nil {
 		s.writeAuthorityError(w, err)
 		return
 	}

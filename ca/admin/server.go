@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"encoding/pem"
@@ -10,6 +11,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
@@ -84,6 +87,9 @@ func New(cfg Config) *Server {
 	mux.HandleFunc("DELETE /v1/clients/{id}", s.deleteClient)
 	mux.HandleFunc("GET /v1/bundle", s.bundle)
 	mux.HandleFunc("GET /v1/health", s.health)
+	mux.HandleFunc("GET /v1/audit", s.listAudit)
+	mux.HandleFunc("GET /v1/audit/verify", s.verifyAudit)
+	mux.HandleFunc("GET /v1/backup", s.backup)
 	s.http = &http.Server{
 		Handler:           s.authorize(mux),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -171,10 +177,12 @@ func (r *statusRecorder) WriteHeader(code int) {
 func (s *Server) createEntry(w http.ResponseWriter, r *http.Request) {
 	req, ttl, err := DecodeEntryRequest(r.Body)
 	if err != nil {
+		s.record(r, ca.AuditEntryCreate, req.SPIFFEID, "", err)
 		s.writeRequestError(w, err)
 		return
 	}
 	e, err := s.auth.CreateEntry(r.Context(), ca.EntryRequest{SPIFFEID: req.SPIFFEID, Selectors: req.Selectors, TTL: ttl, DNSNames: req.DNSNames})
+	s.record(r, ca.AuditEntryCreate, cmp.Or(e.ID, req.SPIFFEID), entryDetail(req), err)
 	if err != nil {
 		s.writeAuthorityError(w, err)
 		return
@@ -205,7 +213,9 @@ func (s *Server) getEntry(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) deleteEntry(w http.ResponseWriter, r *http.Request) {
-	if err := s.auth.DeleteEntry(r.Context(), r.PathValue("id")); err != nil {
+	err := s.auth.DeleteEntry(r.Context(), r.PathValue("id"))
+	s.record(r, ca.AuditEntryDelete, r.PathValue("id"), "", err)
+	if err != nil {
 		s.writeAuthorityError(w, err)
 		return
 	}
@@ -215,16 +225,23 @@ func (s *Server) deleteEntry(w http.ResponseWriter, r *http.Request) {
 func (s *Server) revoke(w http.ResponseWriter, r *http.Request) {
 	req, err := DecodeRevokeRequest(r.Body)
 	if err != nil {
+		action := ca.AuditRevokeID
+		if req.Serial != "" {
+			action = ca.AuditRevokeSerial
+		}
+		s.record(r, action, cmp.Or(req.SPIFFEID, req.Serial), revokeDetail(req, ca.RevokeResult{}), err)
 		s.writeRequestError(w, err)
 		return
 	}
 	uid, _ := r.Context().Value(ctxKey{}).(uint32)
 	if req.Serial != "" {
 		var res ca.RevokeResult
-		if err := s.retryNoSpace(func() (err error) {
+		err := s.retryNoSpace(func() (err error) {
 			res, err = s.auth.RevokeSerial(r.Context(), req.Serial, req.Reason, uid)
 			return err
-		}); err != nil {
+		})
+		s.record(r, ca.AuditRevokeSerial, req.Serial, revokeDetail(req, res), err)
+		if err != nil {
 			s.writeAuthorityError(w, err)
 			return
 		}
@@ -236,6 +253,7 @@ func (s *Server) revoke(w http.ResponseWriter, r *http.Request) {
 		res, err = s.auth.RevokeID(r.Context(), ca.RevokeRequest{SPIFFEID: req.SPIFFEID, Reason: req.Reason, Block: req.Block, AdminUID: uid})
 		return err
 	})
+	s.record(r, ca.AuditRevokeID, req.SPIFFEID, revokeDetail(req, res), err)
 	if err != nil {
 		s.writeAuthorityError(w, err)
 		return
@@ -246,11 +264,14 @@ func (s *Server) revoke(w http.ResponseWriter, r *http.Request) {
 func (s *Server) unblock(w http.ResponseWriter, r *http.Request) {
 	var req UnblockRequest
 	if err := decodeStrict(r.Body, &req, "unblock request"); err != nil {
+		s.record(r, ca.AuditUnblock, "", "", err)
 		writeError(w, http.StatusBadRequest, err)
 		return
 	}
 	uid, _ := r.Context().Value(ctxKey{}).(uint32)
-	if err := s.auth.Unblock(r.Context(), req.SPIFFEID, uid); err != nil {
+	err := s.auth.Unblock(r.Context(), req.SPIFFEID, uid)
+	s.record(r, ca.AuditUnblock, req.SPIFFEID, "", err)
+	if err != nil {
 		s.writeAuthorityError(w, err)
 		return
 	}
@@ -331,4 +352,28 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	enc.Encode(v)
+}
+
+// entryDetail is what an entry was created with, for the audit record.
+func entryDetail(req EntryRequest) string {
+	d := "spiffe_id=" + req.SPIFFEID + " selectors=" + strings.Join(req.Selectors, ",")
+	if req.TTL != "" {
+		d += " ttl=" + req.TTL
+	}
+	if len(req.DNSNames) > 0 {
+		d += " dns=" + strings.Join(req.DNSNames, ",")
+	}
+	return d
+}
+
+// revokeDetail is what a revocation was given and did, for the audit record.
+func revokeDetail(req RevokeRequest, res ca.RevokeResult) string {
+	d := fmt.Sprintf("revoked=%d already_revoked=%d", res.Revoked, res.AlreadyRevoked)
+	if req.Block {
+		d += " block=true"
+	}
+	if req.Reason != "" {
+		d += " reason=" + strconv.Quote(req.Reason)
+	}
+	return d
 }

@@ -17,6 +17,7 @@
 // grow with issuance, are compact binary (see records.go). The buckets:
 //
 //	meta                 "schema_version" → decimal version of the layout
+//	                     "audit_head" → storage.AuditHead (the signed end of the audit trail)
 //	entries              entry id → storage.Entry
 //	keys                 key id → storage.Key
 //	serial_records       expiry second (8 bytes), sequence (8) → serial record
@@ -25,6 +26,7 @@
 //	revoked_ids          spiffe id → storage.Revocation
 //	revoked_serials      serial hex → storage.RevokedSerial
 //	clients              client id → storage.Client (OAuth clients; secret hashes only)
+//	audit                seq (8 bytes, big-endian) → storage.AuditRecord
 //
 // serial_records is keyed by when the certificate expires (NotAfter rounded
 // up to the second, then a sequence number), not by its random serial:

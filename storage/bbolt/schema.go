@@ -23,6 +23,7 @@ var (
 	bucketRevokedIDs         = []byte("revoked_ids")
 	bucketRevokedSerials     = []byte("revoked_serials")
 	bucketClients            = []byte("clients")
+	bucketAudit              = []byte("audit")
 
 	keySchemaVersion = []byte("schema_version")
 )
@@ -49,10 +50,14 @@ var migrations = [...]func(tx *bolt.Tx) error{
 	// Version 3 → 4: serial records keyed by expiry in a compact binary
 	// form, indexed by SPIFFE ID, and reservations of serials.
 	3: migrateSerialsV4,
+	// Version 4 → 5: the audit trail (its signed head is in meta).
+	4: func(tx *bolt.Tx) error {
+		return createBuckets(tx, bucketAudit)
+	},
 }
 
 // buckets are the buckets the current schema needs.
-var buckets = [][]byte{bucketMeta, bucketEntries, bucketKeys, bucketSerialRecords, bucketSerialIDs, bucketSerialReservations, bucketRevokedIDs, bucketRevokedSerials, bucketClients}
+var buckets = [][]byte{bucketMeta, bucketEntries, bucketKeys, bucketSerialRecords, bucketSerialIDs, bucketSerialReservations, bucketRevokedIDs, bucketRevokedSerials, bucketClients, bucketAudit}
 
 func createBuckets(tx *bolt.Tx, names ...[]byte) error {
 	for _, name := range names {
