@@ -246,6 +246,16 @@ func New(ctx context.Context, cfg Config) (*Authority, error) {
 		return nil, err
 	}
 	a.publishLocked()
+	if st, err := a.auditStore(); err == nil {
+		// Check the head of the audit trail now, so that a trail altered
+		// while the server was down is reported at start (see
+		// loadAuditLocked), not at the next admin action.
+		a.auditMu.Lock()
+		if err := a.loadAuditLocked(ctx, st); err != nil {
+			a.log.Error("reading the audit trail failed", slog.Any(LogError, err))
+		}
+		a.auditMu.Unlock()
+	}
 	a.log.Info("authority ready",
 		slog.String(LogTrustDomain, cfg.TrustDomain.String()),
 		slog.Int(LogCount, len(entries)),

@@ -134,7 +134,7 @@ func (s *Server) backup(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/x-tar")
 	w.Header().Set("Cache-Control", "no-store")
-	m, err := ba.Backup(r.Context(), w)
+	m, err := ba.Backup(r.Context(), &deadlineWriter{w: w, rc: http.NewResponseController(w), timeout: s.backupWriteTimeout})
 	detail := ""
 	if err == nil {
 		var size int64
@@ -179,4 +179,18 @@ func (c *Client) VerifyAudit(ctx context.Context) (ca.AuditReport, error) {
 // manifest.
 func (c *Client) Backup(ctx context.Context, w io.Writer) (int64, error) {
 	return c.stream(ctx, "/v1/backup", w)
+}
+
+// deadlineWriter gives every write to the client its own deadline.
+type deadlineWriter struct {
+	w       io.Writer
+	rc      *http.ResponseController
+	timeout time.Duration
+}
+
+func (d *deadlineWriter) Write(p []byte) (int, error) {
+	if err := d.rc.SetWriteDeadline(time.Now().Add(d.timeout)); err != nil {
+		return 0, err
+	}
+	return d.w.Write(p)
 }

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"slices"
 	"strings"
@@ -16,6 +18,7 @@ import (
 	"github.com/badge-dev/badge/ca"
 	"github.com/badge-dev/badge/ca/admin"
 	"github.com/badge-dev/badge/internal/backup"
+	"github.com/badge-dev/badge/storage"
 )
 
 // TestAuditTrail does every kind of admin action through the API, one of
@@ -139,4 +142,73 @@ func TestAuditNotImplemented(t *testing.T) {
 	if _, err := s.client.Backup(context.Background(), io.Discard); !errors.As(err, &ae) || ae.Status != http.StatusNotImplemented {
 		t.Errorf("Backup without support = %v; want 501", err)
 	}
+}
+
+// TestBackupStalledClient opens a backup and never reads it: after the
+// write timeout the server gives up, releases the read transaction, and
+// records the failed backup.
+func TestBackupStalledClient(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	// A database larger than the socket buffers of both ends.
+	for i := range 4000 {
+		if err := e.store.CreateEntry(ctx, storage.Entry{ID: fmt.Sprintf("pad%05d", i), SPIFFEID: "spiffe://example.org/pad/" + strings.Repeat("x", 200),
+			Selectors: []string{fmt.Sprintf("unix:uid:%d", 100000+i)}, CreatedAt: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := startServer(t, e.dir, admin.Config{Authority: e.auth, BackupWriteTimeout: 200 * time.Millisecond})
+	conn, err := net.Dial("unix", s.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := io.WriteString(conn, "GET /v1/backup HTTP/1.1\r\nHost: badge\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(10 * time.Second)
+	for {
+		page, err := s.client.AuditList(ctx, time.Time{}, 0, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page.Records) == 1 {
+			if r := page.Records[0]; r.Action != ca.AuditBackup || !strings.HasPrefix(r.Result, "error") {
+				t.Fatalf("record of a stalled backup = %+v; want a failed backup", r)
+			}
+			return
+		}
+		select {
+		case <-tick.C:
+		case <-deadline:
+			t.Fatal("a backup whose client stopped reading did not end within 10s")
+		}
+	}
+}
+
+// FuzzParseAuditQuery: any query gives values within bounds or an
+// *ca.InvalidError naming since, after or limit; never a panic.
+func FuzzParseAuditQuery(f *testing.F) {
+	for _, q := range []string{"", "since=2026-11-29T15:00:00Z&after=3&limit=10", "limit=0", "since=yesterday", "after=-1", "limit=99999999999999999999", "since=%zz"} {
+		f.Add(q)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		q, err := url.ParseQuery(raw)
+		if err != nil {
+			return
+		}
+		_, _, limit, err := admin.ParseAuditQuery(q)
+		if err != nil {
+			var inv *ca.InvalidError
+			if !errors.As(err, &inv) || (inv.Field != "since" && inv.Field != "after" && inv.Field != "limit") {
+				t.Fatalf("ParseAuditQuery(%q) = %v; want an InvalidError naming the parameter", raw, err)
+			}
+			return
+		}
+		if limit < 1 || limit > admin.MaxAuditPage {
+			t.Fatalf("ParseAuditQuery(%q) limit %d out of bounds", raw, limit)
+		}
+	})
 }

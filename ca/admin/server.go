@@ -43,6 +43,11 @@ type Config struct {
 	AllowedUIDs []uint32
 	// Logger receives the audit trail and errors. Nil discards them.
 	Logger *slog.Logger
+	// BackupWriteTimeout bounds how long one write of a backup to the
+	// client may block: a client that stops reading loses its backup and
+	// releases the database's read transaction, which would otherwise
+	// hold back the growth of the database file. Default 30s.
+	BackupWriteTimeout time.Duration
 	// OnNoSpace is called when a revocation fails for lack of disk space;
 	// if it frees some (a ballast file) and returns true, the revocation is
 	// tried again. Nil: no retry.
@@ -56,7 +61,8 @@ type Server struct {
 	allowed map[uint32]bool
 	http    *http.Server
 
-	onNoSpace func() bool
+	onNoSpace          func() bool
+	backupWriteTimeout time.Duration
 }
 
 type ctxKey struct{}
@@ -67,7 +73,8 @@ func New(cfg Config) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{auth: cfg.Authority, log: log, allowed: map[uint32]bool{0: true}, onNoSpace: cfg.OnNoSpace}
+	s := &Server{auth: cfg.Authority, log: log, allowed: map[uint32]bool{0: true}, onNoSpace: cfg.OnNoSpace,
+		backupWriteTimeout: cmp.Or(cfg.BackupWriteTimeout, 30*time.Second)}
 	if cfg.AllowedUIDs == nil {
 		cfg.AllowedUIDs = []uint32{uint32(os.Geteuid())}
 	}
@@ -168,6 +175,10 @@ type statusRecorder struct {
 	http.ResponseWriter
 	status int
 }
+
+// Unwrap lets http.ResponseController reach the connection (write
+// deadlines of backups).
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
 func (r *statusRecorder) WriteHeader(code int) {
 	r.status = code
