@@ -44,10 +44,10 @@ func runAuditList(ctx context.Context, e *env, args []string) error {
 		return writeJSON(e.stdout, recs)
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SEQ\tTIME\tUID\tACTION\tTARGET\tRESULT\tDETAIL")
+	fmt.Fprintln(tw, "SEQ\tTIME\tUID\tACTION\tTARGET\tDETAIL\tRESULT")
 	for _, r := range recs {
 		fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%s\t%s\t%s\n", r.Seq, r.Time.UTC().Format(time.RFC3339), r.AdminUID, r.Action,
-			orDash(oneLine(r.Target)), oneLine(r.Result), orDash(oneLine(r.Detail)))
+			orDash(oneLine(r.Target)), orDash(oneLine(r.Detail)), oneLine(r.Result))
 	}
 	return tw.Flush()
 }

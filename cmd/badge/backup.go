@@ -208,7 +208,7 @@ func checkRestored(ctx context.Context, dir string) (string, error) {
 		return "", err
 	}
 	syncDir(dir)
-	return fmt.Sprintf("%d entries, %d keys, %d revoked IDs, %d revoked certificates, %d OAuth clients, audit trail up to record %d",
+	return fmt.Sprintf("entries: %d, keys: %d, revoked IDs: %d, revoked certificates: %d, OAuth clients: %d, audit trail up to record %d",
 		len(entries), len(keys), len(ids), len(serials), len(clients), head.Seq), nil
 }
 
