@@ -3,7 +3,6 @@ package bbolt
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -34,60 +33,7 @@ func headOf(r storage.AuditRecord) storage.AuditHead {
 	return storage.AuditHead{Seq: r.Seq, Hash: r.Hash, SignedAt: t0, Signature: []byte{1}}
 }
 
-func TestAuditAppend(t *testing.T) {
-	ctx := context.Background()
-	s := openTemp(t)
-	var prev string
-	for seq := uint64(1); seq <= 3; seq++ {
-		r := auditRec(seq, prev)
-		if err := s.AppendAudit(ctx, r, headOf(r)); err != nil {
-			t.Fatalf("AppendAudit(%d): %v", seq, err)
-		}
-		prev = r.Hash
-	}
-	for _, tc := range []struct {
-		name string
-		rec  storage.AuditRecord
-		head func(storage.AuditRecord) storage.AuditHead
-		want error
-	}{
-		{"gap", auditRec(5, prev), headOf, storage.ErrExists},
-		{"replay", auditRec(3, auditRec(2, "").Hash), headOf, storage.ErrExists},
-		{"wrong prev", auditRec(4, strings.Repeat("f", 64)), headOf, storage.ErrExists},
-		{"head of another record", auditRec(4, prev), func(storage.AuditRecord) storage.AuditHead { return headOf(auditRec(3, "")) }, storage.ErrInvalid},
-		{"no action", storage.AuditRecord{Seq: 4, Time: t0, Result: "ok", Prev: prev}, headOf, storage.ErrInvalid},
-		{"upper-case hash", storage.AuditRecord{Seq: 4, Time: t0, Action: "a", Result: "ok", Prev: prev, Hash: "AB"}, headOf, storage.ErrInvalid},
-	} {
-		if err := s.AppendAudit(ctx, tc.rec, tc.head(tc.rec)); !errors.Is(err, tc.want) {
-			t.Errorf("%s: AppendAudit = %v; want %v", tc.name, err, tc.want)
-		}
-	}
-	head, last, err := s.AuditHead(ctx)
-	if err != nil || head.Seq != 3 || last.Seq != 3 || last.Hash != head.Hash {
-		t.Fatalf("AuditHead = %+v, %+v, %v; want record 3 (nothing written by the refused appends)", head, last, err)
-	}
-	var seqs []uint64
-	if _, err := s.ScanAudit(ctx, 1, func(r storage.AuditRecord, err error) bool { seqs = append(seqs, r.Seq); return err == nil }); err != nil || len(seqs) != 2 || seqs[0] != 2 {
-		t.Fatalf("ScanAudit(after 1) = %v, %v; want 2, 3", seqs, err)
-	}
-	// Pruning checks its anchor, deletes, and appends in one transaction.
-	r4 := auditRec(4, prev)
-	bad := headOf(r4)
-	bad.AnchorSeq, bad.AnchorHash = 2, strings.Repeat("e", 64)
-	if _, err := s.PruneAudit(ctx, 2, r4, bad); !errors.Is(err, storage.ErrInvalid) {
-		t.Fatalf("PruneAudit with a wrong anchor hash = %v; want ErrInvalid", err)
-	}
-	good := headOf(r4)
-	good.AnchorSeq, good.AnchorHash = 2, auditRec(2, "").Hash
-	if n, err := s.PruneAudit(ctx, 2, r4, good); err != nil || n != 2 {
-		t.Fatalf("PruneAudit = %d, %v; want 2", n, err)
-	}
-	seqs = nil
-	head, err = s.ScanAudit(ctx, 0, func(r storage.AuditRecord, err error) bool { seqs = append(seqs, r.Seq); return true })
-	if err != nil || len(seqs) != 2 || seqs[0] != 3 || head.Seq != 4 || head.AnchorSeq != 2 {
-		t.Fatalf("after pruning: records %v, head %+v, %v; want 3, 4 anchored at 2", seqs, head, err)
-	}
-}
+// The audit methods' contract is checked by storagetest (Audit/Chain).
 
 // TestBackupConsistent takes backups while entries are being written: each
 // backup is a database that opens and holds a prefix of the writes.

@@ -96,6 +96,7 @@ func Run(t *testing.T, open func(t *testing.T) Store) {
 		{"Client/CreateGetList", testClientCreateGetList},
 		{"Client/Delete", testClientDelete},
 		{"Client/Invalid", testClientInvalid},
+		{"Audit/Chain", testAudit},
 		{"Context/Cancelled", testCancelled},
 		{"Closed", testClosed},
 	} {
