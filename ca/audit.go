@@ -228,7 +228,7 @@ func (a *Authority) loadAuditLocked(ctx context.Context, st AuditStore) error {
 	case last.Seq != head.Seq || last.Hash != head.Hash || AuditRecordHash(last) != last.Hash:
 		problem = fmt.Errorf("the head names record %d, but the last record is %d and does not match it", head.Seq, last.Seq)
 	default:
-		problem = a.verifyHeadSignature(head)
+		problem = a.verifyHeadSignature(ctx, head)
 	}
 	if problem != nil && head.Taint == "" {
 		head.Taint = fmt.Sprintf("at %s the trail failed verification: %v", a.cfg.Time().UTC().Format(time.RFC3339), problem)
@@ -260,14 +260,37 @@ func (a *Authority) signAuditHead(head *storage.AuditHead) error {
 	return nil
 }
 
-// verifyHeadSignature checks the head's signature with the authority's
-// current trust bundle.
-func (a *Authority) verifyHeadSignature(head storage.AuditHead) error {
+// verifyHeadSignature checks the head's signature against auditRoots.
+func (a *Authority) verifyHeadSignature(ctx context.Context, head storage.AuditHead) error {
+	return VerifyAuditHead(head, a.auditRoots(ctx))
+}
+
+// auditRoots are the roots a head may chain to: those of the current
+// trust bundle, and every earlier root of this authority whose private
+// key file is still in the key directory and matches its certificate, so
+// that a head signed before the root was replaced (a root past its
+// lifetime is replaced at start) still verifies. A root record added to
+// the database without its key file is not trusted: editing the database
+// is what the trail must detect.
+func (a *Authority) auditRoots(ctx context.Context) *x509.CertPool {
 	roots := x509.NewCertPool()
 	for _, r := range a.Snapshot().bundle.X509Authorities() {
 		roots.AddCert(r)
 	}
-	return VerifyAuditHead(head, roots)
+	recs, err := a.store.ListKeys(ctx)
+	if err != nil {
+		a.log.Warn("audit: listing earlier roots failed; verifying with the current bundle only", slog.Any(LogError, err))
+		return roots
+	}
+	for _, rec := range recs {
+		if rec.Kind != kindRoot {
+			continue
+		}
+		if k, err := loadKey(a.cfg.KeyDir, rec); err == nil {
+			roots.AddCert(k.cert)
+		}
+	}
+	return roots
 }
 
 // VerifyAuditHead checks head's signature: its first certificate must
@@ -334,18 +357,15 @@ type AuditReport struct {
 
 // VerifyAudit checks the whole audit trail in one read of the store: the
 // numbering, every record's hash and link, the head against the last
-// record, the head's signature against the current trust bundle, and the
-// taint. It returns a report; the error is for a trail that could not be
+// record, the head's signature against the trust bundle and the earlier
+// roots whose keys the server holds (auditRoots), and the taint. It returns a report; the error is for a trail that could not be
 // read at all.
 func (a *Authority) VerifyAudit(ctx context.Context) (AuditReport, error) {
 	st, err := a.auditStore()
 	if err != nil {
 		return AuditReport{}, err
 	}
-	roots := x509.NewCertPool()
-	for _, r := range a.Snapshot().bundle.X509Authorities() {
-		roots.AddCert(r)
-	}
+	roots := a.auditRoots(ctx)
 	var v auditVerifier
 	head, err := st.ScanAudit(ctx, 0, v.next)
 	if err != nil {

@@ -338,3 +338,41 @@ func TestAuditClip(t *testing.T) {
 		t.Fatalf("Audit without an action = %v; want an error", err)
 	}
 }
+
+// TestAuditAcrossRootReplacement: a root past its lifetime is replaced at
+// start, and the new bundle holds only the new root; the head signed
+// under the old one still verifies (its key file is in the key
+// directory), so the trail is not marked as tainted.
+func TestAuditAcrossRootReplacement(t *testing.T) {
+	f := &auditFixture{dir: t.TempDir(), clock: newClock()}
+	open := func() {
+		s, err := bbolt.Open(filepath.Join(f.dir, "badge.db"), &bbolt.Options{NoSync: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, err := New(context.Background(), Config{Store: s, KeyDir: filepath.Join(f.dir, "keys"), Time: f.clock.Now, Monotonic: f.clock.Monotonic,
+			IntermediateTTL: 20 * time.Minute, RootTTL: 40 * time.Minute})
+		if err != nil {
+			s.Close()
+			t.Fatal(err)
+		}
+		f.store, f.a = s, a
+	}
+	open()
+	t.Cleanup(f.close)
+	doActions(t, f.a)
+	oldRoot := f.a.Snapshot().bundle.X509Authorities()[0]
+	f.close()
+	f.clock.Advance(41 * time.Minute)
+	open()
+	if roots := f.a.Snapshot().bundle.X509Authorities(); len(roots) != 1 || roots[0].Equal(oldRoot) {
+		t.Fatal("the root was not replaced")
+	}
+	ctx := context.Background()
+	if err := f.a.Audit(ctx, AuditEvent{Action: AuditEntryCreate, Target: "after"}); err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := f.a.VerifyAudit(ctx); err != nil || !rep.OK || rep.LastSeq != 5 {
+		t.Fatalf("VerifyAudit after the root was replaced = %+v, %v; want ok up to 5", rep, err)
+	}
+}
