@@ -38,6 +38,13 @@
 // revoked since they were issued. OAuth clients ([Authority.CreateClient])
 // get tokens for their SPIFFE ID by secret, stored only as an argon2id hash.
 //
+// Every admin action is recorded with [Authority.Audit], the one method
+// other code calls to add to the audit trail: records chained by SHA-256,
+// the head signed by the intermediate after each append, checked by
+// [Authority.VerifyAudit], pruned after Config.AuditRetention with the
+// chain still verifiable (see audit.go). [Authority.Backup] writes the
+// database as of one read transaction and the key files it refers to.
+//
 // Security invariants:
 //   - an SVID never lives longer than Config.MaxSVIDTTL after issuance, and
 //     its NotBefore is backdated by at most [Backdate];
@@ -48,5 +55,9 @@
 //   - a JWT-SVID's exp is at most Config.JWTTTL after its iat, and no token
 //     is signed for a blocked ID;
 //   - every serial is recorded before its certificate leaves the process,
-//     so revoking an ID revokes every unexpired certificate it has.
+//     so revoking an ID revokes every unexpired certificate it has;
+//   - an audit head is signed only over a chain that verified when the
+//     authority opened it; one that did not is carried forward as tainted;
+//   - CA private keys leave the key directory only in a backup, asked for
+//     on the admin socket (root or the server's uid) and recorded.
 package ca

@@ -3,8 +3,9 @@
 //
 // The records are registration entries (Entry), one record per issued
 // certificate (Serial), blocks of serials reserved before use
-// (Reservation) and the CA and JWT signing keys (Key). They are plain
-// values: a store keeps a copy and returns copies.
+// (Reservation), the CA and JWT signing keys (Key), and the audit trail
+// (AuditRecord, and its signed AuditHead). They are plain values: a store
+// keeps a copy and returns copies.
 //
 // Implementations live in sub-packages: storage/bbolt is the embedded
 // single-host default. Each implements the same methods, declared by their
@@ -27,6 +28,9 @@
 //	RevokeID(ctx, Revocation, now) ([]RevokedSerial, error) // the newly revoked only
 //	RevokeSerial(ctx, serial, ...) (RevokedSerial, error)   // ErrExists if revoked before
 //	PruneRevocations(ctx, now, keep) (int, error) // NotAfter < now; unblocked IDs revoked before now-keep
+//	AppendAudit(ctx, AuditRecord, AuditHead) error // ErrExists unless it follows the stored head
+//	PruneAudit(ctx, through, AuditRecord, AuditHead) (int, error) // delete up to through, append, one step
+//	ScanAudit(ctx, after, fn) (AuditHead, error) // records > after, in order, with the head of the same read
 //	Close() error                             // later calls: ErrClosed
 //
 // The invariant serial records keep is that revocation by SPIFFE ID finds

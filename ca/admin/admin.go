@@ -14,6 +14,7 @@
 //	POST   /v1/unblock        lift the block of an ID (UnblockRequest)
 //	GET    /v1/bundle         the trust bundle, ?format=pem (default) or jwks
 //	GET    /v1/health         {"status":"ok"} when the authority is serving
+//	GET    /v1/audit          audit records (AuditPage); GET /v1/audit/verify; GET /v1/backup (see audit.go)
 //
 // Every request that changes state is recorded in the authority's audit
 // trail (Authority.Audit) with the admin's uid, what it asked and the
