@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -39,6 +40,9 @@ const (
 	// Under full load a minute's worth is tens of thousands of records,
 	// deleted from the front of the store in short transactions.
 	pruneInterval = time.Minute
+	// auditPruneInterval is how often audit records past the retention
+	// are pruned; each pruning adds a record of its own.
+	auditPruneInterval = time.Hour
 )
 
 // Store is the persistent state the authority needs. storage/bbolt
@@ -106,6 +110,10 @@ type Config struct {
 	// advanced, nor before the authority has run for the longest
 	// credential lifetime.
 	PruneMargin time.Duration
+	// AuditRetention is how long audit records are kept; older ones are
+	// pruned (hourly), and the trail still verifies (see Authority.Audit).
+	// Default DefaultAuditRetention (365 days); negative keeps every record.
+	AuditRetention time.Duration
 	// Logger receives operational logs. Nil discards them.
 	Logger *slog.Logger
 }
@@ -149,6 +157,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.PruneMargin == 0 {
 		c.PruneMargin = DefaultPruneMargin
+	}
+	if c.AuditRetention == 0 {
+		c.AuditRetention = DefaultAuditRetention
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -201,6 +212,11 @@ type Authority struct {
 	// (see SignJWTSVID); snapshots hold no caches.
 	jwtCache jwtCache
 
+	// auditMu serialises appends to the audit trail; auditState is the
+	// head they chain to.
+	auditMu    sync.Mutex
+	auditState auditState
+
 	// prune is the clock pruning trusts.
 	prune pruneClock
 	// serials are the reserved serial numbers not used yet.
@@ -241,6 +257,16 @@ func New(ctx context.Context, cfg Config) (*Authority, error) {
 		return nil, err
 	}
 	a.publishLocked()
+	if st, err := a.auditStore(); err == nil {
+		// Check the head of the audit trail now, so that a trail altered
+		// while the server was down is reported at start (see
+		// loadAuditLocked), not at the next admin action.
+		a.auditMu.Lock()
+		if err := a.loadAuditLocked(ctx, st); err != nil {
+			a.log.Error("reading the audit trail failed", slog.Any(logkey.Error, err))
+		}
+		a.auditMu.Unlock()
+	}
 	a.log.Info("authority ready",
 		slog.String(logkey.TrustDomain, cfg.TrustDomain.String()),
 		slog.Int(logkey.Count, len(entries)),
@@ -293,7 +319,7 @@ func (a *Authority) rotateLoop() {
 			return
 		case <-t.C:
 		}
-		if err := a.rotateIntermediate(context.Background()); err != nil {
+		if err := a.scheduledRotation(context.Background()); err != nil {
 			// Keep serving with the current intermediate; it is valid for
 			// another half of its life. Try again in a minute.
 			a.log.Error("intermediate rotation failed", slog.Any(logkey.Error, err))
@@ -306,25 +332,38 @@ func (a *Authority) rotateLoop() {
 	}
 }
 
-func (a *Authority) rotateIntermediate(ctx context.Context) error {
+// scheduledRotation rotates the intermediate CA if it is due, and records
+// the rotation (or its failure) in the audit trail.
+func (a *Authority) scheduledRotation(ctx context.Context) error {
+	id, err := a.rotateIntermediate(ctx)
+	if id != "" || err != nil {
+		a.Audit(ctx, AuditEvent{AdminUID: uint32(os.Geteuid()), Action: AuditKeyRotate, Target: id,
+			Detail: "scheduled rotation of the intermediate CA", Err: err})
+	}
+	return err
+}
+
+// rotateIntermediate replaces the intermediate CA if it is past half its
+// life, and returns the id of the new one ("" if it was not due).
+func (a *Authority) rotateIntermediate(ctx context.Context) (string, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.cfg.Time().Before(a.keys.current().rotateAt()) {
-		return nil
+		return "", nil
 	}
 	k, err := a.keys.rotate(ctx, &a.cfg)
 	if err != nil {
-		return err
+		return "", err
 	}
 	state := a.revocations.clone()
 	if err := a.signCRLLocked(state); err != nil {
-		return err
+		return k.id, err
 	}
 	a.revocations = state
 	a.publishLocked()
 	a.log.Info("intermediate CA rotated", slog.String(logkey.KeyID, k.id),
 		slog.String("expires", k.cert.NotAfter.UTC().Format(time.RFC3339)))
-	return nil
+	return k.id, nil
 }
 
 func (a *Authority) pruneLoop() {
@@ -333,6 +372,7 @@ func (a *Authority) pruneLoop() {
 	defer t.Stop()
 	crl := time.NewTicker(crlRefresh)
 	defer crl.Stop()
+	var lastAuditPrune time.Time
 	for {
 		select {
 		case <-a.stop:
@@ -346,6 +386,14 @@ func (a *Authority) pruneLoop() {
 			}
 			continue
 		case <-t.C:
+		}
+		if a.cfg.AuditRetention > 0 && time.Since(lastAuditPrune) >= auditPruneInterval {
+			lastAuditPrune = time.Now()
+			if n, err := a.pruneAudit(context.Background()); err != nil {
+				a.log.Error("pruning the audit trail failed", slog.Any(logkey.Error, err))
+			} else if n > 0 {
+				a.log.Info("pruned the audit trail", slog.Int(logkey.Count, n))
+			}
 		}
 		n, err := a.pruneSerials(context.Background())
 		if err != nil {

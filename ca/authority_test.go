@@ -311,7 +311,7 @@ func TestRotateIntermediate(t *testing.T) {
 
 	// Before half-life nothing happens.
 	env.clock.Advance(half.Sub(start) - time.Second)
-	if err := a.rotateIntermediate(ctx); err != nil {
+	if _, err := a.rotateIntermediate(ctx); err != nil {
 		t.Fatalf("rotateIntermediate before half-life: %v", err)
 	}
 	if a.Snapshot() != old {
@@ -319,7 +319,7 @@ func TestRotateIntermediate(t *testing.T) {
 	}
 
 	env.clock.Advance(time.Second)
-	if err := a.rotateIntermediate(ctx); err != nil {
+	if _, err := a.rotateIntermediate(ctx); err != nil {
 		t.Fatalf("rotateIntermediate: %v", err)
 	}
 	cur := a.Snapshot()
@@ -352,7 +352,7 @@ func TestRotateIntermediate(t *testing.T) {
 	}
 
 	// A second call is a no-op: the new intermediate is young.
-	if err := a.rotateIntermediate(ctx); err != nil || a.Snapshot() != cur {
+	if _, err := a.rotateIntermediate(ctx); err != nil || a.Snapshot() != cur {
 		t.Errorf("second rotateIntermediate: err %v, snapshot replaced %v", err, a.Snapshot() != cur)
 	}
 

@@ -47,6 +47,13 @@
 // view. Eviction revokes and blocks the node SVID ID like [Authority.RevokeID]
 // and publishes a snapshot in which [Snapshot.NodeEvicted] holds.
 //
+// Every admin action is recorded with [Authority.Audit], the one method
+// other code calls to add to the audit trail: records chained by SHA-256,
+// the head signed by the intermediate after each append, checked by
+// [Authority.VerifyAudit], pruned after Config.AuditRetention with the
+// chain still verifiable (see audit.go). [Authority.Backup] writes the
+// database as of one read transaction and the key files it refers to.
+//
 // Security invariants:
 //   - an SVID never lives longer than Config.MaxSVIDTTL after issuance, and
 //     its NotBefore is backdated by at most [Backdate];
@@ -61,4 +68,8 @@
 //   - a join token is never stored or logged, only its hash, and attests
 //     one node once; an evicted node is served nothing until it attests
 //     with a token made after its eviction.
+//   - an audit head is signed only over a chain that verified when the
+//     authority opened it; one that did not is carried forward as tainted;
+//   - CA private keys leave the key directory only in a backup, asked for
+//     on the admin socket (root or the server's uid) and recorded.
 package ca

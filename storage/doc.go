@@ -4,7 +4,8 @@
 // The records are registration entries (Entry), one record per issued
 // certificate (Serial), blocks of serials reserved before use
 // (Reservation), the CA and JWT signing keys (Key), and the nodes of agents
-// (Node) with the one-time tokens that attest them (JoinToken). They are plain
+// (Node) with the one-time tokens that attest them (JoinToken), and the
+// audit trail (AuditRecord, and its signed AuditHead). They are plain
 // values: a store keeps a copy and returns copies.
 //
 // Implementations live in sub-packages: storage/bbolt is the embedded
@@ -34,6 +35,9 @@
 //	GetNode(ctx, name) (Node, error)          // ErrNotFound
 //	ListNodes(ctx) ([]Node, error)            // ordered by name
 //	EvictNode(ctx, name, at, uid) (Node, int, error) // also deletes the node's unused tokens
+//	AppendAudit(ctx, AuditRecord, AuditHead) error // ErrExists unless it follows the stored head
+//	PruneAudit(ctx, through, AuditRecord, AuditHead) (int, error) // delete up to through, append, one step
+//	ScanAudit(ctx, after, fn) (AuditHead, error) // records > after, in order, with the head of the same read
 //	Close() error                             // later calls: ErrClosed
 //
 // The invariant serial records keep is that revocation by SPIFFE ID finds

@@ -420,3 +420,95 @@ func checkNodeName(what, v string) error {
 	}
 	return checkID(what, v)
 }
+
+// AuditRecord is one entry of the audit trail: an admin action and its
+// result. Records are numbered from 1 without gaps and chained: Prev is the
+// Hash of the record before (or of the last pruned one), and Hash covers
+// every other field. The store keeps them as given; the authority computes
+// the hashes and verifies the chain.
+type AuditRecord struct {
+	// Seq is the record's number, one more than the record before it.
+	Seq uint64 `json:"seq"`
+	// Time is when the action was done.
+	Time time.Time `json:"time"`
+	// AdminUID is the uid of the admin who asked for the action; for what
+	// the server does on its own (a scheduled key rotation, pruning the
+	// trail) it is the server's uid.
+	AdminUID uint32 `json:"admin_uid"`
+	// Action names what was done, such as "entry.create" or "revoke.id".
+	Action string `json:"action"`
+	// Target is what it was done to: an entry id, a SPIFFE ID, a serial,
+	// a key id.
+	Target string `json:"target,omitempty"`
+	// Detail adds what the action was given, such as a revocation reason.
+	Detail string `json:"detail,omitempty"`
+	// Result is "ok", or the error the action failed with.
+	Result string `json:"result"`
+	// Prev is the hash of the previous record, lower-case hex.
+	Prev string `json:"prev"`
+	// Hash is the record's hash, lower-case hex.
+	Hash string `json:"hash"`
+}
+
+// Limits of an audit record's text fields, in bytes. The authority
+// shortens longer values before recording them.
+const (
+	MaxAuditAction = 64
+	MaxAuditText   = 4096
+)
+
+// Validate reports whether r can be stored. The error wraps ErrInvalid.
+func (r AuditRecord) Validate() error {
+	switch {
+	case r.Seq == 0:
+		return fmt.Errorf("%w: audit record has no seq", ErrInvalid)
+	case r.Time.IsZero():
+		return fmt.Errorf("%w: audit record %d has no time", ErrInvalid, r.Seq)
+	case r.Action == "" || len(r.Action) > MaxAuditAction:
+		return fmt.Errorf("%w: audit record %d: action must have 1 to %d bytes", ErrInvalid, r.Seq, MaxAuditAction)
+	case len(r.Target) > MaxAuditText || len(r.Detail) > MaxAuditText || len(r.Result) > MaxAuditText:
+		return fmt.Errorf("%w: audit record %d: target, detail and result are limited to %d bytes", ErrInvalid, r.Seq, MaxAuditText)
+	case r.Result == "":
+		return fmt.Errorf("%w: audit record %d has no result", ErrInvalid, r.Seq)
+	case !isHex(r.Hash) || !isHex(r.Prev):
+		return fmt.Errorf("%w: audit record %d: prev and hash must be lower-case hex", ErrInvalid, r.Seq)
+	}
+	return nil
+}
+
+// AuditHead is the signed end of the audit trail: the last record's number
+// and hash, the anchor the first kept record chains to (the last pruned
+// record, or seq 0 and an empty hash), and the signature of the CA over
+// all of it.
+type AuditHead struct {
+	// Seq and Hash are those of the last record; Seq 0 means no record yet.
+	Seq  uint64 `json:"seq"`
+	Hash string `json:"hash"`
+	// AnchorSeq and AnchorHash are those of the last pruned record: the
+	// first kept record has Seq AnchorSeq+1 and Prev AnchorHash.
+	AnchorSeq  uint64 `json:"anchor_seq"`
+	AnchorHash string `json:"anchor_hash"`
+	// Taint, when set, says why the trail could not be verified when the
+	// server last opened it; it is carried into every later head, so that
+	// a head forged without the CA key is not blessed by the next
+	// signature, until pruning passes TaintSeq.
+	Taint    string `json:"taint,omitempty"`
+	TaintSeq uint64 `json:"taint_seq,omitempty"`
+	// SignedAt is when the head was signed.
+	SignedAt time.Time `json:"signed_at"`
+	// Signature is the signer's ASN.1 signature over the head's other
+	// fields (see ca.AuditHeadDigest).
+	Signature []byte `json:"signature"`
+	// Chain is the signer's certificate followed by its issuers, DER.
+	Chain [][]byte `json:"chain"`
+}
+
+// isHex reports whether s is empty or lower-case hexadecimal.
+func isHex(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}

@@ -17,6 +17,12 @@
 //	POST   /v1/nodes/{name}/evict  evict a node, returns EvictResponse
 //	GET    /v1/bundle         the trust bundle, ?format=pem (default) or jwks
 //	GET    /v1/health         {"status":"ok"} when the authority is serving
+//	GET    /v1/audit          audit records (AuditPage); GET /v1/audit/verify; GET /v1/backup (see audit.go)
+//
+// Every request that changes state is recorded in the authority's audit
+// trail (Authority.Audit) with the admin's uid, what it asked and the
+// result, whether it succeeded or not; see audit.go for reading and
+// verifying the trail and for backups.
 package admin
 
 import (

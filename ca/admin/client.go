@@ -122,19 +122,9 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := c.http.Do(req)
+	resp, err := c.send(req)
 	if err != nil {
-		var untrusted *localtrust.ServerError
-		if errors.As(err, &untrusted) {
-			return fmt.Errorf("admin socket: %w", untrusted)
-		}
-		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
-			return fmt.Errorf("cannot reach the admin socket %s: is badge server running?", c.socket)
-		}
-		if errors.Is(err, syscall.EACCES) {
-			return fmt.Errorf("permission denied on the admin socket %s: run as root or as the server's user", c.socket)
-		}
-		return fmt.Errorf("admin socket %s: %w", c.socket, err)
+		return err
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
@@ -142,11 +132,7 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		return fmt.Errorf("reading admin response: %w", err)
 	}
 	if resp.StatusCode >= 300 {
-		var e errorResponse
-		if json.Unmarshal(data, &e) != nil || e.Error == "" {
-			e.Error = fmt.Sprintf("admin API answered %s", resp.Status)
-		}
-		return &Error{Status: resp.StatusCode, Message: e.Error, Field: e.Field}
+		return responseError(resp, data)
 	}
 	switch out := out.(type) {
 	case nil:
@@ -160,4 +146,55 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		}
 		return nil
 	}
+}
+
+// send sends req, turning a failure to reach the server into an error
+// that says what to check.
+func (c *Client) send(req *http.Request) (*http.Response, error) {
+	resp, err := c.http.Do(req)
+	if err != nil {
+		var untrusted *localtrust.ServerError
+		if errors.As(err, &untrusted) {
+			return nil, fmt.Errorf("admin socket: %w", untrusted)
+		}
+		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
+			return nil, fmt.Errorf("cannot reach the admin socket %s: is badge server running?", c.socket)
+		}
+		if errors.Is(err, syscall.EACCES) {
+			return nil, fmt.Errorf("permission denied on the admin socket %s: run as root or as the server's user", c.socket)
+		}
+		return nil, fmt.Errorf("admin socket %s: %w", c.socket, err)
+	}
+	return resp, nil
+}
+
+// responseError is the *Error of a non-2xx answer with body data.
+func responseError(resp *http.Response, data []byte) error {
+	var e errorResponse
+	if json.Unmarshal(data, &e) != nil || e.Error == "" {
+		e.Error = fmt.Sprintf("admin API answered %s", resp.Status)
+	}
+	return &Error{Status: resp.StatusCode, Message: e.Error, Field: e.Field}
+}
+
+// stream copies the body of GET path to w, unbounded.
+func (c *Client) stream(ctx context.Context, path string, w io.Writer) (int64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://badge"+path, nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := c.send(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		return 0, responseError(resp, data)
+	}
+	n, err := io.Copy(w, resp.Body)
+	if err != nil {
+		return n, fmt.Errorf("reading %s from the admin socket: %w", path, err)
+	}
+	return n, nil
 }

@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/badge-dev/badge/ca"
 	"github.com/badge-dev/badge/internal/jsonout"
 	"github.com/badge-dev/badge/storage"
 )
@@ -66,10 +67,12 @@ func (s *Server) createClient(w http.ResponseWriter, r *http.Request) {
 	}
 	var req OAuthClientRequest
 	if err := decodeStrict(r.Body, &req, "client request"); err != nil {
+		s.record(r, ca.AuditClientCreate, "", "", err)
 		writeError(w, http.StatusBadRequest, err)
 		return
 	}
 	c, secret, err := auth.CreateClient(r.Context(), req.SPIFFEID)
+	s.record(r, ca.AuditClientCreate, req.SPIFFEID, "", err)
 	if err != nil {
 		s.writeAuthorityError(w, err)
 		return
@@ -100,7 +103,9 @@ func (s *Server) deleteClient(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if err := auth.DeleteClient(r.Context(), r.PathValue("id")); err != nil {
+	err := auth.DeleteClient(r.Context(), r.PathValue("id"))
+	s.record(r, ca.AuditClientDelete, r.PathValue("id"), "", err)
+	if err != nil {
 		s.writeAuthorityError(w, err)
 		return
 	}

@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"cmp"
 	"context"
 	"encoding/pem"
 	"errors"
@@ -9,6 +10,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
@@ -41,6 +44,11 @@ type Config struct {
 	AllowedUIDs []uint32
 	// Logger receives the audit trail and errors. Nil discards them.
 	Logger *slog.Logger
+	// BackupWriteTimeout bounds how long one write of a backup to the
+	// client may block: a client that stops reading loses its backup and
+	// releases the database's read transaction, which would otherwise
+	// hold back the growth of the database file. Default 30s.
+	BackupWriteTimeout time.Duration
 	// OnNoSpace is called when a revocation fails for lack of disk space;
 	// if it frees some (a ballast file) and returns true, the revocation is
 	// tried again. Nil: no retry.
@@ -54,7 +62,8 @@ type Server struct {
 	allowed map[uint32]bool
 	http    *http.Server
 
-	onNoSpace func() bool
+	onNoSpace          func() bool
+	backupWriteTimeout time.Duration
 }
 
 type ctxKey struct{}
@@ -68,7 +77,8 @@ func New(cfg Config) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{auth: cfg.Authority, log: log, allowed: map[uint32]bool{0: true}, onNoSpace: cfg.OnNoSpace}
+	s := &Server{auth: cfg.Authority, log: log, allowed: map[uint32]bool{0: true}, onNoSpace: cfg.OnNoSpace,
+		backupWriteTimeout: cmp.Or(cfg.BackupWriteTimeout, 30*time.Second)}
 	if cfg.AllowedUIDs == nil {
 		cfg.AllowedUIDs = []uint32{uint32(os.Geteuid())}
 	}
@@ -91,6 +101,9 @@ func New(cfg Config) (*Server, error) {
 	mux.HandleFunc("POST /v1/nodes/{name}/evict", s.evictNode)
 	mux.HandleFunc("GET /v1/bundle", s.bundle)
 	mux.HandleFunc("GET /v1/health", s.health)
+	mux.HandleFunc("GET /v1/audit", s.listAudit)
+	mux.HandleFunc("GET /v1/audit/verify", s.verifyAudit)
+	mux.HandleFunc("GET /v1/backup", s.backup)
 	s.http = &http.Server{
 		Handler:           s.authorize(mux),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -159,6 +172,10 @@ type statusRecorder struct {
 	status int
 }
 
+// Unwrap lets http.ResponseController reach the connection (write
+// deadlines of backups).
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
 func (r *statusRecorder) WriteHeader(code int) {
 	r.status = code
 	r.ResponseWriter.WriteHeader(code)
@@ -167,10 +184,12 @@ func (r *statusRecorder) WriteHeader(code int) {
 func (s *Server) createEntry(w http.ResponseWriter, r *http.Request) {
 	req, ttl, err := DecodeEntryRequest(r.Body)
 	if err != nil {
+		s.record(r, ca.AuditEntryCreate, req.SPIFFEID, "", err)
 		s.writeRequestError(w, err)
 		return
 	}
 	e, err := s.auth.CreateEntry(r.Context(), ca.EntryRequest{SPIFFEID: req.SPIFFEID, Selectors: req.Selectors, TTL: ttl, DNSNames: req.DNSNames, Nodes: req.Nodes})
+	s.record(r, ca.AuditEntryCreate, cmp.Or(e.ID, req.SPIFFEID), entryDetail(req), err)
 	if err != nil {
 		s.writeAuthorityError(w, err)
 		return
@@ -201,7 +220,9 @@ func (s *Server) getEntry(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) deleteEntry(w http.ResponseWriter, r *http.Request) {
-	if err := s.auth.DeleteEntry(r.Context(), r.PathValue("id")); err != nil {
+	err := s.auth.DeleteEntry(r.Context(), r.PathValue("id"))
+	s.record(r, ca.AuditEntryDelete, r.PathValue("id"), "", err)
+	if err != nil {
 		s.writeAuthorityError(w, err)
 		return
 	}
@@ -211,16 +232,23 @@ func (s *Server) deleteEntry(w http.ResponseWriter, r *http.Request) {
 func (s *Server) revoke(w http.ResponseWriter, r *http.Request) {
 	req, err := DecodeRevokeRequest(r.Body)
 	if err != nil {
+		action := ca.AuditRevokeID
+		if req.Serial != "" {
+			action = ca.AuditRevokeSerial
+		}
+		s.record(r, action, cmp.Or(req.SPIFFEID, req.Serial), revokeDetail(req, ca.RevokeResult{}), err)
 		s.writeRequestError(w, err)
 		return
 	}
 	uid, _ := r.Context().Value(ctxKey{}).(uint32)
 	if req.Serial != "" {
 		var res ca.RevokeResult
-		if err := s.retryNoSpace(func() (err error) {
+		err := s.retryNoSpace(func() (err error) {
 			res, err = s.auth.RevokeSerial(r.Context(), req.Serial, req.Reason, uid)
 			return err
-		}); err != nil {
+		})
+		s.record(r, ca.AuditRevokeSerial, req.Serial, revokeDetail(req, res), err)
+		if err != nil {
 			s.writeAuthorityError(w, err)
 			return
 		}
@@ -232,6 +260,7 @@ func (s *Server) revoke(w http.ResponseWriter, r *http.Request) {
 		res, err = s.auth.RevokeID(r.Context(), ca.RevokeRequest{SPIFFEID: req.SPIFFEID, Reason: req.Reason, Block: req.Block, AdminUID: uid})
 		return err
 	})
+	s.record(r, ca.AuditRevokeID, req.SPIFFEID, revokeDetail(req, res), err)
 	if err != nil {
 		s.writeAuthorityError(w, err)
 		return
@@ -242,11 +271,14 @@ func (s *Server) revoke(w http.ResponseWriter, r *http.Request) {
 func (s *Server) unblock(w http.ResponseWriter, r *http.Request) {
 	var req UnblockRequest
 	if err := decodeStrict(r.Body, &req, "unblock request"); err != nil {
+		s.record(r, ca.AuditUnblock, "", "", err)
 		writeError(w, http.StatusBadRequest, err)
 		return
 	}
 	uid, _ := r.Context().Value(ctxKey{}).(uint32)
-	if err := s.auth.Unblock(r.Context(), req.SPIFFEID, uid); err != nil {
+	err := s.auth.Unblock(r.Context(), req.SPIFFEID, uid)
+	s.record(r, ca.AuditUnblock, req.SPIFFEID, "", err)
+	if err != nil {
 		s.writeAuthorityError(w, err)
 		return
 	}
@@ -317,4 +349,28 @@ func (s *Server) writeAuthorityError(w http.ResponseWriter, err error) {
 
 func writeError(w http.ResponseWriter, code int, err error) {
 	jsonout.Respond(w, code, errorResponse{Error: err.Error()})
+}
+
+// entryDetail is what an entry was created with, for the audit record.
+func entryDetail(req EntryRequest) string {
+	d := "spiffe_id=" + req.SPIFFEID + " selectors=" + strings.Join(req.Selectors, ",")
+	if req.TTL != "" {
+		d += " ttl=" + req.TTL
+	}
+	if len(req.DNSNames) > 0 {
+		d += " dns=" + strings.Join(req.DNSNames, ",")
+	}
+	return d
+}
+
+// revokeDetail is what a revocation was given and did, for the audit record.
+func revokeDetail(req RevokeRequest, res ca.RevokeResult) string {
+	d := fmt.Sprintf("revoked=%d already_revoked=%d", res.Revoked, res.AlreadyRevoked)
+	if req.Block {
+		d += " block=true"
+	}
+	if req.Reason != "" {
+		d += " reason=" + strconv.Quote(req.Reason)
+	}
+	return d
 }

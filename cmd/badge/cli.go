@@ -54,6 +54,10 @@ func init() {
 		"bundle show":      {"print the trust bundle", runBundleShow},
 		"healthcheck":      {"exit 0 when the server answers on both sockets", runHealthcheck},
 		"version":          {"print the version", runVersion},
+		"audit list":       {"list the audit trail of admin actions", runAuditList},
+		"audit verify":     {"verify the audit trail's hash chain and signed head", runAuditVerify},
+		"backup":           {"write an online backup of the server's state and CA keys to a file", runBackup},
+		"restore":          {"restore a backup into an empty data directory", runRestore},
 	}
 }
 

@@ -44,6 +44,7 @@ type serverConfig struct {
 	jwtTTL          time.Duration
 	rootTTL         time.Duration
 	intermediateTTL time.Duration
+	auditRetention  time.Duration
 	logLevel        string
 	logFormat       string
 	limits          limitFlags
@@ -52,7 +53,7 @@ type serverConfig struct {
 func runServer(ctx context.Context, e *env, args []string) error {
 	c := serverConfig{
 		trustDomain: "example.org", svidTTL: ca.DefaultSVIDTTL, maxSVIDTTL: ca.DefaultMaxSVIDTTL, jwtTTL: 5 * time.Minute,
-		rootTTL: ca.DefaultRootTTL, intermediateTTL: ca.DefaultIntermediateTTL,
+		rootTTL: ca.DefaultRootTTL, intermediateTTL: ca.DefaultIntermediateTTL, auditRetention: ca.DefaultAuditRetention,
 		logLevel: "info", logFormat: "text",
 	}
 	fs := e.flagSet("server", "[flags]")
@@ -71,6 +72,7 @@ func runServer(ctx context.Context, e *env, args []string) error {
 	fs.Var(durationFlag{&c.jwtTTL}, "jwt-ttl", "lifetime of a JWT-SVID (at most 5m)")
 	fs.Var(durationFlag{&c.rootTTL}, "root-ttl", "lifetime of a newly created root CA")
 	fs.Var(durationFlag{&c.intermediateTTL}, "intermediate-ttl", "lifetime of each intermediate CA; replaced at half its life")
+	fs.Var(durationFlag{&c.auditRetention}, "audit-retention", "how long audit records are kept; older ones are pruned hourly and the trail still verifies")
 	fs.StringVar(&c.logLevel, "log-level", c.logLevel, "debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", c.logFormat, "text or json")
 	c.limits.register(fs)
@@ -190,6 +192,7 @@ func serve(ctx context.Context, c serverConfig, td spiffeid.TrustDomain, log *sl
 		IntermediateTTL: c.intermediateTTL,
 		JWTTTL:          c.jwtTTL,
 		JWTIssuer:       c.jwtIssuer,
+		AuditRetention:  c.auditRetention,
 		Logger:          log,
 	})
 	if err != nil {

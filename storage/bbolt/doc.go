@@ -17,7 +17,8 @@
 // grow with issuance, are compact binary (see records.go). The buckets:
 //
 //	meta                 "schema_version" → decimal version of the layout;
-//	                     "crl_number" → the last CRL number handed out (8 bytes)
+//	                     "crl_number" → the last CRL number handed out (8 bytes);
+//	                     "audit_head" → storage.AuditHead (the signed end of the audit trail)
 //	entries              entry id → storage.Entry
 //	keys                 key id → storage.Key
 //	serial_records       expiry second (8 bytes), sequence (8) → serial record
@@ -28,6 +29,7 @@
 //	clients              client id → storage.Client (OAuth clients; secret hashes only)
 //	nodes                node name → storage.Node (agents' hosts)
 //	join_tokens          SHA-256 of the token, hex → storage.JoinToken (never the token)
+//	audit                seq (8 bytes, big-endian) → storage.AuditRecord
 //
 // serial_records is keyed by when the certificate expires (NotAfter rounded
 // up to the second, then a sequence number), not by its random serial:
@@ -56,7 +58,8 @@
 // serials_by_id, serials_by_expiry, serials_log); version 2 adds
 // revoked_ids and revoked_serials; version 3 adds clients; version 4
 // replaces the first serial buckets with serial_records, serial_ids and
-// serial_reservations. A later layout adds its buckets in a migration
+// serial_reservations; version 5 adds nodes and join_tokens; version 6
+// adds audit. A later layout adds its buckets in a migration
 // appended to the migrations table.
 //
 // # Durability and group commit

@@ -25,6 +25,7 @@ var (
 	bucketClients            = []byte("clients")
 	bucketNodes              = []byte("nodes")
 	bucketJoinTokens         = []byte("join_tokens")
+	bucketAudit              = []byte("audit")
 
 	keySchemaVersion = []byte("schema_version")
 )
@@ -58,10 +59,14 @@ var migrations = [...]func(tx *bolt.Tx) error{
 	4: func(tx *bolt.Tx) error {
 		return createBuckets(tx, bucketNodes, bucketJoinTokens)
 	},
+	// Version 5 → 6: the audit trail (its signed head is in meta).
+	5: func(tx *bolt.Tx) error {
+		return createBuckets(tx, bucketAudit)
+	},
 }
 
 // buckets are the buckets the current schema needs.
-var buckets = [][]byte{bucketMeta, bucketEntries, bucketKeys, bucketSerialRecords, bucketSerialIDs, bucketSerialReservations, bucketRevokedIDs, bucketRevokedSerials, bucketClients, bucketNodes, bucketJoinTokens}
+var buckets = [][]byte{bucketMeta, bucketEntries, bucketKeys, bucketSerialRecords, bucketSerialIDs, bucketSerialReservations, bucketRevokedIDs, bucketRevokedSerials, bucketClients, bucketNodes, bucketJoinTokens, bucketAudit}
 
 func createBuckets(tx *bolt.Tx, names ...[]byte) error {
 	for _, name := range names {

@@ -113,6 +113,7 @@ func Run(t *testing.T, open func(t *testing.T) Store) {
 		{"Node/PutGetList", testNodePutGetList},
 		{"Node/Evict", testNodeEvict},
 		{"Node/Invalid", testNodeInvalid},
+		{"Audit/Chain", testAudit},
 		{"Context/Cancelled", testCancelled},
 		{"Closed", testClosed},
 	} {
