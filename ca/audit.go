@@ -67,6 +67,8 @@ const (
 	AuditPrune          = "audit.prune"
 	AuditTaint          = "audit.taint"
 	AuditBackup         = "backup"
+	AuditTokenCreate    = "token.create"
+	AuditNodeEvict      = "node.evict"
 	AuditResultOK       = "ok"
 	auditTruncateSuffix = "…"
 )

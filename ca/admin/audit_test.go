@@ -50,6 +50,13 @@ func TestAuditTrail(t *testing.T) {
 	if err := s.client.DeleteEntry(ctx, ent.ID); err != nil {
 		t.Fatal(err)
 	}
+	tok, err := s.client.CreateJoinToken(ctx, admin.JoinTokenRequest{Node: "web-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.client.EvictNode(ctx, "ghost"); err == nil {
+		t.Fatal("evicting an unknown node succeeded")
+	}
 	if _, err := s.client.ListEntries(ctx); err != nil { // reads are not recorded
 		t.Fatal(err)
 	}
@@ -73,6 +80,8 @@ func TestAuditTrail(t *testing.T) {
 		"client.create spiffe://example.org/batch ok",
 		"client.delete spiffe://example.org/batch ok",
 		"entry.delete " + ent.ID + " ok",
+		"token.create web-1 ok",
+		"node.evict ghost error",
 	}
 	if !slices.Equal(got, want) || page.More {
 		t.Fatalf("audit trail =\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
@@ -81,7 +90,12 @@ func TestAuditTrail(t *testing.T) {
 		t.Errorf("revocation detail = %q; want the reason and the block", d)
 	}
 	rep, err := s.client.VerifyAudit(ctx)
-	if err != nil || !rep.OK || rep.Records != 7 {
+	for _, r := range page.Records {
+		if strings.Contains(r.Detail, tok.Token) || strings.Contains(r.Target, tok.Token) {
+			t.Errorf("record %d holds the join token", r.Seq)
+		}
+	}
+	if err != nil || !rep.OK || rep.Records != 9 {
 		t.Fatalf("VerifyAudit = %+v, %v; want ok with 7 records", rep, err)
 	}
 	// Paging.

@@ -125,6 +125,7 @@ func (s *Server) createJoinToken(w http.ResponseWriter, r *http.Request) {
 	}
 	uid, _ := r.Context().Value(ctxKey{}).(uint32)
 	rec, token, err := auth.CreateJoinToken(r.Context(), ca.JoinTokenRequest{Node: req.Node, TTL: ttl, AdminUID: uid})
+	s.record(r, ca.AuditTokenCreate, req.Node, "ttl="+ttl.String(), err) // never the token
 	if err != nil {
 		s.writeAuthorityError(w, err)
 		return
@@ -161,6 +162,7 @@ func (s *Server) evictNode(w http.ResponseWriter, r *http.Request) {
 		res, err = auth.EvictNode(r.Context(), r.PathValue("name"), uid)
 		return err
 	})
+	s.record(r, ca.AuditNodeEvict, r.PathValue("name"), "", err)
 	if err != nil {
 		s.writeAuthorityError(w, err)
 		return

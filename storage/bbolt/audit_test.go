@@ -101,11 +101,11 @@ func FuzzDecodeAudit(f *testing.F) {
 	})
 }
 
-// TestMigrateAudit opens a database of schema version 4 (before the audit
+// TestMigrateAudit opens a database of schema version 5 (before the audit
 // trail) and checks that the upgrade adds the audit bucket and keeps the
 // rest.
 func TestMigrateAudit(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "v4.db")
+	path := filepath.Join(t.TempDir(), "v5.db")
 	s, err := Open(path, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -122,14 +122,14 @@ func TestMigrateAudit(t *testing.T) {
 		if err := tx.DeleteBucket(bucketAudit); err != nil {
 			return err
 		}
-		return tx.Bucket(bucketMeta).Put(keySchemaVersion, []byte("4"))
+		return tx.Bucket(bucketMeta).Put(keySchemaVersion, []byte("5"))
 	}); err != nil {
 		t.Fatal(err)
 	}
 	db.Close()
 	s, err = Open(path, nil)
 	if err != nil {
-		t.Fatalf("Open of a version 4 database: %v", err)
+		t.Fatalf("Open of a version 5 database: %v", err)
 	}
 	defer s.Close()
 	if es, err := s.ListEntries(context.Background()); err != nil || len(es) != 1 {
