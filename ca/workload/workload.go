@@ -237,6 +237,9 @@ func (s *Server) ready(c *caller) error {
 // again reports whether the Source asked for selectors of more kinds, and
 // if so attests the caller for them (an error ends the call).
 func (s *Server) again(c *caller, err error) (bool, error) {
+	if err == nil {
+		return false, nil // before ke, which errors.As moves to the heap
+	}
 	var ke *KindsError
 	if !errors.As(err, &ke) {
 		return false, nil
