@@ -7,6 +7,7 @@ package workload_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -30,7 +31,8 @@ import (
 // anything changes.
 type fakeSource struct {
 	mu      sync.Mutex
-	kinds   attest.Kind
+	kinds   attest.Kind // reported by Kinds
+	hidden  attest.Kind // not reported, but asked for by *KindsError (as blocked entries' kinds)
 	update  badgeworkload.X509Update // SVIDs, Bundle, CRL, RefreshAt; Done is the source's
 	err     error                    // returned by X509, Check and SignJWT while set
 	done    chan struct{}
@@ -71,8 +73,8 @@ func (s *fakeSource) Kinds() attest.Kind {
 
 // need returns a *KindsError when c lacks kinds the source uses; s.mu is held.
 func (s *fakeSource) need(c badgeworkload.Caller) error {
-	if s.kinds&^c.Kinds != 0 {
-		return &badgeworkload.KindsError{Kinds: s.kinds}
+	if k := s.kinds | s.hidden; k&^c.Kinds != 0 {
+		return &badgeworkload.KindsError{Kinds: k}
 	}
 	return nil
 }
@@ -273,36 +275,45 @@ func TestFakeSourceRefreshAt(t *testing.T) {
 	waitAsked(t, src, 2) // the first answer, then the one at RefreshAt
 }
 
-// TestFakeSourceAttestsKindsAsked: a *KindsError makes the handler attest
-// the caller for the kinds asked and ask again.
+// TestFakeSourceAttestsKindsAsked: the handler attests the caller for new
+// kinds, whether Kinds reports them or the source asks with a *KindsError,
+// and asks again.
 func TestFakeSourceAttestsKindsAsked(t *testing.T) {
-	src := newFakeSource()
-	src.update = badgeworkload.X509Update{SVIDs: []badgeworkload.X509SVID{fakeSVID("1")}}
-	api, _ := startFake(t, src, badgeworkload.Limits{})
-	msgs := openX509(t, api)
-	if r := next(t, msgs, 5*time.Second); r.err != nil {
-		t.Fatal(r.err)
-	}
-	waitAsked(t, src, 1)
-	src.mu.Lock()
-	src.kinds |= attest.KindGID // an entry with a new kind of selector
-	src.mu.Unlock()
-	src.push(badgeworkload.X509Update{SVIDs: []badgeworkload.X509SVID{fakeSVID("2")}}, nil)
-	if r := next(t, msgs, 5*time.Second); r.err != nil || string(r.msg.Svids[0].X509SvidKey) != "key-2" {
-		t.Fatalf("after new kinds: %v, %v", r.msg, r.err)
-	}
-	src.mu.Lock()
-	defer src.mu.Unlock()
-	last := src.callers[len(src.callers)-1]
-	if last.Kinds&attest.KindGID == 0 {
-		t.Errorf("the caller was not attested for unix:gid: kinds %v", last.Kinds)
-	}
-	gid := false
-	for sel := range last.Selectors {
-		gid = gid || sel.Type == "unix" && sel.Key == "gid"
-	}
-	if !gid {
-		t.Errorf("no unix:gid selector after attesting for it: %v", last.Selectors)
+	for _, reported := range []bool{true, false} {
+		t.Run(fmt.Sprintf("reported=%v", reported), func(t *testing.T) {
+			src := newFakeSource()
+			src.update = badgeworkload.X509Update{SVIDs: []badgeworkload.X509SVID{fakeSVID("1")}}
+			api, _ := startFake(t, src, badgeworkload.Limits{})
+			msgs := openX509(t, api)
+			if r := next(t, msgs, 5*time.Second); r.err != nil {
+				t.Fatal(r.err)
+			}
+			waitAsked(t, src, 1)
+			src.mu.Lock()
+			if reported {
+				src.kinds |= attest.KindGID // an entry with a new kind of selector
+			} else {
+				src.hidden |= attest.KindGID
+			}
+			src.mu.Unlock()
+			src.push(badgeworkload.X509Update{SVIDs: []badgeworkload.X509SVID{fakeSVID("2")}}, nil)
+			if r := next(t, msgs, 5*time.Second); r.err != nil || string(r.msg.Svids[0].X509SvidKey) != "key-2" {
+				t.Fatalf("after new kinds: %v, %v", r.msg, r.err)
+			}
+			src.mu.Lock()
+			defer src.mu.Unlock()
+			last := src.callers[len(src.callers)-1]
+			if last.Kinds&attest.KindGID == 0 {
+				t.Errorf("the caller was not attested for unix:gid: kinds %v", last.Kinds)
+			}
+			gid := false
+			for sel := range last.Selectors {
+				gid = gid || sel.Type == "unix" && sel.Key == "gid"
+			}
+			if !gid {
+				t.Errorf("no unix:gid selector after attesting for it: %v", last.Selectors)
+			}
+		})
 	}
 }
 
