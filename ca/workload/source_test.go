@@ -31,8 +31,8 @@ import (
 // anything changes.
 type fakeSource struct {
 	mu      sync.Mutex
-	kinds   attest.Kind // reported by Kinds
-	hidden  attest.Kind // not reported, but asked for by *KindsError (as blocked entries' kinds)
+	kinds   attest.Kind              // reported by Kinds
+	hidden  attest.Kind              // not reported, but asked for by *KindsError (as blocked entries' kinds)
 	update  badgeworkload.X509Update // SVIDs, Bundle, CRL, RefreshAt; Done is the source's
 	err     error                    // returned by X509, Check and SignJWT while set
 	done    chan struct{}
