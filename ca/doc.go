@@ -10,8 +10,12 @@
 // hot path.
 //
 // The path of one request is short: the Workload API server (package
-// ca/workload) attests the caller, asks the current snapshot which entries
-// match, and calls [Authority.SignX509SVID] for each; signing takes a serial
+// ca/workload) attests the caller and asks its Source what the caller
+// should hold. On the server's own socket that is the [WorkloadSource]
+// ([Authority.WorkloadSource]), which asks the current snapshot which
+// entries match, hands out again each SVID the stream holds that is still
+// current (same entry revision, short of half its life, not revoked), and
+// calls [Authority.SignX509SVID] for the others; signing takes a serial
 // from a block reserved durably beforehand and queues its binding to the
 // SPIFFE ID before the certificate leaves the process (no disk flush per
 // SVID). Revocation waits for queued bindings, and a start after a crash

@@ -3,7 +3,7 @@ package workload
 // The JWT-SVID profile of the Workload API: FetchJWTSVID, FetchJWTBundles
 // and ValidateJWTSVID, as the SPIFFE Workload API specification defines
 // them. The caller is attested per call exactly as for X.509-SVIDs; signing
-// and validation are the JWTIssuer's.
+// and validation are the JWTSource's.
 
 import (
 	"context"
@@ -17,21 +17,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
 
-	"github.com/badge-dev/badge/ca"
 	"github.com/badge-dev/badge/internal/logkey"
 )
-
-// JWTIssuer signs and validates JWT-SVIDs: *ca.Authority today, a remote
-// client in an agent later.
-type JWTIssuer interface {
-	// SignJWTSVID returns a JWT-SVID for entry e of snapshot s with the
-	// audience. It fails with ca.ErrBlocked for a blocked ID and with a
-	// *ca.InvalidError for an unacceptable audience.
-	SignJWTSVID(ctx context.Context, s *ca.Snapshot, e *ca.Entry, audience []string) (*ca.JWTSVID, error)
-	// ValidateJWTSVID checks a token against the JWT bundle and the
-	// revocations of s, and its audience. A refusal is a *ca.TokenError.
-	ValidateJWTSVID(s *ca.Snapshot, token, audience string) (*ca.JWTClaims, error)
-}
 
 var errNoJWT = status.Error(codes.Unimplemented, "this server does not issue JWT-SVIDs")
 
@@ -42,8 +29,7 @@ func (s *Server) FetchJWTSVID(ctx context.Context, req *workload.JWTSVIDRequest)
 	if s.jwt == nil {
 		return nil, errNoJWT
 	}
-	snap := s.auth.Snapshot()
-	c, err := s.caller(ctx, snap)
+	c, err := s.caller(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -57,61 +43,42 @@ func (s *Server) FetchJWTSVID(ctx context.Context, req *workload.JWTSVIDRequest)
 			return nil, status.Errorf(codes.InvalidArgument, "invalid spiffe_id %q: %v", req.SpiffeId, err)
 		}
 	}
-	entries, err := s.match(c, snap)
-	if err != nil {
+	if err := s.ready(c); err != nil {
 		return nil, err
 	}
-	resp := &workload.JWTSVIDResponse{Svids: make([]*workload.JWTSVID, 0, 1)}
-	for i, e := range entries {
-		if !want.IsZero() && e.ID != want {
+	var tokens []JWTSVID
+	for {
+		tokens, err = s.jwt.SignJWT(ctx, JWTRequest{Caller: c.plain(), Audience: req.Audience, ID: want, Budget: &jwtBudget{limiter: s.lim}})
+		if again, aerr := s.again(c, err); aerr != nil {
+			return nil, aerr
+		} else if again {
 			continue
 		}
-		if dupID(entries[:i], e) {
-			continue // one token per SPIFFE ID
-		}
-		t, err := s.jwt.SignJWTSVID(ctx, snap, e, req.Audience)
-		var inv *ca.InvalidError
-		switch {
-		case errors.Is(err, ca.ErrBlocked):
-			continue // blocked since the snapshot was taken
-		case errors.As(err, &inv):
-			return nil, status.Error(codes.InvalidArgument, err.Error())
-		case errors.As(err, new(*limitError)):
-			return nil, err
-		case err != nil:
-			s.log.Error("signing JWT-SVID failed", slog.Int(logkey.PID, int(p.PID)), slog.String(logkey.SPIFFEID, e.ID.String()), slog.Any(logkey.Error, err))
-			return nil, status.Errorf(codes.Unavailable, "signing JWT-SVID: %v", err)
-		}
-		resp.Svids = append(resp.Svids, &workload.JWTSVID{SpiffeId: t.ID.String(), Svid: t.Token})
+		break
 	}
-	if len(resp.Svids) > 0 {
-		// Signing took a while: tokens go out only if the peer is still
-		// the process that connected.
-		if err := s.verify(c); err != nil {
-			return nil, err
-		}
+	if err != nil {
+		return nil, s.failed(c, err, "signing JWT-SVID")
 	}
-	if len(resp.Svids) == 0 {
-		if !want.IsZero() {
-			return nil, status.Errorf(codes.PermissionDenied, "the caller (pid %d, uid %d) is not entitled to %s", p.PID, p.UID, want)
+	if len(tokens) == 0 {
+		if want.IsZero() { // a Source refuses rather than answer nothing
+			return nil, s.failed(c, ErrNotRegistered, "signing JWT-SVID")
 		}
-		// Every matching ID was blocked after the snapshot was taken.
-		return nil, s.refuse(c, s.auth.Snapshot())
+		return nil, status.Errorf(codes.PermissionDenied, "the caller (pid %d, uid %d) is not entitled to %s", p.PID, p.UID, want)
+	}
+	// Signing took a while: tokens go out only if the peer is still the
+	// process that connected.
+	if err := s.verify(c); err != nil {
+		return nil, err
+	}
+	resp := &workload.JWTSVIDResponse{Svids: make([]*workload.JWTSVID, len(tokens))}
+	for i, t := range tokens {
+		resp.Svids[i] = &workload.JWTSVID{SpiffeId: t.ID.String(), Svid: t.Token}
 	}
 	if s.log.Enabled(ctx, slog.LevelDebug) {
 		s.log.LogAttrs(ctx, slog.LevelDebug, "JWT-SVIDs sent", slog.Int(logkey.PID, int(p.PID)), slog.Int(logkey.UID, int(p.UID)),
 			slog.String(logkey.SPIFFEID, resp.Svids[0].SpiffeId), slog.Any("audience", req.Audience))
 	}
 	return resp, nil
-}
-
-func dupID(earlier []*ca.Entry, e *ca.Entry) bool {
-	for _, o := range earlier {
-		if o.ID == e.ID {
-			return true
-		}
-	}
-	return false
 }
 
 // FetchJWTBundles streams the JWT bundle of the trust domain, a JWK Set
@@ -122,32 +89,31 @@ func (s *Server) FetchJWTBundles(_ *workload.JWTBundlesRequest, stream grpc.Serv
 		return errNoJWT
 	}
 	ctx := stream.Context()
-	snap := s.auth.Snapshot()
-	c, err := s.caller(ctx, snap)
+	c, err := s.caller(ctx)
 	if err != nil {
 		return err
 	}
-	var sent []byte
+	var sent map[string][]byte
 	for {
-		if _, err := s.match(c, snap); err != nil {
+		// The bundles first, as in FetchX509Bundles.
+		b := s.src.Bundles(ctx)
+		if err := s.check(ctx, c, false); err != nil {
 			return err
 		}
-		// The JWKS of a snapshot is shared until a key changes, so an
-		// unchanged slice means an unchanged bundle.
-		if jwks := snap.JWKS(); !sameBytes(sent, jwks) {
-			resp := &workload.JWTBundlesResponse{Bundles: map[string][]byte{snap.TrustDomain().IDString(): jwks}}
-			if err := stream.Send(resp); err != nil {
+		// A Source shares a JWK Set until a key changes, so an unchanged
+		// slice means an unchanged bundle.
+		if sent == nil || !sameBundles(sent, b.JWT) {
+			if err := stream.Send(&workload.JWTBundlesResponse{Bundles: b.JWT}); err != nil {
 				return err
 			}
-			sent = jwks
+			sent = b.JWT
 		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-s.quit:
 			return errShutdown
-		case <-snap.Done():
-			snap = s.auth.Snapshot()
+		case <-b.Done:
 		}
 	}
 }
@@ -178,12 +144,11 @@ func (s *Server) ValidateJWTSVID(ctx context.Context, req *workload.ValidateJWTS
 	if s.jwt == nil {
 		return nil, errNoJWT
 	}
-	snap := s.auth.Snapshot()
-	cl, err := s.caller(ctx, snap)
+	cl, err := s.caller(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if err := s.refuseIfBlocked(cl, snap); err != nil {
+	if err := s.check(ctx, cl, true); err != nil {
 		return nil, err
 	}
 	p := cl.peer
@@ -193,11 +158,11 @@ func (s *Server) ValidateJWTSVID(ctx context.Context, req *workload.ValidateJWTS
 	case req.Svid == "":
 		return nil, status.Error(codes.InvalidArgument, "svid is required")
 	}
-	c, err := s.jwt.ValidateJWTSVID(snap, req.Svid, req.Audience)
+	c, err := s.jwt.ValidateJWT(ctx, req.Svid, req.Audience)
 	if err != nil {
-		var te *ca.TokenError
-		if errors.As(err, &te) {
-			s.log.Debug("JWT-SVID refused", slog.Int(logkey.PID, int(p.PID)), slog.String("reason", string(te.Reason)))
+		var inv *InvalidError
+		if errors.As(err, &inv) {
+			s.log.Debug("JWT-SVID refused", slog.Int(logkey.PID, int(p.PID)), slog.String("reason", inv.Reason))
 			return nil, status.Error(codes.InvalidArgument, err.Error())
 		}
 		return nil, status.Errorf(codes.Internal, "validating JWT-SVID: %v", err)

@@ -262,7 +262,7 @@ func TestJWTUnimplementedWithoutIssuer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := badgeworkload.New(badgeworkload.Config{Authority: f.auth, Attestor: attest.New(attest.Config{})})
+	srv, err := badgeworkload.New(badgeworkload.Config{Source: f.auth.WorkloadSource(), Attestor: attest.New(attest.Config{})})
 	if err != nil {
 		t.Fatal(err)
 	}

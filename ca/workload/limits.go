@@ -44,7 +44,6 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/tap"
 
-	"github.com/badge-dev/badge/ca"
 	"github.com/badge-dev/badge/internal/logkey"
 )
 
@@ -520,45 +519,36 @@ func (c *releaseConn) Close() error {
 	return err
 }
 
-// limitedAuthority charges the signing limits before each signature.
-type limitedAuthority struct {
-	Authority
-	l *limiter
+// The limiter is the Budget the handler gives the Source for X.509-SVIDs:
+// each one signed takes a token, after the disk check. A JWT-SVID, which
+// may come from the Source's cache, needs a token left and is charged
+// afterwards if it was signed for the call (jwtBudget).
+
+func (l *limiter) SignX509(ctx context.Context) error { return l.sign(ctx, true, true) }
+
+func (l *limiter) SignJWT(ctx context.Context) error { return l.sign(ctx, false, false) }
+
+func (l *limiter) SignedJWT(ctx context.Context, _ time.Time) { l.charge(ctx) }
+
+// jwtBudget is the Budget of one FetchJWTSVID call: it charges a token
+// only when it was issued at or after the second its SignJWT was called
+// (a fresh token is issued at the current second, or later right after a
+// revocation; a cached one earlier).
+type jwtBudget struct {
+	*limiter
+	start time.Time
 }
 
-func (a limitedAuthority) SignX509SVID(ctx context.Context, s *ca.Snapshot, e *ca.Entry) (*ca.X509SVID, error) {
-	if err := a.l.sign(ctx, true, true); err != nil {
-		return nil, err
+func (b *jwtBudget) SignJWT(ctx context.Context) error {
+	if err := b.limiter.SignJWT(ctx); err != nil {
+		return err
 	}
-	return a.Authority.SignX509SVID(ctx, s, e)
+	b.start = b.now().Truncate(time.Second)
+	return nil
 }
 
-// limitedJWT charges the signing limits for each JWT-SVID signed; one
-// handed out again from the issuer's cache costs nothing, but is refused
-// too while the bucket is empty.
-type limitedJWT struct {
-	JWTIssuer
-	l *limiter
-}
-
-func (j limitedJWT) SignJWTSVID(ctx context.Context, s *ca.Snapshot, e *ca.Entry, audience []string) (*ca.JWTSVID, error) {
-	if err := j.l.sign(ctx, false, false); err != nil {
-		return nil, err
+func (b *jwtBudget) SignedJWT(ctx context.Context, issuedAt time.Time) {
+	if !issuedAt.Before(b.start) {
+		b.charge(ctx)
 	}
-	start := j.l.now().Truncate(time.Second)
-	t, err := j.JWTIssuer.SignJWTSVID(ctx, s, e, audience)
-	// A fresh token is issued at the current second (or later, right
-	// after a revocation); a cached one earlier.
-	if err == nil && !t.IssuedAt.Before(start) {
-		j.l.charge(ctx)
-	}
-	return t, err
-}
-
-// wrap returns auth and jwt with the signing limits applied.
-func (l *limiter) wrap(auth Authority, jwt JWTIssuer) (Authority, JWTIssuer) {
-	if jwt != nil {
-		jwt = limitedJWT{JWTIssuer: jwt, l: l}
-	}
-	return limitedAuthority{Authority: auth, l: l}, jwt
 }

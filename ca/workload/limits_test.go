@@ -85,7 +85,7 @@ func startLimited(t *testing.T, lim badgeworkload.Limits, logs io.Writer) *fixtu
 		logs = io.Discard
 	}
 	srv, err := badgeworkload.New(badgeworkload.Config{
-		Authority: auth, Attestor: attest.New(attest.Config{}), JWT: auth,
+		Source: auth.WorkloadSource(), Attestor: attest.New(attest.Config{}), JWT: auth.WorkloadSource(),
 		Logger: slog.New(slog.NewTextHandler(logs, nil)), Limits: lim,
 	})
 	if err != nil {

@@ -22,7 +22,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/badge-dev/badge/attest"
-	"github.com/badge-dev/badge/ca"
 	"github.com/badge-dev/badge/internal/logkey"
 )
 
@@ -38,21 +37,9 @@ const (
 	maxBlockedIDsShown = 3
 )
 
-// refuse returns the PermissionDenied error for a caller that matches no
-// entry of snap, saying whether its IDs are blocked, and logs the refusal
-// (rate-limited per uid).
-func (s *Server) refuse(c *caller, snap *ca.Snapshot) error {
-	blocked, err := s.blockedEntries(c, snap)
-	if err != nil {
-		return err
-	}
-	return s.refuseBlocked(c.peer, blocked)
-}
-
-// refuseBlocked logs and returns the refusal of p, which matches the
-// blocked entries (none: it is not registered at all).
-func (s *Server) refuseBlocked(p *attest.Peer, blocked []*ca.Entry) error {
-	ids := blockedIDs(blocked)
+// refuseBlocked logs and returns the refusal of p, which matches entries
+// of the blocked IDs ids (none: it is not registered at all).
+func (s *Server) refuseBlocked(p *attest.Peer, ids []string) error {
 	if ok, suppressed := s.refusals.allow(p.UID, s.now()); ok {
 		attrs := []slog.Attr{slog.Int(logkey.PID, int(p.PID)), slog.Int(logkey.UID, int(p.UID)), slog.Int(logkey.GID, int(p.GID))}
 		if len(ids) > 0 {
@@ -82,47 +69,6 @@ func refusal(p *attest.Peer, blockedIDs []string) error {
 	return status.Errorf(codes.PermissionDenied,
 		"no identity issued: the caller %s matches only blocked IDs: %s; an admin lifts a block with: badge unblock --id %s",
 		who, list, blockedIDs[0])
-}
-
-// refuseIfBlocked refuses a caller that matches entries of blocked IDs and
-// no other entry; a caller that matches no entry at all passes.
-func (s *Server) refuseIfBlocked(c *caller, snap *ca.Snapshot) error {
-	blocked, err := s.blockedEntries(c, snap)
-	if err != nil || len(blocked) == 0 {
-		return err
-	}
-	// The caller was attested for snap.Kinds() already.
-	if len(snap.Match(c.sel)) > 0 {
-		return nil
-	}
-	return s.refuseBlocked(c.peer, blocked)
-}
-
-// blockedEntries returns the entries of blocked IDs the caller would match,
-// attesting it again first if those entries use kinds of selectors it was
-// not attested for.
-func (s *Server) blockedEntries(c *caller, snap *ca.Snapshot) ([]*ca.Entry, error) {
-	k := snap.BlockedKinds()
-	if k == 0 {
-		return nil, nil
-	}
-	if k&^c.kinds != 0 {
-		if err := s.attest(c, c.kinds|k); err != nil {
-			return nil, err
-		}
-	}
-	return snap.MatchBlocked(c.sel), nil
-}
-
-// blockedIDs returns the distinct SPIFFE IDs of entries, in order.
-func blockedIDs(entries []*ca.Entry) []string {
-	var ids []string
-	for i, e := range entries {
-		if !dupID(entries[:i], e) {
-			ids = append(ids, e.ID.String())
-		}
-	}
-	return ids
 }
 
 // refusalLimiter lets through at most one log line per uid per

@@ -3,12 +3,14 @@
 // Every connection is attributed to the process that opened it by the
 // kernel (SO_PEERCRED, a pidfd and the executable it runs, read once per
 // connection by the transport credentials of the gRPC server). Each call
-// turns that peer into selectors, matches them against the registration
-// entries of the current [ca.Snapshot], and has the [Authority] sign one
-// X.509-SVID per matching entry. Streams then wait on the snapshot's Done
-// channel and on the half-life of their SVIDs: a new entry, a deleted entry
-// or a new bundle reaches every open stream as soon as it is published, with
-// no polling.
+// turns that peer into selectors of the kinds the entries use, and asks the
+// [Source] what the caller should hold now: one X.509-SVID per matching
+// entry, the bundle and the CRL, with a Done channel and a refresh time. The
+// Source owns the reuse policy (an SVID is handed out again until half its
+// life, unless its entry changed or it was revoked); the handler only sends
+// what changed. Streams wait on Done and on the refresh time: a new entry, a
+// deleted entry or a new bundle reaches every open stream as soon as it is
+// published, with no polling.
 //
 // An identity belongs to the process that connected, as it was when it
 // connected. Every time a stream wakes up, and again after signing, right
@@ -20,16 +22,18 @@
 // stream that holds an SVID of an ID that is then blocked ends with
 // PermissionDenied too.
 //
-// The server depends only on the two small interfaces below, so that an
-// agent on another host can serve the same API from a remote authority.
+// Everything that crosses the Source seam is plain data (source.go), and
+// this package uses no type of package ca: ca.WorkloadSource serves the
+// server's own socket from its authority, and an agent on another host
+// serves the same handler from what its server streams to it.
 package workload
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -40,18 +44,9 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/badge-dev/badge/attest"
-	"github.com/badge-dev/badge/ca"
 	"github.com/badge-dev/badge/internal/logkey"
 	"github.com/badge-dev/badge/internal/unixsock"
 )
-
-// Authority issues identities: *ca.Authority today, a remote client in an agent later.
-type Authority interface {
-	// Snapshot returns the current entries and bundle.
-	Snapshot() *ca.Snapshot
-	// SignX509SVID signs a fresh SVID for entry e of snapshot s.
-	SignX509SVID(ctx context.Context, s *ca.Snapshot, e *ca.Entry) (*ca.X509SVID, error)
-}
 
 // Attestor turns a connected peer into selectors, and verifies that the
 // peer is still the process that connected, running the same executable.
@@ -62,21 +57,21 @@ type Attestor interface {
 
 // Config configures a Server.
 type Config struct {
-	// Authority signs SVIDs and publishes snapshots. Required.
-	Authority Authority
+	// Source issues the identities served (source.go). Required.
+	Source Source
 	// Attestor computes the caller's selectors. Required.
 	Attestor Attestor
-	// JWT signs and validates JWT-SVIDs (see jwt.go). Nil: the JWT-SVID
-	// methods answer Unimplemented.
-	JWT JWTIssuer
+	// JWT signs and validates JWT-SVIDs (see jwt.go), usually the same
+	// value as Source. Nil: the JWT-SVID methods answer Unimplemented.
+	JWT JWTSource
 	// Logger receives operational logs. Nil discards them.
 	Logger *slog.Logger
 	// Limits bound what one caller can take (see limits.go). The zero
 	// value applies the defaults.
 	Limits Limits
 	// Time returns the current time; nil means time.Now. Streams read it
-	// to decide when held SVIDs are due for refresh, so it must be the
-	// clock the Authority signs with (ca.Config.Time). It is also the
+	// to wait for X509Update.RefreshAt, so it must be the clock of the
+	// Source (ca.Config.Time for ca.WorkloadSource). It is also the
 	// clock of Limits unless Limits.Time is set.
 	Time func() time.Time
 }
@@ -85,9 +80,10 @@ type Config struct {
 type Server struct {
 	workload.UnimplementedSpiffeWorkloadAPIServer
 
-	auth Authority
+	src  Source
 	att  Attestor
-	jwt  JWTIssuer
+	jwt  JWTSource
+	lim  *limiter
 	log  *slog.Logger
 	now  func() time.Time
 	grpc *grpc.Server
@@ -101,8 +97,8 @@ type Server struct {
 // New returns a Server; call Serve to accept connections. It fails if a
 // required dependency of cfg is missing.
 func New(cfg Config) (*Server, error) {
-	if cfg.Authority == nil {
-		return nil, errors.New("workload: Config.Authority is required")
+	if cfg.Source == nil {
+		return nil, errors.New("workload: Config.Source is required")
 	}
 	if cfg.Attestor == nil {
 		return nil, errors.New("workload: Config.Attestor is required")
@@ -118,9 +114,8 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Limits.Time == nil {
 		cfg.Limits.Time = now
 	}
-	s := &Server{auth: cfg.Authority, att: cfg.Attestor, jwt: cfg.JWT, log: log, now: now, quit: make(chan struct{})}
 	lim := newLimiter(cfg.Limits, log)
-	s.auth, s.jwt = lim.wrap(cfg.Authority, cfg.JWT)
+	s := &Server{src: cfg.Source, att: cfg.Attestor, jwt: cfg.JWT, lim: lim, log: log, now: now, quit: make(chan struct{})}
 	s.grpc = grpc.NewServer(append(lim.serverOptions(),
 		// A stream carries a few kilobytes every couple of minutes: small
 		// per-connection buffers keep ten thousand streams cheap.
@@ -169,12 +164,17 @@ type caller struct {
 	peer     *attest.Peer
 	sel      attest.Set
 	kinds    attest.Kind
-	verified bool // attested or verified since the last use: match need not verify again
+	verified bool // attested or verified since the last use: ready need not verify again
+}
+
+// plain is the caller as the Source sees it.
+func (c *caller) plain() Caller {
+	return Caller{PID: c.peer.PID, UID: c.peer.UID, GID: c.peer.GID, Selectors: c.sel, Kinds: c.kinds}
 }
 
 // caller attests the peer of the call: header check, peer credentials,
-// selectors of the kinds the snapshot's entries use.
-func (s *Server) caller(ctx context.Context, snap *ca.Snapshot) (*caller, error) {
+// selectors of the kinds the Source's entries use.
+func (s *Server) caller(ctx context.Context) (*caller, error) {
 	md, _ := metadata.FromIncomingContext(ctx)
 	if v := md.Get("workload.spiffe.io"); len(v) != 1 || v[0] != "true" {
 		return nil, status.Error(codes.InvalidArgument, "security header missing from request: set metadata workload.spiffe.io: true")
@@ -184,7 +184,7 @@ func (s *Server) caller(ctx context.Context, snap *ca.Snapshot) (*caller, error)
 		return nil, status.Error(codes.Internal, "no peer credentials on the connection")
 	}
 	c := &caller{peer: p}
-	if err := s.attest(c, snap.Kinds()); err != nil {
+	if err := s.attest(c, s.src.Kinds()); err != nil {
 		return nil, err
 	}
 	return c, nil
@@ -216,49 +216,107 @@ func (s *Server) verify(c *caller) error {
 	return nil
 }
 
-// match returns the entries of snap the caller matches, default first. It
-// first verifies the peer (unless it was just attested), and attests it
-// again if an entry uses a kind of selector it was not attested for. No
-// entry is PermissionDenied, saying whether the caller is not registered or
-// blocked (refusal.go).
-func (s *Server) match(c *caller, snap *ca.Snapshot) ([]*ca.Entry, error) {
-	if k := snap.Kinds(); k&^c.kinds != 0 {
-		if err := s.attest(c, k); err != nil {
-			return nil, err
+// ready prepares the caller for a question to the Source: it attests it
+// again if the entries now use kinds of selectors it was not attested for,
+// else verifies the peer (unless it was just attested).
+func (s *Server) ready(c *caller) error {
+	if k := s.src.Kinds(); k&^c.kinds != 0 {
+		if err := s.attest(c, c.kinds|k); err != nil {
+			return err
 		}
 	}
 	if !c.verified {
 		if err := s.verify(c); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	c.verified = false
-	entries := snap.Match(c.sel)
-	if len(entries) == 0 {
-		return nil, s.refuse(c, snap)
+	return nil
+}
+
+// again reports whether the Source asked for selectors of more kinds, and
+// if so attests the caller for them (an error ends the call).
+func (s *Server) again(c *caller, err error) (bool, error) {
+	if err == nil {
+		return false, nil // before ke, which errors.As moves to the heap
 	}
-	return entries, nil
+	var ke *KindsError
+	if !errors.As(err, &ke) {
+		return false, nil
+	}
+	if err := s.attest(c, c.kinds|ke.Kinds); err != nil {
+		return false, err
+	}
+	c.verified = false
+	return true, nil
+}
+
+// check refuses a caller the Source does not serve. With unregistered set,
+// a caller that matches no entry passes and only one that matches only
+// blocked IDs is refused.
+func (s *Server) check(ctx context.Context, c *caller, unregistered bool) error {
+	if err := s.ready(c); err != nil {
+		return err
+	}
+	for {
+		err := s.src.Check(ctx, c.plain())
+		if again, aerr := s.again(c, err); aerr != nil {
+			return aerr
+		} else if again {
+			continue
+		}
+		if err == nil || unregistered && errors.Is(err, ErrNotRegistered) {
+			return nil
+		}
+		return s.failed(c, err, "checking the caller")
+	}
+}
+
+// failed turns an error of the Source into the status the caller gets:
+// refusals (refusal.go), limits, invalid requests, and Unavailable for
+// the rest, which is logged.
+func (s *Server) failed(c *caller, err error, what string) error {
+	var (
+		be  *BlockedError
+		inv *InvalidError
+	)
+	p := c.peer
+	switch {
+	case errors.Is(err, ErrNotRegistered):
+		return s.refuseBlocked(p, nil)
+	case errors.As(err, &be) && be.Held:
+		s.log.Info("stream ended: it holds a blocked SPIFFE ID", slog.Int(logkey.PID, int(p.PID)), slog.Int(logkey.UID, int(p.UID)),
+			slog.String(logkey.SPIFFEID, strings.Join(be.IDs, ",")))
+		return status.Errorf(codes.PermissionDenied, "SPIFFE ID %s is blocked", strings.Join(be.IDs, ", "))
+	case errors.As(err, &be):
+		return s.refuseBlocked(p, be.IDs)
+	case errors.As(err, &inv):
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	if st, ok := limitStatus(err); ok {
+		return st
+	}
+	s.log.Error(what+" failed", slog.Int(logkey.PID, int(p.PID)), slog.Any(logkey.Error, err))
+	return status.Errorf(codes.Unavailable, "%s: %v", what, err)
 }
 
 var errShutdown = status.Error(codes.Unavailable, "server is shutting down")
 
 // FetchX509SVID streams the caller's X.509-SVIDs with the bundle and the
-// revocation list: at once, then whenever an SVID reaches half its life or
-// is revoked, the caller's entries change, or the bundle or revocation list
-// changes.
+// revocation list: at once, then whenever the Source says they change (an
+// SVID reaches half its life or is revoked, the caller's entries change,
+// the bundle or revocation list changes).
 func (s *Server) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.ServerStreamingServer[workload.X509SVIDResponse]) error {
 	ctx := stream.Context()
-	snap := s.auth.Snapshot()
-	c, err := s.caller(ctx, snap)
+	c, err := s.caller(ctx)
 	if err != nil {
 		return err
 	}
 	p := c.peer
 	var (
-		held       []*ca.X509SVID
-		sentBundle []byte
-		sentCRL    uint64
-		timer      *time.Timer
+		held             []X509SVID
+		sentBundle, sent []byte // bundle and CRL last sent
+		timer            *time.Timer
 	)
 	defer func() {
 		if timer != nil {
@@ -266,150 +324,107 @@ func (s *Server) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.ServerSt
 		}
 	}()
 	for {
-		if id, ok := heldBlocked(snap, held); ok {
-			s.log.Info("stream ended: it holds a blocked SPIFFE ID", slog.Int(logkey.PID, int(p.PID)), slog.Int(logkey.UID, int(p.UID)),
-				slog.String(logkey.SPIFFEID, id))
-			return status.Errorf(codes.PermissionDenied, "SPIFFE ID %s is blocked", id)
-		}
-		entries, err := s.match(c, snap)
-		if err != nil {
+		if err := s.ready(c); err != nil {
 			return err
 		}
-		next, changed, err := s.refresh(ctx, snap, entries, held)
-		if errors.Is(err, ca.ErrBlocked) {
-			// Blocked between the snapshot and the signing; the next
-			// snapshot no longer matches the entry (and ends the stream
-			// if it held an SVID of it).
-			snap = s.auth.Snapshot()
+		upd, err := s.src.X509(ctx, X509Request{Caller: c.plain(), Held: held, Budget: s.lim})
+		if again, aerr := s.again(c, err); aerr != nil {
+			return aerr
+		} else if again {
 			continue
 		}
-		if st, ok := limitStatus(err); ok {
-			return st
-		}
 		if err != nil {
-			s.log.Error("signing X.509-SVID failed", slog.Int(logkey.PID, int(p.PID)), slog.Any(logkey.Error, err))
-			return status.Errorf(codes.Unavailable, "signing X.509-SVID: %v", err)
+			return s.failed(c, err, "signing X.509-SVID")
 		}
-		_, crlNumber := snap.CRL()
-		if changed || crlNumber != sentCRL || !bytes.Equal(sentBundle, snap.BundleDER()) {
+		if len(upd.SVIDs) == 0 {
+			// A Source never answers so; a caller gets no empty response.
+			return s.failed(c, errors.New("the source returned no SVID"), "signing X.509-SVID")
+		}
+		changed := !sameSVIDs(held, upd.SVIDs)
+		if changed || !sameBytes(sent, upd.CRL) || !sameBytes(sentBundle, upd.Bundle) {
 			// The keys go out only if the peer is still the process that
-			// connected: match verified it, but signing takes a while.
+			// connected: ready verified it, but signing takes a while.
 			if changed {
 				if err := s.verify(c); err != nil {
 					return err
 				}
 			}
-			if err := stream.Send(x509Response(next, snap)); err != nil {
+			if err := stream.Send(x509Response(&upd)); err != nil {
 				return err
 			}
-			held, sentBundle, sentCRL = next, snap.BundleDER(), crlNumber
+			held, sentBundle, sent = upd.SVIDs, upd.Bundle, upd.CRL
 			s.log.Debug("X.509-SVIDs sent", slog.Int(logkey.PID, int(p.PID)), slog.Int(logkey.UID, int(p.UID)),
 				slog.String(logkey.SPIFFEID, held[0].ID.String()), slog.String(logkey.Serial, held[0].Serial))
 		}
-		refreshAt := held[0].RefreshAt()
-		for _, h := range held[1:] {
-			if r := h.RefreshAt(); r.Before(refreshAt) {
-				refreshAt = r
+		var due <-chan time.Time
+		if !upd.RefreshAt.IsZero() {
+			wait := upd.RefreshAt.Sub(s.now())
+			if timer == nil {
+				timer = time.NewTimer(wait)
+			} else {
+				timer.Reset(wait)
 			}
-		}
-		wait := refreshAt.Sub(s.now())
-		if timer == nil {
-			timer = time.NewTimer(wait)
-		} else {
-			timer.Reset(wait)
+			due = timer.C
 		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-s.quit:
 			return errShutdown
-		case <-snap.Done():
-			snap = s.auth.Snapshot()
-		case <-timer.C:
+		case <-upd.Done:
+		case <-due:
 		}
 	}
 }
 
-// heldBlocked returns the SPIFFE ID of a held SVID that snap lists as
-// blocked, if any.
-func heldBlocked(snap *ca.Snapshot, held []*ca.X509SVID) (string, bool) {
-	for _, h := range held {
-		if r, ok := snap.Revoked(h.ID); ok && r.Blocked {
-			return h.ID.String(), true
+// sameSVIDs reports whether b hands out exactly the SVIDs of a, in order.
+func sameSVIDs(a, b []X509SVID) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].Serial != b[i].Serial || a[i].ID != b[i].ID {
+			return false
 		}
 	}
-	return "", false
+	return true
 }
 
-// refresh returns the SVIDs for entries, reusing each held SVID that was
-// issued for the same entry revision and is not yet due for refresh.
-func (s *Server) refresh(ctx context.Context, snap *ca.Snapshot, entries []*ca.Entry, held []*ca.X509SVID) ([]*ca.X509SVID, bool, error) {
-	now := s.now()
-	out := make([]*ca.X509SVID, len(entries))
-	changed := len(entries) != len(held)
-	for i, e := range entries {
-		var reuse *ca.X509SVID
-		for _, h := range held {
-			// A revoked SVID is replaced at once, with a new key: the
-			// legitimate holder keeps working while the stolen copy is dead.
-			if h.EntryID == e.Record.ID && h.Revision == e.Record.Revision && now.Before(h.RefreshAt()) && snap.CheckRevocation(ca.X509Credential(h.ID, h.Serial)) == nil {
-				reuse = h
-				break
-			}
-		}
-		if reuse == nil {
-			svid, err := s.auth.SignX509SVID(ctx, snap, e)
-			if err != nil {
-				return nil, false, err
-			}
-			reuse, changed = svid, true
-		}
-		if i < len(held) && held[i] != reuse {
-			changed = true
-		}
-		out[i] = reuse
-	}
-	return out, changed, nil
-}
-
-func x509Response(svids []*ca.X509SVID, snap *ca.Snapshot) *workload.X509SVIDResponse {
-	crl, _ := snap.CRL()
-	resp := &workload.X509SVIDResponse{Svids: make([]*workload.X509SVID, len(svids)), Crl: [][]byte{crl}}
-	for i, sv := range svids {
+func x509Response(u *X509Update) *workload.X509SVIDResponse {
+	resp := &workload.X509SVIDResponse{Svids: make([]*workload.X509SVID, len(u.SVIDs)), Crl: [][]byte{u.CRL}}
+	for i := range u.SVIDs {
+		sv := &u.SVIDs[i]
 		resp.Svids[i] = &workload.X509SVID{
 			SpiffeId:    sv.ID.String(),
 			X509Svid:    sv.CertChainDER,
 			X509SvidKey: sv.KeyDER,
-			Bundle:      snap.BundleDER(),
+			Bundle:      u.Bundle,
 		}
 	}
 	return resp
 }
 
-// FetchX509Bundles streams the trust bundle: at once, then on every change.
+// FetchX509Bundles streams the trust bundles: at once, then on every change.
 func (s *Server) FetchX509Bundles(_ *workload.X509BundlesRequest, stream grpc.ServerStreamingServer[workload.X509BundlesResponse]) error {
 	ctx := stream.Context()
-	snap := s.auth.Snapshot()
-	c, err := s.caller(ctx, snap)
+	c, err := s.caller(ctx)
 	if err != nil {
 		return err
 	}
 	var (
-		sent    []byte
-		sentCRL uint64
+		sent    map[string][]byte
+		sentCRL []byte
 	)
 	for {
-		if _, err := s.match(c, snap); err != nil {
+		// The bundles first: if the check then sees a newer state, their
+		// Done is already closed and the loop comes round again.
+		b := s.src.Bundles(ctx)
+		if err := s.check(ctx, c, false); err != nil {
 			return err
 		}
-		crl, crlNumber := snap.CRL()
-		if crlNumber != sentCRL || !bytes.Equal(sent, snap.BundleDER()) {
-			sent, sentCRL = snap.BundleDER(), crlNumber
-			resp := &workload.X509BundlesResponse{
-				Bundles: map[string][]byte{snap.TrustDomain().IDString(): sent},
-				Crl:     [][]byte{crl},
-			}
-			if err := stream.Send(resp); err != nil {
+		if sent == nil || !sameBytes(sentCRL, b.CRL) || !sameBundles(sent, b.X509) {
+			sent, sentCRL = b.X509, b.CRL
+			if err := stream.Send(&workload.X509BundlesResponse{Bundles: b.X509, Crl: [][]byte{b.CRL}}); err != nil {
 				return err
 			}
 		}
@@ -418,8 +433,21 @@ func (s *Server) FetchX509Bundles(_ *workload.X509BundlesRequest, stream grpc.Se
 			return nil
 		case <-s.quit:
 			return errShutdown
-		case <-snap.Done():
-			snap = s.auth.Snapshot()
+		case <-b.Done:
 		}
 	}
+}
+
+// sameBundles reports whether a and b map the same trust domains to the
+// same bytes.
+func sameBundles(a, b map[string][]byte) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for td, v := range a {
+		if w, ok := b[td]; !ok || !sameBytes(v, w) {
+			return false
+		}
+	}
+	return true
 }

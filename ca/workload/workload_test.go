@@ -74,7 +74,8 @@ func start(t testing.TB, mod func(*ca.Config), opts ...func(*badgeworkload.Confi
 		t.Fatal(err)
 	}
 	f.att = &changingAttestor{Attestor: attest.New(attest.Config{})}
-	wcfg := badgeworkload.Config{Authority: auth, Attestor: f.att, JWT: auth}
+	src := auth.WorkloadSource()
+	wcfg := badgeworkload.Config{Source: src, Attestor: f.att, JWT: src}
 	for _, o := range opts {
 		o(&wcfg)
 	}
@@ -675,8 +676,8 @@ func TestNewRequiresDependencies(t *testing.T) {
 		name string
 		cfg  badgeworkload.Config
 	}{
-		{"no authority", badgeworkload.Config{Attestor: att}},
-		{"no attestor", badgeworkload.Config{Authority: f.auth}},
+		{"no source", badgeworkload.Config{Attestor: att}},
+		{"no attestor", badgeworkload.Config{Source: f.auth.WorkloadSource()}},
 		{"nothing", badgeworkload.Config{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

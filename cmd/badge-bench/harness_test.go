@@ -70,7 +70,8 @@ func daemonMain(dir string) error {
 	if err != nil {
 		return err
 	}
-	wsrv, err := workload.New(workload.Config{Authority: auth, Attestor: attest.New(attest.Config{}), JWT: auth})
+	src := auth.WorkloadSource()
+	wsrv, err := workload.New(workload.Config{Source: src, Attestor: attest.New(attest.Config{}), JWT: src})
 	if err != nil {
 		return err
 	}

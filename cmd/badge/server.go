@@ -201,7 +201,8 @@ func serve(ctx context.Context, c serverConfig, td spiffeid.TrustDomain, log *sl
 	defer auth.Close()
 
 	wlConns, pubConns := connBudget(c.listen != "", log)
-	wsrv, err := workload.New(workload.Config{Authority: auth, Attestor: attest.New(attest.Config{Logger: log}), JWT: auth, Logger: log,
+	src := auth.WorkloadSource()
+	wsrv, err := workload.New(workload.Config{Source: src, Attestor: attest.New(attest.Config{Logger: log}), JWT: src, Logger: log,
 		Limits: c.limits.workload(wlConns, store.FreeSpace)})
 	if err != nil {
 		return err
