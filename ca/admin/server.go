@@ -44,6 +44,13 @@ type Config struct {
 	// if it frees some (a ballast file) and returns true, the revocation is
 	// tried again. Nil: no retry.
 	OnNoSpace func() bool
+	// Ready reports whether the server is ready to serve (database
+	// writable, signing key usable, revocation list fresh): GET
+	// /v1/health answers 503 with its error. Nil: always ready.
+	Ready func(ctx context.Context) error
+	// Status returns the document of GET /v1/status (badge status). Nil:
+	// the route answers 404.
+	Status func(ctx context.Context) any
 }
 
 // Server is the admin API server.
@@ -54,6 +61,8 @@ type Server struct {
 	http    *http.Server
 
 	onNoSpace func() bool
+	ready     func(ctx context.Context) error
+	status    func(ctx context.Context) any
 }
 
 type ctxKey struct{}
@@ -64,7 +73,7 @@ func New(cfg Config) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{auth: cfg.Authority, log: log, allowed: map[uint32]bool{0: true}, onNoSpace: cfg.OnNoSpace}
+	s := &Server{auth: cfg.Authority, log: log, allowed: map[uint32]bool{0: true}, onNoSpace: cfg.OnNoSpace, ready: cfg.Ready, status: cfg.Status}
 	if cfg.AllowedUIDs == nil {
 		cfg.AllowedUIDs = []uint32{uint32(os.Geteuid())}
 	}
@@ -84,6 +93,7 @@ func New(cfg Config) *Server {
 	mux.HandleFunc("DELETE /v1/clients/{id}", s.deleteClient)
 	mux.HandleFunc("GET /v1/bundle", s.bundle)
 	mux.HandleFunc("GET /v1/health", s.health)
+	mux.HandleFunc("GET /v1/status", s.serveStatus)
 	s.http = &http.Server{
 		Handler:           s.authorize(mux),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -290,8 +300,22 @@ func (s *Server) bundle(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (s *Server) health(w http.ResponseWriter, _ *http.Request) {
+func (s *Server) health(w http.ResponseWriter, r *http.Request) {
+	if s.ready != nil {
+		if err := s.ready(r.Context()); err != nil {
+			writeError(w, http.StatusServiceUnavailable, err)
+			return
+		}
+	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "trust_domain": s.auth.Snapshot().TrustDomain().Name()})
+}
+
+func (s *Server) serveStatus(w http.ResponseWriter, r *http.Request) {
+	if s.status == nil {
+		writeError(w, http.StatusNotFound, errors.New("this server does not report its status"))
+		return
+	}
+	writeJSON(w, http.StatusOK, s.status(r.Context()))
 }
 
 // writeRequestError answers a request that could not be decoded: 400, with

@@ -126,6 +126,7 @@ func (s *Server) FetchJWTBundles(_ *workload.JWTBundlesRequest, stream grpc.Serv
 	if err != nil {
 		return err
 	}
+	defer s.mtr.StreamOpened(StreamJWTBundles)()
 	var sent []byte
 	for {
 		if _, err := s.match(c, snap); err != nil {

@@ -52,6 +52,11 @@ func (s *Server) refuse(c *caller, snap *ca.Snapshot) error {
 // blocked entries (none: it is not registered at all).
 func (s *Server) refuseBlocked(p *attest.Peer, blocked []*ca.Entry) error {
 	ids := blockedIDs(blocked)
+	if len(ids) > 0 {
+		s.mtr.CallerDenied(DenyBlocked)
+	} else {
+		s.mtr.CallerDenied(DenyNotRegistered)
+	}
 	if ok, suppressed := s.refusals.allow(p.UID, time.Now()); ok {
 		attrs := []slog.Attr{slog.Int(ca.LogPID, int(p.PID)), slog.Int(ca.LogUID, int(p.UID)), slog.Int(ca.LogGID, int(p.GID))}
 		if len(ids) > 0 {

@@ -72,6 +72,9 @@ type Config struct {
 	// Limits bound what one caller can take (see limits.go). The zero
 	// value applies the defaults.
 	Limits Limits
+	// Metrics receives counts of signings, streams, attestation failures
+	// and refused callers (see metrics.go). Nil: nothing is counted.
+	Metrics Metrics
 }
 
 // Server is a Workload API server.
@@ -83,6 +86,7 @@ type Server struct {
 	jwt  JWTIssuer
 	log  *slog.Logger
 	grpc *grpc.Server
+	mtr  Metrics
 
 	refusals refusalLimiter // rate limit of the log lines about refused callers
 
@@ -96,9 +100,15 @@ func New(cfg Config) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{auth: cfg.Authority, att: cfg.Attestor, jwt: cfg.JWT, log: log, quit: make(chan struct{})}
+	var mtr Metrics = noMetrics{}
+	if cfg.Metrics != nil {
+		mtr = cfg.Metrics
+	}
+	s := &Server{auth: cfg.Authority, att: cfg.Attestor, jwt: cfg.JWT, log: log, mtr: mtr, quit: make(chan struct{})}
 	lim := newLimiter(cfg.Limits, log)
+	lim.metrics = mtr
 	s.auth, s.jwt = lim.wrap(cfg.Authority, cfg.JWT)
+	s.auth, s.jwt = observe(mtr, s.auth, s.jwt)
 	s.grpc = grpc.NewServer(append(lim.serverOptions(),
 		// A stream carries a few kilobytes every couple of minutes: small
 		// per-connection buffers keep ten thousand streams cheap.
@@ -155,6 +165,7 @@ type caller struct {
 func (s *Server) caller(ctx context.Context, snap *ca.Snapshot) (*caller, error) {
 	md, _ := metadata.FromIncomingContext(ctx)
 	if v := md.Get("workload.spiffe.io"); len(v) != 1 || v[0] != "true" {
+		s.mtr.CallerDenied(DenyNoHeader)
 		return nil, status.Error(codes.InvalidArgument, "security header missing from request: set metadata workload.spiffe.io: true")
 	}
 	p, ok := peerFromContext(ctx)
@@ -171,6 +182,7 @@ func (s *Server) caller(ctx context.Context, snap *ca.Snapshot) (*caller, error)
 func (s *Server) attest(c *caller, kinds attest.Kind) error {
 	sel, err := s.att.Attest(c.peer, kinds)
 	if err != nil {
+		s.mtr.AttestationFailed(attestReason(err))
 		s.log.Warn("attestation failed", slog.Int(ca.LogPID, int(c.peer.PID)), slog.Int(ca.LogUID, int(c.peer.UID)), slog.Any(ca.LogError, err))
 		code := codes.PermissionDenied
 		if errors.Is(err, attest.ErrHashBudget) {
@@ -187,6 +199,7 @@ func (s *Server) attest(c *caller, kinds attest.Kind) error {
 // PermissionDenied: nothing more goes to that connection.
 func (s *Server) verify(c *caller) error {
 	if err := s.att.Verify(c.peer); err != nil {
+		s.mtr.AttestationFailed(attestReason(err))
 		s.log.Warn("peer no longer the process that connected; ending the call", slog.Int(ca.LogPID, int(c.peer.PID)),
 			slog.Int(ca.LogUID, int(c.peer.UID)), slog.Any(ca.LogError, err))
 		return status.Errorf(codes.PermissionDenied, "the process that connected is gone or changed: %v", err)
@@ -231,6 +244,7 @@ func (s *Server) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.ServerSt
 	if err != nil {
 		return err
 	}
+	defer s.mtr.StreamOpened(StreamX509SVID)()
 	p := c.peer
 	var (
 		held       []*ca.X509SVID
@@ -372,6 +386,7 @@ func (s *Server) FetchX509Bundles(_ *workload.X509BundlesRequest, stream grpc.Se
 	if err != nil {
 		return err
 	}
+	defer s.mtr.StreamOpened(StreamX509Bundles)()
 	var (
 		sent    []byte
 		sentCRL uint64

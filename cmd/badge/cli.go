@@ -49,7 +49,8 @@ func init() {
 		"client delete":    {"delete an OAuth client", runClientDelete},
 		"svid fetch":       {"fetch this process's X.509-SVIDs from the Workload API", runSVIDFetch},
 		"bundle show":      {"print the trust bundle", runBundleShow},
-		"healthcheck":      {"exit 0 when the server answers on both sockets", runHealthcheck},
+		"healthcheck":      {"exit 0 when the server answers on both sockets and is ready", runHealthcheck},
+		"status":           {"show the server's state: keys, entries, streams, issuance, revocations, database, last errors", runStatus},
 		"version":          {"print the version", runVersion},
 	}
 }
