@@ -15,7 +15,7 @@ import (
 
 // newAuthority opens a real authority on a bbolt store in a temporary
 // directory.
-func newAuthority(t *testing.T) (*ca.Authority, *bbolt.Store) {
+func newAuthority(t testing.TB) (*ca.Authority, *bbolt.Store) {
 	t.Helper()
 	dir := t.TempDir()
 	store, err := bbolt.Open(filepath.Join(dir, "badge.db"), &bbolt.Options{NoSync: true})
@@ -31,7 +31,7 @@ func newAuthority(t *testing.T) (*ca.Authority, *bbolt.Store) {
 	return a, store
 }
 
-func newTestMetrics(t *testing.T) *metrics.Metrics {
+func newTestMetrics(t testing.TB) *metrics.Metrics {
 	a, store := newAuthority(t)
 	return metrics.New(metrics.Config{
 		Authority: a,
