@@ -71,7 +71,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	if st, err, ok := m.dbStatistics(ctx); ok {
+	if st, ok, err := m.dbStatistics(ctx); ok {
 		failed := 0.0
 		if err != nil {
 			failed = 1

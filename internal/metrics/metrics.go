@@ -5,8 +5,8 @@
 // Metrics come from two places. Events on the issuance path (signings,
 // streams, attestation failures, refused callers) are counted as they
 // happen through the workload.Metrics interface, which *Metrics
-// implements with atomic counters and a histogram: no lock, no
-// allocation. State (revocations, the revocation list, key expiry,
+// implements with atomic counters and a histogram: no lock, and one
+// small allocation per stream. State (revocations, the revocation list, key expiry,
 // entries, the database) is read when Prometheus scrapes, from the
 // authority's current snapshot and, at most once per DBStatsInterval,
 // from the database.
@@ -205,10 +205,10 @@ func (m *Metrics) CallerDenied(reason string) {
 }
 
 // dbStatistics returns the database statistics, read at most once per
-// DBStatsInterval.
-func (m *Metrics) dbStatistics(ctx context.Context) (DBStats, error, bool) {
+// DBStatsInterval; ok is false when the Config has no DBStats.
+func (m *Metrics) dbStatistics(ctx context.Context) (st DBStats, ok bool, err error) {
 	if m.cfg.DBStats == nil {
-		return DBStats{}, nil, false
+		return DBStats{}, false, nil
 	}
 	m.dbMu.Lock()
 	defer m.dbMu.Unlock()
@@ -216,7 +216,7 @@ func (m *Metrics) dbStatistics(ctx context.Context) (DBStats, error, bool) {
 		m.dbStats, m.dbErr = m.cfg.DBStats(ctx)
 		m.dbAt = now
 	}
-	return m.dbStats, m.dbErr, true
+	return m.dbStats, true, m.dbErr
 }
 
 // rateWindow counts events in each of the last 60 seconds. Counting is

@@ -87,7 +87,7 @@ func (m *Metrics) Status(ctx context.Context) Status {
 		this, next := snap.CRLValidity()
 		st.CRL.ThisUpdate, st.CRL.NextUpdate = this.UTC(), next.UTC()
 	}
-	if db, err, ok := m.dbStatistics(ctx); ok {
+	if db, ok, err := m.dbStatistics(ctx); ok {
 		if err != nil {
 			st.Database.Error = err.Error()
 		} else {
