@@ -157,6 +157,8 @@ type revocationState struct {
 	serials map[string]storage.RevokedSerial
 	crl     []byte
 	number  uint64
+	// thisUpdate and nextUpdate are the CRL's validity period.
+	thisUpdate, nextUpdate time.Time
 }
 
 // RevokeRequest asks to revoke a SPIFFE ID.
@@ -418,6 +420,7 @@ func (a *Authority) signCRLLocked(state *revocationState) error {
 		return fmt.Errorf("ca: signing revocation list: %w", err)
 	}
 	state.crl, state.number = der, number
+	state.thisUpdate, state.nextUpdate = tmpl.ThisUpdate, tmpl.NextUpdate
 	return nil
 }
 

@@ -24,6 +24,9 @@ type WorkloadSource struct {
 // WorkloadSource returns the source of the server's own Workload API.
 func (a *Authority) WorkloadSource() *WorkloadSource { return &WorkloadSource{a: a} }
 
+// Authority returns the authority w serves from.
+func (w *WorkloadSource) Authority() *Authority { return w.a }
+
 var (
 	_ workload.Source    = (*WorkloadSource)(nil)
 	_ workload.JWTSource = (*WorkloadSource)(nil)

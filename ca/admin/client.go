@@ -98,10 +98,16 @@ func (c *Client) Bundle(ctx context.Context, format string) ([]byte, error) {
 	return raw, err
 }
 
-// Health returns nil when the server answers and its authority is serving.
+// Health returns nil when the server answers and is ready: its database
+// writable, its signing key usable, its revocation list fresh.
 func (c *Client) Health(ctx context.Context) error {
 	var out map[string]string
 	return c.do(ctx, http.MethodGet, "/v1/health", nil, &out)
+}
+
+// Status decodes the server's status document (GET /v1/status) into out.
+func (c *Client) Status(ctx context.Context, out any) error {
+	return c.do(ctx, http.MethodGet, "/v1/status", nil, out)
 }
 
 type rawBody []byte

@@ -53,6 +53,13 @@ type Config struct {
 	// if it frees some (a ballast file) and returns true, the revocation is
 	// tried again. Nil: no retry.
 	OnNoSpace func() bool
+	// Ready reports whether the server is ready to serve (database
+	// writable, signing key usable, revocation list fresh): GET
+	// /v1/health answers 503 with its error. Nil: always ready.
+	Ready func(ctx context.Context) error
+	// Status returns the document of GET /v1/status (badge status). Nil:
+	// the route answers 404.
+	Status func(ctx context.Context) any
 }
 
 // Server is the admin API server.
@@ -64,6 +71,8 @@ type Server struct {
 
 	onNoSpace          func() bool
 	backupWriteTimeout time.Duration
+	ready              func(ctx context.Context) error
+	status             func(ctx context.Context) any
 }
 
 type ctxKey struct{}
@@ -78,7 +87,7 @@ func New(cfg Config) (*Server, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{auth: cfg.Authority, log: log, allowed: map[uint32]bool{0: true}, onNoSpace: cfg.OnNoSpace,
-		backupWriteTimeout: cmp.Or(cfg.BackupWriteTimeout, 30*time.Second)}
+		backupWriteTimeout: cmp.Or(cfg.BackupWriteTimeout, 30*time.Second), ready: cfg.Ready, status: cfg.Status}
 	if cfg.AllowedUIDs == nil {
 		cfg.AllowedUIDs = []uint32{uint32(os.Geteuid())}
 	}
@@ -104,6 +113,7 @@ func New(cfg Config) (*Server, error) {
 	mux.HandleFunc("GET /v1/audit", s.listAudit)
 	mux.HandleFunc("GET /v1/audit/verify", s.verifyAudit)
 	mux.HandleFunc("GET /v1/backup", s.backup)
+	mux.HandleFunc("GET /v1/status", s.serveStatus)
 	s.http = &http.Server{
 		Handler:           s.authorize(mux),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -318,8 +328,22 @@ func (s *Server) bundle(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (s *Server) health(w http.ResponseWriter, _ *http.Request) {
+func (s *Server) health(w http.ResponseWriter, r *http.Request) {
+	if s.ready != nil {
+		if err := s.ready(r.Context()); err != nil {
+			writeError(w, http.StatusServiceUnavailable, err)
+			return
+		}
+	}
 	jsonout.Respond(w, http.StatusOK, map[string]string{"status": "ok", "trust_domain": s.auth.Snapshot().TrustDomain().Name()})
+}
+
+func (s *Server) serveStatus(w http.ResponseWriter, r *http.Request) {
+	if s.status == nil {
+		writeError(w, http.StatusNotFound, errors.New("this server does not report its status"))
+		return
+	}
+	jsonout.Respond(w, http.StatusOK, s.status(r.Context()))
 }
 
 // writeRequestError answers a request that could not be decoded: 400, with

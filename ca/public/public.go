@@ -1,7 +1,9 @@
 // Package public serves the public TCP listener of badge (--listen): what
 // parties off the Workload API socket need to work with JWT-SVIDs.
 //
-//	GET  /healthz                           "ok"
+//	GET  /healthz                           "ok": the process serves (liveness)
+//	GET  /readyz                            200 when ready, else 503, one line per check (Config.Readyz)
+//	GET  /metrics                           Prometheus metrics (Config.Metrics)
 //	GET  /.well-known/openid-configuration  OpenID Connect discovery (when an issuer is configured)
 //	GET  /.well-known/jwks.json             the JWT bundle (RFC 7517 JWK Set)
 //	GET  /crl                               the X.509 revocation list, DER (RFC 5280)
@@ -124,6 +126,11 @@ type Config struct {
 	Time func() time.Time
 	// Logger receives the audit trail and errors. Nil discards them.
 	Logger *slog.Logger
+	// Readyz serves GET /readyz (internal/metrics). Nil: /readyz answers
+	// like /healthz.
+	Readyz http.Handler
+	// Metrics serves GET /metrics (internal/metrics). Nil: 404.
+	Metrics http.Handler
 }
 
 // Limits of requests to the public listener.
@@ -224,6 +231,14 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", s.healthz)
+	if cfg.Readyz != nil {
+		mux.Handle("GET /readyz", cfg.Readyz)
+	} else {
+		mux.HandleFunc("GET /readyz", s.healthz)
+	}
+	if cfg.Metrics != nil {
+		mux.Handle("GET /metrics", cfg.Metrics)
+	}
 	mux.HandleFunc("GET /.well-known/openid-configuration", s.openidConfiguration)
 	mux.HandleFunc("GET /.well-known/jwks.json", s.jwks)
 	mux.HandleFunc("GET /crl", s.crl)

@@ -9,6 +9,9 @@ import (
 	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+
+	badgeworkload "github.com/badge-dev/badge/ca/workload"
+	"github.com/badge-dev/badge/internal/metrics"
 )
 
 // cpuTime is the CPU time (user and system) the process has used.
@@ -70,4 +73,36 @@ func BenchmarkFetchX509SVID(b *testing.B) {
 			conn.Close()
 		}
 	})
+}
+
+// BenchmarkFetchX509SVIDMetrics is BenchmarkFetchX509SVID (conn=reused)
+// without and with the Prometheus metrics of internal/metrics: their cost
+// on the issuance path.
+func BenchmarkFetchX509SVIDMetrics(b *testing.B) {
+	for _, on := range []bool{false, true} {
+		name := "metrics=off"
+		var opts []func(*badgeworkload.Config)
+		if on {
+			name = "metrics=on"
+			var m *metrics.Metrics
+			opts = append(opts, withMetrics(&m))
+		}
+		b.Run(name, func(b *testing.B) {
+			f := start(b, nil, opts...)
+			f.create(b, "spiffe://example.org/bench", mySelector())
+			b.ReportAllocs()
+			defer measureCPU(b)()
+			for b.Loop() {
+				ctx, cancel := context.WithCancel(withHeader(context.Background()))
+				stream, err := f.api.FetchX509SVID(ctx, &workload.X509SVIDRequest{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := stream.Recv(); err != nil {
+					b.Fatal(err)
+				}
+				cancel()
+			}
+		})
+	}
 }

@@ -93,6 +93,7 @@ func (s *Server) FetchJWTBundles(_ *workload.JWTBundlesRequest, stream grpc.Serv
 	if err != nil {
 		return err
 	}
+	defer s.mtr.StreamOpened(StreamJWTBundles)()
 	var sent map[string][]byte
 	for {
 		// The bundles first, as in FetchX509Bundles.

@@ -131,9 +131,10 @@ func limitStatus(err error) (error, bool) {
 
 // limiter enforces Limits.
 type limiter struct {
-	lim Limits
-	log *slog.Logger
-	now func() time.Time
+	lim     Limits
+	log     *slog.Logger
+	now     func() time.Time
+	metrics Metrics // counts refusals; noMetrics{} unless the server has some
 
 	mu        sync.Mutex
 	uids      map[uint32]*uidState
@@ -193,7 +194,7 @@ func newLimiter(lim Limits, log *slog.Logger) *limiter {
 	if now == nil {
 		now = time.Now
 	}
-	return &limiter{lim: lim, log: log, now: now, uids: map[uint32]*uidState{}}
+	return &limiter{lim: lim, log: log, now: now, metrics: noMetrics{}, uids: map[uint32]*uidState{}}
 }
 
 // serverOptions are the gRPC server options that enforce the limits.
@@ -294,6 +295,7 @@ func (l *limiter) releaser(f func()) func() {
 // noteRefusal logs a refusal of uid, at most once per LogInterval per uid;
 // l.mu is held.
 func (l *limiter) noteRefusal(uid uint32, st *uidState, le *limitError) {
+	l.metrics.CallerDenied(DenyLimited)
 	now := l.now()
 	if !st.loggedAt.IsZero() && now.Sub(st.loggedAt) < l.lim.LogInterval {
 		st.suppressed++

@@ -40,6 +40,11 @@ const (
 // refuseBlocked logs and returns the refusal of p, which matches entries
 // of the blocked IDs ids (none: it is not registered at all).
 func (s *Server) refuseBlocked(p *attest.Peer, ids []string) error {
+	if len(ids) > 0 {
+		s.mtr.CallerDenied(DenyBlocked)
+	} else {
+		s.mtr.CallerDenied(DenyNotRegistered)
+	}
 	if ok, suppressed := s.refusals.allow(p.UID, s.now()); ok {
 		attrs := []slog.Attr{slog.Int(logkey.PID, int(p.PID)), slog.Int(logkey.UID, int(p.UID)), slog.Int(logkey.GID, int(p.GID))}
 		if len(ids) > 0 {

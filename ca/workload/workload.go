@@ -74,6 +74,9 @@ type Config struct {
 	// Source (ca.Config.Time for ca.WorkloadSource). It is also the
 	// clock of Limits unless Limits.Time is set.
 	Time func() time.Time
+	// Metrics receives counts of signings, streams, attestation failures
+	// and refused callers (see metrics.go). Nil: nothing is counted.
+	Metrics Metrics
 }
 
 // Server is a Workload API server.
@@ -87,6 +90,7 @@ type Server struct {
 	log  *slog.Logger
 	now  func() time.Time
 	grpc *grpc.Server
+	mtr  Metrics
 
 	refusals refusalLimiter // rate limit of the log lines about refused callers
 
@@ -114,8 +118,13 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Limits.Time == nil {
 		cfg.Limits.Time = now
 	}
+	var mtr Metrics = noMetrics{}
+	if cfg.Metrics != nil {
+		mtr = cfg.Metrics
+	}
 	lim := newLimiter(cfg.Limits, log)
-	s := &Server{src: cfg.Source, att: cfg.Attestor, jwt: cfg.JWT, lim: lim, log: log, now: now, quit: make(chan struct{})}
+	lim.metrics = mtr
+	s := &Server{src: observe(mtr, cfg.Source), att: cfg.Attestor, jwt: observeJWT(mtr, cfg.JWT), lim: lim, log: log, now: now, mtr: mtr, quit: make(chan struct{})}
 	s.grpc = grpc.NewServer(append(lim.serverOptions(),
 		// A stream carries a few kilobytes every couple of minutes: small
 		// per-connection buffers keep ten thousand streams cheap.
@@ -177,6 +186,7 @@ func (c *caller) plain() Caller {
 func (s *Server) caller(ctx context.Context) (*caller, error) {
 	md, _ := metadata.FromIncomingContext(ctx)
 	if v := md.Get("workload.spiffe.io"); len(v) != 1 || v[0] != "true" {
+		s.mtr.CallerDenied(DenyNoHeader)
 		return nil, status.Error(codes.InvalidArgument, "security header missing from request: set metadata workload.spiffe.io: true")
 	}
 	p, ok := peerFromContext(ctx)
@@ -193,6 +203,7 @@ func (s *Server) caller(ctx context.Context) (*caller, error) {
 func (s *Server) attest(c *caller, kinds attest.Kind) error {
 	sel, err := s.att.Attest(c.peer, kinds)
 	if err != nil {
+		s.mtr.AttestationFailed(attestReason(err))
 		s.log.Warn("attestation failed", slog.Int(logkey.PID, int(c.peer.PID)), slog.Int(logkey.UID, int(c.peer.UID)), slog.Any(logkey.Error, err))
 		code := codes.PermissionDenied
 		if errors.Is(err, attest.ErrHashBudget) {
@@ -209,6 +220,7 @@ func (s *Server) attest(c *caller, kinds attest.Kind) error {
 // PermissionDenied: nothing more goes to that connection.
 func (s *Server) verify(c *caller) error {
 	if err := s.att.Verify(c.peer); err != nil {
+		s.mtr.AttestationFailed(attestReason(err))
 		s.log.Warn("peer no longer the process that connected; ending the call", slog.Int(logkey.PID, int(c.peer.PID)),
 			slog.Int(logkey.UID, int(c.peer.UID)), slog.Any(logkey.Error, err))
 		return status.Errorf(codes.PermissionDenied, "the process that connected is gone or changed: %v", err)
@@ -312,6 +324,7 @@ func (s *Server) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.ServerSt
 	if err != nil {
 		return err
 	}
+	defer s.mtr.StreamOpened(StreamX509SVID)()
 	p := c.peer
 	var (
 		held             []X509SVID
@@ -411,6 +424,7 @@ func (s *Server) FetchX509Bundles(_ *workload.X509BundlesRequest, stream grpc.Se
 	if err != nil {
 		return err
 	}
+	defer s.mtr.StreamOpened(StreamX509Bundles)()
 	var (
 		sent    map[string][]byte
 		sentCRL []byte

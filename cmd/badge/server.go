@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"os/signal"
@@ -23,6 +24,7 @@ import (
 	"github.com/badge-dev/badge/ca/workload"
 	"github.com/badge-dev/badge/internal/localtrust"
 	"github.com/badge-dev/badge/internal/logkey"
+	"github.com/badge-dev/badge/internal/metrics"
 	"github.com/badge-dev/badge/internal/socketpath"
 	"github.com/badge-dev/badge/internal/unixsock"
 	"github.com/badge-dev/badge/storage"
@@ -37,6 +39,7 @@ type serverConfig struct {
 	socket          string
 	adminSocket     string
 	listen          string
+	metricsListen   string
 	listenHosts     stringsFlag
 	jwtIssuer       string
 	svidTTL         time.Duration
@@ -64,7 +67,8 @@ func runServer(ctx context.Context, e *env, args []string) error {
 	fs.StringVar(&c.socket, "socket", "", "Workload API socket `path` (default "+socketpath.ServerDefaultHelp(socketpath.WorkloadName)+"); "+
 		"its directory must be owned by root or the server's uid and not writable by group or others, nor any directory above it unless sticky")
 	fs.StringVar(&c.adminSocket, "admin-socket", "", "admin API socket `path`, for root and the server's uid only (default "+socketpath.ServerDefaultHelp(socketpath.AdminName)+")")
-	fs.StringVar(&c.listen, "listen", "", "public HTTPS `address`: JWKS, OIDC discovery, introspection, token endpoint, /healthz (nothing listens on TCP unless set)")
+	fs.StringVar(&c.listen, "listen", "", "public HTTPS `address`: JWKS, OIDC discovery, introspection, token endpoint, /healthz, /readyz, /metrics (nothing listens on TCP unless set)")
+	fs.StringVar(&c.metricsListen, "metrics-listen", "", "plain HTTP `address` for Prometheus metrics, /healthz and /readyz, e.g. 127.0.0.1:9090 (off unless set; --listen serves them too)")
 	fs.Var(&c.listenHosts, "listen-dns", "DNS `name` or IP address for the public listener's certificate; repeatable (default: the --listen and --jwt-issuer hosts)")
 	fs.StringVar(&c.jwtIssuer, "jwt-issuer", "", "public https `URL` of this server: the iss of JWT-SVIDs and the OIDC discovery issuer (default: no iss, no discovery)")
 	fs.Var(durationFlag{&c.svidTTL}, "svid-ttl", "lifetime of an X.509-SVID whose entry sets none")
@@ -149,6 +153,8 @@ func newLogger(e *env, level, format string) (*slog.Logger, error) {
 // checks the data dir, the database and the key directory, and only then
 // may the authority create keys.
 func serve(ctx context.Context, c serverConfig, td spiffeid.TrustDomain, log *slog.Logger) error {
+	errLog := metrics.NewErrorLog(0)
+	log = slog.New(errLog.Handler(log.Handler()))
 	wl, err := workload.Listen(c.socket)
 	if err != nil {
 		return fmt.Errorf("workload API socket: %w", err)
@@ -200,29 +206,42 @@ func serve(ctx context.Context, c serverConfig, td spiffeid.TrustDomain, log *sl
 	}
 	defer auth.Close()
 
+	ops := newOps(auth, store, c.limits.minFreeMiB<<20, errLog)
 	wlConns, pubConns := connBudget(c.listen != "", log)
 	src := auth.WorkloadSource()
 	wsrv, err := workload.New(workload.Config{Source: src, Attestor: attest.New(attest.Config{Logger: log}), JWT: src, Logger: log,
-		Limits: c.limits.workload(wlConns, store.FreeSpace)})
+		Limits: c.limits.workload(wlConns, store.FreeSpace), Metrics: ops.metrics})
 	if err != nil {
 		return err
 	}
 	asrv, err := admin.New(admin.Config{Authority: auth, Logger: log,
-		OnNoSpace: ensureBallast(c.dataDir, ballastSize(c.limits.minFreeMiB<<20), log)})
+		OnNoSpace: ensureBallast(c.dataDir, ballastSize(c.limits.minFreeMiB<<20), log),
+		Ready:     ops.ready, Status: ops.status})
 	if err != nil {
 		return err
 	}
-	errc := make(chan error, 3)
+	errc := make(chan error, 4)
 	serving = true // the servers close the listeners from here on
 	go func() { errc <- wsrv.Serve(wl) }()
 	go func() { errc <- asrv.Serve(al) }()
 
 	var pub *public.Server
 	if c.listen != "" {
-		pub, err = startPublic(ctx, c, auth, log, errc, pubConns)
+		pub, err = startPublic(ctx, c, auth, ops, log, errc, pubConns)
 		if err != nil {
 			wsrv.Shutdown(ctx)
 			asrv.Shutdown(ctx)
+			return err
+		}
+	}
+	var msrv *http.Server
+	if c.metricsListen != "" {
+		if msrv, err = startMetricsListener(c.metricsListen, ops, log, errc); err != nil {
+			wsrv.Shutdown(ctx)
+			asrv.Shutdown(ctx)
+			if pub != nil {
+				pub.Shutdown(ctx)
+			}
 			return err
 		}
 	}
@@ -243,6 +262,9 @@ func serve(ctx context.Context, c serverConfig, td spiffeid.TrustDomain, log *sl
 	asrv.Shutdown(sctx)
 	if pub != nil {
 		pub.Shutdown(sctx)
+	}
+	if msrv != nil {
+		msrv.Shutdown(sctx)
 	}
 	return serveErr
 }
@@ -307,7 +329,7 @@ func checkDatabase(dbPath, keyDir string) error {
 // startPublic starts the public HTTPS listener (package ca/public) on
 // --listen. Its certificate names the --listen-dns hosts, else the host of
 // --listen (unless it is a wildcard address) and of --jwt-issuer.
-func startPublic(ctx context.Context, c serverConfig, auth *ca.Authority, log *slog.Logger, errc chan<- error, maxConns int) (*public.Server, error) {
+func startPublic(ctx context.Context, c serverConfig, auth *ca.Authority, o *ops, log *slog.Logger, errc chan<- error, maxConns int) (*public.Server, error) {
 	hosts := []string(c.listenHosts)
 	if len(hosts) == 0 {
 		if h, _, err := net.SplitHostPort(c.listen); err == nil && h != "" {
@@ -320,7 +342,8 @@ func startPublic(ctx context.Context, c serverConfig, auth *ca.Authority, log *s
 		}
 	}
 	pub, err := public.New(ctx, public.Config{Authority: auth, Clients: auth, Hosts: hosts, Logger: log,
-		MaxConns: maxConns, MaxConnsPerAddr: c.limits.publicPerAddr(), HandshakeTimeout: c.limits.handshake})
+		MaxConns: maxConns, MaxConnsPerAddr: c.limits.publicPerAddr(), HandshakeTimeout: c.limits.handshake,
+		Readyz: http.HandlerFunc(o.readiness.Readyz), Metrics: o.metrics.Handler()})
 	if err != nil {
 		return nil, err
 	}
