@@ -9,6 +9,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"debug/elf"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -318,3 +319,270 @@ func childPID(t *testing.T, pid int) int {
 	}
 	return c
 }
+
+// dockerfileStage is one stage of a Dockerfile: its FROM line and its
+// instructions, continuation lines joined.
+type dockerfileStage struct {
+	from  string
+	instr [][2]string // instruction (upper case), arguments
+}
+
+func parseDockerfile(t *testing.T, path string) []dockerfileStage {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stages []dockerfileStage
+	var cur strings.Builder
+	flush := func() {
+		line := strings.TrimSpace(cur.String())
+		cur.Reset()
+		if line == "" {
+			return
+		}
+		op, args, _ := strings.Cut(line, " ")
+		op = strings.ToUpper(op)
+		if op == "FROM" {
+			stages = append(stages, dockerfileStage{from: strings.TrimSpace(args)})
+			return
+		}
+		if len(stages) > 0 {
+			stages[len(stages)-1].instr = append(stages[len(stages)-1].instr, [2]string{op, strings.TrimSpace(args)})
+		}
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(strings.TrimSpace(l), "#") {
+			continue
+		}
+		if s, ok := strings.CutSuffix(l, "\\"); ok {
+			cur.WriteString(s + " ")
+			continue
+		}
+		cur.WriteString(l)
+		flush()
+	}
+	flush()
+	return stages
+}
+
+// get returns the arguments of the stage's instructions op.
+func (s dockerfileStage) get(op string) []string {
+	var out []string
+	for _, in := range s.instr {
+		if in[0] == op {
+			out = append(out, in[1])
+		}
+	}
+	return out
+}
+
+// imageEnv returns the ENV of the stage as KEY=VALUE.
+func (s dockerfileStage) env(t *testing.T) []string {
+	t.Helper()
+	var out []string
+	for _, args := range s.get("ENV") {
+		for _, kv := range strings.Fields(args) {
+			if !strings.Contains(kv, "=") {
+				t.Fatalf("ENV %q: want KEY=VALUE pairs", args)
+			}
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
+// imageUser returns the uid and gid of the stage's USER.
+func (s dockerfileStage) user(t *testing.T) (uint32, uint32) {
+	t.Helper()
+	users := s.get("USER")
+	if len(users) != 1 {
+		t.Fatalf("the final stage has USER %q, want one numeric uid:gid", users)
+	}
+	u, g, _ := strings.Cut(users[0], ":")
+	uid, err1 := strconv.ParseUint(u, 10, 32)
+	gid, err2 := strconv.ParseUint(g, 10, 32)
+	if err1 != nil || err2 != nil {
+		t.Fatalf("USER %q: want a numeric uid:gid (a name needs /etc/passwd to mean anything)", users[0])
+	}
+	return uint32(uid), uint32(gid)
+}
+
+// TestContainerImageDefinition: the image is built in stages into a
+// static binary (no cgo) on a distroless static base, runs as a user other
+// than root, and its environment alone is a configuration the server
+// accepts when run as that user (no HOME, no XDG_RUNTIME_DIR), naming its
+// volumes; its health check is `badge healthcheck`.
+func TestContainerImageDefinition(t *testing.T) {
+	stages := parseDockerfile(t, dockerfile)
+	if len(stages) < 2 {
+		t.Fatalf("%s has %d stages, want a build stage and a runtime stage", dockerfile, len(stages))
+	}
+	build, final := stages[0], stages[len(stages)-1]
+	var buildCmd string
+	for _, r := range build.get("RUN") {
+		if strings.Contains(r, "go build") {
+			buildCmd = r
+		}
+	}
+	if !strings.Contains(buildCmd, "CGO_ENABLED=0") || !strings.Contains(buildCmd, "./cmd/badge") {
+		t.Errorf("build step %q: want CGO_ENABLED=0 go build ... ./cmd/badge (a static binary)", buildCmd)
+	}
+	if !strings.Contains(final.from, "distroless/static") {
+		t.Errorf("final stage FROM %s: want a distroless static base", final.from)
+	}
+	uid, gid := final.user(t)
+	if uid == 0 {
+		t.Errorf("the image runs as root")
+	}
+	if hc := final.get("HEALTHCHECK"); len(hc) != 1 || !strings.HasSuffix(hc[0], `CMD ["/usr/local/bin/badge", "healthcheck"]`) {
+		t.Errorf("HEALTHCHECK %q: want badge healthcheck", hc)
+	}
+	env := final.env(t)
+	vals := map[string]string{}
+	for _, kv := range env {
+		k, v, _ := strings.Cut(kv, "=")
+		vals[k] = v
+	}
+	for _, vol := range []string{vals["BADGE_DATA_DIR"], filepath.Dir(vals["BADGE_SOCKET"]), filepath.Dir(vals["BADGE_ADMIN_SOCKET"])} {
+		if v := final.get("VOLUME"); len(v) != 1 || !strings.Contains(v[0], `"`+vol+`"`) {
+			t.Errorf("VOLUME %q does not hold %s", v, vol)
+		}
+	}
+
+	requireRoot(t)
+	cmd := exec.Command(testBinary, "server", "--check-config")
+	cmd.Env = append([]string{"BADGE_E2E_ROLE=badge", noRaceExitPause}, env...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: gid}}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("the image's environment, as uid %d: %v\n%s", uid, err, out)
+	}
+	for _, want := range [][]string{
+		{"data-dir", vals["BADGE_DATA_DIR"], "environment BADGE_DATA_DIR"},
+		{"socket", vals["BADGE_SOCKET"], "environment BADGE_SOCKET"},
+		{"admin-socket", vals["BADGE_ADMIN_SOCKET"], "environment BADGE_ADMIN_SOCKET"},
+	} {
+		if !containsFields(string(out), want) {
+			t.Errorf("--check-config with the image's environment lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// TestContainerImageRun builds the image's binary with the Dockerfile's
+// own build command, checks that it is static, lays out the image's file
+// system (its binary, and its state and socket directories as the build
+// makes them), and runs the server there under chroot as the image's user
+// with the image's environment and command; the image's health check
+// must pass. It compiles badge without the race detector, which takes
+// minutes on a cold build cache, so it runs only with BADGE_E2E_IMAGE=1.
+func TestContainerImageRun(t *testing.T) {
+	if os.Getenv("BADGE_E2E_IMAGE") != "1" {
+		t.Skip("set BADGE_E2E_IMAGE=1 to build the image's static binary and run it as the image would (a cold build takes minutes)")
+	}
+	requireRoot(t)
+	stages := parseDockerfile(t, dockerfile)
+	build, final := stages[0], stages[len(stages)-1]
+	root := t.TempDir()
+	if err := os.Chmod(root, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(root, "usr/local/bin/badge")
+	for _, r := range build.get("RUN") {
+		if !strings.Contains(r, "go build") {
+			continue
+		}
+		c := exec.Command("sh", "-c", strings.Replace(r, "-o /out/badge", "-o "+bin, 1))
+		c.Dir = "../.."
+		c.Env = append(os.Environ(), "VERSION=image-test")
+		if out, err := c.CombinedOutput(); err != nil {
+			t.Fatalf("the Dockerfile's build step: %v\n%s", err, out)
+		}
+	}
+	f, err := elf.Open(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP || p.Type == elf.PT_DYNAMIC {
+			t.Errorf("the image's binary is dynamically linked (%s): a distroless static base has no libc", p.Type)
+		}
+	}
+	f.Close()
+	uid, gid := final.user(t)
+	env := final.env(t)
+	vals := map[string]string{}
+	for _, kv := range env {
+		k, v, _ := strings.Cut(kv, "=")
+		vals[k] = v
+	}
+	for dir, mode := range map[string]os.FileMode{vals["BADGE_DATA_DIR"]: 0o700, filepath.Dir(vals["BADGE_SOCKET"]): 0o755} {
+		p := filepath.Join(root, dir)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Mkdir(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(p, int(uid), int(gid)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// /proc is the kernel's, as in a container run with --pid=host.
+	proc := filepath.Join(root, "proc")
+	if err := os.Mkdir(proc, 0o555); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount("/proc", proc, "", syscall.MS_BIND|syscall.MS_REC, ""); err != nil {
+		t.Skipf("cannot bind-mount /proc (%v)", err)
+	}
+	t.Cleanup(func() { syscall.Unmount(proc, syscall.MNT_DETACH) })
+
+	run := func(args ...string) *exec.Cmd {
+		c := exec.Command("/usr/local/bin/badge", args...)
+		c.Env = env
+		c.SysProcAttr = &syscall.SysProcAttr{Chroot: root, Credential: &syscall.Credential{Uid: uid, Gid: gid}}
+		return c
+	}
+	server := run("server") // the image's CMD
+	var logs syncBuffer
+	ready := make(chan struct{})
+	server.Stderr = writerFunc(func(p []byte) (int, error) {
+		logs.Write(p)
+		if strings.Contains(logs.String(), "badge server ready") {
+			select {
+			case <-ready:
+			default:
+				close(ready)
+			}
+		}
+		return len(p), nil
+	})
+	if err := server.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- server.Wait() }()
+	t.Cleanup(func() {
+		server.Process.Signal(syscall.SIGTERM)
+		<-exited
+	})
+	select {
+	case <-ready:
+	case err := <-exited:
+		t.Fatalf("the image's server exited (%v):\n%s", err, logs.String())
+	case <-time.After(20 * time.Second):
+		t.Fatalf("the image's server not ready within 20s:\n%s", logs.String())
+	}
+	if out, err := run("healthcheck").CombinedOutput(); err != nil {
+		t.Fatalf("the image's health check: %v\n%s\nserver log:\n%s", err, out, logs.String())
+	}
+	if out, err := run("entry", "create", "--id", "spiffe://example.org/web", "--selector", "unix:uid:1001").CombinedOutput(); err != nil {
+		t.Fatalf("an admin command in the image (docker exec): %v\n%s", err, out)
+	}
+}
+
+// writerFunc is an io.Writer of a function.
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
