@@ -143,7 +143,7 @@ func contains(list []string, s string) bool {
 // applyConfig sets flags from the TOML document data, read from path (see
 // configProblems), and returns its first problem as a usage error.
 func applyConfig(fs *flag.FlagSet, path string, data []byte, set map[string]bool) error {
-	if probs := configProblems(fs, nil, path, data, set, map[string]origin{}); len(probs) > 0 {
+	if probs := configProblems(fs, nil, path, data, set, map[string]origin{}, nil); len(probs) > 0 {
 		return usageError{probs[0]}
 	}
 	return nil

@@ -85,11 +85,17 @@ func (e *env) loadServer(args []string) (*serverSettings, error) {
 func (st *serverSettings) check(getenv func(string) string) {
 	c := &st.c
 	bad := func(key, value, format string, args ...any) {
+		if r, ok := st.raw[key]; ok && value != "" {
+			value = r // as the operator wrote it: 10m, not 10m0s
+		}
 		st.problems = append(st.problems, problem{key: key, value: value, msg: fmt.Sprintf(format, args...), at: st.at(key)})
 	}
 	// from names another setting in a message: its value and origin.
 	from := func(key string) string {
 		v := st.fs.Lookup(key).Value.String()
+		if r, ok := st.raw[key]; ok {
+			v = r
+		}
 		if at := st.at(key).String(); at != "" {
 			return fmt.Sprintf("%s = %s (%s)", key, v, at)
 		}

@@ -49,8 +49,8 @@ func TestCheckConfigProblems(t *testing.T) {
 				`c.toml:3: server: unknown setting`,
 				`c.toml:2: uid-max-conns = "-3": want 0 (no limit) or more`,
 				`environment BADGE_LOG_LEVEL: log-level = "loud": want debug, info, warn or error`,
-				`command line: svid-ttl = "3m0s": exceeds the maximum SVID lifetime max-svid-ttl = 2m0s (c.toml:1); raise max-svid-ttl explicitly to allow longer`,
-				`environment BADGE_JWT_TTL: jwt-ttl = "10m0s": must be between 10s and 5m0s`,
+				`command line: svid-ttl = "3m0s": exceeds the maximum SVID lifetime max-svid-ttl = 2m (c.toml:1); raise max-svid-ttl explicitly to allow longer`,
+				`environment BADGE_JWT_TTL: jwt-ttl = "10m": must be between 10s and 5m0s`,
 			},
 		},
 		{
@@ -88,8 +88,8 @@ func TestCheckConfigProblems(t *testing.T) {
 				`command line: trust-domain = "Bad!": trust domain characters are limited`,
 				`c.toml:4: jwt-issuer = "http://badge.example.org": ca: JWT issuer "http://badge.example.org" must be an https URL`,
 				`c.toml:3: listen = "8443": want HOST:PORT or :PORT (address 8443: missing port in address)`,
-				`c.toml:1: intermediate-ttl = "10m0s": must be at least four times max-svid-ttl = 5m0s (default)`,
-				`c.toml:2: root-ttl = "15m0s": must be at least twice intermediate-ttl = 10m0s (c.toml:1)`,
+				`c.toml:1: intermediate-ttl = "10m": must be at least four times max-svid-ttl = 5m0s (default)`,
+				`c.toml:2: root-ttl = "15m": must be at least twice intermediate-ttl = 10m (c.toml:1)`,
 			},
 		},
 		{

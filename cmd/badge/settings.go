@@ -72,6 +72,7 @@ type settings struct {
 	parsed   bool
 	cmdline  map[string]bool
 	origins  map[string]origin
+	raw      map[string]string // the values from the environment and file, as written
 	problems []problem
 }
 
@@ -96,7 +97,7 @@ func (e *env) load(fs, scratch *flag.FlagSet, args []string, configFile *string,
 	err := fs.Parse(args)
 	fs.Usage = usage
 	fs.SetOutput(out)
-	st := &settings{parsed: err == nil, cmdline: map[string]bool{}, origins: map[string]origin{}}
+	st := &settings{parsed: err == nil, cmdline: map[string]bool{}, origins: map[string]origin{}, raw: map[string]string{}}
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fs.Usage()
@@ -126,6 +127,7 @@ func (e *env) load(fs, scratch *flag.FlagSet, args []string, configFile *string,
 				return
 			}
 			st.origins[f.Name] = at
+			st.raw[f.Name] = v
 		}
 	})
 	if configFile != nil && *configFile != "" {
@@ -133,7 +135,7 @@ func (e *env) load(fs, scratch *flag.FlagSet, args []string, configFile *string,
 		if err != nil {
 			st.problems = append(st.problems, problem{key: "config", msg: "reading config file: " + err.Error(), at: st.origins["config"]})
 		} else {
-			st.problems = append(st.problems, configProblems(fs, scratch, *configFile, data, set, st.origins, noEnv...)...)
+			st.problems = append(st.problems, configProblems(fs, scratch, *configFile, data, set, st.origins, st.raw, noEnv...)...)
 		}
 	}
 	return st, nil
@@ -144,11 +146,12 @@ func (e *env) load(fs, scratch *flag.FlagSet, args []string, configFile *string,
 // and whose values are strings, numbers or booleans. Flags in set are left
 // alone (the command line and environment beat the file); their values in
 // the file are checked on scratch, if not nil. It records the
-// line each value came from in origins and returns every problem, each
+// line each value came from in origins, the value as written in raw (if
+// not nil), and returns every problem, each
 // naming its key and line: a syntax error, an unknown key (config itself,
 // and the flags in noFile, are unknown too), a value of the wrong type,
 // a value the flag refuses.
-func configProblems(fs, scratch *flag.FlagSet, path string, data []byte, set map[string]bool, origins map[string]origin, noFile ...string) []problem {
+func configProblems(fs, scratch *flag.FlagSet, path string, data []byte, set map[string]bool, origins map[string]origin, raw map[string]string, noFile ...string) []problem {
 	var values map[string]toml.Primitive
 	md, err := toml.Decode(string(data), &values)
 	if err != nil {
@@ -210,6 +213,9 @@ func configProblems(fs, scratch *flag.FlagSet, path string, data []byte, set map
 			continue
 		}
 		origins[k.key] = k.at
+		if raw != nil {
+			raw[k.key] = s
+		}
 	}
 	return probs
 }
