@@ -3,10 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/badge-dev/badge/ca"
+	"github.com/badge-dev/badge/storage/bbolt"
 )
 
 // checkConfig runs `badge server --check-config` in-process with args and
@@ -171,4 +175,49 @@ func containsFields(out string, want []string) bool {
 		}
 	}
 	return false
+}
+
+// TestCheckConfigAgreesWithAuthority: for lifetimes around every bound,
+// --check-config accepts exactly what ca.New accepts, so that a
+// configuration it passes never fails when the server starts.
+func TestCheckConfigAgreesWithAuthority(t *testing.T) {
+	for _, tc := range [][]string{
+		{},
+		{"--svid-ttl", "10s"},
+		{"--svid-ttl", "9s"},
+		{"--svid-ttl", "6m"},
+		{"--svid-ttl", "6m", "--max-svid-ttl", "6m"},
+		{"--max-svid-ttl", "9s", "--svid-ttl", "9s"},
+		{"--jwt-ttl", "5m1s"},
+		{"--jwt-ttl", "10s"},
+		{"--intermediate-ttl", "20m"},
+		{"--intermediate-ttl", "19m59s"},
+		{"--max-svid-ttl", "1h", "--intermediate-ttl", "3h"},
+		{"--root-ttl", "48h"},
+		{"--root-ttl", "47h"},
+		{"--root-ttl", "1h", "--intermediate-ttl", "30m"},
+	} {
+		t.Run(strings.Join(tc, " "), func(t *testing.T) {
+			dir := t.TempDir()
+			e := &env{stdout: io.Discard, stderr: io.Discard, getenv: func(string) string { return "" }}
+			st, err := e.loadServer(append([]string{"--data-dir", dir, "--socket", dir + "/w.sock", "--admin-socket", dir + "/a.sock"}, tc...))
+			if err != nil {
+				t.Fatal(err)
+			}
+			store, err := bbolt.Open(filepath.Join(dir, "badge.db"), &bbolt.Options{NoSync: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer store.Close()
+			c := st.c
+			auth, caErr := ca.New(context.Background(), ca.Config{Store: store, KeyDir: filepath.Join(dir, "keys"),
+				SVIDTTL: c.svidTTL, MaxSVIDTTL: c.maxSVIDTTL, JWTTTL: c.jwtTTL, RootTTL: c.rootTTL, IntermediateTTL: c.intermediateTTL})
+			if caErr == nil {
+				auth.Close()
+			}
+			if (len(st.problems) == 0) != (caErr == nil) {
+				t.Errorf("--check-config problems %v, ca.New error %v: they disagree", st.problems, caErr)
+			}
+		})
+	}
 }
