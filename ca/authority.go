@@ -77,7 +77,8 @@ type Config struct {
 	// KeyDir is the directory holding the CA private key files (mode 0600).
 	// It is created with mode 0700 if missing.
 	KeyDir string
-	// SVIDTTL is the lifetime of an SVID whose entry sets none. Default DefaultSVIDTTL.
+	// SVIDTTL is the lifetime of an SVID whose entry sets none. Default
+	// DefaultSVIDTTL. Authority.SetTTLs changes it while the authority runs.
 	SVIDTTL time.Duration
 	// MaxSVIDTTL bounds every SVID lifetime, entries included. Default DefaultMaxSVIDTTL.
 	MaxSVIDTTL time.Duration
@@ -86,7 +87,8 @@ type Config struct {
 	// IntermediateTTL is the lifetime of each intermediate CA. It is replaced
 	// at half its life. Default DefaultIntermediateTTL.
 	IntermediateTTL time.Duration
-	// JWTTTL is the lifetime of a JWT-SVID. Default and maximum DefaultJWTTTL.
+	// JWTTTL is the lifetime of a JWT-SVID. Default and maximum
+	// DefaultJWTTTL. Authority.SetTTLs changes it while the authority runs.
 	JWTTTL time.Duration
 	// JWTIssuer is the iss claim of JWT-SVIDs and the issuer of the OpenID
 	// Connect discovery document: the public https URL of the server, such
@@ -202,6 +204,11 @@ type Authority struct {
 	// changed in place (snapshots share it).
 	evictedNodes map[string]bool
 
+	// svidTTL and jwtTTL are the lifetimes in force (TTLs, SetTTLs), as
+	// time.Duration; ttlMu serialises SetTTLs.
+	svidTTL, jwtTTL atomic.Int64
+	ttlMu           sync.Mutex
+
 	// issueMu is read-held while an SVID or token is signed and recorded,
 	// and write-held while a revocation lists the serials to revoke.
 	issueMu sync.RWMutex
@@ -235,6 +242,8 @@ func New(ctx context.Context, cfg Config) (*Authority, error) {
 		return nil, err
 	}
 	a := &Authority{cfg: cfg, log: cfg.Logger, store: cfg.Store, stop: make(chan struct{})}
+	a.svidTTL.Store(int64(cfg.SVIDTTL))
+	a.jwtTTL.Store(int64(cfg.JWTTTL))
 	a.prune.wall, a.prune.mono = cfg.Time(), cfg.Monotonic()
 	a.prune.start = a.prune.mono
 	keys, err := loadKeys(ctx, &a.cfg)

@@ -71,7 +71,8 @@ func (a *Authority) pruneReady() bool {
 
 // longestLife is the longest a credential may stay valid after it was
 // issued: the longest lifetime, the backdating of NotBefore, and the
-// second a JWT-SVID's iat may be moved forward (signJWT).
+// second a JWT-SVID's iat may be moved forward (signJWT). The JWT lifetime
+// is the one in force, which SetTTLs may have raised.
 func (a *Authority) longestLife() time.Duration {
-	return max(a.cfg.MaxSVIDTTL, a.cfg.JWTTTL) + Backdate + time.Second
+	return max(a.cfg.MaxSVIDTTL, time.Duration(a.jwtTTL.Load())) + Backdate + time.Second
 }

@@ -66,7 +66,7 @@ func (a *Authority) SignX509SVID(ctx context.Context, s *Snapshot, e *Entry) (*X
 	tmpl := *e.tmpl
 	tmpl.SerialNumber = serial.n
 	tmpl.NotBefore = now.Add(-Backdate)
-	tmpl.NotAfter = now.Add(effectiveTTL(&a.cfg, e))
+	tmpl.NotAfter = now.Add(a.effectiveTTL(e))
 	if ca := s.signer.cert; tmpl.NotAfter.After(ca.NotAfter) {
 		tmpl.NotAfter = ca.NotAfter
 	}

@@ -386,7 +386,7 @@ func (a *Authority) signJWT(s *Snapshot, id spiffeid.ID, ck jwtCacheKey, audienc
 	cur := a.Snapshot()
 	now = a.cfg.Time()
 	iat := time.Unix(now.Unix(), 0) // NumericDate: whole seconds
-	exp := iat.Add(a.cfg.JWTTTL)
+	exp := iat.Add(time.Duration(a.jwtTTL.Load()))
 	if rev, ok := cur.Revoked(id); ok && !rev.Blocked && !iat.After(rev.RevokedAt) {
 		// Revoked in this second: an iat rounded down would date the
 		// token at or before the revocation, which refuses it. Date it at

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net/url"
 	"slices"
-	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -218,13 +217,4 @@ func match(index map[attest.Selector][]*Entry, caller attest.Set) []*Entry {
 	}
 	slices.SortFunc(out, func(a, b *Entry) int { return a.order - b.order })
 	return out
-}
-
-// effectiveTTL is the lifetime of an SVID for entry e under cfg.
-func effectiveTTL(cfg *Config, e *Entry) time.Duration {
-	ttl := e.Record.TTL
-	if ttl <= 0 {
-		ttl = cfg.SVIDTTL
-	}
-	return min(ttl, cfg.MaxSVIDTTL)
 }

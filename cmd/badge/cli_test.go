@@ -36,7 +36,8 @@ func TestUsageErrorsOneLine(t *testing.T) {
 		{"zero ttl", []string{"server", "--svid-ttl", "0s", "--socket", "rel.sock"}, nil,
 			"badge server: invalid value \"0s\" for flag -svid-ttl: must be positive (leave the flag out for the default)\nrun 'badge server -h' for usage\n"},
 		{"zero ttl from the environment", []string{"server", "--socket", "rel.sock"}, map[string]string{"BADGE_SVID_TTL": "0s"},
-			"badge server: invalid value \"0s\" for BADGE_SVID_TTL: must be positive (leave the flag out for the default)\nrun 'badge server -h' for usage\n"},
+			"badge server: environment BADGE_SVID_TTL: svid-ttl = \"0s\": must be positive (leave the flag out for the default) " +
+				"(and 1 more problem: 'badge server --check-config' with the same flags, environment and config file lists them all)\nrun 'badge server -h' for usage\n"},
 		{"negative max ttl", []string{"server", "--max-svid-ttl=-5m", "--socket", "rel.sock"}, nil,
 			"badge server: invalid value \"-5m\" for flag -max-svid-ttl: must be positive (leave the flag out for the default)\nrun 'badge server -h' for usage\n"},
 		{"zero jwt ttl", []string{"server", "--jwt-ttl", "0", "--socket", "rel.sock"}, nil,

@@ -4,15 +4,10 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
-	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/BurntSushi/toml"
 
 	"github.com/badge-dev/badge/internal/localtrust"
 	"github.com/badge-dev/badge/internal/socketpath"
@@ -60,48 +55,17 @@ func (e *env) flagSet(name, usage string) *flag.FlagSet {
 // first from its BADGE_* environment variable (--svid-ttl from
 // BADGE_SVID_TTL), then from the TOML file named by *configFile, if any.
 // Every value goes through the flag's own Set, so all three sources are
-// validated alike. It returns the names set on the command line.
+// validated alike. It returns the names set on the command line, or the
+// first problem (see load) as a usage error.
 func (e *env) parse(fs *flag.FlagSet, args []string, configFile *string, noEnv ...string) (map[string]bool, error) {
-	usage, out := fs.Usage, fs.Output()
-	fs.Usage = func() {}
-	fs.SetOutput(io.Discard)
-	err := fs.Parse(args)
-	fs.Usage = usage
-	fs.SetOutput(out)
-	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fs.Usage()
-			return nil, err
-		}
-		return nil, usageError{err}
-	}
-	cmdline := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { cmdline[f.Name] = true })
-	set := map[string]bool{}
-	for k := range cmdline {
-		set[k] = true
-	}
-	fs.VisitAll(func(f *flag.Flag) {
-		if set[f.Name] || err != nil || contains(noEnv, f.Name) {
-			return
-		}
-		name := envName(f.Name)
-		if v := e.getenv(name); v != "" {
-			if serr := fs.Set(f.Name, v); serr != nil {
-				err = usagef("invalid value %q for %s: %v", v, name, serr)
-			}
-			set[f.Name] = true
-		}
-	})
+	st, err := e.load(fs, nil, args, configFile, noEnv...)
 	if err != nil {
 		return nil, err
 	}
-	if configFile != nil && *configFile != "" {
-		if err := applyConfigFile(fs, *configFile, set); err != nil {
-			return nil, err
-		}
+	if len(st.problems) > 0 {
+		return nil, usageError{st.problems[0]}
 	}
-	return cmdline, nil
+	return st.cmdline, nil
 }
 
 // parseNoArgs is parse for a command that takes flags only: a positional
@@ -129,47 +93,11 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-// applyConfigFile sets flags from a TOML file whose keys are flag names
-// (trust-domain = "example.org", svid-ttl = "5m"). Unknown keys are errors.
-func applyConfigFile(fs *flag.FlagSet, path string, set map[string]bool) error {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return usagef("reading config file: %v", err)
-	}
-	return applyConfig(fs, path, data, set)
-}
-
+// applyConfig sets flags from the TOML document data, read from path (see
+// configProblems), and returns its first problem as a usage error.
 func applyConfig(fs *flag.FlagSet, path string, data []byte, set map[string]bool) error {
-	var values map[string]any
-	md, err := toml.Decode(string(data), &values)
-	if err != nil {
-		return usagef("config file %s: %v", path, err)
-	}
-	keys := make([]string, 0, len(values))
-	for k := range values {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		f := fs.Lookup(k)
-		if f == nil || k == "config" {
-			return usagef("config file %s: unknown setting %q", path, k)
-		}
-		if set[k] {
-			continue
-		}
-		var s string
-		switch v := values[k].(type) {
-		case string:
-			s = v
-		case int64, bool, float64:
-			s = fmt.Sprint(v)
-		default:
-			return usagef("config file %s: setting %q must be a string, number or boolean, not %s", path, k, md.Type(k))
-		}
-		if err := fs.Set(k, s); err != nil {
-			return usagef("config file %s: invalid value %q for %q: %v", path, s, k, err)
-		}
+	if probs := configProblems(fs, nil, path, data, set, map[string]origin{}, nil); len(probs) > 0 {
+		return usageError{probs[0]}
 	}
 	return nil
 }

@@ -353,7 +353,7 @@ func TestE2EBadServerConfig(t *testing.T) {
 		args   []string
 		want   string
 	}{
-		{"unknown key", `trust-domian = "example.org"`, nil, `unknown setting "trust-domian"`},
+		{"unknown key", `trust-domian = "example.org"`, nil, `bad.toml:1: trust-domian: unknown setting; did you mean 'trust-domain'?`},
 		{"bad duration", `svid-ttl = "five minutes"`, nil, "svid-ttl"},
 		{"bad toml", `trust-domain = `, nil, "bad.toml"},
 		{"ttl over max", `svid-ttl = "10m"`, nil, "exceeds the maximum"},

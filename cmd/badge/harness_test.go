@@ -93,6 +93,7 @@ type daemon struct {
 	admin    string
 	args     []string
 	wrap     []string            // a command (and its arguments) that runs the daemon
+	fileLog  bool                // leave --log-level to the config file (default: --log-level debug)
 	cred     *syscall.Credential // run the daemon as this user; nil: as root
 	cmd      *exec.Cmd
 	exited   chan struct{}
@@ -149,7 +150,11 @@ func worldReadableTempDir(t *testing.T) string {
 
 func (d *daemon) start() {
 	d.t.Helper()
-	args := append([]string{"server", "--data-dir", d.dataDir, "--socket", d.socket, "--admin-socket", d.admin, "--log-level", "debug"}, d.args...)
+	args := []string{"server", "--data-dir", d.dataDir, "--socket", d.socket, "--admin-socket", d.admin}
+	if !d.fileLog {
+		args = append(args, "--log-level", "debug")
+	}
+	args = append(args, d.args...)
 	cmd := exec.Command(testBinary, args...)
 	if len(d.wrap) > 0 {
 		cmd = exec.Command(d.wrap[0], append(append(d.wrap[1:len(d.wrap):len(d.wrap)], testBinary), args...)...)

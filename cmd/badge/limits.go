@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"flag"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -43,22 +44,31 @@ func (l *limitFlags) register(fs *flag.FlagSet) {
 	fs.Uint64Var(&l.minFreeMiB, "min-free-mib", l.minFreeMiB, "MiB kept free on the data directory's filesystem for revocations: no new X.509-SVIDs below it, and a ballast file of a quarter of it (at most 16 MiB) released for a revocation on a full disk (0: neither)")
 }
 
+// validate returns the first problem of check as a usage error.
 func (l *limitFlags) validate() error {
-	switch {
-	case l.uidMaxConns < 0:
-		return usagef("invalid --uid-max-conns %d: want 0 (no limit) or more", l.uidMaxConns)
-	case l.uidSignRate < 0:
-		return usagef("invalid --uid-sign-rate %g: want 0 (no limit) or more", l.uidSignRate)
-	case l.uidSignBurst < 1:
-		return usagef("invalid --uid-sign-burst %d: want 1 or more", l.uidSignBurst)
-	case l.listenMaxPerAddr < 0:
-		return usagef("invalid --listen-max-conns-per-addr %d: want 0 (no limit) or more", l.listenMaxPerAddr)
-	case l.handshake < 100*time.Millisecond || l.handshake > 10*time.Minute:
-		return usagef("invalid --handshake-timeout %s: want between 100ms and 10m", l.handshake)
-	case l.minFreeMiB > 1<<30:
-		return usagef("invalid --min-free-mib %d: want at most %d", l.minFreeMiB, 1<<30)
+	if probs := l.check(); len(probs) > 0 {
+		p := probs[0]
+		return usagef("invalid --%s %s: %s", p.key, p.value, p.msg)
 	}
 	return nil
+}
+
+// check returns a problem for every limit out of bounds, naming its flag
+// and value (their origin is the caller's to fill in).
+func (l *limitFlags) check() []problem {
+	var probs []problem
+	add := func(bad bool, key string, value any, msg string) {
+		if bad {
+			probs = append(probs, problem{key: key, value: fmt.Sprint(value), msg: msg})
+		}
+	}
+	add(l.uidMaxConns < 0, "uid-max-conns", l.uidMaxConns, "want 0 (no limit) or more")
+	add(l.uidSignRate < 0, "uid-sign-rate", l.uidSignRate, "want 0 (no limit) or more")
+	add(l.uidSignBurst < 1, "uid-sign-burst", l.uidSignBurst, "want 1 or more")
+	add(l.listenMaxPerAddr < 0, "listen-max-conns-per-addr", l.listenMaxPerAddr, "want 0 (no limit) or more")
+	add(l.handshake < 100*time.Millisecond || l.handshake > 10*time.Minute, "handshake-timeout", l.handshake, "want between 100ms and 10m")
+	add(l.minFreeMiB > 1<<30, "min-free-mib", l.minFreeMiB, fmt.Sprintf("want at most %d", 1<<30))
+	return probs
 }
 
 // workload returns the Workload API's limits, with maxConns connections

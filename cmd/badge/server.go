@@ -25,7 +25,6 @@ import (
 	"github.com/badge-dev/badge/internal/localtrust"
 	"github.com/badge-dev/badge/internal/logkey"
 	"github.com/badge-dev/badge/internal/metrics"
-	"github.com/badge-dev/badge/internal/socketpath"
 	"github.com/badge-dev/badge/internal/unixsock"
 	"github.com/badge-dev/badge/storage"
 	"github.com/badge-dev/badge/storage/bbolt"
@@ -51,100 +50,59 @@ type serverConfig struct {
 	logLevel        string
 	logFormat       string
 	limits          limitFlags
+	checkConfig     bool
+
+	// level is the logger's level, which a reload may change.
+	level *slog.LevelVar
+	// reload reads the configuration again, on each signal from hup.
+	reload func() *serverSettings
+	hup    chan os.Signal
+	// started is the value of every setting the server started with
+	// (serverSettings.values).
+	started map[string]string
 }
 
 func runServer(ctx context.Context, e *env, args []string) error {
-	c := serverConfig{
-		trustDomain: "example.org", svidTTL: ca.DefaultSVIDTTL, maxSVIDTTL: ca.DefaultMaxSVIDTTL, jwtTTL: 5 * time.Minute,
-		rootTTL: ca.DefaultRootTTL, intermediateTTL: ca.DefaultIntermediateTTL, auditRetention: ca.DefaultAuditRetention,
-		logLevel: "info", logFormat: "text",
-	}
-	fs := e.flagSet("server", "[flags]")
-	fs.StringVar(&c.config, "config", "", "TOML `file` whose keys are these flag names (env BADGE_CONFIG)")
-	fs.StringVar(&c.dataDir, "data-dir", "", "state `directory` (default "+dataDirDefault+"); "+
-		"it and its files must be owned by the server's uid and not writable by group or others, nor any directory above it unless sticky")
-	fs.StringVar(&c.trustDomain, "trust-domain", c.trustDomain, "SPIFFE trust `domain` of this authority")
-	fs.StringVar(&c.socket, "socket", "", "Workload API socket `path` (default "+socketpath.ServerDefaultHelp(socketpath.WorkloadName)+"); "+
-		"its directory must be owned by root or the server's uid and not writable by group or others, nor any directory above it unless sticky")
-	fs.StringVar(&c.adminSocket, "admin-socket", "", "admin API socket `path`, for root and the server's uid only (default "+socketpath.ServerDefaultHelp(socketpath.AdminName)+")")
-	fs.StringVar(&c.listen, "listen", "", "public HTTPS `address`: JWKS, OIDC discovery, introspection, token endpoint, /healthz, /readyz, /metrics (nothing listens on TCP unless set)")
-	fs.StringVar(&c.metricsListen, "metrics-listen", "", "plain HTTP `address` for Prometheus metrics, /healthz and /readyz, e.g. 127.0.0.1:9090 (off unless set; --listen serves them too)")
-	fs.Var(&c.listenHosts, "listen-dns", "DNS `name` or IP address for the public listener's certificate; repeatable (default: the --listen and --jwt-issuer hosts)")
-	fs.StringVar(&c.jwtIssuer, "jwt-issuer", "", "public https `URL` of this server: the iss of JWT-SVIDs and the OIDC discovery issuer (default: no iss, no discovery)")
-	fs.Var(durationFlag{&c.svidTTL}, "svid-ttl", "lifetime of an X.509-SVID whose entry sets none")
-	fs.Var(durationFlag{&c.maxSVIDTTL}, "max-svid-ttl", "upper bound of every SVID lifetime; raise it explicitly to allow longer")
-	fs.Var(durationFlag{&c.jwtTTL}, "jwt-ttl", "lifetime of a JWT-SVID (at most 5m)")
-	fs.Var(durationFlag{&c.rootTTL}, "root-ttl", "lifetime of a newly created root CA")
-	fs.Var(durationFlag{&c.intermediateTTL}, "intermediate-ttl", "lifetime of each intermediate CA; replaced at half its life")
-	fs.Var(durationFlag{&c.auditRetention}, "audit-retention", "how long audit records are kept; older ones are pruned hourly and the trail still verifies")
-	fs.StringVar(&c.logLevel, "log-level", c.logLevel, "debug, info, warn or error")
-	fs.StringVar(&c.logFormat, "log-format", c.logFormat, "text or json")
-	c.limits.register(fs)
-	if _, err := e.parse(fs, args, &c.config); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return usagef("unexpected argument %q", fs.Arg(0))
-	}
-	if err := c.limits.validate(); err != nil {
-		return err
-	}
-	if c.dataDir == "" {
-		var err error
-		if c.dataDir, err = defaultDataDir(os.Geteuid(), e.getenv); err != nil {
-			return err
-		}
-	}
-	if c.socket == "" || c.adminSocket == "" {
-		dir, err := serverSocketDir(os.Geteuid(), e.getenv)
-		if err != nil {
-			return err
-		}
-		if c.socket == "" {
-			c.socket = filepath.Join(dir, socketpath.WorkloadName)
-		}
-		if c.adminSocket == "" {
-			c.adminSocket = filepath.Join(dir, socketpath.AdminName)
-		}
-	}
-	log, err := newLogger(e, c.logLevel, c.logFormat)
+	st, err := e.loadServer(args)
 	if err != nil {
 		return err
 	}
-	td, err := spiffeid.TrustDomainFromString(c.trustDomain)
-	if err != nil {
-		return usagef("invalid --trust-domain %q: %v", c.trustDomain, err)
+	if st.checkConfig {
+		return st.report(e)
 	}
-	if c.jwtTTL > 5*time.Minute || c.jwtTTL < ca.MinSVIDTTL {
-		return usagef("invalid --jwt-ttl %s: must be between %s and 5m", c.jwtTTL, ca.MinSVIDTTL)
+	if err := st.err(); err != nil {
+		return err
 	}
-	if err := ca.ValidateJWTIssuer(c.jwtIssuer); err != nil {
-		return usagef("invalid --jwt-issuer: %v", err)
-	}
-	for _, p := range []*string{&c.socket, &c.adminSocket, &c.dataDir} {
-		if !filepath.IsAbs(*p) {
-			return usagef("path %q must be absolute", *p)
+	c := st.c
+	c.level = new(slog.LevelVar)
+	c.level.Set(st.level)
+	log := newLogger(e, c.level, c.logFormat)
+	c.started = st.values()
+	c.reload = func() *serverSettings {
+		st, err := e.loadServer(args)
+		if err != nil { // -h cannot come back: args were parsed once already
+			return &serverSettings{settings: &settings{problems: []problem{{msg: err.Error()}}}}
 		}
+		return st
 	}
+	// SIGHUP is taken from here on: before the server is ready it waits,
+	// rather than end the process as it would by default.
+	c.hup = make(chan os.Signal, 1)
+	signal.Notify(c.hup, syscall.SIGHUP)
+	defer signal.Stop(c.hup)
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	return serve(ctx, c, td, log)
+	return serve(ctx, c, st.td, log)
 }
 
-func newLogger(e *env, level, format string) (*slog.Logger, error) {
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		return nil, usagef("invalid --log-level %q: want debug, info, warn or error", level)
+// newLogger returns the daemon's logger writing in format (text or json,
+// checked by serverSettings) at level, which SIGHUP may change.
+func newLogger(e *env, level *slog.LevelVar, format string) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(e.stderr, opts))
 	}
-	opts := &slog.HandlerOptions{Level: lv}
-	switch format {
-	case "text":
-		return slog.New(slog.NewTextHandler(e.stderr, opts)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(e.stderr, opts)), nil
-	default:
-		return nil, usagef("invalid --log-format %q: want text or json", format)
-	}
+	return slog.New(slog.NewTextHandler(e.stderr, opts))
 }
 
 // serve runs the daemon until ctx is done. It takes both sockets first,
@@ -245,6 +203,7 @@ func serve(ctx context.Context, c serverConfig, td spiffeid.TrustDomain, log *sl
 			return err
 		}
 	}
+	go watchReload(ctx, c, auth, log)
 	log.Info("badge server ready", slog.String(logkey.TrustDomain, td.Name()),
 		slog.String("socket", c.socket), slog.String("admin_socket", c.adminSocket), slog.String("data_dir", c.dataDir),
 		slog.Int("max_workload_conns", wlConns), slog.Int("max_public_conns", pubConns))

@@ -1,0 +1,250 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/badge-dev/badge/ca"
+	"github.com/badge-dev/badge/internal/socketpath"
+)
+
+// serverSettings is the configuration of `badge server` read from the
+// command line, the environment and the config file, checked as a whole:
+// every problem of every setting, each naming the key and where its value
+// came from (for the file, its line).
+type serverSettings struct {
+	*settings
+	c           serverConfig
+	fs          *flag.FlagSet
+	td          spiffeid.TrustDomain
+	level       slog.Level
+	checkConfig bool
+}
+
+// serverFlags defines the flags of `badge server` on c, with their
+// defaults.
+func (e *env) serverFlags(c *serverConfig) *flag.FlagSet {
+	*c = serverConfig{
+		trustDomain: "example.org", svidTTL: ca.DefaultSVIDTTL, maxSVIDTTL: ca.DefaultMaxSVIDTTL, jwtTTL: ca.DefaultJWTTTL,
+		rootTTL: ca.DefaultRootTTL, intermediateTTL: ca.DefaultIntermediateTTL, auditRetention: ca.DefaultAuditRetention,
+		logLevel: "info", logFormat: "text",
+	}
+	fs := e.flagSet("server", "[flags]")
+	fs.StringVar(&c.config, "config", "", "TOML `file` whose keys are these flag names (env BADGE_CONFIG); SIGHUP reads it again")
+	fs.BoolVar(&c.checkConfig, "check-config", false, "check the command line, environment and config file as a whole, print the settings and where each came from, and exit")
+	fs.StringVar(&c.dataDir, "data-dir", "", "state `directory` (default "+dataDirDefault+"); "+
+		"it and its files must be owned by the server's uid and not writable by group or others, nor any directory above it unless sticky")
+	fs.StringVar(&c.trustDomain, "trust-domain", c.trustDomain, "SPIFFE trust `domain` of this authority")
+	fs.StringVar(&c.socket, "socket", "", "Workload API socket `path` (default "+socketpath.ServerDefaultHelp(socketpath.WorkloadName)+"); "+
+		"its directory must be owned by root or the server's uid and not writable by group or others, nor any directory above it unless sticky")
+	fs.StringVar(&c.adminSocket, "admin-socket", "", "admin API socket `path`, for root and the server's uid only (default "+socketpath.ServerDefaultHelp(socketpath.AdminName)+")")
+	fs.StringVar(&c.listen, "listen", "", "public HTTPS `address`: JWKS, OIDC discovery, introspection, token endpoint, /healthz, /readyz, /metrics (nothing listens on TCP unless set)")
+	fs.StringVar(&c.metricsListen, "metrics-listen", "", "plain HTTP `address` for Prometheus metrics, /healthz and /readyz, e.g. 127.0.0.1:9090 (off unless set; --listen serves them too)")
+	fs.Var(&c.listenHosts, "listen-dns", "DNS `name` or IP address for the public listener's certificate; repeatable (default: the --listen and --jwt-issuer hosts)")
+	fs.StringVar(&c.jwtIssuer, "jwt-issuer", "", "public https `URL` of this server: the iss of JWT-SVIDs and the OIDC discovery issuer (default: no iss, no discovery)")
+	fs.Var(durationFlag{&c.svidTTL}, "svid-ttl", "lifetime of an X.509-SVID whose entry sets none; SIGHUP may change it")
+	fs.Var(durationFlag{&c.maxSVIDTTL}, "max-svid-ttl", "upper bound of every SVID lifetime; raise it explicitly to allow longer")
+	fs.Var(durationFlag{&c.jwtTTL}, "jwt-ttl", "lifetime of a JWT-SVID (at most 5m); SIGHUP may change it")
+	fs.Var(durationFlag{&c.rootTTL}, "root-ttl", "lifetime of a newly created root CA")
+	fs.Var(durationFlag{&c.intermediateTTL}, "intermediate-ttl", "lifetime of each intermediate CA; replaced at half its life")
+	fs.Var(durationFlag{&c.auditRetention}, "audit-retention", "how long audit records are kept; older ones are pruned hourly and the trail still verifies")
+	fs.StringVar(&c.logLevel, "log-level", c.logLevel, "debug, info, warn or error; SIGHUP may change it")
+	fs.StringVar(&c.logFormat, "log-format", c.logFormat, "text or json")
+	c.limits.register(fs)
+	return fs
+}
+
+// loadServer reads the server's configuration from args, the environment
+// and the config file, and checks it as a whole. The error is only
+// flag.ErrHelp; the problems are in the result.
+func (e *env) loadServer(args []string) (*serverSettings, error) {
+	st := &serverSettings{}
+	st.fs = e.serverFlags(&st.c)
+	var scratch serverConfig
+	var err error
+	if st.settings, err = e.load(st.fs, e.serverFlags(&scratch), args, &st.c.config, "check-config"); err != nil {
+		return nil, err
+	}
+	st.checkConfig = st.c.checkConfig
+	if st.parsed && st.fs.NArg() > 0 {
+		st.problems = append(st.problems, problem{msg: fmt.Sprintf("unexpected argument %q", st.fs.Arg(0))})
+	}
+	st.check(e.getenv)
+	return st, nil
+}
+
+// check resolves the default paths and adds a problem for every value,
+// or combination of values, the server would refuse, each attributed to
+// the setting and where its value came from.
+func (st *serverSettings) check(getenv func(string) string) {
+	c := &st.c
+	bad := func(key, value, format string, args ...any) {
+		if r, ok := st.raw[key]; ok && value != "" {
+			value = r // as the operator wrote it: 10m, not 10m0s
+		}
+		st.problems = append(st.problems, problem{key: key, value: value, msg: fmt.Sprintf(format, args...), at: st.at(key)})
+	}
+	// from names another setting in a message: its value and origin.
+	from := func(key string) string {
+		v := st.fs.Lookup(key).Value.String()
+		if r, ok := st.raw[key]; ok {
+			v = r
+		}
+		if at := st.at(key).String(); at != "" {
+			return fmt.Sprintf("%s = %s (%s)", key, v, at)
+		}
+		return fmt.Sprintf("%s = %s (default)", key, v)
+	}
+	for _, p := range c.limits.check() {
+		p.at = st.at(p.key)
+		st.problems = append(st.problems, p)
+	}
+	if c.dataDir == "" {
+		d, err := defaultDataDir(os.Geteuid(), getenv)
+		if err != nil {
+			bad("data-dir", "", "%v", err)
+		}
+		c.dataDir = d
+	}
+	if c.socket == "" || c.adminSocket == "" {
+		dir, err := socketpath.ServerDir(os.Geteuid(), getenv)
+		switch {
+		case err != nil && c.socket == "":
+			bad("socket", "", "%v", err)
+		case err != nil:
+			bad("admin-socket", "", "%v", err)
+		}
+		if c.socket == "" && dir != "" {
+			c.socket = filepath.Join(dir, socketpath.WorkloadName)
+		}
+		if c.adminSocket == "" && dir != "" {
+			c.adminSocket = filepath.Join(dir, socketpath.AdminName)
+		}
+	}
+	for _, p := range []struct{ key, path string }{{"data-dir", c.dataDir}, {"socket", c.socket}, {"admin-socket", c.adminSocket}} {
+		if p.path != "" && !filepath.IsAbs(p.path) {
+			bad(p.key, p.path, "must be an absolute path")
+		}
+	}
+	if c.socket != "" && filepath.Clean(c.socket) == filepath.Clean(c.adminSocket) {
+		bad("admin-socket", c.adminSocket, "is the Workload API socket too (%s): the two need their own paths", from("socket"))
+	}
+	if err := st.level.UnmarshalText([]byte(c.logLevel)); err != nil {
+		bad("log-level", c.logLevel, "want debug, info, warn or error")
+	}
+	if c.logFormat != "text" && c.logFormat != "json" {
+		bad("log-format", c.logFormat, "want text or json")
+	}
+	td, err := spiffeid.TrustDomainFromString(c.trustDomain)
+	if err != nil {
+		bad("trust-domain", c.trustDomain, "%v", err)
+	}
+	st.td = td
+	if err := ca.ValidateJWTIssuer(c.jwtIssuer); err != nil {
+		bad("jwt-issuer", c.jwtIssuer, "%v", err)
+	}
+	for _, l := range []struct{ key, addr string }{{"listen", c.listen}, {"metrics-listen", c.metricsListen}} {
+		if l.addr == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(l.addr); err != nil {
+			bad(l.key, l.addr, "want HOST:PORT or :PORT (%v)", err)
+		}
+	}
+	// The lifetimes, as ca.Config checks them.
+	d := func(v time.Duration) string { return v.String() }
+	switch {
+	case c.maxSVIDTTL < ca.MinSVIDTTL:
+		bad("max-svid-ttl", d(c.maxSVIDTTL), "is below the minimum SVID lifetime %s", ca.MinSVIDTTL)
+	case c.svidTTL > c.maxSVIDTTL:
+		bad("svid-ttl", d(c.svidTTL), "exceeds the maximum SVID lifetime %s; raise max-svid-ttl explicitly to allow longer", from("max-svid-ttl"))
+	}
+	if c.svidTTL < ca.MinSVIDTTL {
+		bad("svid-ttl", d(c.svidTTL), "is below the minimum SVID lifetime %s", ca.MinSVIDTTL)
+	}
+	if c.jwtTTL < ca.MinSVIDTTL || c.jwtTTL > ca.DefaultJWTTTL {
+		bad("jwt-ttl", d(c.jwtTTL), "must be between %s and %s", ca.MinSVIDTTL, ca.DefaultJWTTTL)
+	}
+	if c.intermediateTTL < 4*c.maxSVIDTTL {
+		bad("intermediate-ttl", d(c.intermediateTTL), "must be at least four times %s", from("max-svid-ttl"))
+	}
+	if c.rootTTL < 2*c.intermediateTTL {
+		bad("root-ttl", d(c.rootTTL), "must be at least twice %s", from("intermediate-ttl"))
+	}
+}
+
+// err is the configuration's first problem as a usage error (with a
+// pointer to --check-config when there are more), or nil.
+func (st *serverSettings) err() error {
+	switch len(st.problems) {
+	case 0:
+		return nil
+	case 1:
+		return usageError{st.problems[0]}
+	}
+	more := "1 more problem"
+	if len(st.problems) > 2 {
+		more = fmt.Sprintf("%d more problems", len(st.problems)-1)
+	}
+	return usagef("%v (and %s: 'badge server --check-config' with the same flags, environment and config file lists them all)",
+		st.problems[0], more)
+}
+
+// values returns the value in force of every setting, by name: the flag's
+// value, or for the default paths the path resolved.
+func (st *serverSettings) values() map[string]string {
+	out := map[string]string{}
+	st.fs.VisitAll(func(f *flag.Flag) { out[f.Name] = f.Value.String() })
+	out["data-dir"], out["socket"], out["admin-socket"] = st.c.dataDir, st.c.socket, st.c.adminSocket
+	delete(out, "check-config")
+	return out
+}
+
+// report is --check-config: it prints every problem on stderr and fails
+// with a usage error, or prints every setting, its value and where it came
+// from on stdout.
+func (st *serverSettings) report(e *env) error {
+	if len(st.problems) > 0 {
+		for _, p := range st.problems {
+			fmt.Fprintln(e.stderr, p.Error())
+		}
+		n := "1 problem"
+		if len(st.problems) > 1 {
+			n = fmt.Sprintf("%d problems", len(st.problems))
+		}
+		return usagef("the configuration has %s (above); the server would refuse to start", n)
+	}
+	vals := st.values()
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SETTING\tVALUE\tFROM")
+	st.fs.VisitAll(func(f *flag.Flag) {
+		if f.Name == "check-config" {
+			return
+		}
+		at := st.at(f.Name).String()
+		if at == "" {
+			at = "default"
+		}
+		v := vals[f.Name]
+		if v == "" {
+			v = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", f.Name, v, at)
+	})
+	tw.Flush()
+	where := "no config file"
+	if st.c.config != "" {
+		where = st.c.config
+	}
+	fmt.Fprintf(e.stdout, "configuration OK (%s)\n", strings.TrimSpace(where))
+	return nil
+}

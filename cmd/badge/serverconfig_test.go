@@ -1,0 +1,231 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/badge-dev/badge/ca"
+	"github.com/badge-dev/badge/storage/bbolt"
+)
+
+// checkConfig runs `badge server --check-config` in-process with args and
+// the environment vars, and returns stdout, stderr and the exit code.
+func checkConfig(t *testing.T, vars map[string]string, args ...string) (string, string, int) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	e := &env{stdin: strings.NewReader(""), stdout: &out, stderr: &errOut, getenv: func(k string) string { return vars[k] }}
+	code := e.dispatch(context.Background(), append([]string{"server", "--check-config"}, args...))
+	return out.String(), errOut.String(), code
+}
+
+// TestCheckConfigProblems: --check-config reports every problem of the
+// command line, environment and file at once, each naming the setting and
+// the file and line (or variable) its value came from, and exits 2.
+func TestCheckConfigProblems(t *testing.T) {
+	dir := t.TempDir()
+	paths := []string{"--data-dir", "/var/lib/badge", "--socket", "/run/badge/w.sock", "--admin-socket", "/run/badge/a.sock"}
+	for _, tc := range []struct {
+		name string
+		file string
+		args []string
+		vars map[string]string
+		want []string // each a line of stderr, in order
+	}{
+		{
+			name: "bad value and unknown key, with their lines",
+			file: "# badge\ntrust-domain = \"prod.example.com\"\n\nsvid-ttl = \"forever\"\ntrust_domain = \"x\"\n",
+			want: []string{
+				`c.toml:4: svid-ttl = "forever": want a duration such as 90s, 5m or 24h`,
+				`c.toml:5: trust_domain: unknown setting; did you mean 'trust-domain'?`,
+			},
+		},
+		{
+			name: "every source at once",
+			file: "max-svid-ttl = \"2m\"\nuid-max-conns = -3\n[server]\nx = 1\n",
+			args: []string{"--svid-ttl", "3m"},
+			vars: map[string]string{"BADGE_JWT_TTL": "10m", "BADGE_LOG_LEVEL": "loud"},
+			want: []string{
+				`c.toml:3: server: unknown setting`,
+				`c.toml:2: uid-max-conns = "-3": want 0 (no limit) or more`,
+				`environment BADGE_LOG_LEVEL: log-level = "loud": want debug, info, warn or error`,
+				`command line: svid-ttl = "3m0s": exceeds the maximum SVID lifetime max-svid-ttl = 2m (c.toml:1); raise max-svid-ttl explicitly to allow longer`,
+				`environment BADGE_JWT_TTL: jwt-ttl = "10m": must be between 10s and 5m0s`,
+			},
+		},
+		{
+			name: "listeners of the metrics and audit issue",
+			file: "metrics-listen = \"localhost\"\naudit-retention = \"0s\"\n",
+			want: []string{
+				`c.toml:2: audit-retention = "0s": must be positive (leave the flag out for the default)`,
+				`c.toml:1: metrics-listen = "localhost": want HOST:PORT or :PORT (address localhost: missing port in address)`,
+			},
+		},
+		{
+			name: "a file value the command line overrides is still checked",
+			file: "svid-ttl = \"soon\"\n",
+			args: []string{"--svid-ttl", "1m"},
+			want: []string{`c.toml:1: svid-ttl = "soon": want a duration such as 90s, 5m or 24h (overridden by the command line or environment)`},
+		},
+		{
+			name: "syntax error names the line",
+			file: "trust-domain = \"a.org\"\nsvid-ttl = \n",
+			want: []string{`c.toml:2: not a valid TOML document: expected value but found '\n' instead`},
+		},
+		{
+			name: "a key twice",
+			file: "svid-ttl = \"1m\"\nsvid-ttl = \"2m\"\n",
+			want: []string{`c.toml:2: not a valid TOML document: Key 'svid-ttl' has already been defined.`},
+		},
+		{
+			name: "wrong type",
+			file: "log-level = [\"debug\"]\n",
+			want: []string{`c.toml:1: log-level: must be a string, number or boolean, not Array`},
+		},
+		{
+			name: "check-config is no file setting",
+			file: "check-config = true\n",
+			want: []string{`c.toml:1: check-config: unknown setting`},
+		},
+		{
+			name: "cross-setting rules of the authority",
+			file: "intermediate-ttl = \"10m\"\nroot-ttl = \"15m\"\nlisten = \"8443\"\njwt-issuer = \"http://badge.example.org\"\n",
+			args: []string{"--socket", "/run/badge/same.sock", "--admin-socket", "/run/badge/same.sock", "--trust-domain", "Bad!"},
+			want: []string{
+				`command line: admin-socket = "/run/badge/same.sock": is the Workload API socket too (socket = /run/badge/same.sock (command line)): the two need their own paths`,
+				`command line: trust-domain = "Bad!": trust domain characters are limited`,
+				`c.toml:4: jwt-issuer = "http://badge.example.org": ca: JWT issuer "http://badge.example.org" must be an https URL`,
+				`c.toml:3: listen = "8443": want HOST:PORT or :PORT (address 8443: missing port in address)`,
+				`c.toml:1: intermediate-ttl = "10m": must be at least four times max-svid-ttl = 5m0s (default)`,
+				`c.toml:2: root-ttl = "15m": must be at least twice intermediate-ttl = 10m (c.toml:1)`,
+			},
+		},
+		{
+			name: "missing file",
+			args: []string{"--config", filepath.Join(dir, "missing.toml")},
+			want: []string{`command line: config: reading config file: open ` + filepath.Join(dir, "missing.toml") + `: no such file or directory`},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append([]string{}, paths...)
+			if tc.file != "" {
+				if err := os.WriteFile(filepath.Join(dir, "c.toml"), []byte(tc.file), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				args = append(args, "--config", "c.toml")
+			}
+			t.Chdir(dir)
+			out, errOut, code := checkConfig(t, tc.vars, append(args, tc.args...)...)
+			if code != exitUsage || out != "" {
+				t.Fatalf("exit %d, stdout %q; want exit 2 and nothing on stdout\nstderr:\n%s", code, out, errOut)
+			}
+			lines := strings.Split(strings.TrimSuffix(errOut, "\n"), "\n")
+			if len(lines) != len(tc.want)+2 {
+				t.Fatalf("stderr has %d lines, want %d problems and the summary:\n%s", len(lines), len(tc.want), errOut)
+			}
+			for i, w := range tc.want {
+				if !strings.HasPrefix(lines[i], w) {
+					t.Errorf("problem %d:\n got %s\nwant %s", i, lines[i], w)
+				}
+			}
+			if !strings.Contains(lines[len(tc.want)], "the server would refuse to start") {
+				t.Errorf("summary line %q", lines[len(tc.want)])
+			}
+		})
+	}
+}
+
+// TestCheckConfigOK: a valid configuration prints every setting, its
+// value and where it came from, and exits 0 without starting anything.
+func TestCheckConfigOK(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "server.toml")
+	if err := os.WriteFile(cfg, []byte("trust-domain = \"prod.example.com\"\n# comment\nsvid-ttl = \"2m\"\nlog-format = \"json\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	data := filepath.Join(dir, "data")
+	out, errOut, code := checkConfig(t, map[string]string{"BADGE_LOG_LEVEL": "debug", "BADGE_CONFIG": cfg},
+		"--data-dir", data, "--socket", filepath.Join(dir, "w.sock"), "--admin-socket", filepath.Join(dir, "a.sock"), "--log-format", "text")
+	if code != exitOK || errOut != "" {
+		t.Fatalf("exit %d, stderr %q", code, errOut)
+	}
+	for _, want := range [][]string{
+		{"SETTING", "VALUE", "FROM"},
+		{"config", cfg, "environment BADGE_CONFIG"},
+		{"trust-domain", "prod.example.com", cfg + ":1"},
+		{"svid-ttl", "2m0s", cfg + ":3"},
+		{"log-format", "text", "command line"},
+		{"log-level", "debug", "environment BADGE_LOG_LEVEL"},
+		{"data-dir", data, "command line"},
+		{"max-svid-ttl", "5m0s", "default"},
+	} {
+		if !containsFields(out, want) {
+			t.Errorf("no line %q in:\n%s", want, out)
+		}
+	}
+	if !strings.HasSuffix(out, "configuration OK ("+cfg+")\n") {
+		t.Errorf("no closing OK line:\n%s", out)
+	}
+	if _, err := os.Stat(data); !os.IsNotExist(err) {
+		t.Errorf("--check-config created the data dir: %v", err)
+	}
+}
+
+// containsFields reports whether a line of out has exactly the fields want.
+func containsFields(out string, want []string) bool {
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Join(strings.Fields(l), " ") == strings.Join(want, " ") {
+			return true
+		}
+	}
+	return false
+}
+
+// TestCheckConfigAgreesWithAuthority: for lifetimes around every bound,
+// --check-config accepts exactly what ca.New accepts, so that a
+// configuration it passes never fails when the server starts.
+func TestCheckConfigAgreesWithAuthority(t *testing.T) {
+	for _, tc := range [][]string{
+		{},
+		{"--svid-ttl", "10s"},
+		{"--svid-ttl", "9s"},
+		{"--svid-ttl", "6m"},
+		{"--svid-ttl", "6m", "--max-svid-ttl", "6m"},
+		{"--max-svid-ttl", "9s", "--svid-ttl", "9s"},
+		{"--jwt-ttl", "5m1s"},
+		{"--jwt-ttl", "10s"},
+		{"--intermediate-ttl", "20m"},
+		{"--intermediate-ttl", "19m59s"},
+		{"--max-svid-ttl", "1h", "--intermediate-ttl", "3h"},
+		{"--root-ttl", "48h"},
+		{"--root-ttl", "47h"},
+		{"--root-ttl", "1h", "--intermediate-ttl", "30m"},
+	} {
+		t.Run(strings.Join(tc, " "), func(t *testing.T) {
+			dir := t.TempDir()
+			e := &env{stdout: io.Discard, stderr: io.Discard, getenv: func(string) string { return "" }}
+			st, err := e.loadServer(append([]string{"--data-dir", dir, "--socket", dir + "/w.sock", "--admin-socket", dir + "/a.sock"}, tc...))
+			if err != nil {
+				t.Fatal(err)
+			}
+			store, err := bbolt.Open(filepath.Join(dir, "badge.db"), &bbolt.Options{NoSync: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer store.Close()
+			c := st.c
+			auth, caErr := ca.New(context.Background(), ca.Config{Store: store, KeyDir: filepath.Join(dir, "keys"),
+				SVIDTTL: c.svidTTL, MaxSVIDTTL: c.maxSVIDTTL, JWTTTL: c.jwtTTL, RootTTL: c.rootTTL, IntermediateTTL: c.intermediateTTL})
+			if caErr == nil {
+				auth.Close()
+			}
+			if (len(st.problems) == 0) != (caErr == nil) {
+				t.Errorf("--check-config problems %v, ca.New error %v: they disagree", st.problems, caErr)
+			}
+		})
+	}
+}
