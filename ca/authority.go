@@ -228,6 +228,8 @@ type Authority struct {
 	prune pruneClock
 	// serials are the reserved serial numbers not used yet.
 	serials serialPool
+	// svidKeys are SVID keys generated ahead of demand.
+	svidKeys *keyPool
 
 	stop     chan struct{}
 	stopOnce sync.Once
@@ -282,6 +284,7 @@ func New(ctx context.Context, cfg Config) (*Authority, error) {
 		slog.String("root_expires", keys.root.cert.NotAfter.UTC().Format(time.RFC3339)),
 		slog.String("intermediate_expires", keys.current().cert.NotAfter.UTC().Format(time.RFC3339)))
 
+	a.svidKeys = newKeyPool(svidKeyPoolSize)
 	a.wg.Add(2)
 	go a.rotateLoop()
 	go a.pruneLoop()
@@ -293,6 +296,7 @@ func New(ctx context.Context, cfg Config) (*Authority, error) {
 func (a *Authority) Close() error {
 	a.stopOnce.Do(func() { close(a.stop) })
 	a.closeSerials()
+	a.svidKeys.close()
 	a.wg.Wait()
 	return nil
 }

@@ -2,8 +2,6 @@ package ca
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"fmt"
@@ -41,8 +39,9 @@ func (s *X509SVID) RefreshAt() time.Time {
 	return issued.Add(s.NotAfter.Sub(issued) / 2)
 }
 
-// SignX509SVID generates a key and signs an X.509-SVID for entry e with the
-// signing key of snapshot s. Its serial comes from a durable reservation and
+// SignX509SVID takes a fresh key (generated ahead of demand, handed out
+// once; see keyPool) and signs an X.509-SVID for entry e with the signing
+// key of snapshot s. Its serial comes from a durable reservation and
 // its binding to the SPIFFE ID is queued before the SVID is returned, so
 // that revocation by SPIFFE ID finds every certificate that left the
 // process, or, after a crash, the start-up revokes it (see serials.go).
@@ -59,10 +58,11 @@ func (a *Authority) SignX509SVID(ctx context.Context, s *Snapshot, e *Entry) (*X
 	if err != nil {
 		return nil, err
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	k, err := a.svidKeys.take()
 	if err != nil {
-		return nil, fmt.Errorf("ca: generating SVID key: %w", err)
+		return nil, err
 	}
+	key := k.key
 	tmpl := *e.tmpl
 	tmpl.SerialNumber = serial.n
 	tmpl.NotBefore = now.Add(-Backdate)
@@ -90,16 +90,12 @@ func (a *Authority) SignX509SVID(ctx context.Context, s *Snapshot, e *Entry) (*X
 	if err != nil {
 		return nil, fmt.Errorf("ca: signing SVID for %s: %w", e.ID, err)
 	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return nil, fmt.Errorf("ca: encoding SVID key: %w", err)
-	}
 	svid := &X509SVID{
 		ID:           e.ID,
 		EntryID:      e.Record.ID,
 		Revision:     e.Record.Revision,
 		CertChainDER: append(der, s.chainDER...),
-		KeyDER:       keyDER,
+		KeyDER:       k.der,
 		Serial:       serial.hex,
 		NotBefore:    tmpl.NotBefore,
 		NotAfter:     tmpl.NotAfter,
