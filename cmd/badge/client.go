@@ -3,7 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
-	"text/tabwriter"
+	"io"
 	"time"
 
 	"github.com/badge-dev/badge/ca/admin"
@@ -42,32 +42,10 @@ func runClientCreate(ctx context.Context, e *env, args []string) error {
 }
 
 func runClientList(ctx context.Context, e *env, args []string) error {
-	fs := e.flagSet("client list", "[--json]")
-	asJSON := fs.Bool("json", false, "print a stable JSON array")
-	sock := adminFlags(fs)
-	if err := e.parseNoArgs(fs, args, "json"); err != nil {
-		return err
-	}
-	c, err := e.adminClient(*sock)
-	if err != nil {
-		return err
-	}
-	cs, err := c.ListOAuthClients(ctx)
-	if err != nil {
-		return err
-	}
-	if *asJSON {
-		if cs == nil {
-			cs = []admin.OAuthClient{}
-		}
-		return jsonout.Write(e.stdout, cs)
-	}
-	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "CLIENT ID\tSPIFFE ID\tCREATED")
-	for _, cl := range cs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\n", cl.ID, cl.SPIFFEID, cl.CreatedAt.Format(time.RFC3339))
-	}
-	return tw.Flush()
+	return runList(ctx, e, args, "client list", (*admin.Client).ListOAuthClients,
+		"CLIENT ID\tSPIFFE ID\tCREATED", func(w io.Writer, cl admin.OAuthClient) {
+			fmt.Fprintf(w, "%s\t%s\t%s\n", cl.ID, cl.SPIFFEID, cl.CreatedAt.Format(time.RFC3339))
+		})
 }
 
 func runClientDelete(ctx context.Context, e *env, args []string) error {

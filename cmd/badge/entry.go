@@ -4,8 +4,8 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/badge-dev/badge/ca/admin"
@@ -68,33 +68,11 @@ func runEntryCreate(ctx context.Context, e *env, args []string) error {
 }
 
 func runEntryList(ctx context.Context, e *env, args []string) error {
-	fs := e.flagSet("entry list", "[--json]")
-	asJSON := fs.Bool("json", false, "print a stable JSON array")
-	sock := adminFlags(fs)
-	if err := e.parseNoArgs(fs, args, "json"); err != nil {
-		return err
-	}
-	c, err := e.adminClient(*sock)
-	if err != nil {
-		return err
-	}
-	es, err := c.ListEntries(ctx)
-	if err != nil {
-		return err
-	}
-	if *asJSON {
-		if es == nil {
-			es = []admin.Entry{}
-		}
-		return jsonout.Write(e.stdout, es)
-	}
-	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tSPIFFE ID\tSELECTORS\tTTL\tDNS\tNODES")
-	for _, en := range es {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", en.ID, en.SPIFFEID, strings.Join(en.Selectors, ","), orDash(en.TTL), orDash(strings.Join(en.DNSNames, ",")),
-			orDash(strings.Join(en.Nodes, ",")))
-	}
-	return tw.Flush()
+	return runList(ctx, e, args, "entry list", (*admin.Client).ListEntries,
+		"ID\tSPIFFE ID\tSELECTORS\tTTL\tDNS\tNODES", func(w io.Writer, en admin.Entry) {
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", en.ID, en.SPIFFEID, strings.Join(en.Selectors, ","), orDash(en.TTL),
+				orDash(strings.Join(en.DNSNames, ",")), orDash(strings.Join(en.Nodes, ",")))
+		})
 }
 
 func runEntryShow(ctx context.Context, e *env, args []string) error {

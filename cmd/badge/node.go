@@ -3,7 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
-	"text/tabwriter"
+	"io"
 	"time"
 
 	"github.com/badge-dev/badge/ca/admin"
@@ -50,37 +50,15 @@ func runTokenCreate(ctx context.Context, e *env, args []string) error {
 }
 
 func runNodeList(ctx context.Context, e *env, args []string) error {
-	fs := e.flagSet("node list", "[--json]")
-	asJSON := fs.Bool("json", false, "print a stable JSON array")
-	sock := adminFlags(fs)
-	if err := e.parseNoArgs(fs, args, "json"); err != nil {
-		return err
-	}
-	c, err := e.adminClient(*sock)
-	if err != nil {
-		return err
-	}
-	ns, err := c.ListNodes(ctx)
-	if err != nil {
-		return err
-	}
-	if *asJSON {
-		if ns == nil {
-			ns = []admin.Node{}
-		}
-		return jsonout.Write(e.stdout, ns)
-	}
-	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tATTESTATION\tFIRST ATTESTED\tLAST ATTESTED\tSVID SERIAL\tEVICTED")
-	for _, n := range ns {
-		evicted := "-"
-		if n.Evicted && n.EvictedAt != nil && n.EvictedBy != nil {
-			evicted = fmt.Sprintf("%s by uid %d", n.EvictedAt.Format(time.RFC3339), *n.EvictedBy)
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", n.Name, n.Attestation, n.FirstAttestedAt.Format(time.RFC3339),
-			n.LastAttestedAt.Format(time.RFC3339), orDash(n.SVIDSerial), evicted)
-	}
-	return tw.Flush()
+	return runList(ctx, e, args, "node list", (*admin.Client).ListNodes,
+		"NAME\tATTESTATION\tFIRST ATTESTED\tLAST ATTESTED\tSVID SERIAL\tEVICTED", func(w io.Writer, n admin.Node) {
+			evicted := "-"
+			if n.Evicted && n.EvictedAt != nil && n.EvictedBy != nil {
+				evicted = fmt.Sprintf("%s by uid %d", n.EvictedAt.Format(time.RFC3339), *n.EvictedBy)
+			}
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", n.Name, n.Attestation, n.FirstAttestedAt.Format(time.RFC3339),
+				n.LastAttestedAt.Format(time.RFC3339), orDash(n.SVIDSerial), evicted)
+		})
 }
 
 func runNodeEvict(ctx context.Context, e *env, args []string) error {
