@@ -309,11 +309,7 @@ func (a *Agent) attestOnce(ctx context.Context, addr string) error {
 		return err
 	}
 	defer conn.Close()
-	key, err := newKey()
-	if err != nil {
-		return err
-	}
-	csr, err := csrFor(key)
+	key, csr, err := newNodeKey()
 	if err != nil {
 		return err
 	}
@@ -577,11 +573,7 @@ func (a *Agent) renewLoop(ctx context.Context) {
 // renew replaces the node SVID and key through l.
 func (a *Agent) renew(ctx context.Context, l *link) error {
 	old := a.id.Load()
-	key, err := newKey()
-	if err != nil {
-		return err
-	}
-	csr, err := csrFor(key)
+	key, csr, err := newNodeKey()
 	if err != nil {
 		return err
 	}

@@ -222,6 +222,16 @@ func tokenHash(token string) string {
 // newKey makes a node or workload key: ECDSA P-256, as the server's SVIDs.
 func newKey() (*ecdsa.PrivateKey, error) { return ecdsa.GenerateKey(elliptic.P256(), rand.Reader) }
 
+// newNodeKey makes a node key and the CSR that asks for its node SVID.
+func newNodeKey() (crypto.Signer, []byte, error) {
+	key, err := newKey()
+	if err != nil {
+		return nil, nil, err
+	}
+	csr, err := csrFor(key)
+	return key, csr, err
+}
+
 // csrFor returns a PKCS#10 request, DER, for key: the server uses only its
 // public key and signature.
 func csrFor(key crypto.Signer) ([]byte, error) {
