@@ -97,10 +97,9 @@ type Config struct {
 	// connection attempts. Zero: the defaults.
 	MinBackoff, MaxBackoff time.Duration
 	// DialTimeout bounds one connection attempt, until the server has sent
-	// its first answer. Zero: DefaultDialTimeout.
+	// its first answer, and every call to a server. Zero:
+	// DefaultDialTimeout.
 	DialTimeout time.Duration
-	// DialOptions are added to those of every connection (tests).
-	DialOptions []grpc.DialOption
 }
 
 // Errors that end the agent: it cannot prove which node it is.
@@ -363,11 +362,8 @@ func (a *Agent) dial(addr string, getCert func(*tls.CertificateRequestInfo) (*tl
 		VerifyConnection:     a.verifyServer,
 		GetClientCertificate: getCert,
 	}
-	opts := append([]grpc.DialOption{
-		grpc.WithTransportCredentials(credentials.NewTLS(tc)),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMsgSize)),
-	}, a.cfg.DialOptions...)
-	return grpc.NewClient("passthrough:///"+addr, opts...)
+	return grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(credentials.NewTLS(tc)),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMsgSize)))
 }
 
 // verifyServer accepts a server whose certificate chains to the current
