@@ -417,7 +417,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		if status.Code(err) == codes.PermissionDenied {
+		if c := status.Code(err); c == codes.PermissionDenied || c == codes.Unauthenticated {
 			a.log.Error("the server refused this node (evicted, or its node SVID revoked)", slog.String("server", addr),
 				slog.String(logkey.Node, a.Node()), slog.Any(logkey.Error, err))
 			if err := a.reattest(ctx, "the server refused it: "+status.Convert(err).Message()); err != nil {
