@@ -566,6 +566,9 @@ func TestSourceOffline(t *testing.T) {
 	if _, err := src.SignJWT(ctx, workload.JWTRequest{Caller: caller("1001"), Audience: []string{"x"}}); status.Code(err) != codes.Unavailable {
 		t.Errorf("offline SignJWT = %v, want Unavailable", err)
 	}
+	if err := src.Check(ctx, caller("1001")); status.Code(err) != codes.Unavailable {
+		t.Errorf("offline Check = %v, want Unavailable", err)
+	}
 
 	// The server is back: the agent reconnects and the stream gets a fresh SVID.
 	f.restart()

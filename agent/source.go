@@ -103,7 +103,13 @@ func dupID(earlier []*entry, e *entry) bool {
 }
 
 // Check answers whether the caller matches an entry of an unblocked ID.
+// While no server answers it refuses every caller with Unavailable: a new
+// bundle stream or a token validation waits for the server, and `badge
+// healthcheck` reports the agent as not ready.
 func (s *Source) Check(_ context.Context, c workload.Caller) error {
+	if s.a.conn.Load() == nil {
+		return errNoServer
+	}
 	_, err := matchCaller(s.a.State(), &c)
 	return err
 }
