@@ -234,6 +234,19 @@ func (f *fixture) attest(node string) *tls.Certificate {
 	return tlsCert(f.t, resp.Svid, key)
 }
 
+// hostCertAt is a leaf host certificate of ca for cn, valid now.
+func (f *fixture) hostCertAt(ca *minica.CA, cn string) *x509.Certificate {
+	f.t.Helper()
+	key := newKey(f.t)
+	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
+	c, err := ca.Sign(&x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: cn}, PublicKey: key.Public(),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return c
+}
+
 // hostCert is a host certificate of the fixture's node CA for the DNS
 // names (or, with none, the CN cn), valid from notBefore (zero: now).
 func (f *fixture) hostCert(ca *minica.CA, cn string, dns []string, notBefore time.Time) *tls.Certificate {
