@@ -2,6 +2,7 @@ package ca
 
 import (
 	"context"
+	"crypto"
 	"crypto/rand"
 	"crypto/x509"
 	"fmt"
@@ -62,11 +63,27 @@ func (a *Authority) SignX509SVID(ctx context.Context, s *Snapshot, e *Entry) (*X
 	if err != nil {
 		return nil, err
 	}
-	key := k.key
+	svid, err := a.signLocked(ctx, s, e, k.key.Public(), serial, now, a.effectiveTTL(e))
+	if err != nil {
+		return nil, err
+	}
+	svid.KeyDER = k.der
+	return svid, nil
+}
+
+// signLocked signs the certificate of entry e for the public key pub with
+// the signing key of snapshot s: serial reserved durably, NotBefore
+// backdated by Backdate, NotAfter ttl after now and at most the signing
+// CA's. It queues the binding of the serial to the entry's SPIFFE ID
+// before signing, so that nothing it returns is unknown to revocation.
+// Every X.509 certificate the authority signs for a subject comes from
+// here. Callers read-hold a.issueMu and have checked that the ID is not
+// blocked.
+func (a *Authority) signLocked(ctx context.Context, s *Snapshot, e *Entry, pub crypto.PublicKey, serial reservedSerial, now time.Time, ttl time.Duration) (*X509SVID, error) {
 	tmpl := *e.tmpl
 	tmpl.SerialNumber = serial.n
 	tmpl.NotBefore = now.Add(-Backdate)
-	tmpl.NotAfter = now.Add(a.effectiveTTL(e))
+	tmpl.NotAfter = now.Add(ttl)
 	if ca := s.signer.cert; tmpl.NotAfter.After(ca.NotAfter) {
 		tmpl.NotAfter = ca.NotAfter
 	}
@@ -75,7 +92,7 @@ func (a *Authority) SignX509SVID(ctx context.Context, s *Snapshot, e *Entry) (*X
 	// queued bindings, and a crash revokes reserved serials never bound. A
 	// binding whose signing then fails is harmless and pruned after its
 	// NotAfter.
-	err = a.store.BindSerial(ctx, storage.Serial{
+	err := a.store.BindSerial(ctx, storage.Serial{
 		Serial:    serial.hex,
 		SPIFFEID:  e.Record.SPIFFEID,
 		EntryID:   e.Record.ID,
@@ -86,19 +103,17 @@ func (a *Authority) SignX509SVID(ctx context.Context, s *Snapshot, e *Entry) (*X
 	if err != nil {
 		return nil, fmt.Errorf("ca: recording serial of SVID for %s: %w", e.ID, err)
 	}
-	der, err := x509.CreateCertificate(rand.Reader, &tmpl, s.signer.cert, key.Public(), s.signer.signer)
+	der, err := x509.CreateCertificate(rand.Reader, &tmpl, s.signer.cert, pub, s.signer.signer)
 	if err != nil {
 		return nil, fmt.Errorf("ca: signing SVID for %s: %w", e.ID, err)
 	}
-	svid := &X509SVID{
+	return &X509SVID{
 		ID:           e.ID,
 		EntryID:      e.Record.ID,
 		Revision:     e.Record.Revision,
 		CertChainDER: append(der, s.chainDER...),
-		KeyDER:       k.der,
 		Serial:       serial.hex,
 		NotBefore:    tmpl.NotBefore,
 		NotAfter:     tmpl.NotAfter,
-	}
-	return svid, nil
+	}, nil
 }

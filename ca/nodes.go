@@ -40,9 +40,10 @@ import (
 // tokens and publishes a snapshot in which [Snapshot.NodeEvicted] is true,
 // so that an agent listener can close the node's channel. Only new proof
 // brings the node back: a token made after the eviction (a consumed one
-// lifts the eviction and the block). A node attested by x509pop is
-// refused while evicted; what new proof means for x509pop (a certificate
-// issued after the eviction, another key) is still to be decided.
+// lifts the eviction and the block), or for x509pop a host certificate
+// whose NotBefore is after the eviction: one the operator's PKI issued
+// since, which the certificate of an evicted (perhaps stolen) host cannot
+// be, whatever its key.
 
 // NodePath is the path prefix of node SVIDs: spiffe://TD/badge/node/NAME.
 const NodePath = reservedPath + "/node/"
@@ -297,11 +298,17 @@ type NodeAttestation struct {
 	Name string
 	// Method is how it proved it: storage.AttestX509PoP.
 	Method string
+	// ProofNotBefore is when the proof was made: for x509pop, the host
+	// certificate's NotBefore. An evicted node is accepted again only
+	// with proof made after its eviction.
+	ProofNotBefore time.Time
 }
 
 // RegisterNode records that a node attested by att.Method now. A node
 // attested by join token is recorded by ConsumeJoinToken instead. An
-// evicted node is refused with ErrNodeEvicted.
+// evicted node is refused with ErrNodeEvicted unless att.ProofNotBefore is
+// after its eviction: that is new proof, which lifts the eviction and the
+// block on its node SVID ID, as a join token made after the eviction does.
 func (a *Authority) RegisterNode(ctx context.Context, att NodeAttestation) (storage.Node, error) {
 	name, err := ParseNodeName(att.Name)
 	if err != nil {
@@ -323,9 +330,17 @@ func (a *Authority) RegisterNode(ctx context.Context, att NodeAttestation) (stor
 		n = storage.Node{Name: name, FirstAttestedAt: now}
 	case err != nil:
 		return storage.Node{}, fmt.Errorf("reading node %s: %w", name, err)
+	case n.Evicted() && !att.ProofNotBefore.After(n.EvictedAt):
+		a.log.Warn("evicted node refused", slog.String(logkey.Node, name), slog.String("attestation", att.Method),
+			slog.Time("proof_not_before", att.ProofNotBefore), slog.Bool(logkey.Audit, true))
+		return storage.Node{}, fmt.Errorf("node %s: %w since %s, and the proof dates from %s, before", name, ErrNodeEvicted, utc(n.EvictedAt), utc(att.ProofNotBefore))
 	case n.Evicted():
-		a.log.Warn("evicted node refused", slog.String(logkey.Node, name), slog.String("attestation", att.Method), slog.Bool(logkey.Audit, true))
-		return storage.Node{}, fmt.Errorf("node %s: %w since %s", name, ErrNodeEvicted, utc(n.EvictedAt))
+		if err := a.liftEvictionLocked(ctx, name); err != nil {
+			return storage.Node{}, err
+		}
+		a.log.Warn("evicted node attested with new proof; eviction lifted", slog.String(logkey.Node, name), slog.String("attestation", att.Method),
+			slog.Time("evicted_at", n.EvictedAt), slog.Time("proof_not_before", att.ProofNotBefore), slog.Bool(logkey.Audit, true))
+		n.EvictedAt, n.EvictedBy = time.Time{}, 0
 	}
 	n.Attestation, n.LastAttestedAt = att.Method, now
 	if err := ns.PutNode(ctx, n); err != nil {

@@ -149,28 +149,37 @@ func (a *Authority) refillSerials(size int) {
 // reserveSerials draws a block of size random serials and records it
 // durably.
 func (a *Authority) reserveSerials(ctx context.Context, now time.Time, size int) (serialBlockOf, error) {
-	raw := make([]byte, 16*size)
-	if _, err := rand.Read(raw); err != nil {
-		return serialBlockOf{}, fmt.Errorf("ca: generating serials: %w", err)
+	serials, hexes, err := newSerials(size)
+	if err != nil {
+		return serialBlockOf{}, err
 	}
-	b := serialBlockOf{serials: make([]reservedSerial, size), start: now, until: now.Add(serialBlockLife)}
-	hexes := make([]string, size)
-	for i := range b.serials {
-		chunk := raw[16*i : 16*i+16]
-		// 127 bits: positive, within the 20 octets RFC 5280 allows.
-		chunk[0] &= 0x7f
-		n := new(big.Int).SetBytes(chunk)
-		if n.Sign() == 0 { // astronomically unlikely, but RFC 5280 wants > 0
-			n.SetInt64(1)
-		}
-		b.serials[i] = reservedSerial{n: n, hex: n.Text(16)}
-		hexes[i] = b.serials[i].hex
-	}
+	b := serialBlockOf{serials: serials, start: now, until: now.Add(serialBlockLife)}
 	r := storage.Reservation{Serials: hexes, NotAfter: b.until.Add(a.cfg.MaxSVIDTTL)}
 	if err := a.store.ReserveSerials(ctx, r); err != nil {
 		return serialBlockOf{}, fmt.Errorf("ca: reserving serials: %w", err)
 	}
 	return b, nil
+}
+
+// newSerials draws n random serials, in both forms.
+func newSerials(n int) ([]reservedSerial, []string, error) {
+	raw := make([]byte, 16*n)
+	if _, err := rand.Read(raw); err != nil {
+		return nil, nil, fmt.Errorf("ca: generating serials: %w", err)
+	}
+	serials, hexes := make([]reservedSerial, n), make([]string, n)
+	for i := range serials {
+		chunk := raw[16*i : 16*i+16]
+		// 127 bits: positive, within the 20 octets RFC 5280 allows.
+		chunk[0] &= 0x7f
+		v := new(big.Int).SetBytes(chunk)
+		if v.Sign() == 0 { // astronomically unlikely, but RFC 5280 wants > 0
+			v.SetInt64(1)
+		}
+		serials[i] = reservedSerial{n: v, hex: v.Text(16)}
+		hexes[i] = serials[i].hex
+	}
+	return serials, hexes, nil
 }
 
 // releaseSerials tells the store, in the background, that serials will not

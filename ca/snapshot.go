@@ -56,6 +56,7 @@ type Snapshot struct {
 	forNode      map[string][]*Entry
 	forAll       []*Entry
 	evictedNodes map[string]bool // shared with the authority; read-only
+	byID         entryIndex      // entries by id, built on first use (nodesvid.go)
 
 	done chan struct{}
 }

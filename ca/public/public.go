@@ -38,7 +38,6 @@ package public
 
 import (
 	"context"
-	"crypto"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -49,16 +48,15 @@ import (
 	"net/http"
 	"runtime"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/badge-dev/badge/ca"
+	"github.com/badge-dev/badge/ca/internal/selfcert"
 	"github.com/badge-dev/badge/internal/connlimit"
 	"github.com/badge-dev/badge/internal/jsonout"
-	"github.com/badge-dev/badge/internal/logkey"
 	"github.com/badge-dev/badge/storage"
 )
 
@@ -154,8 +152,7 @@ type Server struct {
 
 	discovery []byte // nil without an issuer
 
-	cert    atomic.Pointer[serverCert]
-	renewMu sync.Mutex
+	cert *selfcert.Source
 
 	lim      *limiter
 	audit    *auditLog
@@ -164,11 +161,6 @@ type Server struct {
 	stop     chan struct{} // closed by Shutdown: ends the audit flusher
 	stopOnce sync.Once
 	conns    connlimit.Config
-}
-
-type serverCert struct {
-	cert    *tls.Certificate
-	renewAt time.Time
 }
 
 // New returns a Server with its first certificate signed.
@@ -226,7 +218,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 			return nil, err
 		}
 	}
-	if _, err := s.renew(ctx); err != nil {
+	if s.cert, err = selfcert.New(ctx, selfcert.Config{Signer: cfg.Authority, Entry: entry, Name: "public", Time: now, Logger: log}); err != nil {
 		return nil, err
 	}
 	mux := http.NewServeMux()
@@ -296,7 +288,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 func (s *Server) TLSConfig() *tls.Config {
 	return &tls.Config{
 		MinVersion:     tls.VersionTLS12,
-		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return s.certificate() },
+		GetCertificate: s.cert.GetCertificate,
 		ClientAuth:     tls.RequestClientCert,
 		// Runs on resumed sessions too, unlike VerifyPeerCertificate.
 		VerifyConnection: func(cs tls.ConnectionState) error {
@@ -307,52 +299,6 @@ func (s *Server) TLSConfig() *tls.Config {
 			return err
 		},
 	}
-}
-
-// certificate returns the current certificate, renewing it when due.
-func (s *Server) certificate() (*tls.Certificate, error) {
-	c := s.cert.Load()
-	if s.now().Before(c.renewAt) {
-		return c.cert, nil
-	}
-	n, err := s.renew(context.Background())
-	if err != nil {
-		if s.now().Before(c.cert.Leaf.NotAfter) {
-			s.log.Error("renewing the public listener's certificate failed; serving the current one", slog.Any(logkey.Error, err))
-			return c.cert, nil
-		}
-		return nil, err
-	}
-	return n.cert, nil
-}
-
-func (s *Server) renew(ctx context.Context) (*serverCert, error) {
-	s.renewMu.Lock()
-	defer s.renewMu.Unlock()
-	if c := s.cert.Load(); c != nil && s.now().Before(c.renewAt) {
-		return c, nil // renewed by another handshake meanwhile
-	}
-	svid, err := s.auth.SignX509SVID(ctx, s.auth.Snapshot(), s.entry)
-	if err != nil {
-		return nil, fmt.Errorf("public: signing the listener's certificate: %w", err)
-	}
-	chain, err := x509.ParseCertificates(svid.CertChainDER)
-	if err != nil {
-		return nil, err
-	}
-	key, err := x509.ParsePKCS8PrivateKey(svid.KeyDER)
-	if err != nil {
-		return nil, err
-	}
-	tc := &tls.Certificate{PrivateKey: key.(crypto.Signer), Leaf: chain[0]}
-	for _, c := range chain {
-		tc.Certificate = append(tc.Certificate, c.Raw)
-	}
-	c := &serverCert{cert: tc, renewAt: svid.RefreshAt()}
-	s.cert.Store(c)
-	s.log.Debug("public listener certificate issued", slog.String(logkey.Serial, svid.Serial),
-		slog.String("expires", svid.NotAfter.UTC().Format(time.RFC3339)))
-	return c, nil
 }
 
 // ErrClientCertificate is wrapped by every refusal of a client certificate.

@@ -10,9 +10,7 @@ import (
 	"log/slog"
 	"math"
 	"mime"
-	"net"
 	"net/http"
-	"net/netip"
 	"net/url"
 	"slices"
 	"strconv"
@@ -21,6 +19,7 @@ import (
 	"time"
 
 	"github.com/badge-dev/badge/ca"
+	"github.com/badge-dev/badge/internal/connlimit"
 	"github.com/badge-dev/badge/internal/logkey"
 	"github.com/badge-dev/badge/internal/untrusted"
 	"github.com/badge-dev/badge/storage"
@@ -247,26 +246,8 @@ func (s *Server) refuse(w http.ResponseWriter, r *http.Request, now time.Time, a
 	writeOAuthError(w, e)
 }
 
-// addressKey is the source a request is limited by: the IP address of
-// the peer, an IPv6 address by its /64 (what one host usually holds).
-// Behind a proxy every request comes from the proxy's address.
-func addressKey(remote string) string {
-	host, _, err := net.SplitHostPort(remote)
-	if err != nil {
-		host = remote
-	}
-	ip, err := netip.ParseAddr(host)
-	if err != nil {
-		return host
-	}
-	ip = ip.Unmap()
-	if ip.Is6() {
-		if p, err := ip.WithZone("").Prefix(64); err == nil {
-			return p.String()
-		}
-	}
-	return ip.String()
-}
+// addressKey is the source a request is limited by (connlimit.AddressKey).
+func addressKey(remote string) string { return connlimit.AddressKey(remote) }
 
 // Limits of client authentication.
 const (

@@ -103,13 +103,13 @@ func (l *limitFlags) publicPerAddr() int {
 }
 
 // connBudget splits the descriptors the process may open, less fdReserve,
-// between the Workload API (three quarters with a public listener, else
-// all) and the public listener, in connections.
-func connBudget(withPublic bool, log *slog.Logger) (workloadConns, publicConns int) {
+// between the Workload API (what is left), the public listener and the
+// agent listener (a quarter each when on), in connections.
+func connBudget(withPublic, withAgents bool, log *slog.Logger) (workloadConns, publicConns, agentConns int) {
 	var rl unix.Rlimit
 	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err != nil {
 		log.Warn("reading the open-file limit failed; connections are not capped in all", slog.Any("error", err))
-		return 0, 0
+		return 0, 0, 0
 	}
 	limit := int(min(rl.Cur, 1<<30))
 	n := limit - fdReserve
@@ -118,14 +118,19 @@ func connBudget(withPublic bool, log *slog.Logger) (workloadConns, publicConns i
 		log.Warn("the open-file limit leaves few descriptors for connections: raise it (ulimit -n, LimitNOFILE=)",
 			slog.Int("limit", limit), slog.Int("connections", n))
 	}
+	quarter := max(n/4, 1)
 	if withPublic {
-		publicConns = max(n/4, 1)
-		n -= publicConns
+		publicConns = quarter
+		n -= quarter
+	}
+	if withAgents {
+		agentConns = quarter
+		n -= quarter
 	}
 	if !peerPidfdSupported() {
 		n /= 2 // each Workload API connection holds a pidfd besides its socket
 	}
-	return max(n, 1), publicConns
+	return max(n, 1), publicConns, agentConns
 }
 
 // peerPidfdSupported reports whether the kernel has SO_PEERPIDFD (Linux

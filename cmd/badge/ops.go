@@ -150,6 +150,9 @@ func printStatus(e *env, st metrics.Status) error {
 	}
 	fmt.Fprintf(tw, "entries\t%d\n", st.Entries)
 	fmt.Fprintf(tw, "open streams\t%d\n", st.OpenStreams)
+	if a := st.AgentListener; a != nil {
+		fmt.Fprintf(tw, "agent listener\t%s, %d nodes connected\n", a.Address, a.ConnectedNodes)
+	}
 	fmt.Fprintf(tw, "issued, last minute\t%d X.509-SVIDs, %d JWT-SVIDs\n", st.IssuedLastMinute.X509, st.IssuedLastMinute.JWT)
 	fmt.Fprintf(tw, "revocations in force\t%d SPIFFE IDs, %d serials\n", st.Revocations.SPIFFEIDs, st.Revocations.Serials)
 	fmt.Fprintf(tw, "revocation list\tnumber %d, next update %s\n", st.CRL.Number, st.CRL.NextUpdate.Format(time.RFC3339))

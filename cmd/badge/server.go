@@ -20,6 +20,7 @@ import (
 	"github.com/badge-dev/badge/attest"
 	"github.com/badge-dev/badge/ca"
 	"github.com/badge-dev/badge/ca/admin"
+	"github.com/badge-dev/badge/ca/nodeapi"
 	"github.com/badge-dev/badge/ca/public"
 	"github.com/badge-dev/badge/ca/workload"
 	"github.com/badge-dev/badge/internal/localtrust"
@@ -50,6 +51,7 @@ type serverConfig struct {
 	logLevel        string
 	logFormat       string
 	limits          limitFlags
+	agents          agentFlags
 	checkConfig     bool
 
 	// level is the logger's level, which a reload may change.
@@ -165,7 +167,7 @@ func serve(ctx context.Context, c serverConfig, td spiffeid.TrustDomain, log *sl
 	defer auth.Close()
 
 	ops := newOps(auth, store, c.limits.minFreeMiB<<20, errLog)
-	wlConns, pubConns := connBudget(c.listen != "", log)
+	wlConns, pubConns, agentConns := connBudget(c.listen != "", c.agents.listen != "", log)
 	src := auth.WorkloadSource()
 	wsrv, err := workload.New(workload.Config{Source: src, Attestor: attest.New(attest.Config{Logger: log}), JWT: src, Logger: log,
 		Limits: c.limits.workload(wlConns, store.FreeSpace), Metrics: ops.metrics})
@@ -203,10 +205,24 @@ func serve(ctx context.Context, c serverConfig, td spiffeid.TrustDomain, log *sl
 			return err
 		}
 	}
+	var agents *nodeapi.Server
+	if c.agents.listen != "" {
+		if agents, err = startAgents(ctx, c, auth, ops, log, errc, agentConns); err != nil {
+			wsrv.Shutdown(ctx)
+			asrv.Shutdown(ctx)
+			if pub != nil {
+				pub.Shutdown(ctx)
+			}
+			if msrv != nil {
+				msrv.Shutdown(ctx)
+			}
+			return err
+		}
+	}
 	go watchReload(ctx, c, auth, log)
 	log.Info("badge server ready", slog.String(logkey.TrustDomain, td.Name()),
 		slog.String("socket", c.socket), slog.String("admin_socket", c.adminSocket), slog.String("data_dir", c.dataDir),
-		slog.Int("max_workload_conns", wlConns), slog.Int("max_public_conns", pubConns))
+		slog.Int("max_workload_conns", wlConns), slog.Int("max_public_conns", pubConns), slog.Int("max_agent_conns", agentConns))
 
 	var serveErr error
 	select {
@@ -224,6 +240,9 @@ func serve(ctx context.Context, c serverConfig, td spiffeid.TrustDomain, log *sl
 	}
 	if msrv != nil {
 		msrv.Shutdown(sctx)
+	}
+	if agents != nil {
+		agents.Shutdown(sctx)
 	}
 	return serveErr
 }

@@ -14,6 +14,7 @@ package connlimit
 import (
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"time"
 )
@@ -117,6 +118,28 @@ func (l *listener) refused(addr, reason string) {
 		l.cfg.Logger.Warn("connection refused: "+reason, slog.String("listener", l.cfg.Name), slog.String("remote", addr),
 			slog.Int("max", l.cfg.Max), slog.Int("max_per_address", l.cfg.MaxPerAddr), slog.Duration("report_interval", l.cfg.LogInterval))
 	}
+}
+
+// AddressKey is the source a request is limited by: the IP address of
+// the peer (remote is HOST:PORT, or a bare host), an IPv6 address by its
+// /64 (what one host usually holds). Behind a proxy every request comes
+// from the proxy's address.
+func AddressKey(remote string) string {
+	host, _, err := net.SplitHostPort(remote)
+	if err != nil {
+		host = remote
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return host
+	}
+	ip = ip.Unmap()
+	if ip.Is6() {
+		if p, err := ip.WithZone("").Prefix(64); err == nil {
+			return p.String()
+		}
+	}
+	return ip.String()
 }
 
 // hostOf is the IP address of a TCP peer, or the whole address otherwise.

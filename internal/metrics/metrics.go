@@ -83,6 +83,7 @@ type Metrics struct {
 	dbAt    time.Time
 	dbStats DBStats
 	dbErr   error
+	nodes   nodeMetrics
 }
 
 // New returns the metrics of the authority in cfg, registered in a
@@ -140,6 +141,7 @@ func New(cfg Config) *Metrics {
 		&stateCollector{m: m},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.registerNodes()
 	return m
 }
 

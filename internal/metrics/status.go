@@ -27,7 +27,9 @@ type Status struct {
 	Revocations      RevocationCounts `json:"revocations"`
 	CRL              CRLStatus        `json:"crl"`
 	Database         DatabaseStatus   `json:"database"`
-	LastErrors       []LoggedError    `json:"last_errors"`
+	// AgentListener is the agent listener (--agent-listen), if on.
+	AgentListener *AgentStatus  `json:"agent_listener,omitempty"`
+	LastErrors    []LoggedError `json:"last_errors"`
 }
 
 // IssueCounts counts SVIDs by kind.
@@ -65,6 +67,7 @@ func (m *Metrics) Status(ctx context.Context) Status {
 		StartedAt:     m.start.UTC().Truncate(time.Second),
 		UptimeSeconds: int64(now.Sub(m.start) / time.Second),
 		OpenStreams:   m.open.Load(),
+		AgentListener: m.agentStatus(),
 		Ready:         true,
 		Checks:        []CheckResult{},
 		LastErrors:    []LoggedError{},
