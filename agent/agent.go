@@ -273,7 +273,7 @@ func (a *Agent) reattest(ctx context.Context, why string) error {
 	backoff := a.cfg.MinBackoff
 	for i := 0; ; i++ {
 		addr := a.cfg.Servers[i%len(a.cfg.Servers)]
-		err := a.attestOnce(ctx, addr)
+		err := refusedInHandshake(a.attestOnce(ctx, addr))
 		if err == nil {
 			return nil
 		}
@@ -414,6 +414,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		addr := a.cfg.Servers[i]
 		live, err := a.session(ctx, addr)
+		err = refusedInHandshake(err)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -432,7 +433,11 @@ func (a *Agent) Run(ctx context.Context) error {
 			continue // the same server first: it may only have restarted
 		}
 		failed++
-		a.log.Warn("server unreachable; failing over", slog.String("server", addr), slog.String("next", next), slog.Any(logkey.Error, err))
+		if next == addr {
+			a.log.Warn("server unreachable; retrying", slog.String("server", addr), slog.Any(logkey.Error, err))
+		} else {
+			a.log.Warn("server unreachable; failing over", slog.String("server", addr), slog.String("next", next), slog.Any(logkey.Error, err))
+		}
 		i = (i + 1) % len(a.cfg.Servers)
 		if failed%len(a.cfg.Servers) == 0 {
 			if err := sleep(ctx, jitter(backoff)); err != nil {
@@ -486,7 +491,7 @@ func (a *Agent) session(ctx context.Context, addr string) (live bool, err error)
 			live = true
 			a.conn.Store(l)
 			a.log.Info("connected to server", slog.String("server", addr), slog.String(logkey.Node, a.Node()),
-				slog.Int(logkey.Count, len(s.entries)))
+				slog.Int("entries", len(s.entries)))
 		}
 		a.log.Debug("sync update", slog.String("server", addr), slog.Uint64("revision", s.revision),
 			slog.Int("entries", len(s.entries)), slog.Int("revoked", len(s.revoked)))
@@ -595,6 +600,23 @@ func (a *Agent) renew(ctx context.Context, l *link) error {
 	a.log.Info("node SVID renewed", slog.String(logkey.Node, id.node), slog.String("server", l.addr),
 		slog.String(logkey.Serial, id.chain[0].SerialNumber.Text(16)), slog.Time("expires", id.notAfter()))
 	return nil
+}
+
+// refusedInHandshake turns a TLS alert from the server into
+// PermissionDenied: the server refuses the certificate the agent presented
+// (an evicted node's, an expired or revoked node SVID, a host certificate
+// of an unknown CA) in the handshake, which gRPC reports as Unavailable.
+func refusedInHandshake(err error) error {
+	if err == nil {
+		return nil
+	}
+	msg := status.Convert(err).Message()
+	_, alert, ok := strings.Cut(msg, "remote error: tls: ")
+	if !ok || strings.HasPrefix(alert, "internal error") {
+		return err
+	}
+	alert, _, _ = strings.Cut(alert, "\"")
+	return status.Errorf(codes.PermissionDenied, "the server refused the certificate presented in the TLS handshake (%s)", alert)
 }
 
 // jitter returns d less up to a fifth, at random: agents that lost the

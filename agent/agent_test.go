@@ -720,3 +720,20 @@ func TestParseServers(t *testing.T) {
 		}
 	}
 }
+
+func TestRefusedInHandshake(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want codes.Code
+	}{
+		{nil, codes.OK},
+		{status.Error(codes.Unavailable, `connection error: desc = "error reading server preface: remote error: tls: bad certificate"`), codes.PermissionDenied},
+		{status.Error(codes.Unavailable, `connection error: desc = "transport: authentication handshake failed: remote error: tls: internal error"`), codes.Unavailable},
+		{status.Error(codes.Unavailable, `connection error: desc = "transport: Error while dialing: dial tcp 127.0.0.1:1: connect: connection refused"`), codes.Unavailable},
+		{errors.New("no answer within 10s"), codes.Unknown},
+	} {
+		if got := status.Code(refusedInHandshake(tc.err)); got != tc.want {
+			t.Errorf("refusedInHandshake(%v) = %v, want %v", tc.err, got, tc.want)
+		}
+	}
+}

@@ -214,7 +214,7 @@ func serveAgent(ctx context.Context, st *agentSettings, log *slog.Logger) error 
 		return err
 	}
 	src := a.Source()
-	wlConns, _ := connBudget(false, log)
+	wlConns, _, _ := connBudget(false, false, log)
 	wsrv, err := workload.New(workload.Config{Source: src, JWT: src, Attestor: attest.New(attest.Config{Logger: log}), Logger: log,
 		Limits: c.limits.workload(wlConns, nil)})
 	if err != nil {
