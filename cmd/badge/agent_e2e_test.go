@@ -276,6 +276,19 @@ func TestE2EAgentFleet(t *testing.T) {
 	if r := b.runWorkload(1001, 1001, "fetch"); r.Error == "" {
 		t.Errorf("a workload behind an evicted node's agent got %+v", r.SVIDs)
 	}
+	// Restarted, its unexpired node SVID is refused in the handshake: it
+	// stops at once, asking for a new token; with one it comes back.
+	errOut, code := f.runAgentToEnd(t, b.dataDir)
+	if code != exitFailure || !strings.Contains(lastLine(errOut), "a new join token is needed") || !strings.Contains(lastLine(errOut), "refused") {
+		t.Errorf("evicted agent restarted: exit %d, %q", code, lastLine(errOut))
+	}
+	b.args = f.agentArgs("--join-token", f.token("node-b"))
+	b.start()
+	b.waitLogCount(t, 2, "node attested")
+	b.waitLogCount(t, 2, "connected to server")
+	if r := b.runWorkload(1001, 1001, "fetch"); r.Error != "" || r.SVIDs[0].ID != "spiffe://example.org/b" {
+		t.Errorf("fetch behind a node back with a new token: %+v", r)
+	}
 }
 
 // TestE2EAgentTokens: a join token is used once. A reused or unknown token,
