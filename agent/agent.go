@@ -53,6 +53,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 
 	"github.com/badge-dev/badge/internal/localtrust"
@@ -65,6 +66,12 @@ const (
 	DefaultMinBackoff  = 250 * time.Millisecond
 	DefaultMaxBackoff  = 30 * time.Second
 	DefaultDialTimeout = 10 * time.Second
+)
+
+// Keepalive pings on the channel to the server.
+const (
+	keepaliveTime    = 30 * time.Second
+	keepaliveTimeout = 10 * time.Second
 )
 
 // maxMsgSize bounds a message from the server: a Sync update carries every
@@ -363,7 +370,12 @@ func (a *Agent) dial(addr string, getCert func(*tls.CertificateRequestInfo) (*tl
 		GetClientCertificate: getCert,
 	}
 	return grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(credentials.NewTLS(tc)),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMsgSize)))
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMsgSize)),
+		// A server that vanished without closing the connection (a host
+		// down, a partition) is noticed within keepaliveTime+keepaliveTimeout
+		// and the agent fails over; the agent listener permits pings every
+		// 10 s.
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: keepaliveTime, Timeout: keepaliveTimeout, PermitWithoutStream: true}))
 }
 
 // verifyServer accepts a server whose certificate chains to the current
