@@ -27,6 +27,7 @@ import (
 	"go.step.sm/crypto/pemutil"
 
 	"github.com/badge-dev/badge/agent"
+	"github.com/badge-dev/badge/ca/admin"
 )
 
 // nodeSVIDOf reads the node SVID an agent keeps in its data dir.
@@ -390,5 +391,24 @@ func TestE2EAgentX509PoP(t *testing.T) {
 	errOut, code := f.runAgentToEnd(t, "", hostCert(other, "db-2")...)
 	if code != exitFailure || !strings.Contains(lastLine(errOut), "node attestation refused") {
 		t.Errorf("agent with a host certificate of another CA: exit %d, %q", code, lastLine(errOut))
+	}
+}
+
+// TestE2EAgentExpiredToken: a join token past its TTL is refused with a
+// one-line error.
+func TestE2EAgentExpiredToken(t *testing.T) {
+	requireRoot(t)
+	t.Parallel() // it waits a minute for the token to expire
+	f := startFleet(t)
+	var tok admin.JoinToken
+	if err := json.Unmarshal([]byte(f.mustBadge("token", "create", "--node", "late-1", "--ttl", "1m", "--json")), &tok); err != nil {
+		t.Fatal(err)
+	}
+	wait := time.Until(tok.ExpiresAt) + time.Second
+	t.Logf("waiting %v for the token to expire", wait.Round(time.Second))
+	time.Sleep(wait) // the expiry of a token has no event
+	errOut, code := f.runAgentToEnd(t, "", "--join-token", tok.Token)
+	if code != exitFailure || !strings.Contains(lastLine(errOut), "node attestation refused") || strings.Contains(errOut, tok.Token) {
+		t.Errorf("agent with an expired token: exit %d, %q", code, lastLine(errOut))
 	}
 }
