@@ -13,6 +13,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -411,4 +412,61 @@ func TestE2EAgentExpiredToken(t *testing.T) {
 	if code != exitFailure || !strings.Contains(lastLine(errOut), "node attestation refused") || strings.Contains(errOut, tok.Token) {
 		t.Errorf("agent with an expired token: exit %d, %q", code, lastLine(errOut))
 	}
+}
+
+// TestE2EAgentSDKServerRestart: an SDK server and client behind an agent
+// keep making mutual-TLS connections while the badge server is down (the
+// agent keeps what they hold), and once it is back the agent reconnects
+// and rotation resumes: not one handshake fails.
+func TestE2EAgentSDKServerRestart(t *testing.T) {
+	requireRoot(t)
+	t.Parallel()
+	const ttl = 20 * time.Second
+	f := startFleet(t, "--svid-ttl", ttl.String())
+	a := f.startAgent(t, "--join-token", f.token("node-a"))
+	f.mustBadge("entry", "create", "--id", sdkOrdersID, "--selector", "unix:uid:1001", "--node", "node-a")
+	f.mustBadge("entry", "create", "--id", sdkPaymentsID, "--selector", "unix:uid:1002", "--node", "node-a")
+	server, l := startSDKServer(t, a, "payments", 1002, envSDKProto+"=http", envSDKAuthz+"="+sdkOrdersID)
+	client := startSDK(t, a, "orders", 1001, "sdk-client", envSDKProto+"=http", envSDKAuthz+"="+sdkPaymentsID,
+		envSDKAddr+"="+l.Addr, envSDKCount+"=0", envSDKInterval+"=10ms")
+	client.next(time.Now().Add(30*time.Second), 0, "response")
+
+	deadline := time.Now().Add(30 * time.Second)
+	f.signal(syscall.SIGTERM)
+	a.waitLog(t, "lost the channel to the server")
+	lost := time.Now()
+	const whileDown = 50
+	client.waitFor(deadline, fmt.Sprintf("%d responses while the server is down", whileDown), func(evs []sdkEvent) bool {
+		n := 0
+		for _, e := range eventsOf(evs, "response") {
+			if e.At.After(lost) {
+				n++
+			}
+		}
+		return n >= whileDown
+	})
+	serverSerials := distinctValues(server.snapshot(), "request", serialOfEvent)
+	clientSerials := distinctValues(client.snapshot(), "response", serialOfEvent)
+	nServer, nClient := len(server.snapshot()), len(client.snapshot())
+	f.start()
+	a.waitLogCount(t, 2, "connected to server")
+
+	// Rotation resumes: each side sees a serial of the other issued after
+	// the restart.
+	deadline = time.Now().Add(ttl + 10*time.Second)
+	newSerials := func(evs []sdkEvent, kind string, old []string) []string {
+		return slices.DeleteFunc(distinctValues(evs, kind, serialOfEvent), func(s string) bool { return slices.Contains(old, s) })
+	}
+	server.waitFor(deadline, "a client serial issued after the restart", func(evs []sdkEvent) bool {
+		return len(newSerials(evs[nServer:], "request", serverSerials)) >= 1
+	})
+	client.waitFor(deadline, "a server serial issued after the restart", func(evs []sdkEvent) bool {
+		return len(newSerials(evs[nClient:], "response", clientSerials)) >= 1
+	})
+	cs, ss := client.stop(), server.stop()
+	if cs.Failures != 0 || cs.Refused != 0 || ss.Refused != 0 || cs.Handshakes != cs.Requests {
+		t.Errorf("%d of %d requests failed, %d handshakes (client refused %d, server %d):\n%s",
+			cs.Failures, cs.Requests, cs.Handshakes, cs.Refused, ss.Refused, describeEvents(eventsOf(client.snapshot(), "error")))
+	}
+	t.Logf("%d requests behind an agent across a server restart, each on a new connection; %d failed", cs.Requests, cs.Failures)
 }
