@@ -276,7 +276,7 @@ type registry struct {
 }
 
 func newRegistry(onChange func(int)) *registry {
-	return &registry{conns: map[string]map[*trackedConn]struct{}{}, seen: map[string]time.Time{}, onChange: onChange}
+	return &registry{conns: map[string]map[*trackedConn]struct{}{}, onChange: onChange}
 }
 
 // add registers a node connection, unless the newest snapshot already
@@ -310,7 +310,6 @@ func (r *registry) remove(c *trackedConn) {
 	delete(set, c)
 	if len(set) == 0 {
 		delete(r.conns, c.node)
-		r.seen[c.node] = time.Now()
 	}
 	r.onChange(len(r.conns))
 	r.mu.Unlock()
@@ -338,20 +337,9 @@ func (r *registry) connected() int {
 	return len(r.conns)
 }
 
-// NodeConn says whether a node is connected and when it last was.
-type NodeConn struct {
-	// Conns is the number of open connections of the node.
-	Conns int
-	// LastSeen is when its last connection closed; zero while connected
-	// or if it has not connected since the server started.
-	LastSeen time.Time
-}
-
-func (r *registry) node(name string) NodeConn {
+// nodeConns returns the number of open connections of the named node.
+func (r *registry) nodeConns(name string) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if n := len(r.conns[name]); n > 0 {
-		return NodeConn{Conns: n}
-	}
-	return NodeConn{LastSeen: r.seen[name]}
+	return len(r.conns[name])
 }
