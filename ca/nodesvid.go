@@ -121,17 +121,7 @@ func (a *Authority) SignCSR(ctx context.Context, s *Snapshot, e *Entry, csr []by
 	if err != nil {
 		return nil, err
 	}
-	a.issueMu.RLock()
-	defer a.issueMu.RUnlock()
-	if err := a.Snapshot().CheckRevocation(X509Credential(e.ID, "")); err != nil {
-		return nil, fmt.Errorf("ca: SVID for %s: %w", e.ID, err)
-	}
-	now := a.cfg.Time()
-	serial, err := a.nextSerial(ctx, now)
-	if err != nil {
-		return nil, err
-	}
-	return a.signLocked(ctx, s, e, pub, serial, now, a.effectiveTTL(e))
+	return a.signEntry(ctx, s, e, pub)
 }
 
 // nodeEntry returns the entry of the node SVID of the named node: not
