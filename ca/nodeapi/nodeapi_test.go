@@ -546,8 +546,10 @@ func TestShutdownEndsSync(t *testing.T) {
 }
 
 // TestNodeSVIDEnds: a node connection may act only while its node SVID
-// is unrevoked and unexpired: revoking it ends Sync at once; an expired
-// one is refused on the next call.
+// is unrevoked and unexpired: revoking it ends Sync at once with
+// PermissionDenied; an expired one is refused on the next call with
+// Unauthenticated, which tells the agent to dial again with its renewed
+// node SVID.
 func TestNodeSVIDEnds(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -602,8 +604,8 @@ func TestNodeSVIDEnds(t *testing.T) {
 			t.Fatal(err)
 		}
 		f.clock.Advance(ca.MinNodeSVIDTTL)
-		if _, err := c.RenewNode(ctxT(t), &nodeproto.RenewNodeRequest{Csr: csrFor(t, newKey(t))}); status.Code(err) != codes.PermissionDenied {
-			t.Errorf("RenewNode on the connection of an expired node SVID: %v, want PermissionDenied", err)
+		if _, err := c.RenewNode(ctxT(t), &nodeproto.RenewNodeRequest{Csr: csrFor(t, newKey(t))}); status.Code(err) != codes.Unauthenticated {
+			t.Errorf("RenewNode on the connection of an expired node SVID: %v, want Unauthenticated (dial again)", err)
 		}
 	})
 }

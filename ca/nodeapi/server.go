@@ -316,7 +316,7 @@ func (s *Server) authorize(ctx context.Context, method string) (*peerInfo, error
 		return nil, status.Errorf(codes.PermissionDenied, "%s needs a node SVID; this connection is %s: attest first", method, p.class)
 	}
 	if err := s.checkNode(s.auth.Snapshot(), p.verdict, s.now()); err != nil {
-		return nil, status.Error(codes.PermissionDenied, err.Error())
+		return nil, nodeStatus(err)
 	}
 	return p, nil
 }
