@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -13,8 +14,10 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"go.step.sm/crypto/minica"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
 	"github.com/badge-dev/badge/ca"
@@ -608,4 +611,46 @@ func TestNodeSVIDEnds(t *testing.T) {
 			t.Errorf("RenewNode on the connection of an expired node SVID: %v, want Unauthenticated (dial again)", err)
 		}
 	})
+}
+
+// TestSyncCoalesces: an agent that does not read is sent the newest state
+// once it reads again, not every state in between: what waits for it is
+// bounded by the flow-control windows, not by the number of changes.
+func TestSyncCoalesces(t *testing.T) {
+	f := newFixture(t, nil)
+	node := f.attest("web-1")
+	// A fixed window, so that the client does not grow it while it does
+	// not read.
+	conn, err := grpc.NewClient("passthrough:///"+f.addr, grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10),
+		grpc.WithTransportCredentials(credentials.NewTLS(f.clientTLS(node))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	s, err := nodeproto.NewNodeClient(conn).Sync(ctxT(t), &nodeproto.SyncRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	const changes = 200
+	for i := range changes {
+		f.entry(fmt.Sprintf("spiffe://example.org/web/%d", i), 0, "web-1")
+	}
+	received := 0
+	for {
+		u, err := s.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		received++
+		if len(u.Entries) == changes {
+			break
+		}
+	}
+	if received >= changes/2 {
+		t.Errorf("%d updates for %d changes the agent did not read in time, want them coalesced", received, changes)
+	}
+	t.Logf("%d changes arrived in %d updates", changes, received)
 }
