@@ -13,7 +13,6 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
-	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -435,16 +434,7 @@ func TestE2EAgentSDKServerRestart(t *testing.T) {
 	f.signal(syscall.SIGTERM)
 	a.waitLog(t, "lost the channel to the server")
 	lost := time.Now()
-	const whileDown = 50
-	client.waitFor(deadline, fmt.Sprintf("%d responses while the server is down", whileDown), func(evs []sdkEvent) bool {
-		n := 0
-		for _, e := range eventsOf(evs, "response") {
-			if e.At.After(lost) {
-				n++
-			}
-		}
-		return n >= whileDown
-	})
+	client.waitResponsesAfter(deadline, lost, 50, "while the server is down")
 	serverSerials := distinctValues(server.snapshot(), "request", serialOfEvent)
 	clientSerials := distinctValues(client.snapshot(), "response", serialOfEvent)
 	nServer, nClient := len(server.snapshot()), len(client.snapshot())
@@ -454,9 +444,6 @@ func TestE2EAgentSDKServerRestart(t *testing.T) {
 	// Rotation resumes: each side sees a serial of the other issued after
 	// the restart.
 	deadline = time.Now().Add(ttl + 10*time.Second)
-	newSerials := func(evs []sdkEvent, kind string, old []string) []string {
-		return slices.DeleteFunc(distinctValues(evs, kind, serialOfEvent), func(s string) bool { return slices.Contains(old, s) })
-	}
 	server.waitFor(deadline, "a client serial issued after the restart", func(evs []sdkEvent) bool {
 		return len(newSerials(evs[nServer:], "request", serverSerials)) >= 1
 	})
