@@ -2,6 +2,7 @@ package ca
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/x509"
 	"fmt"
@@ -86,7 +87,7 @@ func (a *Authority) SignX509SVID(ctx context.Context, s *Snapshot, e *Entry) (*X
 	if err != nil {
 		return nil, fmt.Errorf("ca: recording serial of SVID for %s: %w", e.ID, err)
 	}
-	der, err := x509.CreateCertificate(rand.Reader, &tmpl, s.signer.cert, key.Public(), s.signer.signer)
+	der, err := a.signLeaf(s, e, &tmpl, key)
 	if err != nil {
 		return nil, fmt.Errorf("ca: signing SVID for %s: %w", e.ID, err)
 	}
@@ -101,4 +102,16 @@ func (a *Authority) SignX509SVID(ctx context.Context, s *Snapshot, e *Entry) (*X
 		NotAfter:     tmpl.NotAfter,
 	}
 	return svid, nil
+}
+
+// signLeaf signs tmpl, the template of e with its serial and validity set,
+// for key: with the entry's leafEncoder when the signing key allows it,
+// otherwise with x509.CreateCertificate.
+func (a *Authority) signLeaf(s *Snapshot, e *Entry, tmpl *x509.Certificate, key *ecdsa.PrivateKey) ([]byte, error) {
+	if e.leaf != nil {
+		if enc := e.leaf.get(e.tmpl, s.signer.cert, s.signer.signer); enc != nil {
+			return enc.sign(tmpl.SerialNumber, tmpl.NotBefore, tmpl.NotAfter, &key.PublicKey)
+		}
+	}
+	return x509.CreateCertificate(rand.Reader, tmpl, s.signer.cert, key.Public(), s.signer.signer)
 }

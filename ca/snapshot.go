@@ -25,6 +25,7 @@ type Entry struct {
 
 	selectors []attest.Selector
 	tmpl      *x509.Certificate // prepared once per entry revision
+	leaf      *leafEncoderCache // the encoder of tmpl for the current signing key
 	order     int               // position in (CreatedAt, ID) order; lower is the default
 }
 
@@ -140,7 +141,7 @@ func prepareEntry(td spiffeid.TrustDomain, rec storage.Entry) (*Entry, error) {
 	if len(rec.DNSNames) > 0 {
 		tmpl.Subject.CommonName = rec.DNSNames[0]
 	}
-	return &Entry{Record: rec, ID: id, selectors: sels, tmpl: tmpl}, nil
+	return &Entry{Record: rec, ID: id, selectors: sels, tmpl: tmpl, leaf: &leafEncoderCache{}}, nil
 }
 
 // TrustDomain returns the trust domain of the snapshot.
