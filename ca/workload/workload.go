@@ -366,8 +366,10 @@ func (s *Server) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.ServerSt
 				return err
 			}
 			held, sentBundle, sent = upd.SVIDs, upd.Bundle, upd.CRL
-			s.log.Debug("X.509-SVIDs sent", slog.Int(logkey.PID, int(p.PID)), slog.Int(logkey.UID, int(p.UID)),
-				slog.String(logkey.SPIFFEID, held[0].ID.String()), slog.String(logkey.Serial, held[0].Serial))
+			if s.log.Enabled(ctx, slog.LevelDebug) { // no attributes built per fetch when off
+				s.log.LogAttrs(ctx, slog.LevelDebug, "X.509-SVIDs sent", slog.Int(logkey.PID, int(p.PID)), slog.Int(logkey.UID, int(p.UID)),
+					slog.String(logkey.SPIFFEID, held[0].ID.String()), slog.String(logkey.Serial, held[0].Serial))
+			}
 		}
 		var due <-chan time.Time
 		if !upd.RefreshAt.IsZero() {
