@@ -53,6 +53,7 @@ type leafEncoder struct {
 	sigAlg     []byte // signature AlgorithmIdentifier alone
 	subject    []byte // subject Name
 	extensions []byte // [3] EXPLICIT Extensions, and anything else after the key
+	p256SPKI   []byte // SubjectPublicKeyInfo of a P-256 key up to its point
 }
 
 // errLeafEncoder is wrapped when an entry's reference certificate does not
@@ -135,6 +136,16 @@ func newLeafEncoder(tmpl, parent *x509.Certificate, signer crypto.Signer) (*leaf
 	enc.sigIssuer = append(append([]byte{}, sigAlg...), issuer...)
 	enc.subject = subject
 	enc.extensions = tbs
+	// A P-256 SubjectPublicKeyInfo is the same bytes up to the
+	// uncompressed point, which ends it.
+	refPoint, err := refKey.PublicKey.Bytes()
+	if err != nil {
+		return nil, err
+	}
+	if !bytes.HasSuffix(spki, refPoint) {
+		return nil, fmt.Errorf("%w: unexpected SubjectPublicKeyInfo layout", errLeafEncoder)
+	}
+	enc.p256SPKI = spki[:len(spki)-len(refPoint)]
 	// The splice must give back x509.CreateCertificate's TBS, byte for
 	// byte, and a certificate that parses back into it.
 	refTBS, err := enc.tbs(ref.SerialNumber, ref.NotBefore, ref.NotAfter, &refKey.PublicKey)
@@ -185,6 +196,11 @@ func (c *tbsCapture) SignMessage(_ io.Reader, msg []byte, _ crypto.SignerOpts) (
 	return nil, errTBSCaptured
 }
 
+// tbsOverhead bounds the TBS bytes that are not the encoder's parts or a
+// SubjectPublicKeyInfo of another curve than P-256: headers, a serial of
+// up to 21 octets, the validity, a P-256 SubjectPublicKeyInfo.
+const tbsOverhead = 256
+
 // errLeafSerial is returned for a serial x509.CreateCertificate would
 // refuse too.
 var errLeafSerial = errors.New("ca: leaf encoder: serial number must be positive")
@@ -212,11 +228,19 @@ func (enc *leafEncoder) tbs(serial *big.Int, notBefore, notAfter time.Time, pub 
 		// draw one of its own for nil.
 		return nil, errLeafSerial
 	}
-	spki, err := x509.MarshalPKIXPublicKey(pub)
+	// The subject key: a P-256 point after the prefix every P-256 key
+	// shares, other curves by the standard library.
+	var spki, point []byte
+	var err error
+	if pub.Curve == elliptic.P256() {
+		point, err = pub.Bytes()
+	} else {
+		spki, err = x509.MarshalPKIXPublicKey(pub)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: subject key: %w", errLeafEncoder, err)
 	}
-	var b cryptobyte.Builder
+	b := cryptobyte.NewBuilder(make([]byte, 0, tbsOverhead+len(enc.sigIssuer)+len(enc.subject)+len(enc.extensions)+len(spki)))
 	b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
 		b.AddBytes(enc.version)
 		b.AddASN1BigInt(serial)
@@ -226,7 +250,12 @@ func (enc *leafEncoder) tbs(serial *big.Int, notBefore, notAfter time.Time, pub 
 			addValidityTime(b, notAfter)
 		})
 		b.AddBytes(enc.subject)
-		b.AddBytes(spki)
+		if point != nil {
+			b.AddBytes(enc.p256SPKI)
+			b.AddBytes(point)
+		} else {
+			b.AddBytes(spki)
+		}
 		b.AddBytes(enc.extensions)
 	})
 	tbs, err := b.Bytes()
@@ -239,7 +268,7 @@ func (enc *leafEncoder) tbs(serial *big.Int, notBefore, notAfter time.Time, pub 
 // certificate returns the DER Certificate of tbs and its ASN.1 ECDSA
 // signature sig.
 func (enc *leafEncoder) certificate(tbs, sig []byte) ([]byte, error) {
-	var c cryptobyte.Builder
+	c := cryptobyte.NewBuilder(make([]byte, 0, len(tbs)+len(enc.sigAlg)+len(sig)+16))
 	c.AddASN1(cbasn1.SEQUENCE, func(c *cryptobyte.Builder) {
 		c.AddBytes(tbs)
 		c.AddBytes(enc.sigAlg)
