@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"fmt"
+	"math/big"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -63,13 +64,9 @@ func (a *Authority) SignX509SVID(ctx context.Context, s *Snapshot, e *Entry) (*X
 	if err != nil {
 		return nil, err
 	}
-	key := k.key
-	tmpl := *e.tmpl
-	tmpl.SerialNumber = serial.n
-	tmpl.NotBefore = now.Add(-Backdate)
-	tmpl.NotAfter = now.Add(a.effectiveTTL(e))
-	if ca := s.signer.cert; tmpl.NotAfter.After(ca.NotAfter) {
-		tmpl.NotAfter = ca.NotAfter
+	notBefore, notAfter := now.Add(-Backdate), now.Add(a.effectiveTTL(e))
+	if ca := s.signer.cert; notAfter.After(ca.NotAfter) {
+		notAfter = ca.NotAfter
 	}
 	// The serial was reserved durably; its binding to the SPIFFE ID is
 	// queued, not waited for. Revocation (which write-holds issueMu) sees
@@ -80,14 +77,14 @@ func (a *Authority) SignX509SVID(ctx context.Context, s *Snapshot, e *Entry) (*X
 		Serial:    serial.hex,
 		SPIFFEID:  e.Record.SPIFFEID,
 		EntryID:   e.Record.ID,
-		NotBefore: tmpl.NotBefore,
-		NotAfter:  tmpl.NotAfter,
+		NotBefore: notBefore,
+		NotAfter:  notAfter,
 		IssuedAt:  now,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ca: recording serial of SVID for %s: %w", e.ID, err)
 	}
-	der, err := a.signLeaf(s, e, &tmpl, key)
+	chain, err := signLeaf(s, e, serial.n, notBefore, notAfter, k.key)
 	if err != nil {
 		return nil, fmt.Errorf("ca: signing SVID for %s: %w", e.ID, err)
 	}
@@ -95,23 +92,30 @@ func (a *Authority) SignX509SVID(ctx context.Context, s *Snapshot, e *Entry) (*X
 		ID:           e.ID,
 		EntryID:      e.Record.ID,
 		Revision:     e.Record.Revision,
-		CertChainDER: append(der, s.chainDER...),
+		CertChainDER: chain,
 		KeyDER:       k.der,
 		Serial:       serial.hex,
-		NotBefore:    tmpl.NotBefore,
-		NotAfter:     tmpl.NotAfter,
+		NotBefore:    notBefore,
+		NotAfter:     notAfter,
 	}
 	return svid, nil
 }
 
-// signLeaf signs tmpl, the template of e with its serial and validity set,
-// for key: with the entry's leafEncoder when the signing key allows it,
-// otherwise with x509.CreateCertificate.
-func (a *Authority) signLeaf(s *Snapshot, e *Entry, tmpl *x509.Certificate, key *ecdsa.PrivateKey) ([]byte, error) {
+// signLeaf signs the certificate of entry e with serial, validity and
+// key's public key, and returns it followed by the rest of the chain of s:
+// with the entry's leafEncoder when the signing key allows it, otherwise
+// with x509.CreateCertificate.
+func signLeaf(s *Snapshot, e *Entry, serial *big.Int, notBefore, notAfter time.Time, key *ecdsa.PrivateKey) ([]byte, error) {
 	if e.leaf != nil {
 		if enc := e.leaf.get(e.tmpl, s.signer.cert, s.signer.signer); enc != nil {
-			return enc.sign(tmpl.SerialNumber, tmpl.NotBefore, tmpl.NotAfter, &key.PublicKey)
+			return enc.sign(serial, notBefore, notAfter, &key.PublicKey, s.chainDER)
 		}
 	}
-	return x509.CreateCertificate(rand.Reader, tmpl, s.signer.cert, key.Public(), s.signer.signer)
+	tmpl := *e.tmpl
+	tmpl.SerialNumber, tmpl.NotBefore, tmpl.NotAfter = serial, notBefore, notAfter
+	der, err := x509.CreateCertificate(rand.Reader, &tmpl, s.signer.cert, key.Public(), s.signer.signer)
+	if err != nil {
+		return nil, err
+	}
+	return append(der, s.chainDER...), nil
 }

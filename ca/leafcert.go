@@ -156,7 +156,7 @@ func newLeafEncoder(tmpl, parent *x509.Certificate, signer crypto.Signer) (*leaf
 		return nil, fmt.Errorf("%w: the spliced TBS differs from x509.CreateCertificate's", errLeafEncoder)
 	}
 	sig := []byte{0x30, 0x06, 0x02, 0x01, 0x01, 0x02, 0x01, 0x01} // the shape of a signature, for the check
-	der, err := enc.certificate(refTBS, sig)
+	der, err := enc.certificate(refTBS, sig, nil)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errLeafEncoder, err)
 	}
@@ -206,9 +206,9 @@ const tbsOverhead = 256
 var errLeafSerial = errors.New("ca: leaf encoder: serial number must be positive")
 
 // sign returns the DER certificate for serial, the validity and pub, signed
-// with the encoder's key: x509.CreateCertificate's bytes for the same
-// inputs and signature.
-func (enc *leafEncoder) sign(serial *big.Int, notBefore, notAfter time.Time, pub *ecdsa.PublicKey) ([]byte, error) {
+// with the encoder's key (x509.CreateCertificate's bytes for the same
+// inputs and signature), followed by chain.
+func (enc *leafEncoder) sign(serial *big.Int, notBefore, notAfter time.Time, pub *ecdsa.PublicKey, chain []byte) ([]byte, error) {
 	tbs, err := enc.tbs(serial, notBefore, notAfter, pub)
 	if err != nil {
 		return nil, err
@@ -218,7 +218,7 @@ func (enc *leafEncoder) sign(serial *big.Int, notBefore, notAfter time.Time, pub
 	if err != nil {
 		return nil, fmt.Errorf("ca: signing SVID: %w", err)
 	}
-	return enc.certificate(tbs, sig)
+	return enc.certificate(tbs, sig, chain)
 }
 
 // tbs returns the DER TBSCertificate for serial, the validity and pub.
@@ -266,14 +266,15 @@ func (enc *leafEncoder) tbs(serial *big.Int, notBefore, notAfter time.Time, pub 
 }
 
 // certificate returns the DER Certificate of tbs and its ASN.1 ECDSA
-// signature sig.
-func (enc *leafEncoder) certificate(tbs, sig []byte) ([]byte, error) {
-	c := cryptobyte.NewBuilder(make([]byte, 0, len(tbs)+len(enc.sigAlg)+len(sig)+16))
+// signature sig, followed by chain.
+func (enc *leafEncoder) certificate(tbs, sig, chain []byte) ([]byte, error) {
+	c := cryptobyte.NewBuilder(make([]byte, 0, len(tbs)+len(enc.sigAlg)+len(sig)+16+len(chain)))
 	c.AddASN1(cbasn1.SEQUENCE, func(c *cryptobyte.Builder) {
 		c.AddBytes(tbs)
 		c.AddBytes(enc.sigAlg)
 		c.AddASN1BitString(sig)
 	})
+	c.AddBytes(chain)
 	return c.Bytes()
 }
 

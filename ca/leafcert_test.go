@@ -30,7 +30,7 @@ func signBothWays(t *testing.T, enc *leafEncoder, e *Entry, s *Snapshot, serial 
 	cryptotest.SetGlobalRandom(t, 7)
 	want, wantErr = x509.CreateCertificate(rand.Reader, &tmpl, s.signer.cert, pub, s.signer.signer)
 	cryptotest.SetGlobalRandom(t, 7)
-	got, gotErr = enc.sign(serial, notBefore, notAfter, pub.(*ecdsa.PublicKey))
+	got, gotErr = enc.sign(serial, notBefore, notAfter, pub.(*ecdsa.PublicKey), nil)
 	return want, got, wantErr, gotErr
 }
 
@@ -153,11 +153,11 @@ func TestLeafEncoderRefuses(t *testing.T) {
 	key := mustKey(t, elliptic.P256())
 	now := time.Now()
 	for _, serial := range []*big.Int{big.NewInt(-1), big.NewInt(-0x80), nil} {
-		if _, err := enc.sign(serial, now, now.Add(time.Minute), &key.PublicKey); !errors.Is(err, errLeafSerial) {
+		if _, err := enc.sign(serial, now, now.Add(time.Minute), &key.PublicKey, nil); !errors.Is(err, errLeafSerial) {
 			t.Errorf("serial %v: err = %v, want %v", serial, err, errLeafSerial)
 		}
 	}
-	if _, err := enc.sign(big.NewInt(1), now, time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC), &key.PublicKey); err == nil {
+	if _, err := enc.sign(big.NewInt(1), now, time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC), &key.PublicKey, nil); err == nil {
 		t.Error("NotAfter in the year 10000 encoded; x509.CreateCertificate refuses it")
 	}
 
