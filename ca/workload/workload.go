@@ -319,6 +319,7 @@ var errShutdown = status.Error(codes.Unavailable, "server is shutting down")
 // SVID reaches half its life or is revoked, the caller's entries change,
 // the bundle or revocation list changes).
 func (s *Server) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.ServerStreamingServer[workload.X509SVIDResponse]) error {
+	growStack(0)
 	ctx := stream.Context()
 	c, err := s.caller(ctx)
 	if err != nil {
@@ -390,6 +391,22 @@ func (s *Server) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.ServerSt
 		case <-due:
 		}
 	}
+}
+
+// growStack grows the stack of a new stream's goroutine, while it is still
+// shallow, to what signing an SVID needs. gRPC starts every stream on a
+// fresh goroutine with a small stack; left to itself it grows deep inside
+// ECDSA signing, where the runtime copies and adjusts every frame of the
+// stack (about 30,000 instructions, 3% of a fresh fetch under callgrind).
+// Here the copy is of a few frames. The stack is no larger than the
+// signing would have made it, and the garbage collector shrinks an idle
+// stream's stack as before.
+//
+//go:noinline
+func growStack(i int) byte {
+	var frame [8 << 10]byte
+	frame[i] = byte(i)
+	return frame[i/2]
 }
 
 // sameSVIDs reports whether b hands out exactly the SVIDs of a, in order.
