@@ -2,6 +2,7 @@ package ca
 
 import (
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/x509"
@@ -84,7 +85,7 @@ func (a *Authority) SignX509SVID(ctx context.Context, s *Snapshot, e *Entry) (*X
 	if err != nil {
 		return nil, fmt.Errorf("ca: recording serial of SVID for %s: %w", e.ID, err)
 	}
-	chain, err := signLeaf(s, e, serial.n, notBefore, notAfter, k.key)
+	chain, err := signLeaf(s, e, serial.n, notBefore, notAfter, k.key.Public())
 	if err != nil {
 		return nil, fmt.Errorf("ca: signing SVID for %s: %w", e.ID, err)
 	}
@@ -101,19 +102,19 @@ func (a *Authority) SignX509SVID(ctx context.Context, s *Snapshot, e *Entry) (*X
 	return svid, nil
 }
 
-// signLeaf signs the certificate of entry e with serial, validity and
-// key's public key, and returns it followed by the rest of the chain of s:
-// with the entry's leafEncoder when the signing key allows it, otherwise
-// with x509.CreateCertificate.
-func signLeaf(s *Snapshot, e *Entry, serial *big.Int, notBefore, notAfter time.Time, key *ecdsa.PrivateKey) ([]byte, error) {
-	if e.leaf != nil {
+// signLeaf signs the certificate of entry e with serial and validity for
+// the subject key pub, and returns it followed by the rest of the chain of
+// s: with the entry's leafEncoder when the signing key allows it and pub
+// is an ECDSA key, otherwise with x509.CreateCertificate.
+func signLeaf(s *Snapshot, e *Entry, serial *big.Int, notBefore, notAfter time.Time, pub crypto.PublicKey) ([]byte, error) {
+	if ecPub, ok := pub.(*ecdsa.PublicKey); ok && e.leaf != nil {
 		if enc := e.leaf.get(e.tmpl, s.signer.cert, s.signer.signer); enc != nil {
-			return enc.sign(serial, notBefore, notAfter, &key.PublicKey, s.chainDER)
+			return enc.sign(serial, notBefore, notAfter, ecPub, s.chainDER)
 		}
 	}
 	tmpl := *e.tmpl
 	tmpl.SerialNumber, tmpl.NotBefore, tmpl.NotAfter = serial, notBefore, notAfter
-	der, err := x509.CreateCertificate(rand.Reader, &tmpl, s.signer.cert, key.Public(), s.signer.signer)
+	der, err := x509.CreateCertificate(rand.Reader, &tmpl, s.signer.cert, pub, s.signer.signer)
 	if err != nil {
 		return nil, err
 	}
