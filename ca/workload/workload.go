@@ -184,8 +184,9 @@ func (c *caller) plain() Caller {
 // caller attests the peer of the call: header check, peer credentials,
 // selectors of the kinds the Source's entries use.
 func (s *Server) caller(ctx context.Context) (*caller, error) {
-	md, _ := metadata.FromIncomingContext(ctx)
-	if v := md.Get("workload.spiffe.io"); len(v) != 1 || v[0] != "true" {
+	// Only the one key is looked up: FromIncomingContext would copy the
+	// whole metadata map on every call.
+	if v := metadata.ValueFromIncomingContext(ctx, "workload.spiffe.io"); len(v) != 1 || v[0] != "true" {
 		s.mtr.CallerDenied(DenyNoHeader)
 		return nil, status.Error(codes.InvalidArgument, "security header missing from request: set metadata workload.spiffe.io: true")
 	}
