@@ -127,8 +127,12 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{src: observe(mtr, cfg.Source), att: cfg.Attestor, jwt: observeJWT(mtr, cfg.JWT), lim: lim, log: log, now: now, mtr: mtr, quit: make(chan struct{})}
 	s.grpc = grpc.NewServer(append(lim.serverOptions(),
 		// A stream carries a few kilobytes every couple of minutes: small
-		// per-connection buffers keep ten thousand streams cheap.
-		grpc.ReadBufferSize(4<<10),
+		// per-connection buffers keep ten thousand streams cheap. A
+		// client's first flight (preface, settings, headers, an empty
+		// request) is a few hundred bytes, and reads larger than the
+		// buffer bypass it, so 1 KiB costs no extra reads; it is 3 KiB
+		// less live heap per stream and per fresh connection.
+		grpc.ReadBufferSize(1<<10),
 		grpc.WriteBufferSize(4<<10),
 		grpc.SharedWriteBuffer(true),
 		grpc.InitialConnWindowSize(64<<10),
