@@ -37,6 +37,7 @@ var commands map[string]command
 func init() {
 	commands = map[string]command{
 		"server":           {"run the authority daemon", runServer},
+		"agent":            {"run the agent of a node: this host's Workload API, signed through a badge server", runAgent},
 		"entry create":     {"register a workload; prints the entry id", runEntryCreate},
 		"entry list":       {"list registration entries", runEntryList},
 		"entry show":       {"show one registration entry", runEntryShow},
@@ -52,7 +53,7 @@ func init() {
 		"node evict":       {"evict a node: revoke its node SVID and refuse it until a new token", runNodeEvict},
 		"svid fetch":       {"fetch this process's X.509-SVIDs from the Workload API", runSVIDFetch},
 		"bundle show":      {"print the trust bundle", runBundleShow},
-		"healthcheck":      {"exit 0 when the server answers on both sockets and is ready", runHealthcheck},
+		"healthcheck":      {"exit 0 when the server answers on both sockets and is ready (an agent: on its Workload API socket)", runHealthcheck},
 		"status":           {"show the server's state: keys, entries, streams, issuance, revocations, database, last errors", runStatus},
 		"version":          {"print the version", runVersion},
 		"audit list":       {"list the audit trail of admin actions", runAuditList},

@@ -111,14 +111,20 @@ const dataDirDefault = "/var/lib/badge as root, else $XDG_STATE_HOME/badge, else
 // variable set there is no default: guessing a shared directory such as
 // /tmp would put the CA keys where another user may reach them.
 func defaultDataDir(euid int, getenv func(string) string) (string, error) {
+	return stateDir(euid, getenv, "badge")
+}
+
+// stateDir is the data dir named name: /var/lib/NAME for root, else
+// $XDG_STATE_HOME/NAME, else $HOME/.local/state/NAME (see defaultDataDir).
+func stateDir(euid int, getenv func(string) string, name string) (string, error) {
 	if euid == 0 {
-		return "/var/lib/badge", nil
+		return filepath.Join("/var/lib", name), nil
 	}
 	if d := getenv("XDG_STATE_HOME"); d != "" && filepath.IsAbs(d) {
-		return filepath.Join(d, "badge"), nil
+		return filepath.Join(d, name), nil
 	}
 	if home := getenv("HOME"); home != "" && filepath.IsAbs(home) {
-		return filepath.Join(home, ".local", "state", "badge"), nil
+		return filepath.Join(home, ".local", "state", name), nil
 	}
 	return "", usagef("no default data directory: neither $XDG_STATE_HOME nor $HOME is an absolute path; set --data-dir")
 }

@@ -95,6 +95,7 @@ type daemon struct {
 	wrap     []string            // a command (and its arguments) that runs the daemon
 	fileLog  bool                // leave --log-level to the config file (default: --log-level debug)
 	cred     *syscall.Credential // run the daemon as this user; nil: as root
+	agent    bool                // `badge agent` rather than `badge server` (admin: its server's)
 	cmd      *exec.Cmd
 	exited   chan struct{}
 	mu       sync.Mutex
@@ -151,6 +152,10 @@ func worldReadableTempDir(t *testing.T) string {
 func (d *daemon) start() {
 	d.t.Helper()
 	args := []string{"server", "--data-dir", d.dataDir, "--socket", d.socket, "--admin-socket", d.admin}
+	name := "badge server"
+	if d.agent {
+		args, name = []string{"agent", "--data-dir", d.dataDir, "--socket", d.socket}, "badge agent"
+	}
 	if !d.fileLog {
 		args = append(args, "--log-level", "debug")
 	}
@@ -182,7 +187,7 @@ func (d *daemon) start() {
 			d.mu.Lock()
 			d.logLines = append(d.logLines, line)
 			d.mu.Unlock()
-			if !signalled && strings.Contains(line, "badge server ready") {
+			if !signalled && strings.Contains(line, name+" ready") {
 				close(ready)
 				signalled = true
 			}
@@ -193,9 +198,9 @@ func (d *daemon) start() {
 	select {
 	case <-ready:
 	case <-d.exited:
-		d.t.Fatalf("badge server exited before it was ready:\n%s", d.logs())
+		d.t.Fatalf("%s exited before it was ready:\n%s", name, d.logs())
 	case <-time.After(15 * time.Second):
-		d.t.Fatalf("badge server not ready after 15s:\n%s", d.logs())
+		d.t.Fatalf("%s not ready after 15s:\n%s", name, d.logs())
 	}
 }
 

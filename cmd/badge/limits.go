@@ -32,16 +32,23 @@ type limitFlags struct {
 }
 
 func (l *limitFlags) register(fs *flag.FlagSet) {
+	l.registerWorkload(fs)
+	l.listenMaxPerAddr, l.minFreeMiB = public.DefaultMaxConnsPerAddr, 128
+	fs.IntVar(&l.listenMaxPerAddr, "listen-max-conns-per-addr", l.listenMaxPerAddr, "connections one client IP address may hold to --listen (0: no limit)")
+	fs.Uint64Var(&l.minFreeMiB, "min-free-mib", l.minFreeMiB, "MiB kept free on the data directory's filesystem for revocations: no new X.509-SVIDs below it, and a ballast file of a quarter of it (at most 16 MiB) released for a revocation on a full disk (0: neither)")
+}
+
+// registerWorkload registers the limits of the Workload API alone, those
+// of `badge agent` too.
+func (l *limitFlags) registerWorkload(fs *flag.FlagSet) {
 	*l = limitFlags{
 		uidMaxConns: workload.DefaultConnsPerUID, uidSignRate: workload.DefaultSignRate, uidSignBurst: workload.DefaultSignBurst,
-		listenMaxPerAddr: public.DefaultMaxConnsPerAddr, handshake: workload.DefaultHandshakeTimeout, minFreeMiB: 128,
+		handshake: workload.DefaultHandshakeTimeout,
 	}
 	fs.IntVar(&l.uidMaxConns, "uid-max-conns", l.uidMaxConns, "Workload API connections, and calls in progress, one uid may hold (root exempt; 0: no limit)")
 	fs.Float64Var(&l.uidSignRate, "uid-sign-rate", l.uidSignRate, "SVIDs (X.509 and JWT) signed per second for one uid, on average (root exempt; 0: no limit)")
 	fs.IntVar(&l.uidSignBurst, "uid-sign-burst", l.uidSignBurst, "SVIDs signed at once for one uid before --uid-sign-rate applies")
-	fs.IntVar(&l.listenMaxPerAddr, "listen-max-conns-per-addr", l.listenMaxPerAddr, "connections one client IP address may hold to --listen (0: no limit)")
 	fs.Var(durationFlag{&l.handshake}, "handshake-timeout", "time a new connection has to complete its handshake (HTTP/2 preface; TLS and request header on --listen)")
-	fs.Uint64Var(&l.minFreeMiB, "min-free-mib", l.minFreeMiB, "MiB kept free on the data directory's filesystem for revocations: no new X.509-SVIDs below it, and a ballast file of a quarter of it (at most 16 MiB) released for a revocation on a full disk (0: neither)")
 }
 
 // validate returns the first problem of check as a usage error.

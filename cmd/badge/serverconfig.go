@@ -185,19 +185,23 @@ func (st *serverSettings) check(getenv func(string) string) {
 
 // err is the configuration's first problem as a usage error (with a
 // pointer to --check-config when there are more), or nil.
-func (st *serverSettings) err() error {
-	switch len(st.problems) {
+func (st *serverSettings) err() error { return st.settings.err("server") }
+
+// err is the first problem of the configuration of `badge cmd` as a usage
+// error (with a pointer to --check-config when there are more), or nil.
+func (s *settings) err(cmd string) error {
+	switch len(s.problems) {
 	case 0:
 		return nil
 	case 1:
-		return usageError{st.problems[0]}
+		return usageError{s.problems[0]}
 	}
 	more := "1 more problem"
-	if len(st.problems) > 2 {
-		more = fmt.Sprintf("%d more problems", len(st.problems)-1)
+	if len(s.problems) > 2 {
+		more = fmt.Sprintf("%d more problems", len(s.problems)-1)
 	}
-	return usagef("%v (and %s: 'badge server --check-config' with the same flags, environment and config file lists them all)",
-		st.problems[0], more)
+	return usagef("%v (and %s: 'badge %s --check-config' with the same flags, environment and config file lists them all)",
+		s.problems[0], more, cmd)
 }
 
 // values returns the value in force of every setting, by name: the flag's
@@ -214,24 +218,31 @@ func (st *serverSettings) values() map[string]string {
 // with a usage error, or prints every setting, its value and where it came
 // from on stdout.
 func (st *serverSettings) report(e *env) error {
-	if len(st.problems) > 0 {
-		for _, p := range st.problems {
+	return st.settings.report(e, "server", st.fs, st.values(), st.c.config)
+}
+
+// report is --check-config of `badge cmd`, whose flags are fs, the values
+// in force vals (by flag name) and the config file config: it prints every
+// problem on stderr and fails with a usage error, or prints every setting,
+// its value and where it came from on stdout.
+func (s *settings) report(e *env, cmd string, fs *flag.FlagSet, vals map[string]string, config string) error {
+	if len(s.problems) > 0 {
+		for _, p := range s.problems {
 			fmt.Fprintln(e.stderr, p.Error())
 		}
 		n := "1 problem"
-		if len(st.problems) > 1 {
-			n = fmt.Sprintf("%d problems", len(st.problems))
+		if len(s.problems) > 1 {
+			n = fmt.Sprintf("%d problems", len(s.problems))
 		}
-		return usagef("the configuration has %s (above); the server would refuse to start", n)
+		return usagef("the configuration has %s (above); the %s would refuse to start", n, cmd)
 	}
-	vals := st.values()
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "SETTING\tVALUE\tFROM")
-	st.fs.VisitAll(func(f *flag.Flag) {
+	fs.VisitAll(func(f *flag.Flag) {
 		if f.Name == "check-config" {
 			return
 		}
-		at := st.at(f.Name).String()
+		at := s.at(f.Name).String()
 		if at == "" {
 			at = "default"
 		}
@@ -243,8 +254,8 @@ func (st *serverSettings) report(e *env) error {
 	})
 	tw.Flush()
 	where := "no config file"
-	if st.c.config != "" {
-		where = st.c.config
+	if config != "" {
+		where = config
 	}
 	fmt.Fprintf(e.stdout, "configuration OK (%s)\n", strings.TrimSpace(where))
 	return nil

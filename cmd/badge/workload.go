@@ -181,12 +181,22 @@ func runHealthcheck(ctx context.Context, e *env, args []string) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	c, err := e.adminClient(*asock)
+	// A host that runs `badge agent` runs no server and has no admin
+	// socket: with none given and none at the default path, the Workload
+	// API alone is checked (the agent answers it only once its server has
+	// sent the node's state).
+	apath, err := socketpath.Admin(*asock, e.getenv)
 	if err != nil {
-		return err
+		return usageError{err}
 	}
-	if err := c.Health(ctx); err != nil {
-		return fmt.Errorf("admin API: %w", err)
+	if _, serr := os.Lstat(apath); *asock != "" || e.getenv(socketpath.EnvAdmin) != "" || serr == nil {
+		c, err := e.adminClient(*asock)
+		if err != nil {
+			return err
+		}
+		if err := c.Health(ctx); err != nil {
+			return fmt.Errorf("admin API: %w", err)
+		}
 	}
 	dial, explain, err := e.trustedDialer(sock)
 	if err != nil {

@@ -1,0 +1,235 @@
+package agent
+
+import (
+	"bytes"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/badge-dev/badge/attest"
+	"github.com/badge-dev/badge/internal/logkey"
+	"github.com/badge-dev/badge/internal/nodeproto"
+)
+
+// entry is a registration entry of a Sync update, ready for matching.
+type entry struct {
+	id        string
+	spiffeID  spiffeid.ID
+	revision  uint64
+	selectors []attest.Selector
+	blocked   bool
+	order     int // position in the update: lower is the default
+}
+
+// State is an immutable view of what the server last sent on the Sync
+// stream: the entries scoped to this node indexed by selector, the blocked
+// IDs, the bundles and the CRL parsed into a set of revoked serials. Done
+// closes when a newer State replaces it.
+type State struct {
+	td       spiffeid.TrustDomain
+	revision uint64
+	// synced is false for the empty state an agent starts with: nothing
+	// may be served from it.
+	synced bool
+
+	entries []*entry
+	index   map[attest.Selector][]*entry // unblocked entries, each under its first selector
+	kinds   attest.Kind
+
+	blocked      map[attest.Selector][]*entry // entries of blocked IDs, indexed like index
+	blockedKinds attest.Kind
+	blockedIDs   map[spiffeid.ID]bool
+
+	roots     []*x509.Certificate
+	bundleDER []byte // the roots, concatenated DER
+	jwtBundle []byte
+	crl       []byte
+	revoked   map[string]struct{} // serials in the CRL, big.Int.Text(16)
+
+	done chan struct{}
+}
+
+// emptyState is the state before the first Sync update: it matches no one
+// and is not synced.
+func emptyState() *State { return &State{done: make(chan struct{})} }
+
+// Errors of a Sync update the agent cannot use.
+var errBadUpdate = errors.New("agent: unusable sync update")
+
+// newState builds the State of a Sync update. An entry whose SPIFFE ID or
+// selectors do not parse is skipped and logged (it can match no one); a
+// trust domain, bundle or CRL that does not parse refuses the update.
+func newState(u *nodeproto.SyncUpdate, log *slog.Logger) (*State, error) {
+	td, err := spiffeid.TrustDomainFromString(u.GetTrustDomain())
+	if err != nil {
+		return nil, fmt.Errorf("%w: trust domain %q: %v", errBadUpdate, u.GetTrustDomain(), err)
+	}
+	s := &State{
+		td:        td,
+		revision:  u.GetRevision(),
+		synced:    true,
+		index:     make(map[attest.Selector][]*entry),
+		jwtBundle: u.GetJwtBundle(),
+		crl:       u.GetCrl(),
+		done:      make(chan struct{}),
+	}
+	if s.roots, s.bundleDER, err = parseCerts(u.GetBundle()); err != nil {
+		return nil, fmt.Errorf("%w: bundle: %v", errBadUpdate, err)
+	}
+	if len(s.roots) == 0 {
+		return nil, fmt.Errorf("%w: the bundle is empty", errBadUpdate)
+	}
+	if len(s.crl) > 0 {
+		crl, err := x509.ParseRevocationList(s.crl)
+		if err != nil {
+			return nil, fmt.Errorf("%w: CRL: %v", errBadUpdate, err)
+		}
+		s.revoked = make(map[string]struct{}, len(crl.RevokedCertificateEntries))
+		for _, r := range crl.RevokedCertificateEntries {
+			if r.SerialNumber != nil {
+				s.revoked[r.SerialNumber.Text(16)] = struct{}{}
+			}
+		}
+	}
+	for i, pe := range u.GetEntries() {
+		e, err := parseEntry(td, pe)
+		if err != nil {
+			log.Error("registration entry skipped", slog.String(logkey.EntryID, pe.GetId()), slog.Any(logkey.Error, err))
+			continue
+		}
+		e.order = i
+		s.entries = append(s.entries, e)
+		if e.blocked {
+			if s.blocked == nil {
+				s.blocked = make(map[attest.Selector][]*entry)
+				s.blockedIDs = make(map[spiffeid.ID]bool)
+			}
+			s.blocked[e.selectors[0]] = append(s.blocked[e.selectors[0]], e)
+			s.blockedKinds |= attest.KindsOf(e.selectors)
+			s.blockedIDs[e.spiffeID] = true
+			continue
+		}
+		s.index[e.selectors[0]] = append(s.index[e.selectors[0]], e)
+		s.kinds |= attest.KindsOf(e.selectors)
+	}
+	return s, nil
+}
+
+// parseEntry checks an entry of a Sync update: its SPIFFE ID must be in
+// the trust domain, and it must have at least one valid selector.
+func parseEntry(td spiffeid.TrustDomain, pe *nodeproto.Entry) (*entry, error) {
+	if pe.GetId() == "" {
+		return nil, errors.New("entry without an id")
+	}
+	id, err := spiffeid.FromString(pe.GetSpiffeId())
+	if err != nil {
+		return nil, fmt.Errorf("SPIFFE ID %q: %v", pe.GetSpiffeId(), err)
+	}
+	if id.TrustDomain() != td {
+		return nil, fmt.Errorf("SPIFFE ID %s is not in trust domain %s", id, td)
+	}
+	if len(pe.GetSelectors()) == 0 {
+		return nil, errors.New("entry without selectors")
+	}
+	sels := make([]attest.Selector, 0, len(pe.GetSelectors()))
+	for _, v := range pe.GetSelectors() {
+		sel, err := attest.ParseSelector(v)
+		if err != nil {
+			return nil, err
+		}
+		sels = append(sels, sel)
+	}
+	return &entry{id: pe.GetId(), spiffeID: id, revision: pe.GetRevision(), selectors: sels, blocked: pe.GetBlocked()}, nil
+}
+
+// parseCerts parses DER certificates and returns them with their
+// concatenation.
+func parseCerts(ders [][]byte) ([]*x509.Certificate, []byte, error) {
+	certs := make([]*x509.Certificate, 0, len(ders))
+	var buf bytes.Buffer
+	for i, der := range ders {
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			return nil, nil, fmt.Errorf("certificate %d: %v", i, err)
+		}
+		certs = append(certs, c)
+		buf.Write(der)
+	}
+	return certs, buf.Bytes(), nil
+}
+
+// Done returns a channel closed when a newer State replaces s.
+func (s *State) Done() <-chan struct{} { return s.done }
+
+// Synced reports whether s came from the server (not the empty state an
+// agent starts with).
+func (s *State) Synced() bool { return s.synced }
+
+// Revision is the server's revision of the update s came from.
+func (s *State) Revision() uint64 { return s.revision }
+
+// TrustDomain returns the trust domain the server serves.
+func (s *State) TrustDomain() spiffeid.TrustDomain { return s.td }
+
+// Roots returns the trust bundle's root certificates; the slice must not
+// be modified.
+func (s *State) Roots() []*x509.Certificate { return s.roots }
+
+// Kinds returns the selector kinds the unblocked entries use.
+func (s *State) Kinds() attest.Kind { return s.kinds }
+
+// Revoked reports whether the certificate of serial (big.Int.Text(16)) is
+// in the CRL.
+func (s *State) Revoked(serial string) bool {
+	_, ok := s.revoked[serial]
+	return ok
+}
+
+// Blocked reports whether id is blocked.
+func (s *State) Blocked(id spiffeid.ID) bool { return s.blockedIDs[id] }
+
+// match returns the unblocked entries whose selectors are all among the
+// caller's, in the server's order: the first is the default SVID.
+func (s *State) match(caller attest.Set) []*entry { return matchIndex(s.index, caller) }
+
+// matchBlocked returns the entries of blocked IDs that would match the
+// caller were they not blocked.
+func (s *State) matchBlocked(caller attest.Set) []*entry {
+	if len(s.blocked) == 0 {
+		return nil
+	}
+	return matchIndex(s.blocked, caller)
+}
+
+func matchIndex(index map[attest.Selector][]*entry, caller attest.Set) []*entry {
+	var out []*entry
+	for sel := range caller {
+		for _, e := range index[sel] {
+			if caller.Matches(e.selectors) {
+				out = append(out, e)
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b *entry) int { return a.order - b.order })
+	return out
+}
+
+// refreshOf is when an SVID valid from notBefore to notAfter is due for
+// replacement: half-way through its life counted from issuance, which
+// the server backdates by backdate (for clock skew), as the server's own
+// Workload API does.
+func refreshOf(notBefore, notAfter time.Time) time.Time {
+	issued := notBefore.Add(backdate)
+	if !issued.Before(notAfter) {
+		issued = notBefore
+	}
+	return issued.Add(notAfter.Sub(issued) / 2)
+}
+
+// backdate is how far the server sets NotBefore into the past.
+const backdate = 30 * time.Second
