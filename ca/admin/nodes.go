@@ -128,7 +128,12 @@ func (s *Server) createJoinToken(w http.ResponseWriter, r *http.Request) {
 	}
 	uid, _ := r.Context().Value(ctxKey{}).(uint32)
 	rec, token, err := auth.CreateJoinToken(r.Context(), ca.JoinTokenRequest{Node: req.Node, TTL: ttl, AdminUID: uid})
-	s.record(r, ca.AuditTokenCreate, req.Node, "ttl="+ttl.String(), err) // never the token
+	detail := "ttl=" + ttl.String()
+	if err == nil {
+		// The TTL the token got, default included.
+		detail = "expires_at=" + rec.ExpiresAt.UTC().Format(time.RFC3339)
+	}
+	s.record(r, ca.AuditTokenCreate, req.Node, detail, err) // never the token
 	if err != nil {
 		s.writeAuthorityError(w, err)
 		return

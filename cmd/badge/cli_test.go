@@ -122,7 +122,7 @@ func TestSVIDFetchNoServer(t *testing.T) {
 	for _, sock := range []string{filepath.Join(dir, "missing.sock"), stale} {
 		_, errOut, code := runCLI(t, map[string]string{"SPIFFE_ENDPOINT_SOCKET": "unix://" + sock}, "svid", "fetch")
 		want := "badge svid fetch: cannot reach the Workload API at " + sock +
-			": is badge server running? (if it listens elsewhere, set --socket or SPIFFE_ENDPOINT_SOCKET)\n"
+			": is badge server or badge agent running? (if it listens elsewhere, set --socket or SPIFFE_ENDPOINT_SOCKET)\n"
 		if code != exitFailure || errOut != want {
 			t.Errorf("exit %d, stderr:\n%s\nwant exit 1 and:\n%s", code, errOut, want)
 		}

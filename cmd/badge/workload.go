@@ -105,7 +105,7 @@ func fetchError(sock string, timeout time.Duration, err error) error {
 			return fmt.Errorf("permission denied on the Workload API socket %s: its directory or the socket is not open to this user", sock)
 		}
 		if errors.Is(derr, syscall.ENOENT) || errors.Is(derr, syscall.ECONNREFUSED) {
-			return fmt.Errorf("cannot reach the Workload API at %s: is badge server running? (if it listens elsewhere, set --socket or SPIFFE_ENDPOINT_SOCKET)", sock)
+			return fmt.Errorf("cannot reach the Workload API at %s: is badge server or badge agent running? (if it listens elsewhere, set --socket or SPIFFE_ENDPOINT_SOCKET)", sock)
 		}
 	}
 	return fmt.Errorf("fetching X.509-SVID from %s: %s (%s)", sock, st.Message(), st.Code())
