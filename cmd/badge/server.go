@@ -45,7 +45,10 @@ type serverConfig struct {
 	maxSVIDTTL      time.Duration
 	jwtTTL          time.Duration
 	rootTTL         time.Duration
+	rootLead        time.Duration
 	intermediateTTL time.Duration
+	jwtKeyTTL       time.Duration
+	jwtLead         time.Duration
 	auditRetention  time.Duration
 	logLevel        string
 	logFormat       string
@@ -153,7 +156,10 @@ func serve(ctx context.Context, c serverConfig, td spiffeid.TrustDomain, log *sl
 		SVIDTTL:         c.svidTTL,
 		MaxSVIDTTL:      c.maxSVIDTTL,
 		RootTTL:         c.rootTTL,
+		RootPrepareLead: c.rootLead,
 		IntermediateTTL: c.intermediateTTL,
+		JWTKeyTTL:       c.jwtKeyTTL,
+		JWTPrepareLead:  c.jwtLead,
 		JWTTTL:          c.jwtTTL,
 		JWTIssuer:       c.jwtIssuer,
 		AuditRetention:  c.auditRetention,
@@ -300,7 +306,9 @@ func startPublic(ctx context.Context, c serverConfig, auth *ca.Authority, o *ops
 			hosts = append(hosts, u.Hostname())
 		}
 	}
-	pub, err := public.New(ctx, public.Config{Authority: auth, Clients: auth, Hosts: hosts, Logger: log,
+	// A cached JWKS must hold the next key before it signs.
+	maxAge := min(public.DefaultJWKSMaxAge, auth.JWTPrepareLead()/2)
+	pub, err := public.New(ctx, public.Config{Authority: auth, Clients: auth, Hosts: hosts, Logger: log, JWKSMaxAge: maxAge,
 		MaxConns: maxConns, MaxConnsPerAddr: c.limits.publicPerAddr(), HandshakeTimeout: c.limits.handshake,
 		Readyz: http.HandlerFunc(o.readiness.Readyz), Metrics: o.metrics.Handler()})
 	if err != nil {

@@ -93,7 +93,7 @@ func TestCheckConfigProblems(t *testing.T) {
 		},
 		{
 			name: "cross-setting rules of the authority",
-			file: "intermediate-ttl = \"10m\"\nroot-ttl = \"15m\"\nlisten = \"8443\"\njwt-issuer = \"http://badge.example.org\"\n",
+			file: "intermediate-ttl = \"10m\"\nroot-ttl = \"10m\"\nlisten = \"8443\"\njwt-issuer = \"http://badge.example.org\"\n",
 			args: []string{"--socket", "/run/badge/same.sock", "--admin-socket", "/run/badge/same.sock", "--trust-domain", "Bad!"},
 			want: []string{
 				`command line: admin-socket = "/run/badge/same.sock": is the Workload API socket too (socket = /run/badge/same.sock (command line)): the two need their own paths`,
@@ -101,7 +101,7 @@ func TestCheckConfigProblems(t *testing.T) {
 				`c.toml:4: jwt-issuer = "http://badge.example.org": ca: JWT issuer "http://badge.example.org" must be an https URL`,
 				`c.toml:3: listen = "8443": want HOST:PORT or :PORT (address 8443: missing port in address)`,
 				`c.toml:1: intermediate-ttl = "10m": must be at least four times max-svid-ttl = 5m0s (default)`,
-				`c.toml:2: root-ttl = "15m": must be at least twice intermediate-ttl = 10m (c.toml:1)`,
+				`c.toml:2: root-ttl = "10m": must be longer than intermediate-ttl = 10m (c.toml:1)`,
 			},
 		},
 		{
@@ -204,6 +204,20 @@ func TestCheckConfigAgreesWithAuthority(t *testing.T) {
 		{"--root-ttl", "48h"},
 		{"--root-ttl", "47h"},
 		{"--root-ttl", "1h", "--intermediate-ttl", "30m"},
+		{"--root-ttl", "24h"},
+		{"--root-ttl", "24h1s"},
+		{"--root-ttl", "90s", "--intermediate-ttl", "60s", "--max-svid-ttl", "10s", "--svid-ttl", "10s"},
+		{"--root-ttl", "3h", "--intermediate-ttl", "1h", "--root-prepare-lead", "2h"},
+		{"--root-ttl", "3h", "--intermediate-ttl", "1h", "--root-prepare-lead", "2h1s"},
+		{"--jwt-key-ttl", "5m"},
+		{"--jwt-key-ttl", "4m59s"},
+		{"--jwt-key-ttl", "4m59s", "--jwt-ttl", "1m"},
+		{"--jwt-prepare-lead", "4m59s"},
+		{"--jwt-prepare-lead", "4m59s", "--jwt-ttl", "1m"},
+		{"--jwt-key-ttl", "1h", "--jwt-prepare-lead", "1h1s"},
+		{"--jwt-key-ttl", "10s", "--jwt-prepare-lead", "10s", "--jwt-ttl", "10s"},
+		{"--root-ttl", "175320h"},
+		{"--root-ttl", "175321h"},
 	} {
 		t.Run(strings.Join(tc, " "), func(t *testing.T) {
 			dir := t.TempDir()
@@ -219,7 +233,8 @@ func TestCheckConfigAgreesWithAuthority(t *testing.T) {
 			defer store.Close()
 			c := st.c
 			auth, caErr := ca.New(context.Background(), ca.Config{Store: store, KeyDir: filepath.Join(dir, "keys"),
-				SVIDTTL: c.svidTTL, MaxSVIDTTL: c.maxSVIDTTL, JWTTTL: c.jwtTTL, RootTTL: c.rootTTL, IntermediateTTL: c.intermediateTTL})
+				SVIDTTL: c.svidTTL, MaxSVIDTTL: c.maxSVIDTTL, JWTTTL: c.jwtTTL, RootTTL: c.rootTTL, IntermediateTTL: c.intermediateTTL,
+				RootPrepareLead: c.rootLead, JWTKeyTTL: c.jwtKeyTTL, JWTPrepareLead: c.jwtLead})
 			if caErr == nil {
 				auth.Close()
 			}
