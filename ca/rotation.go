@@ -68,6 +68,10 @@ const (
 	AuditKeyRemove = "key.remove"
 )
 
+// keyCreate is the action of a key made with none to replace (first
+// start); it is logged, not audited.
+const keyCreate = "key.create"
+
 // publicKind is the name of a record kind in the API and CLI.
 func publicKind(kind string) string {
 	switch kind {
@@ -240,7 +244,11 @@ func (a *Authority) stepIntermediate(ctx context.Context, ks *keySet, now time.T
 		}
 		how += fmt.Sprintf("; intermediate %s retired, its SVIDs valid until they expire (at the latest %s)", prev.id, utc(prev.cert.NotAfter))
 	}
-	*events = append(*events, keyEvent{AuditKeyRotate, kindIntermediate, k.id, how, prev != nil})
+	action := AuditKeyRotate
+	if prev == nil {
+		action, how = keyCreate, "first intermediate CA"
+	}
+	*events = append(*events, keyEvent{action, kindIntermediate, k.id, how, prev != nil})
 	return nil
 }
 
@@ -327,7 +335,11 @@ func (a *Authority) stepJWT(ctx context.Context, ks *keySet, now time.Time, forc
 			keys[slices.IndexFunc(keys, func(x *jwtKey) bool { return x.id == active.id })] = active.with(retired)
 			how += fmt.Sprintf("; key %s stays published until %s, when its last token has expired", active.id, utc(remove))
 		}
-		*events = append(*events, keyEvent{AuditKeyRotate, kindJWT, activated.id, how, active != nil})
+		action := AuditKeyRotate
+		if active == nil {
+			action, how = keyCreate, "first JWT signing key"
+		}
+		*events = append(*events, keyEvent{action, kindJWT, activated.id, how, active != nil})
 		active = activated
 	}
 	return a.setJWT(ks, active, next, keys, changed, nil)
