@@ -11,8 +11,6 @@ import (
 	"time"
 
 	_ "go.step.sm/crypto/kms/pkcs11" // the PKCS#11 backend, as cmd/badge links it
-
-	"github.com/badge-dev/badge/storage"
 )
 
 const softHSM2Module = "/usr/lib/softhsm/libsofthsm2.so"
@@ -174,5 +172,3 @@ func TestCheckKeyManager(t *testing.T) {
 		}
 	}
 }
-
-var _ = storage.KeyActive
