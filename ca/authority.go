@@ -59,6 +59,7 @@ type Store interface {
 	PruneSerials(ctx context.Context, expiredBefore time.Time) (int, error)
 	PutKey(ctx context.Context, k storage.Key) error
 	ListKeys(ctx context.Context) ([]storage.Key, error)
+	DeleteKey(ctx context.Context, id string) error
 	RevokeID(ctx context.Context, r storage.Revocation, now time.Time) ([]storage.RevokedSerial, error)
 	RevokeSerial(ctx context.Context, serial, reason string, adminUID uint32, now time.Time) (storage.RevokedSerial, error)
 	Unblock(ctx context.Context, spiffeID string) error
@@ -82,11 +83,32 @@ type Config struct {
 	SVIDTTL time.Duration
 	// MaxSVIDTTL bounds every SVID lifetime, entries included. Default DefaultMaxSVIDTTL.
 	MaxSVIDTTL time.Duration
-	// RootTTL is the lifetime of a newly created root CA. Default DefaultRootTTL.
+	// RootTTL is the lifetime of a root CA, counted from when it starts
+	// signing. A root signs intermediates for RootTTL minus its overlap,
+	// max(RootTTL/3, IntermediateTTL): two thirds of its life by default.
+	// Then the next root (in the bundle since RootPrepareLead before)
+	// takes over, and the old one stays in the bundle until the last
+	// intermediate it signed has expired. It must exceed IntermediateTTL.
+	// Default DefaultRootTTL.
 	RootTTL time.Duration
+	// RootPrepareLead is how long before it signs the next root enters
+	// the trust bundle, so that every verifier holds it before anything
+	// chains to it. At most the time a root signs. Default
+	// DefaultRootPrepareLead (30 days), or half the time a root signs if
+	// that is shorter.
+	RootPrepareLead time.Duration
 	// IntermediateTTL is the lifetime of each intermediate CA. It is replaced
-	// at half its life. Default DefaultIntermediateTTL.
+	// at half its life, by a key generated ahead. Default DefaultIntermediateTTL.
 	IntermediateTTL time.Duration
+	// JWTKeyTTL is how long a JWT signing key signs before the next one
+	// replaces it; it stays published until its last token has expired.
+	// At least JWTTTL. Default DefaultJWTKeyTTL (24h).
+	JWTKeyTTL time.Duration
+	// JWTPrepareLead is how long the next JWT key is published (JWKS,
+	// FetchJWTBundles) before it signs: the time verifiers have to
+	// refresh their key set. At least JWTTTL, at most JWTKeyTTL. Default
+	// DefaultJWTPrepareLead (10m).
+	JWTPrepareLead time.Duration
 	// JWTTTL is the lifetime of a JWT-SVID. Default and maximum
 	// DefaultJWTTTL. Authority.SetTTLs changes it while the authority runs.
 	JWTTTL time.Duration
@@ -116,8 +138,20 @@ type Config struct {
 	// pruned (hourly), and the trail still verifies (see Authority.Audit).
 	// Default DefaultAuditRetention (365 days); negative keeps every record.
 	AuditRetention time.Duration
+	// KeyManager is where the private keys of the CA and JWT keys are
+	// made and used: empty, files in KeyDir; else the URI of a key
+	// manager of go.step.sm/crypto/kms whose backend the binary links,
+	// such as a PKCS#11 token
+	// (pkcs11:module-path=/usr/lib/softhsm/libsofthsm2.so;token=badge?pin-source=/etc/badge/pin),
+	// which keys never leave (see CheckKeyManager). The records then name
+	// each key by its URI, without the PIN. It is chosen with the data
+	// dir: keys made in one place are not found in another.
+	KeyManager string
 	// Logger receives operational logs. Nil discards them.
 	Logger *slog.Logger
+
+	// keys is the key store of KeyManager, opened by New.
+	keys keyStore
 }
 
 func (c *Config) setDefaults() error {
@@ -144,6 +178,15 @@ func (c *Config) setDefaults() error {
 	}
 	if c.IntermediateTTL == 0 {
 		c.IntermediateTTL = DefaultIntermediateTTL
+	}
+	if c.RootPrepareLead == 0 && c.RootTTL > c.IntermediateTTL {
+		c.RootPrepareLead = min(DefaultRootPrepareLead, c.rootSigning()/2)
+	}
+	if c.JWTKeyTTL == 0 {
+		c.JWTKeyTTL = DefaultJWTKeyTTL
+	}
+	if c.JWTPrepareLead == 0 {
+		c.JWTPrepareLead = min(DefaultJWTPrepareLead, c.JWTKeyTTL)
 	}
 	if c.Monotonic == nil {
 		if c.Time == nil {
@@ -182,8 +225,34 @@ func (c *Config) setDefaults() error {
 		return fmt.Errorf("ca: intermediate TTL %s must be at least four times the maximum SVID TTL %s", c.IntermediateTTL, c.MaxSVIDTTL)
 	case c.PruneMargin < 0:
 		return fmt.Errorf("ca: prune margin %s is negative", c.PruneMargin)
-	case c.RootTTL < 2*c.IntermediateTTL:
-		return fmt.Errorf("ca: root TTL %s must be at least twice the intermediate TTL %s", c.RootTTL, c.IntermediateTTL)
+	}
+	return c.checkSchedule()
+}
+
+// checkSchedule checks the periods of the key schedule (see rotation.go).
+func (c *Config) checkSchedule() error {
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"root TTL", c.RootTTL}, {"root prepare lead", c.RootPrepareLead}, {"JWT key TTL", c.JWTKeyTTL}, {"JWT prepare lead", c.JWTPrepareLead}} {
+		if d.v > MaxKeyTTL {
+			return fmt.Errorf("ca: %s %s exceeds the maximum %s", d.name, d.v, MaxKeyTTL)
+		}
+	}
+	switch {
+	case c.RootTTL <= c.IntermediateTTL:
+		return fmt.Errorf("ca: root TTL %s must be longer than the intermediate TTL %s: a root outlives the intermediates it signs", c.RootTTL, c.IntermediateTTL)
+	case c.RootPrepareLead <= 0:
+		return fmt.Errorf("ca: root prepare lead %s must be positive", c.RootPrepareLead)
+	case c.RootPrepareLead > c.rootSigning():
+		return fmt.Errorf("ca: root prepare lead %s exceeds the %s a root signs (root TTL %s minus max(root TTL/3, intermediate TTL %s))",
+			c.RootPrepareLead, c.rootSigning(), c.RootTTL, c.IntermediateTTL)
+	case c.JWTKeyTTL < c.JWTTTL:
+		return fmt.Errorf("ca: JWT key TTL %s must be at least the JWT TTL %s", c.JWTKeyTTL, c.JWTTTL)
+	case c.JWTPrepareLead < c.JWTTTL:
+		return fmt.Errorf("ca: JWT prepare lead %s must be at least the JWT TTL %s, so that a new key is published before any token it signs", c.JWTPrepareLead, c.JWTTTL)
+	case c.JWTPrepareLead > c.JWTKeyTTL:
+		return fmt.Errorf("ca: JWT prepare lead %s exceeds the JWT key TTL %s", c.JWTPrepareLead, c.JWTKeyTTL)
 	}
 	return nil
 }
@@ -205,9 +274,14 @@ type Authority struct {
 	evictedNodes map[string]bool
 
 	// svidTTL and jwtTTL are the lifetimes in force (TTLs, SetTTLs), as
-	// time.Duration; ttlMu serialises SetTTLs.
-	svidTTL, jwtTTL atomic.Int64
-	ttlMu           sync.Mutex
+	// time.Duration; ttlMu serialises SetTTLs. jwtTTLMax is the longest
+	// JWT lifetime in force since the start (see jwtTokensExpire).
+	svidTTL, jwtTTL, jwtTTLMax atomic.Int64
+	ttlMu                      sync.Mutex
+	// started is the wall time at the start.
+	started time.Time
+	// rotateKick wakes the rotation loop after a forced rotation.
+	rotateKick chan struct{}
 
 	// issueMu is read-held while an SVID or token is signed and recorded,
 	// and write-held while a revocation lists the serials to revoke.
@@ -243,16 +317,40 @@ func New(ctx context.Context, cfg Config) (*Authority, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	a := &Authority{cfg: cfg, log: cfg.Logger, store: cfg.Store, stop: make(chan struct{})}
+	a := &Authority{cfg: cfg, log: cfg.Logger, store: cfg.Store, stop: make(chan struct{}), rotateKick: make(chan struct{}, 1)}
 	a.svidTTL.Store(int64(cfg.SVIDTTL))
 	a.jwtTTL.Store(int64(cfg.JWTTTL))
-	a.prune.wall, a.prune.mono = cfg.Time(), cfg.Monotonic()
+	a.jwtTTLMax.Store(int64(cfg.JWTTTL))
+	a.started = cfg.Time()
+	a.prune.wall, a.prune.mono = a.started, cfg.Monotonic()
 	a.prune.start = a.prune.mono
-	keys, err := loadKeys(ctx, &a.cfg)
+	ks, err := openKeyStore(ctx, &a.cfg)
 	if err != nil {
 		return nil, err
 	}
+	a.cfg.keys = ks
+	started := false
+	defer func() {
+		if !started {
+			ks.close() // the key manager's session
+		}
+	}()
+	keys, fixes, err := loadKeys(ctx, &a.cfg)
+	if err != nil {
+		return nil, err
+	}
+	for _, rec := range fixes {
+		if err := a.store.PutKey(ctx, rec); err != nil {
+			return nil, fmt.Errorf("ca: recording key %s %s: %w", rec.ID, rec.State, err)
+		}
+	}
 	a.keys = keys
+	// Resume the schedule where it stood: activate what is due, prepare
+	// what is next, create what is missing.
+	keyEvents, err := a.advanceKeysLocked(ctx, "")
+	if err != nil {
+		return nil, err
+	}
 	entries, err := a.store.ListEntries(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("ca: loading entries: %w", err)
@@ -278,13 +376,15 @@ func New(ctx context.Context, cfg Config) (*Authority, error) {
 		}
 		a.auditMu.Unlock()
 	}
+	a.auditKeyEvents(ctx, keyEvents, uint32(os.Geteuid()))
 	a.log.Info("authority ready",
 		slog.String(logkey.TrustDomain, cfg.TrustDomain.String()),
 		slog.Int(logkey.Count, len(entries)),
-		slog.String("root_expires", keys.root.cert.NotAfter.UTC().Format(time.RFC3339)),
-		slog.String("intermediate_expires", keys.current().cert.NotAfter.UTC().Format(time.RFC3339)))
+		slog.String("root_expires", a.keys.root.cert.NotAfter.UTC().Format(time.RFC3339)),
+		slog.String("intermediate_expires", a.keys.current().cert.NotAfter.UTC().Format(time.RFC3339)))
 
 	a.svidKeys = newKeyPool(svidKeyPoolSize)
+	started = true
 	a.wg.Add(2)
 	go a.rotateLoop()
 	go a.pruneLoop()
@@ -298,7 +398,7 @@ func (a *Authority) Close() error {
 	a.closeSerials()
 	a.svidKeys.close()
 	a.wg.Wait()
-	return nil
+	return a.cfg.keys.close()
 }
 
 // TrustDomain returns the trust domain of the authority.
@@ -319,64 +419,59 @@ func (a *Authority) publishLocked() {
 	}
 }
 
+// rotateLoop runs the key schedule: it sleeps until the next step is due
+// (see nextKeyEventLocked), or a forced rotation changed the schedule.
 func (a *Authority) rotateLoop() {
 	defer a.wg.Done()
+	// After a failure, try again soon: the current keys stay valid for a
+	// good part of the intermediate's life.
+	retry := min(max(a.cfg.IntermediateTTL/16, time.Second), time.Minute)
 	for {
 		a.mu.Lock()
-		next := a.keys.current().rotateAt()
+		next := a.nextKeyEventLocked()
 		a.mu.Unlock()
-		t := time.NewTimer(max(time.Until(next), time.Second))
+		t := time.NewTimer(max(time.Until(next), 10*time.Millisecond))
 		select {
 		case <-a.stop:
 			t.Stop()
 			return
+		case <-a.rotateKick:
+			t.Stop()
+			continue
 		case <-t.C:
 		}
 		if err := a.scheduledRotation(context.Background()); err != nil {
-			// Keep serving with the current intermediate; it is valid for
-			// another half of its life. Try again in a minute.
-			a.log.Error("intermediate rotation failed", slog.Any(logkey.Error, err))
+			a.log.Error("key rotation failed", slog.Any(logkey.Error, err))
 			select {
 			case <-a.stop:
 				return
-			case <-time.After(time.Minute):
+			case <-time.After(retry):
 			}
 		}
 	}
 }
 
-// scheduledRotation rotates the intermediate CA if it is due, and records
-// the rotation (or its failure) in the audit trail.
+// scheduledRotation takes the steps of the key schedule that are due, and
+// records them (or their failure) in the audit trail.
 func (a *Authority) scheduledRotation(ctx context.Context) error {
-	id, err := a.rotateIntermediate(ctx)
-	if id != "" || err != nil {
-		a.Audit(ctx, AuditEvent{AdminUID: uint32(os.Geteuid()), Action: AuditKeyRotate, Target: id,
-			Detail: "scheduled rotation of the intermediate CA", Err: err})
+	_, err := a.advanceKeys(ctx, "", uint32(os.Geteuid()))
+	if err != nil {
+		a.Audit(ctx, AuditEvent{AdminUID: uint32(os.Geteuid()), Action: AuditKeyRotate,
+			Detail: "scheduled key rotation", Err: err})
 	}
 	return err
 }
 
-// rotateIntermediate replaces the intermediate CA if it is past half its
-// life, and returns the id of the new one ("" if it was not due).
+// rotateIntermediate runs the key schedule and returns the id of the new
+// intermediate if the intermediate rotated ("" if it was not due).
 func (a *Authority) rotateIntermediate(ctx context.Context) (string, error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.cfg.Time().Before(a.keys.current().rotateAt()) {
-		return "", nil
+	events, err := a.advanceKeys(ctx, "", uint32(os.Geteuid()))
+	for _, ev := range events {
+		if ev.action == AuditKeyRotate && ev.kind == kindIntermediate {
+			return ev.id, err
+		}
 	}
-	k, err := a.keys.rotate(ctx, &a.cfg)
-	if err != nil {
-		return "", err
-	}
-	state := a.revocations.clone()
-	if err := a.signCRLLocked(state); err != nil {
-		return k.id, err
-	}
-	a.revocations = state
-	a.publishLocked()
-	a.log.Info("intermediate CA rotated", slog.String(logkey.KeyID, k.id),
-		slog.String("expires", k.cert.NotAfter.UTC().Format(time.RFC3339)))
-	return k.id, nil
+	return "", err
 }
 
 func (a *Authority) pruneLoop() {

@@ -407,7 +407,15 @@ func TestConfigRejected(t *testing.T) {
 		{"maximum SVID TTL below the minimum", func(_ *testEnv, c *Config) { c.MaxSVIDTTL = MinSVIDTTL - time.Second }},
 		{"negative SVID TTL", func(_ *testEnv, c *Config) { c.SVIDTTL = -time.Minute }},
 		{"intermediate TTL under four maximum SVID TTLs", func(_ *testEnv, c *Config) { c.IntermediateTTL = 4*DefaultMaxSVIDTTL - time.Second }},
-		{"root TTL under two intermediate TTLs", func(_ *testEnv, c *Config) { c.RootTTL = 2*DefaultIntermediateTTL - time.Second }},
+		{"root TTL not longer than the intermediate TTL", func(_ *testEnv, c *Config) { c.RootTTL = DefaultIntermediateTTL }},
+		{"root prepare lead beyond the time a root signs", func(_ *testEnv, c *Config) {
+			c.RootTTL, c.IntermediateTTL, c.RootPrepareLead = 3*time.Hour, time.Hour, 2*time.Hour+time.Second
+		}},
+		{"negative root prepare lead", func(_ *testEnv, c *Config) { c.RootPrepareLead = -time.Hour }},
+		{"JWT key TTL under the JWT TTL", func(_ *testEnv, c *Config) { c.JWTKeyTTL = DefaultJWTTTL - time.Second }},
+		{"JWT prepare lead under the JWT TTL", func(_ *testEnv, c *Config) { c.JWTPrepareLead = DefaultJWTTTL - time.Second }},
+		{"JWT prepare lead over the JWT key TTL", func(_ *testEnv, c *Config) { c.JWTKeyTTL, c.JWTPrepareLead = time.Hour, time.Hour+time.Second }},
+		{"root TTL over the maximum", func(_ *testEnv, c *Config) { c.RootTTL = MaxKeyTTL + time.Hour }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -2,6 +2,10 @@
 //
 // An [Authority] owns the key hierarchy (a self-signed root and an
 // intermediate signing CA under it, replaced at half its life), the
+// JWT signing key, every one rotated with overlap on a persisted schedule
+// (a next key is published before it signs, a replaced one stays trusted
+// until what it signed has expired: see rotation.go, [Authority.RotateKey]
+// and [Authority.KeyStatuses]), the
 // registration entries, and the signing of X.509-SVIDs. Everything a
 // Workload API call needs is published as an immutable [Snapshot]: the
 // entries indexed by selector, the trust bundle, and a channel that closes

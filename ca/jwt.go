@@ -7,13 +7,11 @@ import (
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/url"
 	"slices"
 	"strings"
@@ -27,7 +25,6 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"go.step.sm/crypto/jose"
 
-	"github.com/badge-dev/badge/internal/logkey"
 	"github.com/badge-dev/badge/internal/untrusted"
 	"github.com/badge-dev/badge/storage"
 )
@@ -133,7 +130,9 @@ func refuse(r TokenReason, format string, args ...any) error {
 }
 
 // jwtKey is a JWT signing key. Every key of a set is published in the
-// JWKS; signer is set only on the key that signs.
+// JWKS; signer is set on the key that signs, and on a prepared key this
+// process created (one loaded from the store reads its file when it
+// becomes active). A jwtKey is never changed once built.
 type jwtKey struct {
 	id     string // kid: the RFC 7638 thumbprint (SHA-256) of the public key
 	pub    crypto.PublicKey
@@ -141,61 +140,102 @@ type jwtKey struct {
 	signer jose.Signer
 }
 
-// jwtKeySet holds the JWT keys of the trust domain: the one that signs and
-// every one that is published. Snapshots share it until a key changes. It
-// is immutable: the token cache belongs to the Authority.
+// with returns a copy of k with the record rec.
+func (k *jwtKey) with(rec storage.Key) *jwtKey {
+	c := *k
+	c.rec = rec
+	return &c
+}
+
+// jwtKeySet holds the JWT keys of the trust domain: the one that signs,
+// the next one once prepared, and every one that is published (those two
+// and the retired ones whose tokens may still be valid). Snapshots share
+// it until a key changes. It is immutable: the token cache belongs to the
+// Authority.
 type jwtKeySet struct {
 	active *jwtKey
+	next   *jwtKey            // prepared: published, not signing yet; nil if none
 	keys   map[string]*jwtKey // by kid, every published key
 	jwks   []byte             // RFC 7517 JWK Set of keys, in (CreatedAt, kid) order
 	bundle *jwtbundle.Bundle
 }
 
-// loadJWTKeys loads the JWT keys from recs (newest first) and the key
-// directory, creating a signing key when none is active. Every unexpired
-// JWT key record is published; the newest active one signs.
-func loadJWTKeys(ctx context.Context, cfg *Config, recs []storage.Key) (*jwtKeySet, error) {
+// loadJWTKeys loads the JWT keys from recs (oldest first) and the key
+// directory: the newest active key signs, the newest prepared one is next,
+// and every one of them and every retired key short of its RemoveAt is
+// published. It creates nothing: with no active key, advanceKeysLocked
+// activates the prepared one or creates one. Superseded records (an older
+// active or prepared key, left by a crash between two writes) are
+// returned retired, to be written back.
+func loadJWTKeys(cfg *Config, recs []storage.Key) (*jwtKeySet, keyFixes, error) {
 	now := cfg.Time()
 	var keys []*jwtKey
-	var active *jwtKey
+	var active, next *jwtKey
+	var fixes keyFixes
 	for _, rec := range recs {
-		if rec.Kind != kindJWT || !now.Before(rec.NotAfter) {
+		if rec.Kind != kindJWT {
+			continue
+		}
+		if rec.State == storage.KeyRetired && !now.Before(removeAt(rec)) {
+			continue
+		}
+		if rec.State != storage.KeyRetired && !now.Before(rec.NotAfter) {
+			// Expired before it was retired (the server was down): it signs
+			// no more, and its tokens have expired with it.
+			fixes = append(fixes, retire(rec, now, rec.NotAfter))
 			continue
 		}
 		k, err := parseJWTKey(rec)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		if active == nil && rec.State == storage.KeyActive {
-			s, err := readKeyFile(cfg.KeyDir, rec, k.pub)
-			if err != nil {
-				return nil, err
-			}
-			if k.signer, err = newJWTSigner(k.id, s); err != nil {
-				return nil, err
+		switch rec.State {
+		case storage.KeyActive:
+			if active != nil {
+				r := retire(active.rec, now, earlierOf(active.rec.NotAfter, now.Add(DefaultJWTTTL+Backdate+time.Second)))
+				fixes = append(fixes, r)
+				keys[slices.Index(keys, active)] = active.with(r)
 			}
 			active = k
+		case storage.KeyPrepared:
+			if next != nil {
+				fixes = append(fixes, retire(next.rec, now, now))
+				keys = slices.DeleteFunc(keys, func(x *jwtKey) bool { return x == next })
+			}
+			next = k
 		}
 		keys = append(keys, k)
 	}
-	if active == nil {
-		k, err := createJWTKey(ctx, cfg)
+	if next != nil && next.rec.ActivatesAt.IsZero() {
+		// Prepared with no schedule: it signs a full lead after it was
+		// published, and not before the active key is due to retire.
+		rec := next.rec
+		rec.ActivatesAt = rec.CreatedAt.Add(cfg.JWTPrepareLead)
+		if active != nil {
+			rec.ActivatesAt = laterOf(rec.ActivatesAt, cfg.jwtRetiresAt(active))
+		}
+		fixes = append(fixes, rec)
+		i := slices.Index(keys, next)
+		next = next.with(rec)
+		keys[i] = next
+	}
+	if active != nil {
+		signer, err := loadJWTSigner(cfg.keys, active)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		cfg.Logger.Info("created JWT signing key", slog.String(logkey.KeyID, k.id),
-			slog.String("expires", k.rec.NotAfter.UTC().Format(time.RFC3339)))
-		active = k
-		keys = append(keys, k)
+		active.signer = signer
 	}
-	return newJWTKeySet(cfg.TrustDomain, active, keys)
+	set, err := newJWTKeySet(cfg.TrustDomain, active, next, keys)
+	return set, fixes, err
 }
 
-func newJWTKeySet(td spiffeid.TrustDomain, active *jwtKey, keys []*jwtKey) (*jwtKeySet, error) {
+func newJWTKeySet(td spiffeid.TrustDomain, active, next *jwtKey, keys []*jwtKey) (*jwtKeySet, error) {
+	keys = slices.Clone(keys)
 	slices.SortFunc(keys, func(a, b *jwtKey) int {
 		return cmp.Or(a.rec.CreatedAt.Compare(b.rec.CreatedAt), strings.Compare(a.id, b.id))
 	})
-	ks := &jwtKeySet{active: active, keys: make(map[string]*jwtKey, len(keys))}
+	ks := &jwtKeySet{active: active, next: next, keys: make(map[string]*jwtKey, len(keys))}
 	set := jose.JSONWebKeySet{Keys: make([]jose.JSONWebKey, 0, len(keys))}
 	auths := make(map[string]crypto.PublicKey, len(keys))
 	for _, k := range keys {
@@ -210,6 +250,16 @@ func newJWTKeySet(td spiffeid.TrustDomain, active *jwtKey, keys []*jwtKey) (*jwt
 	ks.jwks = jwks
 	ks.bundle = jwtbundle.FromJWTAuthorities(td, auths)
 	return ks, nil
+}
+
+// list returns the published keys in (CreatedAt, kid) order.
+func (ks *jwtKeySet) list() []*jwtKey {
+	out := make([]*jwtKey, 0, len(ks.keys))
+	for _, k := range ks.keys {
+		out = append(out, k)
+	}
+	slices.SortFunc(out, func(a, b *jwtKey) int { return keyCompare(a.rec, b.rec) })
+	return out
 }
 
 // parseJWTKey reads the public half of a JWT key record and checks that
@@ -232,39 +282,61 @@ func parseJWTKey(rec storage.Key) (*jwtKey, error) {
 	return &jwtKey{id: kid, pub: pub, rec: rec}, nil
 }
 
-// createJWTKey generates a JWT signing key, writes its file and records it
-// (file first, as createCA does). It lives as long as a new root CA; it is
-// not rotated while the server runs.
-func createJWTKey(ctx context.Context, cfg *Config) (*jwtKey, error) {
-	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+// createJWTKey generates a JWT signing key, writes its file and records
+// it (file first, as saveKey does) in state, due to sign from activates
+// for JWTKeyTTL. Its NotAfter, which bounds the exp of its tokens, leaves
+// room for a rotation that comes late.
+func createJWTKey(ctx context.Context, cfg *Config, activates time.Time, state storage.KeyState) (*jwtKey, error) {
+	priv, ref, err := cfg.keys.create(ctx, kindJWT, func(pkix []byte) (string, error) {
+		pub, err := x509.ParsePKIXPublicKey(pkix)
+		if err != nil {
+			return "", err
+		}
+		kid, err := jose.Thumbprint(&jose.JSONWebKey{Key: pub})
+		return kindJWT + "-" + kid + ".key", err
+	})
 	if err != nil {
-		return nil, fmt.Errorf("ca: generating JWT key: %w", err)
+		return nil, fmt.Errorf("ca: JWT key: %w", err)
 	}
 	kid, err := jose.Thumbprint(&jose.JSONWebKey{Key: priv.Public()})
 	if err != nil {
 		return nil, fmt.Errorf("ca: JWT key thumbprint: %w", err)
 	}
-	file := kindJWT + "-" + kid + ".key"
-	if err := writeKeyFile(cfg.KeyDir, file, priv); err != nil {
-		return nil, fmt.Errorf("ca: JWT key: %w", err)
-	}
 	pub, err := x509.MarshalPKIXPublicKey(priv.Public())
 	if err != nil {
 		return nil, err
 	}
-	now := cfg.Time()
+	retires := activates.Add(cfg.JWTKeyTTL).UTC()
 	rec := storage.Key{
-		ID: kid, Kind: kindJWT, PublicKey: pub, PrivateRef: file,
-		CreatedAt: now.UTC(), NotAfter: now.Add(cfg.RootTTL).UTC(), State: storage.KeyActive,
+		ID: kid, Kind: kindJWT, PublicKey: pub, PrivateRef: ref,
+		CreatedAt: cfg.Time().UTC(), NotAfter: retires.Add(cfg.JWTPrepareLead + DefaultJWTTTL + Backdate), State: state,
+		ActivatesAt: activates.UTC(), RetiresAt: retires,
 	}
-	if err := cfg.Store.PutKey(ctx, rec); err != nil {
-		return nil, fmt.Errorf("ca: recording JWT key: %w", err)
+	if err := saveKey(ctx, cfg, rec); err != nil {
+		return nil, err
 	}
 	signer, err := newJWTSigner(kid, priv)
 	if err != nil {
 		return nil, err
 	}
 	return &jwtKey{id: kid, pub: priv.Public(), rec: rec, signer: signer}, nil
+}
+
+// loadJWTSigner reads the private key of k from the key directory.
+func loadJWTSigner(ks keyStore, k *jwtKey) (jose.Signer, error) {
+	s, err := ks.open(keyRef{k.rec.ID, k.rec.PrivateRef}, k.pub)
+	if err != nil {
+		return nil, err
+	}
+	return newJWTSigner(k.id, s)
+}
+
+// jwtRetiresAt is when the active JWT key k is due to be replaced.
+func (c *Config) jwtRetiresAt(k *jwtKey) time.Time {
+	if !k.rec.RetiresAt.IsZero() {
+		return k.rec.RetiresAt
+	}
+	return cmp.Or(k.rec.ActivatesAt, k.rec.CreatedAt).Add(c.JWTKeyTTL)
 }
 
 // newJWTSigner prepares the JWS signer of a key: ES256, with the kid and

@@ -13,7 +13,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 )
 
@@ -42,27 +41,23 @@ type KeyInfo struct {
 	Signing bool `json:"signing"`
 }
 
-// Keys returns the root, the signing intermediate and every published JWT
-// key, in that order (JWT keys oldest first).
+// Keys returns the roots of the trust bundle (prepared, active and
+// retired ones, oldest first), the signing intermediate and every
+// published JWT key (oldest first), in that order. Signing is set on the
+// active root, the intermediate and the active JWT key.
 func (a *Authority) Keys() []KeyInfo {
-	s := a.Snapshot()
-	root := s.bundle.X509Authorities()[0]
-	out := []KeyInfo{
-		{Kind: KeyRoot, ID: a.rootID(), NotBefore: root.NotBefore, NotAfter: root.NotAfter, Signing: true},
-		{Kind: KeyIntermediate, ID: s.signer.id, NotBefore: s.signer.cert.NotBefore, NotAfter: s.signer.cert.NotAfter, Signing: true},
-	}
-	var jwts []KeyInfo
-	for _, k := range s.jwt.keys {
-		jwts = append(jwts, KeyInfo{Kind: KeyJWT, ID: k.id, NotBefore: k.rec.CreatedAt, NotAfter: k.rec.NotAfter, Signing: k == s.jwt.active})
-	}
-	slices.SortFunc(jwts, func(x, y KeyInfo) int { return x.NotBefore.Compare(y.NotBefore) })
-	return append(out, jwts...)
-}
-
-func (a *Authority) rootID() string {
 	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.keys.root.id
+	ks := a.keys
+	a.mu.Unlock()
+	var out []KeyInfo
+	for _, r := range ks.roots {
+		out = append(out, KeyInfo{Kind: KeyRoot, ID: r.id, NotBefore: r.cert.NotBefore, NotAfter: r.cert.NotAfter, Signing: r == ks.root})
+	}
+	out = append(out, KeyInfo{Kind: KeyIntermediate, ID: ks.inter.id, NotBefore: ks.inter.cert.NotBefore, NotAfter: ks.inter.cert.NotAfter, Signing: true})
+	for _, k := range ks.jwt.list() {
+		out = append(out, KeyInfo{Kind: KeyJWT, ID: k.id, NotBefore: k.rec.CreatedAt, NotAfter: k.rec.NotAfter, Signing: k == ks.jwt.active})
+	}
+	return out
 }
 
 // CRLValidity returns the validity period of the current revocation list.

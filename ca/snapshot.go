@@ -63,12 +63,18 @@ type Snapshot struct {
 }
 
 func newSnapshot(td spiffeid.TrustDomain, recs []storage.Entry, keys *keySet, revs *revocationState, log *slog.Logger) *Snapshot {
+	roots := make([]*x509.Certificate, len(keys.roots))
+	var bundleDER []byte
+	for i, r := range keys.roots {
+		roots[i] = r.cert
+		bundleDER = append(bundleDER, r.cert.Raw...)
+	}
 	s := &Snapshot{
 		td:        td,
 		byID:      new(entryIndex),
 		index:     make(map[attest.Selector][]*Entry),
-		bundle:    x509bundle.FromX509Authorities(td, []*x509.Certificate{keys.root.cert}),
-		bundleDER: slices.Clone(keys.root.cert.Raw),
+		bundle:    x509bundle.FromX509Authorities(td, roots),
+		bundleDER: bundleDER,
 		signer:    keys.current(),
 		chainDER:  keys.current().cert.Raw,
 		jwt:       keys.jwt,

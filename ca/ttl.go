@@ -46,9 +46,14 @@ func (a *Authority) SetTTLs(t TTLs) (TTLs, error) {
 		return old, fmt.Errorf("ca: SVID TTL %s exceeds the maximum SVID TTL %s, which changes only on a restart", t.SVID, a.cfg.MaxSVIDTTL)
 	case t.JWT < MinSVIDTTL || t.JWT > DefaultJWTTTL:
 		return old, fmt.Errorf("ca: JWT TTL %s must be between %s and %s", t.JWT, MinSVIDTTL, DefaultJWTTTL)
+	case t.JWT > a.cfg.JWTPrepareLead:
+		return old, fmt.Errorf("ca: JWT TTL %s exceeds the JWT prepare lead %s, which changes only on a restart", t.JWT, a.cfg.JWTPrepareLead)
 	}
 	a.svidTTL.Store(int64(t.SVID))
 	a.jwtTTL.Store(int64(t.JWT))
+	if int64(t.JWT) > a.jwtTTLMax.Load() {
+		a.jwtTTLMax.Store(int64(t.JWT))
+	}
 	return old, nil
 }
 

@@ -26,6 +26,7 @@
 //	PruneSerials(ctx, before) (int, error)    // NotAfter < before
 //	PutKey(ctx, Key) error                    // insert or replace
 //	ListKeys(ctx) ([]Key, error)              // ordered by (CreatedAt, ID)
+//	DeleteKey(ctx, id) error                  // ErrNotFound
 //	RevokeID(ctx, Revocation, now) ([]RevokedSerial, error) // the newly revoked only
 //	RevokeSerial(ctx, serial, ...) (RevokedSerial, error)   // ErrExists if revoked before
 //	PruneRevocations(ctx, now, keep) (int, error) // NotAfter < now; unblocked IDs revoked before now-keep

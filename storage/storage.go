@@ -195,10 +195,23 @@ type Key struct {
 	// CreatedAt is when the key was made; keys are listed in (CreatedAt, ID)
 	// order.
 	CreatedAt time.Time `json:"created_at"`
-	// NotAfter is when the key stops being valid.
+	// NotAfter is when the key stops being valid: its certificate's
+	// NotAfter, or for a JWT key the latest exp a token it signs may carry.
 	NotAfter time.Time `json:"not_after"`
 	// State is where the key is in its life.
 	State KeyState `json:"state"`
+	// ActivatesAt is when the key starts signing: the time a prepared key
+	// becomes active, or became active for an active or retired key.
+	// Zero for a key that was never scheduled (records of schema 6 and
+	// earlier before migration).
+	ActivatesAt time.Time `json:"activates_at,omitzero"`
+	// RetiresAt is when an active key is due to stop signing, or when a
+	// retired key stopped. Zero: not scheduled yet.
+	RetiresAt time.Time `json:"retires_at,omitzero"`
+	// RemoveAt is when a retired key leaves the trust bundle (or JWKS)
+	// and its record and private key are deleted: once everything it
+	// signed has expired. Zero for a key that is not retired.
+	RemoveAt time.Time `json:"remove_at,omitzero"`
 }
 
 // Validate reports whether k can be stored. The error wraps ErrInvalid.

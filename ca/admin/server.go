@@ -118,6 +118,8 @@ func New(cfg Config) (*Server, error) {
 	mux.HandleFunc("GET /v1/audit/verify", s.verifyAudit)
 	mux.HandleFunc("GET /v1/backup", s.backup)
 	mux.HandleFunc("GET /v1/status", s.serveStatus)
+	mux.HandleFunc("GET /v1/keys", s.listKeys)
+	mux.HandleFunc("POST /v1/keys/rotate", s.rotateKey)
 	s.http = &http.Server{
 		Handler:           s.authorize(mux),
 		ReadHeaderTimeout: 10 * time.Second,

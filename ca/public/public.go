@@ -37,6 +37,7 @@
 package public
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -92,6 +93,12 @@ type Config struct {
 	Authority Authority
 	// Clients serves the token endpoint. Nil: /oauth2/token answers 404.
 	Clients Clients
+	// JWKSMaxAge is how long verifiers may cache the JWKS (its
+	// Cache-Control max-age, whole seconds, at least 1). It must be
+	// shorter than the time a new JWT key is published before it signs
+	// (ca.Config.JWTPrepareLead), so that a cached copy holds the key
+	// before any token it signs. Zero: DefaultJWKSMaxAge.
+	JWKSMaxAge time.Duration
 	// Hosts are the DNS names and IP addresses put in the listener's
 	// certificate. Clients identify the server by its SPIFFE ID; generic
 	// HTTPS clients need the host name they dial here.
@@ -136,9 +143,10 @@ const (
 	// DefaultMaxConnsPerAddr is the connections one client address may hold.
 	DefaultMaxConnsPerAddr = 64
 	maxBodyBytes           = 64 << 10
-	// jwksMaxAge is how long verifiers may cache the JWKS. A new key must
-	// be published at least this long before it signs.
-	jwksMaxAge = 60
+	// DefaultJWKSMaxAge is how long verifiers may cache the JWKS by
+	// default. A new key must be published longer than this before it
+	// signs.
+	DefaultJWKSMaxAge = time.Minute
 )
 
 // Server is the public HTTPS listener.
@@ -150,7 +158,8 @@ type Server struct {
 	entry   *ca.Entry
 	http    *http.Server
 
-	discovery []byte // nil without an issuer
+	discovery  []byte // nil without an issuer
+	jwksMaxAge int    // seconds
 
 	cert *selfcert.Source
 
@@ -206,6 +215,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		stop:     make(chan struct{}),
 		conns:    connlimit.Config{Max: cfg.MaxConns, MaxPerAddr: cfg.MaxConnsPerAddr, Name: "public", Logger: log},
 	}
+	s.jwksMaxAge = max(int(cmp.Or(cfg.JWKSMaxAge, DefaultJWKSMaxAge)/time.Second), 1)
 	if s.conns.MaxPerAddr == 0 {
 		s.conns.MaxPerAddr = DefaultMaxConnsPerAddr
 	}
@@ -355,13 +365,13 @@ func (s *Server) openidConfiguration(w http.ResponseWriter, _ *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", fmt.Sprintf("public, max-age=%d", jwksMaxAge))
+	w.Header().Set("Cache-Control", fmt.Sprintf("public, max-age=%d", s.jwksMaxAge))
 	w.Write(s.discovery)
 }
 
 func (s *Server) jwks(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", fmt.Sprintf("public, max-age=%d", jwksMaxAge))
+	w.Header().Set("Cache-Control", fmt.Sprintf("public, max-age=%d", s.jwksMaxAge))
 	w.Write(s.auth.Snapshot().JWKS())
 }
 

@@ -862,3 +862,24 @@ func FuzzAddressKey(f *testing.F) {
 		}
 	})
 }
+
+// TestJWKSMaxAge: the JWKS may be cached as long as Config.JWKSMaxAge
+// says (the server sets it below the JWT prepare lead), a minute by
+// default, and at least a second.
+func TestJWKSMaxAge(t *testing.T) {
+	for _, tc := range []struct {
+		set  time.Duration
+		want string
+	}{
+		{0, "max-age=60"},
+		{5 * time.Second, "max-age=5"},
+		{1500 * time.Millisecond, "max-age=1"},
+		{100 * time.Millisecond, "max-age=1"},
+	} {
+		f := start(t, "", func(c *Config) { c.JWKSMaxAge = tc.set })
+		resp, _ := get(t, f.client(nil), f.url+"/.well-known/jwks.json")
+		if got := resp.Header.Get("Cache-Control"); got != "public, "+tc.want {
+			t.Errorf("JWKSMaxAge %s: Cache-Control %q, want public, %s", tc.set, got, tc.want)
+		}
+	}
+}

@@ -56,6 +56,8 @@ func init() {
 		"healthcheck":      {"exit 0 when the server answers on both sockets and is ready (an agent: on its Workload API socket)", runHealthcheck},
 		"status":           {"show the server's state: keys, entries, streams, issuance, revocations, database, last errors", runStatus},
 		"version":          {"print the version", runVersion},
+		"keys list":        {"list the signing keys: root, intermediate and JWT keys, prepared, active and retired", runKeysList},
+		"keys rotate":      {"replace the root, intermediate or JWT key now (--kind); the old one stays trusted until what it signed expires", runKeysRotate},
 		"audit list":       {"list the audit trail of admin actions", runAuditList},
 		"audit verify":     {"verify the audit trail's hash chain and signed head", runAuditVerify},
 		"backup":           {"write an online backup of the server's state and CA keys to a file", runBackup},

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	_ "go.step.sm/crypto/kms/pkcs11" // --key-manager pkcs11:... (needs cgo; without it the URI is refused when the server starts)
 
 	"github.com/badge-dev/badge/attest"
 	"github.com/badge-dev/badge/ca"
@@ -46,7 +47,11 @@ type serverConfig struct {
 	maxSVIDTTL      time.Duration
 	jwtTTL          time.Duration
 	rootTTL         time.Duration
+	rootLead        time.Duration
 	intermediateTTL time.Duration
+	jwtKeyTTL       time.Duration
+	jwtLead         time.Duration
+	keyManager      string
 	auditRetention  time.Duration
 	logLevel        string
 	logFormat       string
@@ -158,7 +163,11 @@ func serve(ctx context.Context, c serverConfig, td spiffeid.TrustDomain, log *sl
 		SVIDTTL:         c.svidTTL,
 		MaxSVIDTTL:      c.maxSVIDTTL,
 		RootTTL:         c.rootTTL,
+		RootPrepareLead: c.rootLead,
 		IntermediateTTL: c.intermediateTTL,
+		JWTKeyTTL:       c.jwtKeyTTL,
+		JWTPrepareLead:  c.jwtLead,
+		KeyManager:      c.keyManager,
 		JWTTTL:          c.jwtTTL,
 		JWTIssuer:       c.jwtIssuer,
 		AuditRetention:  c.auditRetention,
@@ -323,7 +332,9 @@ func startPublic(ctx context.Context, c serverConfig, auth *ca.Authority, o *ops
 			hosts = append(hosts, u.Hostname())
 		}
 	}
-	pub, err := public.New(ctx, public.Config{Authority: auth, Clients: auth, Hosts: hosts, Logger: log,
+	// A cached JWKS must hold the next key before it signs.
+	maxAge := min(public.DefaultJWKSMaxAge, auth.JWTPrepareLead()/2)
+	pub, err := public.New(ctx, public.Config{Authority: auth, Clients: auth, Hosts: hosts, Logger: log, JWKSMaxAge: maxAge,
 		MaxConns: maxConns, MaxConnsPerAddr: c.limits.publicPerAddr(), HandshakeTimeout: c.limits.handshake,
 		Readyz: http.HandlerFunc(o.readiness.Readyz), Metrics: o.metrics.Handler()})
 	if err != nil {

@@ -35,7 +35,7 @@ type serverSettings struct {
 func (e *env) serverFlags(c *serverConfig) *flag.FlagSet {
 	*c = serverConfig{
 		trustDomain: "example.org", svidTTL: ca.DefaultSVIDTTL, maxSVIDTTL: ca.DefaultMaxSVIDTTL, jwtTTL: ca.DefaultJWTTTL,
-		rootTTL: ca.DefaultRootTTL, intermediateTTL: ca.DefaultIntermediateTTL, auditRetention: ca.DefaultAuditRetention,
+		rootTTL: ca.DefaultRootTTL, intermediateTTL: ca.DefaultIntermediateTTL, jwtKeyTTL: ca.DefaultJWTKeyTTL, auditRetention: ca.DefaultAuditRetention,
 		logLevel: "info", logFormat: "text",
 	}
 	fs := e.flagSet("server", "[flags]")
@@ -54,8 +54,17 @@ func (e *env) serverFlags(c *serverConfig) *flag.FlagSet {
 	fs.Var(durationFlag{&c.svidTTL}, "svid-ttl", "lifetime of an X.509-SVID whose entry sets none; SIGHUP may change it")
 	fs.Var(durationFlag{&c.maxSVIDTTL}, "max-svid-ttl", "upper bound of every SVID lifetime; raise it explicitly to allow longer")
 	fs.Var(durationFlag{&c.jwtTTL}, "jwt-ttl", "lifetime of a JWT-SVID (at most 5m); SIGHUP may change it")
-	fs.Var(durationFlag{&c.rootTTL}, "root-ttl", "lifetime of a newly created root CA")
-	fs.Var(durationFlag{&c.intermediateTTL}, "intermediate-ttl", "lifetime of each intermediate CA; replaced at half its life")
+	fs.Var(durationFlag{&c.rootTTL}, "root-ttl", "lifetime of a root CA from when it signs; it signs for root-ttl minus max(root-ttl/3, intermediate-ttl), "+
+		"then the next root takes over, and it stays in the bundle until its last intermediate expires")
+	fs.Var(durationFlag{&c.rootLead}, "root-prepare-lead", "how long the next root is in the trust bundle before it signs "+
+		"(default 30 days, or half the time a root signs if shorter)")
+	fs.Var(durationFlag{&c.intermediateTTL}, "intermediate-ttl", "lifetime of each intermediate CA; replaced at half its life by a key generated ahead")
+	fs.Var(durationFlag{&c.jwtKeyTTL}, "jwt-key-ttl", "how long a JWT signing key signs before the next one replaces it; it stays in the JWKS until its last token expires")
+	fs.Var(durationFlag{&c.jwtLead}, "jwt-prepare-lead", "how long the next JWT key is in the JWKS before it signs: the time verifiers have to refresh it "+
+		"(at least jwt-ttl, at most jwt-key-ttl; default 10m)")
+	fs.StringVar(&c.keyManager, "key-manager", "", "`URI` of the key manager that makes and holds the CA and JWT private keys, "+
+		"e.g. pkcs11:module-path=/usr/lib/softhsm/libsofthsm2.so;token=badge?pin-source=/etc/badge/pin (default: files in the data dir); "+
+		"chosen with the data dir")
 	fs.Var(durationFlag{&c.auditRetention}, "audit-retention", "how long audit records are kept; older ones are pruned hourly and the trail still verifies")
 	fs.StringVar(&c.logLevel, "log-level", c.logLevel, "debug, info, warn or error; SIGHUP may change it")
 	fs.StringVar(&c.logFormat, "log-format", c.logFormat, "text or json")
@@ -178,8 +187,38 @@ func (st *serverSettings) check(getenv func(string) string) {
 	if c.intermediateTTL < 4*c.maxSVIDTTL {
 		bad("intermediate-ttl", d(c.intermediateTTL), "must be at least four times %s", from("max-svid-ttl"))
 	}
-	if c.rootTTL < 2*c.intermediateTTL {
-		bad("root-ttl", d(c.rootTTL), "must be at least twice %s", from("intermediate-ttl"))
+	if c.keyManager != "" {
+		if _, err := ca.CheckKeyManager(c.keyManager); err != nil {
+			// The value may hold a PIN: the problem names what is wrong
+			// without it.
+			st.problems = append(st.problems, problem{key: "key-manager", msg: err.Error(), at: st.at("key-manager")})
+		}
+	}
+	// The key schedule, as ca.Config checks it.
+	for _, k := range []struct {
+		key string
+		v   time.Duration
+	}{{"root-ttl", c.rootTTL}, {"root-prepare-lead", c.rootLead}, {"jwt-key-ttl", c.jwtKeyTTL}, {"jwt-prepare-lead", c.jwtLead}} {
+		if k.v > ca.MaxKeyTTL {
+			bad(k.key, d(k.v), "exceeds the maximum %s", ca.MaxKeyTTL)
+		}
+	}
+	if c.rootTTL <= c.intermediateTTL {
+		bad("root-ttl", d(c.rootTTL), "must be longer than %s: a root outlives the intermediates it signs", from("intermediate-ttl"))
+	} else if signing := c.rootTTL - max(c.rootTTL/3, c.intermediateTTL); c.rootLead > signing {
+		bad("root-prepare-lead", d(c.rootLead), "exceeds the %s a root signs (root-ttl minus max(root-ttl/3, intermediate-ttl))", signing)
+	}
+	jwtLead := c.jwtLead
+	if jwtLead == 0 {
+		jwtLead = min(ca.DefaultJWTPrepareLead, c.jwtKeyTTL)
+	}
+	switch {
+	case c.jwtKeyTTL < c.jwtTTL:
+		bad("jwt-key-ttl", d(c.jwtKeyTTL), "must be at least %s", from("jwt-ttl"))
+	case jwtLead < c.jwtTTL:
+		bad("jwt-prepare-lead", d(c.jwtLead), "must be at least %s, so that a new key is published before any token it signs", from("jwt-ttl"))
+	case jwtLead > c.jwtKeyTTL:
+		bad("jwt-prepare-lead", d(c.jwtLead), "exceeds %s", from("jwt-key-ttl"))
 	}
 }
 
@@ -210,6 +249,10 @@ func (st *serverSettings) values() map[string]string {
 	out := map[string]string{}
 	st.fs.VisitAll(func(f *flag.Flag) { out[f.Name] = f.Value.String() })
 	out["data-dir"], out["socket"], out["admin-socket"] = st.c.dataDir, st.c.socket, st.c.adminSocket
+	if base, query, ok := strings.Cut(out["key-manager"], "?"); ok && query != "" {
+		// The query holds the PIN (pin-value): never printed or logged.
+		out["key-manager"] = base + "?(redacted)"
+	}
 	delete(out, "check-config")
 	return out
 }

@@ -93,7 +93,7 @@ func TestCheckConfigProblems(t *testing.T) {
 		},
 		{
 			name: "cross-setting rules of the authority",
-			file: "intermediate-ttl = \"10m\"\nroot-ttl = \"15m\"\nlisten = \"8443\"\njwt-issuer = \"http://badge.example.org\"\n",
+			file: "intermediate-ttl = \"10m\"\nroot-ttl = \"10m\"\nlisten = \"8443\"\njwt-issuer = \"http://badge.example.org\"\n",
 			args: []string{"--socket", "/run/badge/same.sock", "--admin-socket", "/run/badge/same.sock", "--trust-domain", "Bad!"},
 			want: []string{
 				`command line: admin-socket = "/run/badge/same.sock": is the Workload API socket too (socket = /run/badge/same.sock (command line)): the two need their own paths`,
@@ -101,7 +101,7 @@ func TestCheckConfigProblems(t *testing.T) {
 				`c.toml:4: jwt-issuer = "http://badge.example.org": ca: JWT issuer "http://badge.example.org" must be an https URL`,
 				`c.toml:3: listen = "8443": want HOST:PORT or :PORT (address 8443: missing port in address)`,
 				`c.toml:1: intermediate-ttl = "10m": must be at least four times max-svid-ttl = 5m0s (default)`,
-				`c.toml:2: root-ttl = "15m": must be at least twice intermediate-ttl = 10m (c.toml:1)`,
+				`c.toml:2: root-ttl = "10m": must be longer than intermediate-ttl = 10m (c.toml:1)`,
 			},
 		},
 		{
@@ -204,6 +204,20 @@ func TestCheckConfigAgreesWithAuthority(t *testing.T) {
 		{"--root-ttl", "48h"},
 		{"--root-ttl", "47h"},
 		{"--root-ttl", "1h", "--intermediate-ttl", "30m"},
+		{"--root-ttl", "24h"},
+		{"--root-ttl", "24h1s"},
+		{"--root-ttl", "90s", "--intermediate-ttl", "60s", "--max-svid-ttl", "10s", "--svid-ttl", "10s"},
+		{"--root-ttl", "3h", "--intermediate-ttl", "1h", "--root-prepare-lead", "2h"},
+		{"--root-ttl", "3h", "--intermediate-ttl", "1h", "--root-prepare-lead", "2h1s"},
+		{"--jwt-key-ttl", "5m"},
+		{"--jwt-key-ttl", "4m59s"},
+		{"--jwt-key-ttl", "4m59s", "--jwt-ttl", "1m"},
+		{"--jwt-prepare-lead", "4m59s"},
+		{"--jwt-prepare-lead", "4m59s", "--jwt-ttl", "1m"},
+		{"--jwt-key-ttl", "1h", "--jwt-prepare-lead", "1h1s"},
+		{"--jwt-key-ttl", "10s", "--jwt-prepare-lead", "10s", "--jwt-ttl", "10s"},
+		{"--root-ttl", "175320h"},
+		{"--root-ttl", "175321h"},
 	} {
 		t.Run(strings.Join(tc, " "), func(t *testing.T) {
 			dir := t.TempDir()
@@ -219,7 +233,8 @@ func TestCheckConfigAgreesWithAuthority(t *testing.T) {
 			defer store.Close()
 			c := st.c
 			auth, caErr := ca.New(context.Background(), ca.Config{Store: store, KeyDir: filepath.Join(dir, "keys"),
-				SVIDTTL: c.svidTTL, MaxSVIDTTL: c.maxSVIDTTL, JWTTTL: c.jwtTTL, RootTTL: c.rootTTL, IntermediateTTL: c.intermediateTTL})
+				SVIDTTL: c.svidTTL, MaxSVIDTTL: c.maxSVIDTTL, JWTTTL: c.jwtTTL, RootTTL: c.rootTTL, IntermediateTTL: c.intermediateTTL,
+				RootPrepareLead: c.rootLead, JWTKeyTTL: c.jwtKeyTTL, JWTPrepareLead: c.jwtLead})
 			if caErr == nil {
 				auth.Close()
 			}
@@ -227,5 +242,27 @@ func TestCheckConfigAgreesWithAuthority(t *testing.T) {
 				t.Errorf("--check-config problems %v, ca.New error %v: they disagree", st.problems, caErr)
 			}
 		})
+	}
+}
+
+// TestCheckConfigKeyManager: --key-manager is checked as the authority
+// checks it, and its PIN is never printed, whether the URI is accepted or
+// refused.
+func TestCheckConfigKeyManager(t *testing.T) {
+	dir := t.TempDir()
+	paths := []string{"--data-dir", filepath.Join(dir, "data"), "--socket", filepath.Join(dir, "w.sock"), "--admin-socket", filepath.Join(dir, "a.sock")}
+	const good = "pkcs11:module-path=/usr/lib/softhsm/libsofthsm2.so;token=badge?pin-value=s3cret"
+	out, errOut, code := checkConfig(t, map[string]string{"BADGE_KEY_MANAGER": good}, paths...)
+	if code != exitOK || !containsFields(out, []string{"key-manager", "pkcs11:module-path=/usr/lib/softhsm/libsofthsm2.so;token=badge?(redacted)", "environment", "BADGE_KEY_MANAGER"}) {
+		t.Errorf("exit %d, stdout:\n%s\nstderr: %s", code, out, errOut)
+	}
+	for _, bad := range []string{"awskms:key-id=1?pin-value=s3cret", "pkcs11:token=badge;object=root?pin-value=s3cret", "pkcs11:?pin-value=s3cret"} {
+		out, errOut, code := checkConfig(t, nil, append(paths, "--key-manager", bad)...)
+		if code != exitUsage || !strings.Contains(errOut, "command line: key-manager: ca: key manager") {
+			t.Errorf("--key-manager %s: exit %d, stderr %q; want exit 2 naming key-manager", bad, code, errOut)
+		}
+		if strings.Contains(out+errOut, "s3cret") {
+			t.Errorf("--key-manager %s: the PIN is printed:\n%s%s", bad, out, errOut)
+		}
 	}
 }

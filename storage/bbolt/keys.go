@@ -27,3 +27,9 @@ func (s *Store) PutKey(ctx context.Context, k storage.Key) error {
 func (s *Store) ListKeys(ctx context.Context) ([]storage.Key, error) {
 	return keyRecords.list(ctx, s)
 }
+
+// DeleteKey removes the record of a key, or fails with storage.ErrNotFound.
+// The private key it refers to is the caller's to delete.
+func (s *Store) DeleteKey(ctx context.Context, id string) error {
+	return keyRecords.delete(ctx, s, id)
+}

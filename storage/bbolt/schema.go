@@ -63,6 +63,9 @@ var migrations = [...]func(tx *bolt.Tx) error{
 	5: func(tx *bolt.Tx) error {
 		return createBuckets(tx, bucketAudit)
 	},
+	// Version 6 → 7: key records carry their schedule (activates_at,
+	// retires_at, remove_at). See migrateKeySchedule.
+	6: migrateKeySchedule,
 }
 
 // buckets are the buckets the current schema needs.

@@ -45,6 +45,7 @@ type Store interface {
 	PruneSerials(ctx context.Context, expiredBefore time.Time) (int, error)
 	PutKey(ctx context.Context, k storage.Key) error
 	ListKeys(ctx context.Context) ([]storage.Key, error)
+	DeleteKey(ctx context.Context, id string) error
 	RevokeID(ctx context.Context, r storage.Revocation, now time.Time) ([]storage.RevokedSerial, error)
 	RevokeSerial(ctx context.Context, serial, reason string, adminUID uint32, now time.Time) (storage.RevokedSerial, error)
 	Unblock(ctx context.Context, spiffeID string) error
@@ -96,6 +97,7 @@ func Run(t *testing.T, open func(t *testing.T) Store) {
 		{"Reservation/RecoverOwn", testRecoverOwn},
 		{"Key/PutList", testKeyPutList},
 		{"Key/Invalid", testKeyInvalid},
+		{"Key/Delete", testKeyDelete},
 		{"Revocation/ID", testRevokeID},
 		{"Revocation/Serial", testRevokeSerial},
 		{"Revocation/Block", testRevokeBlock},
@@ -160,6 +162,7 @@ func normSerial(s storage.Serial) storage.Serial {
 
 func normKey(k storage.Key) storage.Key {
 	k.CreatedAt, k.NotAfter = k.CreatedAt.UTC(), k.NotAfter.UTC()
+	k.ActivatesAt, k.RetiresAt, k.RemoveAt = k.ActivatesAt.UTC(), k.RetiresAt.UTC(), k.RemoveAt.UTC()
 	return k
 }
 
@@ -529,6 +532,7 @@ func testKeyPutList(t *testing.T, s Store) {
 	jwt := storage.Key{
 		ID: "jwt-1", Kind: "jwt", PublicKey: []byte{2}, PrivateRef: "awskms:key-id=abc",
 		CreatedAt: t0.Add(time.Second), NotAfter: t0.Add(24 * time.Hour), State: storage.KeyPrepared,
+		ActivatesAt: t0.Add(10 * time.Minute),
 	}
 	for _, k := range []storage.Key{jwt, root, inter} {
 		if err := s.PutKey(ctx, k); err != nil {
@@ -536,6 +540,7 @@ func testKeyPutList(t *testing.T, s Store) {
 		}
 	}
 	inter.State = storage.KeyRetired // replace
+	inter.ActivatesAt, inter.RetiresAt, inter.RemoveAt = t0.Add(time.Second), t0.Add(12*time.Hour), t0.Add(24*time.Hour)
 	if err := s.PutKey(ctx, inter); err != nil {
 		t.Fatalf("PutKey(replace): %v", err)
 	}
@@ -562,6 +567,26 @@ func testKeyInvalid(t *testing.T, s Store) {
 	}
 }
 
+func testKeyDelete(t *testing.T, s Store) {
+	ctx := t.Context()
+	for _, id := range []string{"k1", "k2"} {
+		k := storage.Key{ID: id, Kind: "jwt", PublicKey: []byte{1}, PrivateRef: id + ".key", CreatedAt: t0, NotAfter: t0.Add(time.Hour), State: storage.KeyRetired}
+		if err := s.PutKey(ctx, k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.DeleteKey(ctx, "k1"); err != nil {
+		t.Fatalf("DeleteKey(k1): %v", err)
+	}
+	if err := s.DeleteKey(ctx, "k1"); !errors.Is(err, storage.ErrNotFound) {
+		t.Errorf("DeleteKey(k1) again = %v, want ErrNotFound", err)
+	}
+	got, err := s.ListKeys(ctx)
+	if err != nil || len(got) != 1 || got[0].ID != "k2" {
+		t.Errorf("ListKeys after delete = %+v, %v; want k2 alone", got, err)
+	}
+}
+
 // calls runs every method of s with ctx and reports each error by name.
 func calls(ctx context.Context, s Store) map[string]error {
 	errs := map[string]error{}
@@ -578,6 +603,7 @@ func calls(ctx context.Context, s Store) map[string]error {
 	_, errs["PruneSerials"] = s.PruneSerials(ctx, t0.Add(time.Hour))
 	errs["PutKey"] = s.PutKey(ctx, storage.Key{ID: "k9", State: storage.KeyActive})
 	_, errs["ListKeys"] = s.ListKeys(ctx)
+	errs["DeleteKey"] = s.DeleteKey(ctx, "k9")
 	_, errs["RevokeID"] = s.RevokeID(ctx, storage.Revocation{SPIFFEID: "spiffe://example.org/web", RevokedAt: t0}, t0)
 	_, errs["RevokeSerial"] = s.RevokeSerial(ctx, fmt.Sprintf("%032x", 1), "", 0, t0.Add(-time.Hour))
 	errs["Unblock"] = s.Unblock(ctx, "spiffe://example.org/web")
