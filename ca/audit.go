@@ -76,13 +76,8 @@ const (
 // ErrNoAuditStore is returned when the store does not keep an audit trail.
 var ErrNoAuditStore = errors.New("ca: the store does not keep an audit trail")
 
-// AuditStore keeps the audit trail: storage/bbolt implements it.
-type AuditStore interface {
-	AuditHead(ctx context.Context) (storage.AuditHead, storage.AuditRecord, error)
-	AppendAudit(ctx context.Context, rec storage.AuditRecord, head storage.AuditHead) error
-	PruneAudit(ctx context.Context, through uint64, rec storage.AuditRecord, head storage.AuditHead) (int, error)
-	ScanAudit(ctx context.Context, after uint64, fn func(storage.AuditRecord, error) bool) (storage.AuditHead, error)
-}
+// AuditStore keeps the audit trail: a part of every Store (storage.Audit).
+type AuditStore = storage.Audit
 
 // AuditEvent is one action to record.
 type AuditEvent struct {

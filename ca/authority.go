@@ -45,27 +45,10 @@ const (
 	auditPruneInterval = time.Hour
 )
 
-// Store is the persistent state the authority needs. storage/bbolt
-// implements it.
-type Store interface {
-	CreateEntry(ctx context.Context, e storage.Entry) error
-	GetEntry(ctx context.Context, id string) (storage.Entry, error)
-	ListEntries(ctx context.Context) ([]storage.Entry, error)
-	DeleteEntry(ctx context.Context, id string) error
-	ReserveSerials(ctx context.Context, r storage.Reservation) error
-	ReleaseSerials(ctx context.Context, serials []string) error
-	BindSerial(ctx context.Context, r storage.Serial) error
-	RevokeUnbound(ctx context.Context, now time.Time, reason string) ([]storage.RevokedSerial, error)
-	PruneSerials(ctx context.Context, expiredBefore time.Time) (int, error)
-	PutKey(ctx context.Context, k storage.Key) error
-	ListKeys(ctx context.Context) ([]storage.Key, error)
-	RevokeID(ctx context.Context, r storage.Revocation, now time.Time) ([]storage.RevokedSerial, error)
-	RevokeSerial(ctx context.Context, serial, reason string, adminUID uint32, now time.Time) (storage.RevokedSerial, error)
-	Unblock(ctx context.Context, spiffeID string) error
-	ListRevocations(ctx context.Context) ([]storage.Revocation, []storage.RevokedSerial, error)
-	PruneRevocations(ctx context.Context, now time.Time, keep time.Duration) (int, error)
-	NextCRLNumber(ctx context.Context, atLeast uint64) (uint64, error)
-}
+// Store is the persistent state the authority needs: the storage
+// contract, declared once in package storage. storage/bbolt and
+// storage/etcd implement it.
+type Store = storage.Backend
 
 // Config configures an Authority. Only Store and KeyDir are required; the
 // zero value of every other field is a working default.
