@@ -45,8 +45,8 @@ type Server struct {
 
 // TLSFiles are PEM files made by NewTLSFiles.
 type TLSFiles struct {
-	Dir                  string
-	CA                   string // the root that signed both certificates
+	Dir                   string
+	CA                    string // the root that signed both certificates
 	ServerCert, ServerKey string
 	ClientCert, ClientKey string
 }
