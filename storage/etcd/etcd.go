@@ -4,11 +4,13 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -79,6 +81,8 @@ type Store struct {
 	log       *slog.Logger
 	closed    atomic.Bool
 	stopKeep  context.CancelFunc
+	// serialTxns counts the transactions that wrote serial records.
+	serialTxns atomic.Uint64
 
 	// Queue of serial records (see serials.go).
 	mu            sync.Mutex
@@ -378,4 +382,34 @@ func ParseURL(raw string) ([]string, error) {
 		out = append(out, net.JoinHostPort(host, port))
 	}
 	return out, nil
+}
+
+// TLSConfig builds the TLS configuration of the connection to etcd from
+// PEM files: caFile holds the roots that verify the servers (empty: the
+// system's), certFile and keyFile the client certificate (chain) and key
+// that authenticate badge, both or neither. Errors name the file.
+func TLSConfig(caFile, certFile, keyFile string) (*tls.Config, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if caFile != "" {
+		pemCA, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("etcd CA: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pemCA) {
+			return nil, fmt.Errorf("etcd CA %s: no PEM certificate in the file", caFile)
+		}
+		cfg.RootCAs = pool
+	}
+	switch {
+	case (certFile == "") != (keyFile == ""):
+		return nil, errors.New("etcd client certificate: give both the certificate and the key file, or neither")
+	case certFile != "":
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("etcd client certificate %s, key %s: %w", certFile, keyFile, err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return cfg, nil
 }

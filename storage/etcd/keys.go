@@ -133,3 +133,30 @@ func (s *Store) commitChunks(ctx context.Context, ops []clientv3.Op, cmps []clie
 func cutKey(key []byte, dir string) (string, bool) {
 	return strings.CutPrefix(string(key), dir)
 }
+
+// putIfAbsent writes each value under its key unless the key exists, in
+// transactions of nested put-if-absent transactions (maxOps/2 to one, as
+// etcd counts a nested transaction's operations against the outer
+// limit). It reports which it wrote. A write that is interrupted leaves
+// some written: it is for writes that are safe to repeat.
+func (s *Store) putIfAbsent(ctx context.Context, keys, vals []string) ([]bool, error) {
+	written := make([]bool, len(keys))
+	per := max(s.maxOps/2, 1)
+	for from := 0; from < len(keys); from += per {
+		to := min(from+per, len(keys))
+		ops := make([]clientv3.Op, 0, to-from)
+		for i := from; i < to; i++ {
+			ops = append(ops, clientv3.OpTxn(
+				[]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(keys[i]), "=", 0)},
+				[]clientv3.Op{clientv3.OpPut(keys[i], vals[i])}, nil))
+		}
+		resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
+		if err != nil {
+			return written, err
+		}
+		for i, r := range resp.Responses {
+			written[from+i] = r.GetResponseTxn().GetSucceeded()
+		}
+	}
+	return written, nil
+}

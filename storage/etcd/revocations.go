@@ -66,13 +66,14 @@ func (s *Store) getRevocation(ctx context.Context, id string, rev int64) (r stor
 }
 
 // RevokeID records the revocation of a SPIFFE ID and revokes every
-// certificate of it unexpired at now. The records of the revoked
-// certificates are written first, then the ID's record in a transaction
-// that commits only if no certificate of the ID was recorded (by this
-// server or another) and the ID's record did not change since they were
-// read; otherwise it starts again. It returns the certificates it
-// revoked; one revoked before keeps its record. A block is never lifted
-// by a later revocation without Block.
+// certificate of it unexpired at now. It revokes the certificates read
+// first, then writes the ID's record in a transaction that also reads the
+// certificates of the ID recorded since (by this server or another), and
+// revokes those: every certificate recorded before the ID's record is
+// revoked, and none is missed however fast the ID is issued to. Should
+// that last write fail, the error says so and a retry completes it. It
+// returns the certificates it revoked; one revoked before keeps its
+// record. A block is never lifted by a later revocation without Block.
 func (s *Store) RevokeID(ctx context.Context, r storage.Revocation, now time.Time) ([]storage.RevokedSerial, error) {
 	if err := s.check(ctx); err != nil {
 		return nil, err
@@ -83,87 +84,88 @@ func (s *Store) RevokeID(ctx context.Context, r storage.Revocation, now time.Tim
 	if err := s.flush(ctx); err != nil {
 		return nil, err
 	}
-	written := map[string]storage.RevokedSerial{}
-	err := s.retry(ctx, "revoking "+r.SPIFFEID, func(ctx context.Context) error {
-		serials, rev, err := s.serialsFor(ctx, r.SPIFFEID, now, 0)
-		if err != nil {
-			return err
-		}
-		prev, idRev, ok, err := s.getRevocation(ctx, r.SPIFFEID, rev)
-		if err != nil {
-			return err
-		}
-		rec := r
-		rec.Blocked = r.Blocked || (ok && prev.Blocked)
-		revoked, _, err := s.revokedSerials(ctx, rev)
-		if err != nil {
-			return err
-		}
-		var ops []clientv3.Op
-		var cmps []clientv3.Cmp
-		var add []storage.RevokedSerial
+	var out []storage.RevokedSerial
+	revoke := func(ctx context.Context, serials []storage.Serial) error {
+		keys := make([]string, 0, len(serials))
+		vals := make([]string, 0, len(serials))
+		recs := make([]storage.RevokedSerial, 0, len(serials))
 		for _, sr := range serials {
-			if _, before := revoked[sr.Serial]; before {
-				continue
-			}
 			rs := storage.RevokedSerial{Serial: sr.Serial, SPIFFEID: sr.SPIFFEID, NotAfter: sr.NotAfter, RevokedAt: r.RevokedAt, Reason: r.Reason, AdminUID: r.AdminUID}
 			val, err := json.Marshal(rs)
 			if err != nil {
 				return err
 			}
-			key := s.p.revokedSerial(sr.Serial)
-			ops = append(ops, clientv3.OpPut(key, string(val)))
-			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(key), "=", 0))
-			add = append(add, rs)
+			keys, vals, recs = append(keys, s.p.revokedSerial(sr.Serial)), append(vals, string(val)), append(recs, rs)
 		}
-		val, err := json.Marshal(rec)
+		written, err := s.putIfAbsent(ctx, keys, vals)
+		for i, w := range written {
+			if w {
+				out = append(out, recs[i])
+			}
+		}
+		return err
+	}
+	var rev int64
+	err := s.do(ctx, func(ctx context.Context) error {
+		serials, at, err := s.serialsFor(ctx, r.SPIFFEID, now, 0)
 		if err != nil {
 			return err
 		}
-		idKey := s.p.revokedID(r.SPIFFEID)
-		ops = append(ops, clientv3.OpPut(idKey, string(val)))
-		// The last transaction, which writes the ID's record, also
-		// checks that the ID has no record newer than those read.
-		last := clientv3.Compare(clientv3.ModRevision(idKey), "=", idRev)
-		cmps = append(cmps, last)
-		idx := s.p.serialIDs(r.SPIFFEID)
-		fresh := clientv3.Compare(clientv3.ModRevision(idx), "<", rev+1).WithRange(rangeEnd(idx))
-		// Remembered before the commit: when the last transaction loses
-		// to a concurrent change, the chunks before it were written, and
-		// the next attempt finds them revoked before.
-		for _, rs := range add {
-			written[rs.Serial] = rs
-		}
-		return s.commitLast(ctx, ops, cmps, fresh)
+		rev = at
+		return revoke(ctx, serials)
 	})
 	if err != nil {
 		return nil, err
 	}
-	out := make([]storage.RevokedSerial, 0, len(written))
-	for _, rs := range written {
-		out = append(out, rs)
+	var since []storage.Serial
+	idKey, idx := s.p.revokedID(r.SPIFFEID), s.p.serialIDs(r.SPIFFEID)
+	err = s.retry(ctx, "revoking "+r.SPIFFEID, func(ctx context.Context) error {
+		prev, idRev, ok, err := s.getRevocation(ctx, r.SPIFFEID, 0)
+		if err != nil {
+			return err
+		}
+		rec := r
+		rec.Blocked = r.Blocked || (ok && prev.Blocked)
+		val, err := json.Marshal(rec)
+		if err != nil {
+			return err
+		}
+		resp, err := s.cli.Txn(ctx).
+			If(clientv3.Compare(clientv3.ModRevision(idKey), "=", idRev)).
+			Then(clientv3.OpPut(idKey, string(val)),
+				clientv3.OpGet(idx, clientv3.WithRange(rangeEnd(idx)), clientv3.WithMinModRev(rev+1))).Commit()
+		if err != nil {
+			return err
+		}
+		if !resp.Succeeded {
+			return errConflict
+		}
+		since = since[:0]
+		for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
+			var sr storage.Serial
+			if err := json.Unmarshal(kv.Value, &sr); err != nil {
+				return corrupt(kv.Key, "%v", err)
+			}
+			if sr.NotAfter.After(now) {
+				since = append(since, sr)
+			}
+		}
+		return nil
+	})
+	if err == nil && len(since) > 0 {
+		err = s.do(ctx, func(ctx context.Context) error { return revoke(ctx, since) })
+		if err != nil {
+			err = fmt.Errorf("storage/etcd: %s is recorded as revoked, but %d certificates issued meanwhile are not yet: revoke it again: %w", r.SPIFFEID, len(since), err)
+		}
+	}
+	if err != nil {
+		return nil, err
 	}
 	slices.SortFunc(out, func(a, b storage.RevokedSerial) int { return strings.Compare(a.Serial, b.Serial) })
+	if out == nil {
+		out = []storage.RevokedSerial{}
+	}
 	return out, nil
-}
-
-// commitLast is commitChunks with one more comparison on the last
-// transaction: all of ops in one transaction when they fit.
-func (s *Store) commitLast(ctx context.Context, ops []clientv3.Op, cmps []clientv3.Cmp, extra clientv3.Cmp) error {
-	n := len(ops)
-	head := max(0, n-(s.maxOps-1))
-	if err := s.commitChunks(ctx, ops[:head], cmps[:head]); err != nil {
-		return err
-	}
-	cs := append(slices.Clone(cmps[head:]), extra)
-	resp, err := s.cli.Txn(ctx).If(cs...).Then(ops[head:]...).Commit()
-	if err != nil {
-		return err
-	}
-	if !resp.Succeeded {
-		return errConflict
-	}
-	return nil
 }
 
 // RevokeSerial revokes one recorded certificate unexpired at now (else

@@ -265,6 +265,7 @@ func (s *Store) commitChunk(chunk []*serialWrite) error {
 		if len(ops) == 0 {
 			return nil
 		}
+		s.serialTxns.Add(1)
 		resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Else(elseOps...).Commit()
 		if err != nil {
 			return s.mapErr(context.Background(), err)

@@ -198,7 +198,8 @@ func NewTLSFiles(dir string) (*TLSFiles, error) {
 	return f, nil
 }
 
-// ClientTLS returns the client's TLS configuration for f.
+// ClientTLS returns the client's TLS configuration for f (what
+// storage/etcd.TLSConfig builds from the same files).
 func (f *TLSFiles) ClientTLS() (*tls.Config, error) {
 	pool := x509.NewCertPool()
 	pemCA, err := os.ReadFile(f.CA)
