@@ -271,6 +271,10 @@ func New(ctx context.Context, cfg Config) (*Authority, error) {
 	a.wg.Add(2)
 	go a.rotateLoop()
 	go a.pruneLoop()
+	if w, ok := a.store.(storage.Watcher); ok {
+		a.wg.Add(1)
+		go a.watchLoop(w)
+	}
 	return a, nil
 }
 

@@ -189,3 +189,33 @@ type FileBackup interface {
 	// the key records in it, and a function that writes it to w.
 	Backup(ctx context.Context, fn func(size int64, keys []Key, writeDB func(io.Writer) (int64, error)) error) error
 }
+
+// Change says which kinds of record changed, as a set of bits.
+type Change uint32
+
+// The kinds of record a Watcher reports changes of.
+const (
+	// ChangeEntries: an entry was created, changed or deleted.
+	ChangeEntries Change = 1 << iota
+	// ChangeRevocations: an ID or a certificate was revoked or unblocked.
+	ChangeRevocations
+	// ChangeNodes: a node was attested or evicted.
+	ChangeNodes
+	// ChangeKeys: a key record was added or changed (rotation).
+	ChangeKeys
+
+	// ChangeAll is every kind: what a watcher reports when it may have
+	// missed changes (it reconnected after its history was compacted).
+	ChangeAll = ChangeEntries | ChangeRevocations | ChangeNodes | ChangeKeys
+)
+
+// Watcher is the optional part of a Backend that several servers share
+// (storage/etcd): it reports the changes any of them makes, so that each
+// server publishes them to its own streams. A store only one process
+// opens (storage/bbolt) has nothing to report and does not implement it.
+type Watcher interface {
+	// Watch calls fn, from one goroutine, with the kinds of record that
+	// changed (its own changes included), until ctx is done; it then
+	// returns ctx.Err(). Bursts of changes may be reported together.
+	Watch(ctx context.Context, fn func(Change)) error
+}
