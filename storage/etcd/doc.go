@@ -28,11 +28,14 @@
 // What bbolt does in one transaction is a transaction here too, with
 // comparisons on the mod revisions of what it read, so that it holds
 // across servers: using a join token and recording its node (exactly one
-// of concurrent uses wins); revoking an ID and the certificates of it
-// (the last transaction fails, and the revocation starts again, if a
-// certificate of the ID was recorded meanwhile); the audit head; the
-// revocation-list number. Serial records are written by one committer in
-// batches of up to MaxTxnOps/2 records per transaction.
+// of concurrent uses wins); the audit head; the revocation-list number
+// (strictly increasing across servers). Revoking an ID revokes the
+// certificates read first, then writes the ID's record in a transaction
+// that also reads the certificates recorded since, by any server, and
+// revokes those too: none recorded before the ID's record is missed, and
+// steady issuance to the ID cannot starve the revocation. Serial records
+// are written by one committer in batches of up to MaxTxnOps/2 records
+// per transaction.
 //
 // Reservations of serials are made per replica and run. Each run keeps
 // runs/REPLICA under a lease; RevokeUnbound treats as abandoned the

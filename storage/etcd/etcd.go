@@ -19,6 +19,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -147,6 +149,12 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		// to another endpoint.
 		DialKeepAliveTime:    5 * time.Second,
 		DialKeepAliveTimeout: 2 * time.Second,
+		// Reconnect within a second of an endpoint coming back, rather
+		// than after gRPC's default backoff of up to two minutes.
+		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+			MinConnectTimeout: opts.Timeout,
+		})},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("storage/etcd: connecting to %s: %w: %w", eps, storage.ErrUnavailable, err)

@@ -164,7 +164,7 @@ func (s *Store) commitLoop() {
 			if len(batch) == 0 && closing {
 				return
 			}
-			if !ok {
+			if !ok && !closing {
 				retry = time.After(retryDelay)
 				break
 			}
@@ -570,8 +570,7 @@ func (s *Store) RevokeUnbound(ctx context.Context, now time.Time, reason string)
 		return nil, err
 	}
 	var out []storage.RevokedSerial
-	err := s.retry(ctx, "revoking unbound serials", func(ctx context.Context) error {
-		out = nil
+	err := s.do(ctx, func(ctx context.Context) error {
 		runs := map[string]string{}
 		dir := s.p.dir(kindRuns)
 		rev, err := s.rangeAll(ctx, dir, rangeEnd(dir), 0, false, func(kv *mvccpb.KeyValue) error {
@@ -618,44 +617,27 @@ func (s *Store) RevokeUnbound(ctx context.Context, now time.Time, reason string)
 				return err
 			}
 		}
-		var ops []clientv3.Op
-		var cmps []clientv3.Cmp
+		// Revocations first, then the reservations: an interruption
+		// between them leaves reservations whose serials a later start
+		// finds revoked and skips. A serial revoked before keeps its
+		// record.
+		var keys, vals []string
+		var recs []storage.RevokedSerial
 		for sr, notAfter := range unbound {
 			rs := storage.RevokedSerial{Serial: sr, NotAfter: notAfter, RevokedAt: now, Reason: reason}
 			val, err := json.Marshal(rs)
 			if err != nil {
 				return err
 			}
-			key := s.p.revokedSerial(sr)
-			ops = append(ops, clientv3.OpPut(key, string(val)))
-			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(key), "=", 0))
-			out = append(out, rs)
+			keys, vals, recs = append(keys, s.p.revokedSerial(sr)), append(vals, string(val)), append(recs, rs)
 		}
-		// Serials revoked before are skipped: read which exist.
-		if len(ops) > 0 {
-			exists := map[string]bool{}
-			rdir := s.p.dir(kindRevokedSerials)
-			if _, err := s.rangeAll(ctx, rdir, rangeEnd(rdir), 0, true, func(kv *mvccpb.KeyValue) error {
-				name, _ := cutKey(kv.Key, rdir)
-				exists[name] = true
-				return nil
-			}); err != nil {
-				return err
+		written, err := s.putIfAbsent(ctx, keys, vals)
+		for i, w := range written {
+			if w {
+				out = append(out, recs[i])
 			}
-			ops = slices.DeleteFunc(ops, func(op clientv3.Op) bool {
-				name, _ := cutKey(op.KeyBytes(), rdir)
-				return exists[name]
-			})
-			cmps = slices.DeleteFunc(cmps, func(c clientv3.Cmp) bool {
-				name, _ := cutKey(c.KeyBytes(), rdir)
-				return exists[name]
-			})
-			out = slices.DeleteFunc(out, func(r storage.RevokedSerial) bool { return exists[r.Serial] })
 		}
-		// Revocations first, then the reservations: an interruption
-		// between them leaves reservations whose serials a later start
-		// finds revoked and skips.
-		if err := s.commitChunks(ctx, ops, cmps); err != nil {
+		if err != nil {
 			return err
 		}
 		return s.commitChunks(ctx, abandoned, make([]clientv3.Cmp, len(abandoned)))

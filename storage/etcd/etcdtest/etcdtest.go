@@ -98,6 +98,8 @@ func (s *Server) start() error {
 	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
 	cfg.UnsafeNoFsync = true // tests only: a crash of the test loses nothing that matters
+	// One member elects itself: short ticks make start and restart quick.
+	cfg.TickMs, cfg.ElectionMs = 10, 100
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
 		return fmt.Errorf("etcdtest: starting etcd in %s: %w", s.dir, err)
