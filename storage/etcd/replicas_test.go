@@ -243,9 +243,7 @@ func TestUnavailable(t *testing.T) {
 	if err := s.CreateEntry(ctx, storage.Entry{ID: "e1", SPIFFEID: web, CreatedAt: t0}); err != nil {
 		t.Fatal(err)
 	}
-	st := time.Now()
 	srv.Stop()
-	t.Logf("stop took %s", time.Since(st))
 	downStart := time.Now()
 	if err := s.BindSerial(ctx, rec(1, web, t0.Add(time.Hour))); err != nil {
 		t.Fatalf("BindSerial while etcd is down: %v (queued, want nil)", err)
@@ -275,8 +273,6 @@ func TestUnavailable(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("calls with etcd down took %s; restart %s", down.Sub(downStart), time.Since(down))
-	back := time.Now()
-	defer func() { t.Logf("reconnect took %s", time.Since(back)) }()
 	// The client reconnects with a backoff: poll until a read succeeds.
 	deadline := time.Now().Add(15 * time.Second)
 	for {
@@ -321,7 +317,7 @@ func TestTLS(t *testing.T) {
 	}
 	for name, tc := range map[string]*tls.Config{"no client certificate": noCert, "plain text": nil} {
 		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
-		s, err := Open(ctx, Options{Endpoints: []string{srv.Endpoint}, TLS: tc, TrustDomain: newTrustDomain(), ReplicaID: "r", Timeout: time.Second})
+		s, err := Open(ctx, Options{Endpoints: []string{srv.Endpoint}, TLS: tc, TrustDomain: newTrustDomain(), ReplicaID: "r", Timeout: 500 * time.Millisecond})
 		cancel()
 		if err == nil {
 			s.Close()

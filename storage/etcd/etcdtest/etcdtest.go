@@ -13,11 +13,13 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -29,7 +31,11 @@ import (
 // StartTimeout bounds the wait for a member to be ready.
 const StartTimeout = 20 * time.Second
 
-// Server is one etcd member listening on loopback ports.
+// Server is one etcd member listening on loopback ports. Clients reach
+// it through a TCP proxy on Endpoint, so that Stop cuts their connections
+// at once, as a crashed member or a lost network would (etcd's own
+// graceful stop waits seconds for clients' open streams), and Restart
+// brings it back on the same address.
 type Server struct {
 	// Endpoint is the client address, HOST:PORT.
 	Endpoint string
@@ -37,10 +43,14 @@ type Server struct {
 	// CA and of a client certificate it accepts.
 	TLS *TLSFiles
 
-	dir        string
-	clientPort int
-	peerPort   int
-	e          *embed.Etcd
+	dir      string
+	backend  string // the member's own client address
+	peerPort int
+	e        *embed.Etcd
+
+	mu    sync.Mutex
+	proxy net.Listener
+	conns map[net.Conn]struct{}
 }
 
 // TLSFiles are PEM files made by NewTLSFiles.
@@ -75,8 +85,54 @@ func New(dir string, tlsFiles *TLSFiles) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{Endpoint: net.JoinHostPort("127.0.0.1", strconv.Itoa(cp)), TLS: tlsFiles, dir: dir, clientPort: cp, peerPort: pp}
-	return s, s.start()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{Endpoint: l.Addr().String(), TLS: tlsFiles, dir: dir,
+		backend: net.JoinHostPort("127.0.0.1", strconv.Itoa(cp)), peerPort: pp, conns: map[net.Conn]struct{}{}}
+	if err := s.start(); err != nil {
+		l.Close()
+		return nil, err
+	}
+	s.serveProxy(l)
+	return s, nil
+}
+
+// serveProxy forwards each connection to l to the member.
+func (s *Server) serveProxy(l net.Listener) {
+	s.mu.Lock()
+	s.proxy = l
+	s.mu.Unlock()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			b, err := net.Dial("tcp", s.backend)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			s.mu.Lock()
+			if s.proxy != l {
+				s.mu.Unlock()
+				c.Close()
+				b.Close()
+				continue
+			}
+			s.conns[c], s.conns[b] = struct{}{}, struct{}{}
+			s.mu.Unlock()
+			pipe := func(dst, src net.Conn) {
+				_, _ = io.Copy(dst, src)
+				dst.Close()
+				src.Close()
+			}
+			go pipe(b, c)
+			go pipe(c, b)
+		}
+	}()
 }
 
 func (s *Server) start() error {
@@ -91,7 +147,7 @@ func (s *Server) start() error {
 		cfg.ClientTLSInfo.TrustedCAFile = s.TLS.CA
 		cfg.ClientTLSInfo.ClientCertAuth = true
 	}
-	cu := url.URL{Scheme: scheme, Host: s.Endpoint}
+	cu := url.URL{Scheme: scheme, Host: s.backend}
 	pu := url.URL{Scheme: "http", Host: net.JoinHostPort("127.0.0.1", strconv.Itoa(s.peerPort))}
 	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{cu}, []url.URL{cu}
 	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{pu}, []url.URL{pu}
@@ -114,21 +170,40 @@ func (s *Server) start() error {
 	return nil
 }
 
-// Stop stops the member; its data stays for Restart. Stopping a stopped
-// member does nothing.
+// Stop cuts every client connection and stops the member; its data
+// stays for Restart. Stopping a stopped member does nothing.
 func (s *Server) Stop() {
+	s.mu.Lock()
+	if s.proxy != nil {
+		s.proxy.Close()
+		s.proxy = nil
+	}
+	for c := range s.conns {
+		c.Close()
+	}
+	clear(s.conns)
+	s.mu.Unlock()
 	if s.e != nil {
 		s.e.Close()
 		s.e = nil
 	}
 }
 
-// Restart starts the stopped member again on the same ports and data.
+// Restart starts the stopped member again on the same address and data.
 func (s *Server) Restart() error {
 	if s.e != nil {
 		return errors.New("etcdtest: member is running")
 	}
-	return s.start()
+	if err := s.start(); err != nil {
+		return err
+	}
+	l, err := net.Listen("tcp", s.Endpoint)
+	if err != nil {
+		s.Stop()
+		return fmt.Errorf("etcdtest: listening on %s again: %w", s.Endpoint, err)
+	}
+	s.serveProxy(l)
+	return nil
 }
 
 // freePort returns a TCP port free on the loopback interface now.
