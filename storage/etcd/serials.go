@@ -365,41 +365,55 @@ func (s *Store) serialsFor(ctx context.Context, spiffeID string, now time.Time, 
 	return out, rev, nil
 }
 
+// pruneBatch is how many serial records one PruneSerials transaction
+// deletes at most.
+const pruneBatch = 1000
+
 // PruneSerials deletes the records of certificates that expired before
 // expiredBefore and the reservations that expired then, and returns how
 // many serial records it deleted. The expired records are the front of
-// the serials range: each transaction reads and deletes up to
-// MaxTxnOps/2 of them with their index keys.
+// the serials range, and each SPIFFE ID's expired index keys the front of
+// its index range: a transaction deletes up to pruneBatch records with one
+// range deletion, and the index of each of their IDs with one more.
 func (s *Store) PruneSerials(ctx context.Context, expiredBefore time.Time) (int, error) {
 	if err := s.check(ctx); err != nil {
 		return 0, err
 	}
 	dir := s.p.dir(kindSerials)
 	end := dir + timeKey(expiredBefore)
+	cut := timeKey(expiredBefore)
 	total := 0
 	for {
 		n := 0
 		err := s.do(ctx, func(ctx context.Context) error {
-			resp, err := s.cli.Get(ctx, dir, clientv3.WithRange(end), clientv3.WithLimit(int64(s.maxOps/2)))
+			resp, err := s.cli.Get(ctx, dir, clientv3.WithRange(end), clientv3.WithLimit(pruneBatch))
 			if err != nil {
 				return err
 			}
-			var ops []clientv3.Op
+			ids := map[string]bool{}
+			var last []byte
 			for _, kv := range resp.Kvs {
 				var r storage.Serial
 				if err := json.Unmarshal(kv.Value, &r); err != nil {
 					return corrupt(kv.Key, "%v", err)
 				}
-				ops = append(ops, clientv3.OpDelete(string(kv.Key)), clientv3.OpDelete(s.indexKey(r)))
+				if !ids[r.SPIFFEID] && len(ids) == s.maxOps-1 {
+					break // one operation per ID, and one for the records
+				}
+				ids[r.SPIFFEID] = true
+				last = kv.Key
+				n++
 			}
-			if len(ops) == 0 {
+			if n == 0 {
 				return nil
 			}
-			if _, err := s.cli.Txn(ctx).Then(ops...).Commit(); err != nil {
-				return err
+			ops := []clientv3.Op{clientv3.OpDelete(dir, clientv3.WithRange(string(last)+"\x00"))}
+			for id := range ids {
+				idx := s.p.serialIDs(id)
+				ops = append(ops, clientv3.OpDelete(idx, clientv3.WithRange(idx+cut)))
 			}
-			n = len(resp.Kvs)
-			return nil
+			_, err = s.cli.Txn(ctx).Then(ops...).Commit()
+			return err
 		})
 		if err != nil {
 			return total, fmt.Errorf("storage/etcd: pruning serials: %w", err)
