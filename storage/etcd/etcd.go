@@ -83,6 +83,10 @@ type Store struct {
 	log       *slog.Logger
 	closed    atomic.Bool
 	stopKeep  context.CancelFunc
+	// openRev is the revision of etcd when the store was opened: Watch
+	// reports the changes made since, so that nothing changed between
+	// Open and the caller's first reads is missed.
+	openRev int64
 	// serialTxns counts the transactions that wrote serial records.
 	serialTxns atomic.Uint64
 
@@ -216,9 +220,11 @@ func (s *Store) setup(ctx context.Context, ttl time.Duration) error {
 		if err != nil {
 			return err
 		}
-		if _, err := s.cli.Put(ctx, s.p.run(s.replica), s.run, clientv3.WithLease(lease.ID)); err != nil {
+		resp, err := s.cli.Put(ctx, s.p.run(s.replica), s.run, clientv3.WithLease(lease.ID))
+		if err != nil {
 			return err
 		}
+		s.openRev = resp.Header.Revision
 		kctx, cancel := context.WithCancel(context.Background())
 		ch, err := s.cli.KeepAlive(kctx, lease.ID)
 		if err != nil {

@@ -27,12 +27,16 @@ var watched = []struct {
 }
 
 // Watch calls fn with the kinds of record that changed, on any server of
-// the trust domain, until ctx is done. It follows etcd watches on the
-// directories of entries, revocations, nodes and keys; when a watch ends
-// (its history compacted, the connection lost for good) it reports
-// storage.ChangeAll, since changes may have been missed, and watches again
-// from the current revision.
+// the trust domain, since the store was opened (so that a change made
+// between Open and the caller's first reads is reported, not lost), until
+// ctx is done. It follows etcd watches on the directories of entries,
+// revocations, nodes and keys; when a watch ends (its history compacted,
+// the connection lost for good) it watches again from the current
+// revision and reports storage.ChangeAll, since changes may have been
+// missed.
 func (s *Store) Watch(ctx context.Context, fn func(storage.Change)) error {
+	from := s.openRev + 1
+	pendingAll := false
 	for {
 		if err := s.check(ctx); err != nil {
 			return err
@@ -41,7 +45,7 @@ func (s *Store) Watch(ctx context.Context, fn func(storage.Change)) error {
 		events := make(chan storage.Change, len(watched))
 		done := make(chan struct{}, len(watched))
 		for _, w := range watched {
-			ch := s.cli.Watch(wctx, s.p.dir(w.kind), clientv3.WithPrefix(), clientv3.WithKeysOnly())
+			ch := s.cli.Watch(wctx, s.p.dir(w.kind), clientv3.WithPrefix(), clientv3.WithKeysOnly(), clientv3.WithRev(from))
 			go func() {
 				defer func() { done <- struct{}{} }()
 				for resp := range ch {
@@ -58,6 +62,10 @@ func (s *Store) Watch(ctx context.Context, fn func(storage.Change)) error {
 					}
 				}
 			}()
+		}
+		if pendingAll {
+			fn(storage.ChangeAll)
+			pendingAll = false
 		}
 		ended := false
 		for !ended {
@@ -78,13 +86,30 @@ func (s *Store) Watch(ctx context.Context, fn func(storage.Change)) error {
 			}
 		}
 		cancel()
-		if err := s.check(ctx); err != nil {
-			return err
-		}
-		fn(storage.ChangeAll)
 		select {
 		case <-ctx.Done():
 		case <-time.After(retryDelay):
 		}
+		// Watch again from now, then have everything read again: what
+		// changed while no watch ran is in those reads.
+		var rev int64
+		err := s.do(ctx, func(ctx context.Context) error {
+			resp, err := s.cli.Get(ctx, s.p.meta("schema"))
+			if err == nil {
+				rev = resp.Header.Revision
+			}
+			return err
+		})
+		if err := s.check(ctx); err != nil {
+			return err
+		}
+		if err != nil {
+			// Watch again from where the last watch started: if etcd
+			// still has that history, it replays what was missed.
+			s.log.Warn("etcd unreachable; watching again", slog.Any("error", err))
+		} else {
+			from = rev + 1
+		}
+		pendingAll = true
 	}
 }

@@ -1,0 +1,93 @@
+package ca
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/badge-dev/badge/internal/testclock"
+	"github.com/badge-dev/badge/storage"
+	"github.com/badge-dev/badge/storage/etcd"
+	"github.com/badge-dev/badge/storage/etcd/etcdtest"
+)
+
+// waitSnapshot waits up to 5s for a snapshot of a that satisfies ok,
+// woken by each new snapshot.
+func waitSnapshot(t *testing.T, a *Authority, what string, ok func(*Snapshot) bool) {
+	t.Helper()
+	deadline := time.After(5 * time.Second)
+	for {
+		s := a.Snapshot()
+		if ok(s) {
+			return
+		}
+		select {
+		case <-s.Done():
+		case <-deadline:
+			t.Fatalf("%s: not published within 5s", what)
+		}
+	}
+}
+
+// TestWatchPublishesOtherServersChanges: two authorities share an etcd
+// store (and, as a first step, the key directory). An entry, a
+// revocation and a node eviction made through A are published in B's
+// snapshots.
+func TestWatchPublishesOtherServersChanges(t *testing.T) {
+	srv := etcdtest.Start(t, nil)
+	dir := t.TempDir()
+	clock := testclock.New(testStart)
+	openAuth := func(replica string) *Authority {
+		t.Helper()
+		st, err := etcd.Open(t.Context(), etcd.Options{Endpoints: []string{srv.Endpoint}, TrustDomain: "example.org", ReplicaID: replica})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		a, err := New(context.Background(), Config{Store: st, KeyDir: filepath.Join(dir, "keys"), Time: clock.Now, Monotonic: clock.Monotonic})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { a.Close() })
+		return a
+	}
+	a := openAuth("a")
+	b := openAuth("b")
+	ctx := t.Context()
+
+	id := mustCreate(t, a, "spiffe://example.org/web", "unix:uid:1001")
+	waitSnapshot(t, b, "entry created on A", func(s *Snapshot) bool {
+		for _, e := range s.Entries() {
+			if e.Record.ID == id {
+				return true
+			}
+		}
+		return false
+	})
+
+	if _, err := a.RevokeID(ctx, RevokeRequest{SPIFFEID: "spiffe://example.org/web", Reason: "test", Block: true}); err != nil {
+		t.Fatal(err)
+	}
+	waitSnapshot(t, b, "revocation made on A", func(s *Snapshot) bool {
+		for _, r := range s.revocations.ids {
+			if r.ID.String() == "spiffe://example.org/web" && r.Blocked {
+				return true
+			}
+		}
+		return false
+	})
+
+	if err := a.store.PutNode(ctx, storage.Node{Name: "n1", Attestation: storage.AttestJoinToken, FirstAttestedAt: testStart, LastAttestedAt: testStart}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.EvictNode(ctx, "n1", 0); err != nil {
+		t.Fatal(err)
+	}
+	waitSnapshot(t, b, "node evicted on A", func(s *Snapshot) bool { return s.evictedNodes["n1"] })
+
+	if err := a.DeleteEntry(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	waitSnapshot(t, b, "entry deleted on A", func(s *Snapshot) bool { return len(s.Entries()) == 0 })
+}
