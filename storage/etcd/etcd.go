@@ -87,6 +87,8 @@ type Store struct {
 	// reports the changes made since, so that nothing changed between
 	// Open and the caller's first reads is missed.
 	openRev int64
+	// failing is set while the committer's last attempt failed.
+	failing atomic.Bool
 	// serialTxns counts the transactions that wrote serial records.
 	serialTxns atomic.Uint64
 

@@ -268,6 +268,11 @@ func TestUnavailable(t *testing.T) {
 			t.Errorf("%s with etcd down took %s; want about the timeout %s", name, took, timeout)
 		}
 	}
+	// RecordSerial failed to write: no certificate is issued (bound)
+	// until etcd takes writes again.
+	if err := s.BindSerial(ctx, rec(3, web, t0.Add(time.Hour))); !errors.Is(err, storage.ErrUnavailable) || !strings.Contains(err.Error(), srv.Endpoint) {
+		t.Errorf("BindSerial after a failed write = %v; want ErrUnavailable naming %s", err, srv.Endpoint)
+	}
 	down := time.Now()
 	if err := srv.Restart(); err != nil {
 		t.Fatal(err)
@@ -285,9 +290,21 @@ func TestUnavailable(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	// Bindings are taken again once the queued one is written (retried
+	// every second).
+	for {
+		err := s.BindSerial(ctx, rec(4, web, t0.Add(time.Hour)))
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("BindSerial after etcd came back: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	got, err := s.SerialsFor(ctx, web, t0)
-	if err != nil || len(got) != 1 || got[0].Serial != fmt.Sprintf("%032x", 1) {
-		t.Errorf("SerialsFor after etcd came back = %v, %v; want the binding queued while it was down", got, err)
+	if err != nil || len(got) != 2 || got[0].Serial != fmt.Sprintf("%032x", 1) || got[1].Serial != fmt.Sprintf("%032x", 4) {
+		t.Errorf("SerialsFor after etcd came back = %v, %v; want the binding queued while it was down and the one made after", got, err)
 	}
 }
 

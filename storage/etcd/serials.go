@@ -79,10 +79,18 @@ func (s *Store) RecordSerial(ctx context.Context, r storage.Serial) error {
 // BindSerial queues the record of a certificate whose serial came from a
 // reservation, and returns at once; it is committed with the next batch
 // (and again after a failure, until Close). SerialsFor, RevokeID and
-// RevokeSerial wait for the queue.
+// RevokeSerial wait for the queue. While etcd cannot be written (the last
+// batch failed, and no write or read has succeeded since) it refuses with
+// storage.ErrUnavailable: a server cut off from etcd stops issuing rather
+// than hand out certificates that a revocation made on another server
+// cannot find.
 func (s *Store) BindSerial(ctx context.Context, r storage.Serial) error {
 	if err := s.check(ctx); err != nil {
 		return err
+	}
+	if s.failing.Load() {
+		return fmt.Errorf("storage/etcd: %s: %w: the last serial records could not be written; "+
+			"no certificate is issued until they are", s.endpoints, storage.ErrUnavailable)
 	}
 	w, err := newWrite(r)
 	if err != nil {
@@ -161,6 +169,12 @@ func (s *Store) commitLoop() {
 			if len(batch) > 0 {
 				ok = s.commitSerials(batch, closing)
 			}
+			if ok && s.failing.Load() && !closing {
+				// Nothing was written that proves etcd is back: ask.
+				if ok = s.probe(); ok {
+					s.failing.Store(false)
+				}
+			}
 			if len(batch) == 0 && closing {
 				return
 			}
@@ -173,6 +187,15 @@ func (s *Store) commitLoop() {
 			}
 		}
 	}
+}
+
+// probe reports whether etcd answers a read, to end a failure when no
+// record is queued to try.
+func (s *Store) probe() bool {
+	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
+	defer cancel()
+	_, err := s.cli.Get(ctx, s.p.meta("schema"))
+	return err == nil
 }
 
 // commitSerials writes batch in transactions of up to maxOps/2 records
@@ -205,6 +228,11 @@ func (s *Store) commitSerials(batch []*serialWrite, closing bool) bool {
 		})
 	}
 	wg.Wait()
+	if len(recs) > 0 {
+		// Before any caller hears of the outcome: one told of a failure
+		// then finds BindSerial refusing.
+		s.failing.Store(failed != nil)
+	}
 	if failed != nil {
 		s.log.Error("recording serials failed", slog.Int("count", len(failedWrites)), slog.Any("error", failed))
 	}
