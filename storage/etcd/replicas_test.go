@@ -96,7 +96,9 @@ func TestRevokeIDAtomicAcrossReplicas(t *testing.T) {
 					return
 				default:
 				}
-				if err := b.RecordSerial(ctx, rec(i, web, notAfter)); err != nil {
+				r := rec(i, web, notAfter)
+				r.IssuedAt = time.Now()
+				if err := b.RecordSerial(ctx, r); err != nil {
 					t.Errorf("RecordSerial: %v", err)
 					return
 				}
@@ -351,5 +353,38 @@ func TestTLS(t *testing.T) {
 		if _, err := TLSConfig(args[0], args[1], args[2]); err == nil {
 			t.Errorf("TLSConfig(%s) succeeded, want an error", name)
 		}
+	}
+}
+
+// TestLateRecordRevoked: a certificate issued before its ID's revocation
+// whose record lands only after it (its server was cut off from etcd) is
+// revoked when it lands: the revocation could not see it.
+func TestLateRecordRevoked(t *testing.T) {
+	td := newTrustDomain()
+	a := open(t, Options{TrustDomain: td, ReplicaID: "a"})
+	defer a.Close()
+	b := open(t, Options{TrustDomain: td, ReplicaID: "b"})
+	defer b.Close()
+	ctx := t.Context()
+	web := "spiffe://example.org/web"
+	revokedAt := t0.Add(time.Minute)
+	if _, err := b.RevokeID(ctx, storage.Revocation{SPIFFEID: web, RevokedAt: revokedAt, Reason: "stolen"}, revokedAt); err != nil {
+		t.Fatal(err)
+	}
+	early := rec(1, web, t0.Add(time.Hour)) // IssuedAt t0: before the revocation
+	late := rec(2, web, t0.Add(time.Hour))
+	late.IssuedAt = revokedAt.Add(time.Second) // after it: not revoked
+	other := rec(3, "spiffe://example.org/other", t0.Add(time.Hour))
+	for _, r := range []storage.Serial{early, late, other} {
+		if err := a.RecordSerial(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, serials, err := b.ListRevocations(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(serials) != 1 || serials[0].Serial != early.Serial || !serials[0].RevokedAt.Equal(revokedAt) || serials[0].Reason != "stolen" {
+		t.Fatalf("revoked serials = %+v; want only %s, with the ID's revocation time and reason", serials, early.Serial)
 	}
 }

@@ -211,7 +211,7 @@ func (s *Store) commitSerials(batch []*serialWrite, closing bool) bool {
 			recs = append(recs, w)
 		}
 	}
-	per := s.maxOps / 2
+	per := (s.maxOps - 1) / 2 // two keys a record, and the read of the revoked IDs
 	var wg sync.WaitGroup
 	var errMu sync.Mutex
 	var failed error
@@ -293,13 +293,15 @@ func (s *Store) commitChunk(chunk []*serialWrite) error {
 		if len(ops) == 0 {
 			return nil
 		}
+		rdir := s.p.dir(kindRevokedIDs)
+		ops = append(ops, clientv3.OpGet(rdir, clientv3.WithRange(rangeEnd(rdir))))
 		s.serialTxns.Add(1)
 		resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Else(elseOps...).Commit()
 		if err != nil {
 			return s.mapErr(context.Background(), err)
 		}
 		if resp.Succeeded {
-			return nil
+			return s.revokeLate(ctx, chunk, resp.Responses[len(ops)-1].GetResponseRange().Kvs)
 		}
 		for i, w := range checked {
 			if len(resp.Responses[i].GetResponseRange().Kvs) > 0 {
@@ -307,6 +309,55 @@ func (s *Store) commitChunk(chunk []*serialWrite) error {
 			}
 		}
 	}
+}
+
+// revokeLate revokes the certificates just recorded whose SPIFFE ID was
+// revoked, as read in the same transaction, after they were issued: their
+// records landed after the revocation read the ID's certificates (their
+// server was cut off from etcd meanwhile, or slow), so the revocation
+// could not find them.
+func (s *Store) revokeLate(ctx context.Context, chunk []*serialWrite, revoked []*mvccpb.KeyValue) error {
+	if len(revoked) == 0 {
+		return nil
+	}
+	byID := make(map[string]storage.Revocation, len(revoked))
+	for _, kv := range revoked {
+		r, err := decodeRevocation(s.p, kv)
+		if err != nil {
+			return err
+		}
+		byID[r.SPIFFEID] = r
+	}
+	var keys, vals []string
+	for _, w := range chunk {
+		r, ok := byID[w.rec.SPIFFEID]
+		if w.err != nil || !ok || !w.rec.IssuedAt.Before(r.RevokedAt) {
+			continue
+		}
+		rs := storage.RevokedSerial{Serial: w.rec.Serial, SPIFFEID: w.rec.SPIFFEID, NotAfter: w.rec.NotAfter, RevokedAt: r.RevokedAt, Reason: r.Reason, AdminUID: r.AdminUID}
+		val, err := json.Marshal(rs)
+		if err != nil {
+			return err
+		}
+		keys, vals = append(keys, s.p.revokedSerial(rs.Serial)), append(vals, string(val))
+	}
+	if len(keys) == 0 {
+		return nil
+	}
+	written, err := s.putIfAbsent(ctx, keys, vals)
+	n := 0
+	for _, w := range written {
+		if w {
+			n++
+		}
+	}
+	if n > 0 {
+		s.log.Warn("revoked certificates recorded after the revocation of their SPIFFE ID", slog.Int("count", n))
+	}
+	if err != nil {
+		return s.mapErr(context.Background(), err)
+	}
+	return nil
 }
 
 func (s *Store) indexKey(r storage.Serial) string {
