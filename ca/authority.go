@@ -408,7 +408,22 @@ func (a *Authority) pruneLoop() {
 		} else if n > 0 {
 			a.log.Debug("pruned expired join tokens", slog.Int(logkey.Count, n))
 		}
+		if err := a.revokeAbandoned(context.Background()); err != nil {
+			a.log.Error("revoking the serials of a server that died failed", slog.Any(logkey.Error, err))
+		}
 	}
+}
+
+// revokeAbandoned revokes, on a store several servers share, the unbound
+// reserved serials of a server that died and did not come back (its run
+// expired): at start-up only, they would wait for some server to restart.
+// Other servers learn of the revocation through their watch. A store only
+// this process opens has nothing to sweep after start-up.
+func (a *Authority) revokeAbandoned(ctx context.Context) error {
+	if _, shared := a.store.(storage.Watcher); !shared {
+		return nil
+	}
+	return a.revokeUnbound(ctx)
 }
 
 // pruneSerials deletes the records of certificates that expired more than

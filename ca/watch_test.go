@@ -125,3 +125,42 @@ func TestAuditAcrossServers(t *testing.T) {
 		t.Fatalf("VerifyAudit = %+v, %v; want 5 records, OK", rep, err)
 	}
 }
+
+// TestRevokeAbandoned: the reserved, unbound serials of a server that
+// died are revoked by a running server's sweep, and published in its
+// revocation list.
+func TestRevokeAbandoned(t *testing.T) {
+	srv := etcdtest.Start(t, nil)
+	dir := t.TempDir()
+	clock := testclock.New(testStart)
+	openStore := func(replica string) *etcd.Store {
+		st, err := etcd.Open(t.Context(), etcd.Options{Endpoints: []string{srv.Endpoint}, TrustDomain: "example.org", ReplicaID: replica})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		return st
+	}
+	a, err := New(context.Background(), Config{Store: openStore("a"), KeyDir: filepath.Join(dir, "keys"), Time: clock.Now, Monotonic: clock.Monotonic})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	ctx := t.Context()
+	dead := openStore("dead")
+	serials := []string{"dead01", "dead02"}
+	if err := dead.ReserveSerials(ctx, storage.Reservation{Serials: serials, NotAfter: testStart.Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := dead.Close(); err != nil { // its run ends; the serials were never bound nor released
+		t.Fatal(err)
+	}
+	if err := a.revokeAbandoned(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitSnapshot(t, a, "serials of the dead server revoked", func(s *Snapshot) bool {
+		_, ok1 := s.revocations.serials[serials[0]]
+		_, ok2 := s.revocations.serials[serials[1]]
+		return ok1 && ok2
+	})
+}
