@@ -164,3 +164,48 @@ func TestRevokeAbandoned(t *testing.T) {
 		return ok1 && ok2
 	})
 }
+
+// TestJWTRevocationAcrossServers: a JWT-SVID signed by server A validates
+// on server B; after B revokes its ID, A refuses it within a second, as
+// /introspect on every server must.
+func TestJWTRevocationAcrossServers(t *testing.T) {
+	srv := etcdtest.Start(t, nil)
+	dir := t.TempDir()
+	clock := testclock.New(testStart)
+	auths := map[string]*Authority{}
+	for _, replica := range []string{"a", "b"} {
+		st, err := etcd.Open(t.Context(), etcd.Options{Endpoints: []string{srv.Endpoint}, TrustDomain: "example.org", ReplicaID: replica})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		a, err := New(context.Background(), Config{Store: st, KeyDir: filepath.Join(dir, "keys"), Time: clock.Now, Monotonic: clock.Monotonic})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { a.Close() })
+		auths[replica] = a
+	}
+	a, b := auths["a"], auths["b"]
+	ctx := t.Context()
+	id := mustCreate(t, a, "spiffe://example.org/web", "unix:uid:1001")
+	tok, err := a.SignJWTSVID(ctx, a.Snapshot(), entryFor(t, a.Snapshot(), id), []string{"orders"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.ValidateJWTSVID(b.Snapshot(), tok.Token, "orders"); err != nil {
+		t.Fatalf("B validating A's token: %v", err)
+	}
+	clock.Advance(time.Second)
+	if _, err := b.RevokeID(ctx, RevokeRequest{SPIFFEID: "spiffe://example.org/web", Reason: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	waitSnapshot(t, a, "revocation made on B", func(s *Snapshot) bool {
+		_, err := a.ValidateJWTSVID(s, tok.Token, "orders")
+		return err != nil
+	})
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("A refused the revoked token %s after B's revocation, want within 1s", took)
+	}
+}
