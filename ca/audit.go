@@ -76,13 +76,8 @@ const (
 // ErrNoAuditStore is returned when the store does not keep an audit trail.
 var ErrNoAuditStore = errors.New("ca: the store does not keep an audit trail")
 
-// AuditStore keeps the audit trail: storage/bbolt implements it.
-type AuditStore interface {
-	AuditHead(ctx context.Context) (storage.AuditHead, storage.AuditRecord, error)
-	AppendAudit(ctx context.Context, rec storage.AuditRecord, head storage.AuditHead) error
-	PruneAudit(ctx context.Context, through uint64, rec storage.AuditRecord, head storage.AuditHead) (int, error)
-	ScanAudit(ctx context.Context, after uint64, fn func(storage.AuditRecord, error) bool) (storage.AuditHead, error)
-}
+// AuditStore keeps the audit trail: a part of every Store (storage.Audit).
+type AuditStore = storage.Audit
 
 // AuditEvent is one action to record.
 type AuditEvent struct {
@@ -99,6 +94,10 @@ type AuditEvent struct {
 	// Err is the error the action failed with; nil records "ok".
 	Err error
 }
+
+// auditAppendAttempts bounds the appends of one record that lose to
+// other servers appending to the same trail.
+const auditAppendAttempts = 5
 
 // auditState is the head the next record chains to, kept in memory so
 // that appending reads nothing; auditMu guards it.
@@ -180,28 +179,39 @@ func (a *Authority) audit(ctx context.Context, ev AuditEvent) error {
 	}
 	a.auditMu.Lock()
 	defer a.auditMu.Unlock()
-	if err := a.loadAuditLocked(ctx, st); err != nil {
-		return err
-	}
-	rec := storage.AuditRecord{
-		Seq:      a.auditState.head.Seq + 1,
-		Time:     a.cfg.Time().UTC(),
-		AdminUID: ev.AdminUID,
-		Action:   clip(ev.Action, storage.MaxAuditAction),
-		Target:   clip(ev.Target, storage.MaxAuditText),
-		Detail:   clip(ev.Detail, storage.MaxAuditText),
-		Result:   clip(result, storage.MaxAuditText),
-		Prev:     a.auditState.head.Hash,
-	}
-	rec.Hash = AuditRecordHash(rec)
-	head := a.auditState.head
-	head.Seq, head.Hash = rec.Seq, rec.Hash
-	if err := a.signAuditHead(&head); err != nil {
-		return err
-	}
-	if err := st.AppendAudit(ctx, rec, head); err != nil {
+	// Another server sharing the store may have moved the head since this
+	// one read it: the append then fails with ErrExists, and the record is
+	// chained again to the head as stored now.
+	var rec storage.AuditRecord
+	var head storage.AuditHead
+	for attempt := 1; ; attempt++ {
+		if err := a.loadAuditLocked(ctx, st); err != nil {
+			return err
+		}
+		rec = storage.AuditRecord{
+			Seq:      a.auditState.head.Seq + 1,
+			Time:     a.cfg.Time().UTC(),
+			AdminUID: ev.AdminUID,
+			Action:   clip(ev.Action, storage.MaxAuditAction),
+			Target:   clip(ev.Target, storage.MaxAuditText),
+			Detail:   clip(ev.Detail, storage.MaxAuditText),
+			Result:   clip(result, storage.MaxAuditText),
+			Prev:     a.auditState.head.Hash,
+		}
+		rec.Hash = AuditRecordHash(rec)
+		head = a.auditState.head
+		head.Seq, head.Hash = rec.Seq, rec.Hash
+		if err := a.signAuditHead(&head); err != nil {
+			return err
+		}
+		err := st.AppendAudit(ctx, rec, head)
+		if err == nil {
+			break
+		}
 		a.auditState.ready = false // reread the head from the store next time
-		return fmt.Errorf("ca: recording audit record %d: %w", rec.Seq, err)
+		if !errors.Is(err, storage.ErrExists) || attempt == auditAppendAttempts {
+			return fmt.Errorf("ca: recording audit record %d: %w", rec.Seq, err)
+		}
 	}
 	a.auditState.head = head
 	a.log.Info("audit", slog.Uint64("seq", rec.Seq), slog.String("action", rec.Action), slog.String("target", rec.Target),

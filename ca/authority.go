@@ -45,28 +45,10 @@ const (
 	auditPruneInterval = time.Hour
 )
 
-// Store is the persistent state the authority needs. storage/bbolt
-// implements it.
-type Store interface {
-	CreateEntry(ctx context.Context, e storage.Entry) error
-	GetEntry(ctx context.Context, id string) (storage.Entry, error)
-	ListEntries(ctx context.Context) ([]storage.Entry, error)
-	DeleteEntry(ctx context.Context, id string) error
-	ReserveSerials(ctx context.Context, r storage.Reservation) error
-	ReleaseSerials(ctx context.Context, serials []string) error
-	BindSerial(ctx context.Context, r storage.Serial) error
-	RevokeUnbound(ctx context.Context, now time.Time, reason string) ([]storage.RevokedSerial, error)
-	PruneSerials(ctx context.Context, expiredBefore time.Time) (int, error)
-	PutKey(ctx context.Context, k storage.Key) error
-	ListKeys(ctx context.Context) ([]storage.Key, error)
-	DeleteKey(ctx context.Context, id string) error
-	RevokeID(ctx context.Context, r storage.Revocation, now time.Time) ([]storage.RevokedSerial, error)
-	RevokeSerial(ctx context.Context, serial, reason string, adminUID uint32, now time.Time) (storage.RevokedSerial, error)
-	Unblock(ctx context.Context, spiffeID string) error
-	ListRevocations(ctx context.Context) ([]storage.Revocation, []storage.RevokedSerial, error)
-	PruneRevocations(ctx context.Context, now time.Time, keep time.Duration) (int, error)
-	NextCRLNumber(ctx context.Context, atLeast uint64) (uint64, error)
-}
+// Store is the persistent state the authority needs: the storage
+// contract, declared once in package storage. storage/bbolt and
+// storage/etcd implement it.
+type Store = storage.Backend
 
 // Config configures an Authority. Only Store and KeyDir are required; the
 // zero value of every other field is a working default.
@@ -388,6 +370,10 @@ func New(ctx context.Context, cfg Config) (*Authority, error) {
 	a.wg.Add(2)
 	go a.rotateLoop()
 	go a.pruneLoop()
+	if w, ok := a.store.(storage.Watcher); ok {
+		a.wg.Add(1)
+		go a.watchLoop(w)
+	}
 	return a, nil
 }
 
@@ -516,7 +502,22 @@ func (a *Authority) pruneLoop() {
 		} else if n > 0 {
 			a.log.Debug("pruned expired join tokens", slog.Int(logkey.Count, n))
 		}
+		if err := a.revokeAbandoned(context.Background()); err != nil {
+			a.log.Error("revoking the serials of a server that died failed", slog.Any(logkey.Error, err))
+		}
 	}
+}
+
+// revokeAbandoned revokes, on a store several servers share, the unbound
+// reserved serials of a server that died and did not come back (its run
+// expired): at start-up only, they would wait for some server to restart.
+// Other servers learn of the revocation through their watch. A store only
+// this process opens has nothing to sweep after start-up.
+func (a *Authority) revokeAbandoned(ctx context.Context) error {
+	if _, shared := a.store.(storage.Watcher); !shared {
+		return nil
+	}
+	return a.revokeUnbound(ctx)
 }
 
 // pruneSerials deletes the records of certificates that expired more than

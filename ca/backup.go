@@ -20,10 +20,9 @@ import (
 var ErrNoBackupStore = errors.New("ca: the store cannot take an online backup")
 
 // BackupStore takes a consistent snapshot of the database while it
-// serves: storage/bbolt implements it with one read transaction.
-type BackupStore interface {
-	Backup(ctx context.Context, fn func(size int64, keys []storage.Key, writeDB func(io.Writer) (int64, error)) error) error
-}
+// serves: the optional storage.FileBackup, which storage/bbolt implements
+// with one read transaction. The authority finds it by type assertion.
+type BackupStore = storage.FileBackup
 
 // Backup writes a backup of the authority to w, in the format of package
 // internal/backup: the database as of one read transaction (the server

@@ -25,14 +25,9 @@ var ErrClientAuth = errors.New("ca: client authentication failed")
 // ErrNoClientStore is returned when the store does not keep OAuth clients.
 var ErrNoClientStore = errors.New("ca: the store does not keep OAuth clients")
 
-// ClientStore is the optional part of a Store that keeps OAuth clients;
-// storage/bbolt implements it. The authority finds it by type assertion.
-type ClientStore interface {
-	CreateClient(ctx context.Context, c storage.Client) error
-	GetClient(ctx context.Context, id string) (storage.Client, error)
-	ListClients(ctx context.Context) ([]storage.Client, error)
-	DeleteClient(ctx context.Context, id string) error
-}
+// ClientStore is the part of a Store that keeps OAuth clients
+// (storage.Clients).
+type ClientStore = storage.Clients
 
 // MaxClientSecretLen bounds a presented secret; longer ones are refused
 // without hashing.

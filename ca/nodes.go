@@ -80,18 +80,9 @@ var (
 	ErrNodeEvicted = errors.New("node is evicted")
 )
 
-// NodeStore is the optional part of a Store that keeps nodes and join
-// tokens; storage/bbolt implements it. The authority finds it by type
-// assertion.
-type NodeStore interface {
-	CreateJoinToken(ctx context.Context, j storage.JoinToken) error
-	ConsumeJoinToken(ctx context.Context, hash string, now time.Time) (storage.JoinToken, storage.Node, error)
-	PruneJoinTokens(ctx context.Context, expiredBefore time.Time) (int, error)
-	PutNode(ctx context.Context, n storage.Node) error
-	GetNode(ctx context.Context, name string) (storage.Node, error)
-	ListNodes(ctx context.Context) ([]storage.Node, error)
-	EvictNode(ctx context.Context, name string, at time.Time, adminUID uint32) (storage.Node, int, error)
-}
+// NodeStore is the part of a Store that keeps nodes and join tokens
+// (storage.Nodes).
+type NodeStore = storage.Nodes
 
 func (a *Authority) nodeStore() (NodeStore, error) {
 	ns, ok := a.store.(NodeStore)

@@ -31,6 +31,10 @@ var (
 	// ErrSchema is returned by Open when the database was written with a
 	// schema this version does not know, typically by a newer release.
 	ErrSchema = errors.New("storage: unsupported database schema")
+	// ErrUnavailable is returned by a networked store when its servers
+	// cannot be reached or do not answer in time; the message names the
+	// endpoints. Nothing is known to be written; the call may be retried.
+	ErrUnavailable = errors.New("storage: store unavailable")
 )
 
 // MaxIDLen is the longest ID, SPIFFE ID or private key reference a store

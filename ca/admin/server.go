@@ -371,6 +371,10 @@ func (s *Server) writeAuthorityError(w http.ResponseWriter, err error) {
 		writeError(w, http.StatusNotFound, err)
 	case errors.Is(err, storage.ErrExists):
 		writeError(w, http.StatusConflict, err)
+	case errors.Is(err, storage.ErrUnavailable):
+		// A networked store did not answer: nothing was done; try again.
+		s.log.Warn("admin request failed: the store is unavailable", slog.Any(logkey.Error, err))
+		writeError(w, http.StatusServiceUnavailable, err)
 	default:
 		s.log.Error("admin request failed", slog.Any(logkey.Error, err))
 		writeError(w, http.StatusInternalServerError, err)

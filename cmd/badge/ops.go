@@ -21,7 +21,6 @@ import (
 	"github.com/badge-dev/badge/internal/connlimit"
 	"github.com/badge-dev/badge/internal/jsonout"
 	"github.com/badge-dev/badge/internal/metrics"
-	"github.com/badge-dev/badge/storage/bbolt"
 )
 
 // Bounds of the metrics listener: a scraper or two and probes, not the
@@ -51,16 +50,16 @@ func (o *ops) nodeConnections(name string) int {
 // database must commit a write and keep the free-space reserve
 // (--min-free-mib) below which new X.509-SVIDs are refused; the signing
 // intermediate must sign; the revocation list must be fresh.
-func newOps(auth *ca.Authority, store *bbolt.Store, minFree uint64, errLog *metrics.ErrorLog) *ops {
+func newOps(auth *ca.Authority, store storeOps, minFree uint64, errLog *metrics.ErrorLog) *ops {
 	r := metrics.NewReadiness(0,
 		metrics.Check{Name: "database", Run: func(ctx context.Context) error {
-			if err := store.Ping(ctx); err != nil {
+			if err := store.ping(ctx); err != nil {
 				return err
 			}
-			if minFree == 0 {
+			if minFree == 0 || store.freeSpace == nil {
 				return nil
 			}
-			free, err := store.FreeSpace()
+			free, err := store.freeSpace()
 			if err != nil {
 				return err
 			}
@@ -75,10 +74,7 @@ func newOps(auth *ca.Authority, store *bbolt.Store, minFree uint64, errLog *metr
 	)
 	m := metrics.New(metrics.Config{
 		Authority: auth,
-		DBStats: func(ctx context.Context) (metrics.DBStats, error) {
-			st, err := store.Stats(ctx)
-			return metrics.DBStats{SizeBytes: st.FileBytes, Serials: st.Serials}, err
-		},
+		DBStats:   store.stats,
 		Readiness: r,
 		Errors:    errLog,
 		Version:   version,

@@ -29,13 +29,16 @@ import (
 	"github.com/badge-dev/badge/internal/metrics"
 	"github.com/badge-dev/badge/internal/unixsock"
 	"github.com/badge-dev/badge/storage"
-	"github.com/badge-dev/badge/storage/bbolt"
 )
 
 // serverConfig is everything `badge server` is configured with.
 type serverConfig struct {
 	config          string
 	dataDir         string
+	storage         string
+	etcdCA          string
+	etcdCert        string
+	etcdKey         string
 	trustDomain     string
 	socket          string
 	adminSocket     string
@@ -142,17 +145,13 @@ func serve(ctx context.Context, c serverConfig, td spiffeid.TrustDomain, log *sl
 	if err := prepareDataDir(c.dataDir, log); err != nil {
 		return err
 	}
-	dbPath := filepath.Join(c.dataDir, "badge.db")
 	keyDir := filepath.Join(c.dataDir, "keys")
 	if err := localtrust.CheckPrivatePath(keyDir); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("key directory %w", err) // ca.New checks it too; this is before the database opens
 	}
-	if err := checkDatabase(dbPath, keyDir); err != nil {
-		return fmt.Errorf("opening database: %w", err)
-	}
-	store, err := bbolt.Open(dbPath, &bbolt.Options{Logger: log})
+	store, sops, err := openStore(ctx, c, td.Name(), log)
 	if err != nil {
-		return fmt.Errorf("opening database: %w", err)
+		return err
 	}
 	defer store.Close()
 
@@ -178,11 +177,11 @@ func serve(ctx context.Context, c serverConfig, td spiffeid.TrustDomain, log *sl
 	}
 	defer auth.Close()
 
-	ops := newOps(auth, store, c.limits.minFreeMiB<<20, errLog)
+	ops := newOps(auth, sops, c.limits.minFreeMiB<<20, errLog)
 	wlConns, pubConns, agentConns := connBudget(c.listen != "", c.agents.listen != "", log)
 	src := auth.WorkloadSource()
 	wsrv, err := workload.New(workload.Config{Source: src, Attestor: attest.New(attest.Config{Logger: log}), JWT: src, Logger: log,
-		Limits: c.limits.workload(wlConns, store.FreeSpace), Metrics: ops.metrics})
+		Limits: c.limits.workload(wlConns, sops.freeSpace), Metrics: ops.metrics})
 	if err != nil {
 		return err
 	}
@@ -234,7 +233,7 @@ func serve(ctx context.Context, c serverConfig, td spiffeid.TrustDomain, log *sl
 	}
 	go watchReload(ctx, c, auth, log)
 	log.Info("badge server ready", slog.String(logkey.TrustDomain, td.Name()),
-		slog.String("socket", c.socket), slog.String("admin_socket", c.adminSocket), slog.String("data_dir", c.dataDir),
+		slog.String("socket", c.socket), slog.String("admin_socket", c.adminSocket), slog.String("data_dir", c.dataDir), slog.String("storage", c.storage),
 		slog.Int("max_workload_conns", wlConns), slog.Int("max_public_conns", pubConns), slog.Int("max_agent_conns", agentConns))
 
 	var serveErr error

@@ -15,6 +15,7 @@ import (
 
 	"github.com/badge-dev/badge/ca"
 	"github.com/badge-dev/badge/internal/socketpath"
+	"github.com/badge-dev/badge/storage/etcd"
 )
 
 // serverSettings is the configuration of `badge server` read from the
@@ -36,13 +37,18 @@ func (e *env) serverFlags(c *serverConfig) *flag.FlagSet {
 	*c = serverConfig{
 		trustDomain: "example.org", svidTTL: ca.DefaultSVIDTTL, maxSVIDTTL: ca.DefaultMaxSVIDTTL, jwtTTL: ca.DefaultJWTTTL,
 		rootTTL: ca.DefaultRootTTL, intermediateTTL: ca.DefaultIntermediateTTL, jwtKeyTTL: ca.DefaultJWTKeyTTL, auditRetention: ca.DefaultAuditRetention,
-		logLevel: "info", logFormat: "text",
+		logLevel: "info", logFormat: "text", storage: storageDefault,
 	}
 	fs := e.flagSet("server", "[flags]")
 	fs.StringVar(&c.config, "config", "", "TOML `file` whose keys are these flag names (env BADGE_CONFIG); SIGHUP reads it again")
 	fs.BoolVar(&c.checkConfig, "check-config", false, "check the command line, environment and config file as a whole, print the settings and where each came from, and exit")
 	fs.StringVar(&c.dataDir, "data-dir", "", "state `directory` (default "+dataDirDefault+"); "+
 		"it and its files must be owned by the server's uid and not writable by group or others, nor any directory above it unless sticky")
+	fs.StringVar(&c.storage, "storage", c.storage, "where the state is kept: bbolt (a file in the data directory) or etcd://HOST:PORT[,HOST:PORT...] "+
+		"(an etcd cluster, under /badge/TRUST_DOMAIN/; the data directory then keeps this server's key files and replica id)")
+	fs.StringVar(&c.etcdCA, "etcd-ca", "", "PEM `file` of the CA certificates that verify the etcd servers; set, the connection uses TLS (default: plain text)")
+	fs.StringVar(&c.etcdCert, "etcd-cert", "", "PEM `file` of the client certificate (chain) badge presents to etcd; with --etcd-key")
+	fs.StringVar(&c.etcdKey, "etcd-key", "", "PEM `file` of the private key of --etcd-cert")
 	fs.StringVar(&c.trustDomain, "trust-domain", c.trustDomain, "SPIFFE trust `domain` of this authority")
 	fs.StringVar(&c.socket, "socket", "", "Workload API socket `path` (default "+socketpath.ServerDefaultHelp(socketpath.WorkloadName)+"); "+
 		"its directory must be owned by root or the server's uid and not writable by group or others, nor any directory above it unless sticky")
@@ -148,6 +154,7 @@ func (st *serverSettings) check(getenv func(string) string) {
 	if c.socket != "" && filepath.Clean(c.socket) == filepath.Clean(c.adminSocket) {
 		bad("admin-socket", c.adminSocket, "is the Workload API socket too (%s): the two need their own paths", from("socket"))
 	}
+	st.checkStorage(bad, from)
 	if err := st.level.UnmarshalText([]byte(c.logLevel)); err != nil {
 		bad("log-level", c.logLevel, "want debug, info, warn or error")
 	}
@@ -219,6 +226,41 @@ func (st *serverSettings) check(getenv func(string) string) {
 		bad("jwt-prepare-lead", d(c.jwtLead), "must be at least %s, so that a new key is published before any token it signs", from("jwt-ttl"))
 	case jwtLead > c.jwtKeyTTL:
 		bad("jwt-prepare-lead", d(c.jwtLead), "exceeds %s", from("jwt-key-ttl"))
+	}
+}
+
+// checkStorage checks --storage and the etcd connection's files, which it
+// reads, so that --check-config finds a missing or unreadable one.
+func (st *serverSettings) checkStorage(bad func(key, value, format string, args ...any), from func(string) string) {
+	c := &st.c
+	if c.storage == storageDefault || c.storage == "" {
+		for _, k := range []struct{ key, v string }{{"etcd-ca", c.etcdCA}, {"etcd-cert", c.etcdCert}, {"etcd-key", c.etcdKey}} {
+			if k.v != "" {
+				bad(k.key, k.v, "applies to an etcd store only, not %s", from("storage"))
+			}
+		}
+		return
+	}
+	if _, err := etcd.ParseURL(c.storage); err != nil {
+		bad("storage", c.storage, "want bbolt or etcd://HOST:PORT[,HOST:PORT...]: %v", err)
+		return
+	}
+	switch {
+	case c.etcdCert != "" && c.etcdKey == "":
+		bad("etcd-cert", c.etcdCert, "needs --etcd-key, the certificate's private key")
+		return
+	case c.etcdKey != "" && c.etcdCert == "":
+		bad("etcd-key", c.etcdKey, "needs --etcd-cert, the key's certificate")
+		return
+	}
+	if c.etcdCA != "" || c.etcdCert != "" {
+		if _, err := etcd.TLSConfig(c.etcdCA, c.etcdCert, c.etcdKey); err != nil {
+			key, v := "etcd-cert", c.etcdCert
+			if c.etcdCA != "" && strings.Contains(err.Error(), "etcd CA") {
+				key, v = "etcd-ca", c.etcdCA
+			}
+			bad(key, v, "%v", err)
+		}
 	}
 }
 

@@ -105,6 +105,32 @@ func TestCheckConfigProblems(t *testing.T) {
 			},
 		},
 		{
+			name: "etcd storage URL",
+			file: "storage = \"etcd://h1:2379,h2\"\n",
+			want: []string{`c.toml:1: storage = "etcd://h1:2379,h2": want bbolt or etcd://HOST:PORT[,HOST:PORT...]: storage URL "etcd://h1:2379,h2": endpoint "h2": want HOST:PORT`},
+		},
+		{
+			name: "etcd storage scheme and port",
+			vars: map[string]string{"BADGE_STORAGE": "http://h1:2379"},
+			args: []string{"--etcd-ca", "/etc/badge/etcd-ca.pem"},
+			want: []string{`environment BADGE_STORAGE: storage = "http://h1:2379": want bbolt or etcd://HOST:PORT[,HOST:PORT...]: storage URL "http://h1:2379": want etcd://`},
+		},
+		{
+			name: "etcd files without etcd",
+			args: []string{"--etcd-ca", "/etc/badge/etcd-ca.pem"},
+			want: []string{`command line: etcd-ca = "/etc/badge/etcd-ca.pem": applies to an etcd store only, not storage = bbolt (default)`},
+		},
+		{
+			name: "etcd certificate without key",
+			args: []string{"--storage", "etcd://127.0.0.1:2379", "--etcd-cert", "/etc/badge/etcd.pem"},
+			want: []string{`command line: etcd-cert = "/etc/badge/etcd.pem": needs --etcd-key, the certificate's private key`},
+		},
+		{
+			name: "etcd CA file missing",
+			file: "storage = \"etcd://[::1]:2379\"\netcd-ca = \"/nonexistent/ca.pem\"\n",
+			want: []string{`c.toml:2: etcd-ca = "/nonexistent/ca.pem": etcd CA: open /nonexistent/ca.pem: no such file or directory`},
+		},
+		{
 			name: "missing file",
 			args: []string{"--config", filepath.Join(dir, "missing.toml")},
 			want: []string{`command line: config: reading config file: open ` + filepath.Join(dir, "missing.toml") + `: no such file or directory`},

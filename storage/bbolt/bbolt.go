@@ -38,6 +38,12 @@ type Options struct {
 	NoSync bool
 }
 
+// Store implements the storage contract, and the optional online backup.
+var (
+	_ storage.Backend    = (*Store)(nil)
+	_ storage.FileBackup = (*Store)(nil)
+)
+
 // Store is a bbolt-backed store. It is safe for concurrent use; create it
 // with Open and release it with Close.
 type Store struct {

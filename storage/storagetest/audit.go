@@ -9,15 +9,6 @@ import (
 	"github.com/badge-dev/badge/storage"
 )
 
-// AuditStore is the audit trail a store may keep (ca.AuditStore); the
-// suite checks it when the store implements it.
-type AuditStore interface {
-	AuditHead(ctx context.Context) (storage.AuditHead, storage.AuditRecord, error)
-	AppendAudit(ctx context.Context, rec storage.AuditRecord, head storage.AuditHead) error
-	PruneAudit(ctx context.Context, through uint64, rec storage.AuditRecord, head storage.AuditHead) (int, error)
-	ScanAudit(ctx context.Context, after uint64, fn func(storage.AuditRecord, error) bool) (storage.AuditHead, error)
-}
-
 // auditRec returns record seq chained to prev, with a made-up hash (the
 // store keeps hashes; the authority computes and checks them).
 func auditRec(seq uint64, prev string) storage.AuditRecord {
@@ -34,18 +25,14 @@ func auditHeadOf(r storage.AuditRecord) storage.AuditHead {
 // order with the head from the same read, and pruning checks its anchor,
 // then deletes and appends in one step.
 func testAudit(t *testing.T, s Store) {
-	as, ok := s.(AuditStore)
-	if !ok {
-		t.Skip("the store keeps no audit trail")
-	}
 	ctx := context.Background()
-	if head, last, err := as.AuditHead(ctx); err != nil || head.Seq != 0 || last.Seq != 0 {
+	if head, last, err := s.AuditHead(ctx); err != nil || head.Seq != 0 || last.Seq != 0 {
 		t.Fatalf("AuditHead of a new store = %+v, %+v, %v; want zero", head, last, err)
 	}
 	var prev string
 	for seq := uint64(1); seq <= 3; seq++ {
 		r := auditRec(seq, prev)
-		if err := as.AppendAudit(ctx, r, auditHeadOf(r)); err != nil {
+		if err := s.AppendAudit(ctx, r, auditHeadOf(r)); err != nil {
 			t.Fatalf("AppendAudit(%d): %v", seq, err)
 		}
 		prev = r.Hash
@@ -63,36 +50,36 @@ func testAudit(t *testing.T, s Store) {
 		{"no action", storage.AuditRecord{Seq: 4, Time: t0, Result: "ok", Prev: prev}, storage.AuditHead{Seq: 4}, storage.ErrInvalid},
 		{"upper-case hash", storage.AuditRecord{Seq: 4, Time: t0, Action: "a", Result: "ok", Prev: prev, Hash: "AB"}, storage.AuditHead{Seq: 4, Hash: "AB"}, storage.ErrInvalid},
 	} {
-		if err := as.AppendAudit(ctx, tc.rec, tc.head); !errors.Is(err, tc.want) {
+		if err := s.AppendAudit(ctx, tc.rec, tc.head); !errors.Is(err, tc.want) {
 			t.Errorf("%s: AppendAudit = %v; want %v", tc.name, err, tc.want)
 		}
 	}
-	head, last, err := as.AuditHead(ctx)
+	head, last, err := s.AuditHead(ctx)
 	if err != nil || head.Seq != 3 || last.Seq != 3 || last.Hash != head.Hash || !last.Time.Equal(t0) {
 		t.Fatalf("AuditHead = %+v, %+v, %v; want record 3 (nothing written by the refused appends)", head, last, err)
 	}
 	var seqs []uint64
-	if _, err := as.ScanAudit(ctx, 1, func(r storage.AuditRecord, err error) bool { seqs = append(seqs, r.Seq); return err == nil }); err != nil || len(seqs) != 2 || seqs[0] != 2 {
+	if _, err := s.ScanAudit(ctx, 1, func(r storage.AuditRecord, err error) bool { seqs = append(seqs, r.Seq); return err == nil }); err != nil || len(seqs) != 2 || seqs[0] != 2 {
 		t.Fatalf("ScanAudit(after 1) = %v, %v; want 2, 3", seqs, err)
 	}
 	seqs = nil
-	as.ScanAudit(ctx, 0, func(r storage.AuditRecord, err error) bool { seqs = append(seqs, r.Seq); return false })
+	s.ScanAudit(ctx, 0, func(r storage.AuditRecord, err error) bool { seqs = append(seqs, r.Seq); return false })
 	if len(seqs) != 1 {
 		t.Errorf("ScanAudit went on after fn returned false: %v", seqs)
 	}
 	r4 := auditRec(4, prev)
 	bad := auditHeadOf(r4)
 	bad.AnchorSeq, bad.AnchorHash = 2, strings.Repeat("e", 64)
-	if _, err := as.PruneAudit(ctx, 2, r4, bad); !errors.Is(err, storage.ErrInvalid) {
+	if _, err := s.PruneAudit(ctx, 2, r4, bad); !errors.Is(err, storage.ErrInvalid) {
 		t.Fatalf("PruneAudit with a wrong anchor hash = %v; want ErrInvalid", err)
 	}
 	good := auditHeadOf(r4)
 	good.AnchorSeq, good.AnchorHash = 2, auditRec(2, "").Hash
-	if n, err := as.PruneAudit(ctx, 2, r4, good); err != nil || n != 2 {
+	if n, err := s.PruneAudit(ctx, 2, r4, good); err != nil || n != 2 {
 		t.Fatalf("PruneAudit = %d, %v; want 2", n, err)
 	}
 	seqs = nil
-	head, err = as.ScanAudit(ctx, 0, func(r storage.AuditRecord, err error) bool { seqs = append(seqs, r.Seq); return true })
+	head, err = s.ScanAudit(ctx, 0, func(r storage.AuditRecord, err error) bool { seqs = append(seqs, r.Seq); return true })
 	if err != nil || len(seqs) != 2 || seqs[0] != 3 || head.Seq != 4 || head.AnchorSeq != 2 || head.AnchorHash != good.AnchorHash {
 		t.Fatalf("after pruning: records %v, head %+v, %v; want 3, 4 anchored at 2", seqs, head, err)
 	}

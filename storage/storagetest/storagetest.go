@@ -1,6 +1,7 @@
 // Package storagetest is the conformance suite every badge store passes,
-// so that the embedded bbolt store and a later networked one behave the
-// same for the authority.
+// so that the embedded bbolt store and the networked etcd store behave the
+// same for the authority. It checks storage.Backend, the one declaration
+// of the contract.
 //
 // A backend's test calls Run with a function that opens a new, empty store:
 //
@@ -29,43 +30,8 @@ import (
 	"github.com/badge-dev/badge/storage"
 )
 
-// Store is the set of methods the suite checks; see package storage for
-// their contract.
-type Store interface {
-	CreateEntry(ctx context.Context, e storage.Entry) error
-	GetEntry(ctx context.Context, id string) (storage.Entry, error)
-	ListEntries(ctx context.Context) ([]storage.Entry, error)
-	DeleteEntry(ctx context.Context, id string) error
-	RecordSerial(ctx context.Context, r storage.Serial) error
-	BindSerial(ctx context.Context, r storage.Serial) error
-	ReserveSerials(ctx context.Context, r storage.Reservation) error
-	ReleaseSerials(ctx context.Context, serials []string) error
-	RevokeUnbound(ctx context.Context, now time.Time, reason string) ([]storage.RevokedSerial, error)
-	SerialsFor(ctx context.Context, spiffeID string, now time.Time) ([]storage.Serial, error)
-	PruneSerials(ctx context.Context, expiredBefore time.Time) (int, error)
-	PutKey(ctx context.Context, k storage.Key) error
-	ListKeys(ctx context.Context) ([]storage.Key, error)
-	DeleteKey(ctx context.Context, id string) error
-	RevokeID(ctx context.Context, r storage.Revocation, now time.Time) ([]storage.RevokedSerial, error)
-	RevokeSerial(ctx context.Context, serial, reason string, adminUID uint32, now time.Time) (storage.RevokedSerial, error)
-	Unblock(ctx context.Context, spiffeID string) error
-	ListRevocations(ctx context.Context) ([]storage.Revocation, []storage.RevokedSerial, error)
-	PruneRevocations(ctx context.Context, now time.Time, keep time.Duration) (int, error)
-	NextCRLNumber(ctx context.Context, atLeast uint64) (uint64, error)
-	CreateClient(ctx context.Context, c storage.Client) error
-	GetClient(ctx context.Context, id string) (storage.Client, error)
-	ListClients(ctx context.Context) ([]storage.Client, error)
-	DeleteClient(ctx context.Context, id string) error
-	CreateJoinToken(ctx context.Context, j storage.JoinToken) error
-	ListJoinTokens(ctx context.Context) ([]storage.JoinToken, error)
-	ConsumeJoinToken(ctx context.Context, hash string, now time.Time) (storage.JoinToken, storage.Node, error)
-	PruneJoinTokens(ctx context.Context, expiredBefore time.Time) (int, error)
-	PutNode(ctx context.Context, n storage.Node) error
-	GetNode(ctx context.Context, name string) (storage.Node, error)
-	ListNodes(ctx context.Context) ([]storage.Node, error)
-	EvictNode(ctx context.Context, name string, at time.Time, adminUID uint32) (storage.Node, int, error)
-	Close() error
-}
+// Store is the contract the suite checks: storage.Backend.
+type Store = storage.Backend
 
 // Run runs the suite. open must return a new, empty store each time it is
 // called; Run closes every store it opens.

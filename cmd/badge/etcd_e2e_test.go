@@ -1,0 +1,119 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/badge-dev/badge/storage/etcd/etcdtest"
+)
+
+// TestE2EEtcdStorage: the real server on --storage etcd://, against an
+// etcd member started by the test: an entry created through the admin
+// socket gives a workload its SVID, and after a restart of the server the
+// entry, the CA and issuance are all still there. The data directory holds
+// the key files and the replica id, never a database file.
+func TestE2EEtcdStorage(t *testing.T) {
+	requireRoot(t)
+	srv := etcdtest.Start(t, nil)
+	d := startDaemon(t, "--storage", "etcd://"+srv.Endpoint)
+	d.createEntry("spiffe://example.org/payments", "unix:uid:1001")
+	fetch := func() workloadResult {
+		t.Helper()
+		r := d.runWorkload(1001, 1001, "fetch")
+		if r.Error != "" {
+			t.Fatalf("fetch: %s: %s", r.Code, r.Error)
+		}
+		if len(r.SVIDs) != 1 || r.SVIDs[0].ID != "spiffe://example.org/payments" {
+			t.Fatalf("fetch got %+v, want one SVID spiffe://example.org/payments", ids(r))
+		}
+		b := d.runWorkload(1001, 1001, "bundles")
+		if b.Error != "" {
+			t.Fatalf("bundles: %s", b.Error)
+		}
+		verifySVID(t, r.SVIDs[0], b.Bundle)
+		return b
+	}
+	before := fetch()
+
+	d.restart()
+	if out := d.mustBadge("entry", "list"); !strings.Contains(out, "spiffe://example.org/payments") {
+		t.Fatalf("entry list after restart:\n%s\nwant the entry kept in etcd", out)
+	}
+	after := fetch()
+	if len(before.Bundle) == 0 || !bytes.Equal(before.Bundle[0], after.Bundle[0]) {
+		t.Errorf("the root CA changed across the restart")
+	}
+	if _, err := os.Stat(filepath.Join(d.dataDir, "badge.db")); !os.IsNotExist(err) {
+		t.Errorf("data dir has badge.db (%v); with etcd the state is there, not here", err)
+	}
+	if id, err := os.ReadFile(filepath.Join(d.dataDir, "replica-id")); err != nil || len(bytes.TrimSpace(id)) == 0 {
+		t.Errorf("replica-id: %q, %v; want the server's replica id", id, err)
+	}
+}
+
+// copyDir copies the regular files of src into dst (created 0700), each
+// with mode 0600: how an operator gives a second server the CA key files
+// until each server has an intermediate of its own.
+func copyDir(t *testing.T, src, dst string) {
+	t.Helper()
+	if err := os.MkdirAll(dst, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	ents, err := os.ReadDir(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		data, err := os.ReadFile(filepath.Join(src, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dst, e.Name()), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestE2EEtcdReplicaSeesEntry: two servers share one etcd. An entry
+// created through server A reaches a workload waiting on server B's
+// socket within 200 ms, through B's watch on etcd.
+func TestE2EEtcdReplicaSeesEntry(t *testing.T) {
+	requireRoot(t)
+	srv := etcdtest.Start(t, nil)
+	storageURL := "etcd://" + srv.Endpoint
+	a := startDaemon(t, "--storage", storageURL)
+	a.createEntry("spiffe://example.org/base", "unix:uid:1001")
+
+	// B: its own data dir and replica id, a copy of A's key files.
+	dir := worldReadableTempDir(t)
+	copyDir(t, filepath.Join(a.dataDir, "keys"), filepath.Join(dir, "data", "keys"))
+	b := &daemon{t: t, dir: dir, dataDir: filepath.Join(dir, "data"),
+		socket: filepath.Join(dir, "sock", "workload.sock"), admin: filepath.Join(dir, "sock", "admin.sock"),
+		args: []string{"--storage", storageURL}}
+	b.start()
+	t.Cleanup(b.stop)
+
+	w := b.startStream(1001, 1001)
+	if r := w.next(t, 10*time.Second); len(r.SVIDs) != 1 || r.SVIDs[0].ID != "spiffe://example.org/base" {
+		t.Fatalf("first update on B: %v %s", ids(r), r.Error)
+	}
+	a.createEntry("spiffe://example.org/added", "unix:uid:1001", "unix:gid:1001")
+	created := time.Now()
+	r := w.next(t, 5*time.Second)
+	if got := ids(r); !slices.Equal(got, []string{"spiffe://example.org/base", "spiffe://example.org/added"}) {
+		t.Fatalf("B's stream after the create on A got %v", got)
+	}
+	lag := r.At.Sub(created)
+	t.Logf("entry created on A reached B's stream %s after the create returned", lag)
+	if lag > 200*time.Millisecond {
+		t.Errorf("entry created on A reached B's stream %s after the create returned, want within 200ms", lag)
+	}
+	if out := b.mustBadge("entry", "list"); !strings.Contains(out, "spiffe://example.org/added") {
+		t.Errorf("B's entry list lacks the entry created on A:\n%s", out)
+	}
+}
