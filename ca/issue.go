@@ -47,6 +47,12 @@ func (s *X509SVID) RefreshAt() time.Time {
 // that revocation by SPIFFE ID finds every certificate that left the
 // process, or, after a crash, the start-up revokes it (see serials.go).
 func (a *Authority) SignX509SVID(ctx context.Context, s *Snapshot, e *Entry) (*X509SVID, error) {
+	return a.signEntry(ctx, s, e, nil)
+}
+
+// signEntry signs an X.509-SVID of entry e for pub, or, when pub is nil,
+// for a fresh key from the pool, handed out in KeyDER.
+func (a *Authority) signEntry(ctx context.Context, s *Snapshot, e *Entry, pub crypto.PublicKey) (*X509SVID, error) {
 	// Revocation holds issuance while it lists the serials of an ID; a
 	// blocked ID is checked against the newest snapshot, not the caller's.
 	a.issueMu.RLock()
@@ -59,15 +65,19 @@ func (a *Authority) SignX509SVID(ctx context.Context, s *Snapshot, e *Entry) (*X
 	if err != nil {
 		return nil, err
 	}
-	k, err := a.svidKeys.take()
+	var keyDER []byte
+	if pub == nil {
+		k, err := a.svidKeys.take()
+		if err != nil {
+			return nil, err
+		}
+		pub, keyDER = k.key.Public(), k.der
+	}
+	svid, err := a.signLocked(ctx, s, e, pub, serial, now, a.effectiveTTL(e))
 	if err != nil {
 		return nil, err
 	}
-	svid, err := a.signLocked(ctx, s, e, k.key.Public(), serial, now, a.effectiveTTL(e))
-	if err != nil {
-		return nil, err
-	}
-	svid.KeyDER = k.der
+	svid.KeyDER = keyDER
 	return svid, nil
 }
 

@@ -3,12 +3,9 @@ package ca
 import (
 	"bytes"
 	"context"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
 	"errors"
 	"log/slog"
-	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -348,18 +345,11 @@ func TestJoinTokenRace(t *testing.T) {
 // nodeEntry is the entry a later agent listener signs node SVIDs with.
 func nodeEntry(t *testing.T, a *Authority, name string) *Entry {
 	t.Helper()
-	id, err := a.NodeID(name)
+	e, err := a.nodeEntry(name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		Subject:               pkix.Name{Organization: []string{"badge"}},
-		URIs:                  []*url.URL{id.URL()},
-		KeyUsage:              x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-		BasicConstraintsValid: true,
-	}
-	return &Entry{Record: storage.Entry{ID: "badge-node", SPIFFEID: id.String(), Revision: 1}, ID: id, tmpl: tmpl}
+	return e
 }
 
 func TestEvictNode(t *testing.T) {

@@ -121,17 +121,7 @@ func (a *Authority) SignCSR(ctx context.Context, s *Snapshot, e *Entry, csr []by
 	if err != nil {
 		return nil, err
 	}
-	a.issueMu.RLock()
-	defer a.issueMu.RUnlock()
-	if err := a.Snapshot().CheckRevocation(X509Credential(e.ID, "")); err != nil {
-		return nil, fmt.Errorf("ca: SVID for %s: %w", e.ID, err)
-	}
-	now := a.cfg.Time()
-	serial, err := a.nextSerial(ctx, now)
-	if err != nil {
-		return nil, err
-	}
-	return a.signLocked(ctx, s, e, pub, serial, now, a.effectiveTTL(e))
+	return a.signEntry(ctx, s, e, pub)
 }
 
 // nodeEntry returns the entry of the node SVID of the named node: not
@@ -210,19 +200,31 @@ func (a *Authority) signNodeSVID(ctx context.Context, e *Entry, pub crypto.Publi
 // NodeEntries returns what the agent of the named node serves from s: the
 // entries scoped to the node or to every node, in (CreatedAt, ID) order,
 // with those of blocked IDs (blocked true), which EntriesForNode leaves
-// out. An evicted node gets none.
+// out. An evicted node gets none. It costs what the node's entries cost,
+// not what all entries do.
 func (s *Snapshot) NodeEntries(name string) []NodeEntry {
 	if s.evictedNodes[name] || name == AllNodes {
 		return nil
 	}
-	var out []NodeEntry
-	for _, e := range s.entries {
-		n := e.Record.Nodes
-		if len(n) == 0 || (n[0] != AllNodes && !slices.Contains(n, name)) {
-			continue
+	idx := s.agentIndex()
+	var blocked []*Entry
+	for _, e := range idx.blockedScoped {
+		if n := e.Record.Nodes; n[0] == AllNodes || slices.Contains(n, name) {
+			blocked = append(blocked, e)
 		}
-		out = append(out, NodeEntry{Entry: e, Blocked: s.revocations.ids[e.ID].Blocked})
 	}
+	own := s.forNode[name]
+	out := make([]NodeEntry, 0, len(own)+len(s.forAll)+len(blocked))
+	for _, e := range own {
+		out = append(out, NodeEntry{Entry: e})
+	}
+	for _, e := range s.forAll {
+		out = append(out, NodeEntry{Entry: e})
+	}
+	for _, e := range blocked {
+		out = append(out, NodeEntry{Entry: e, Blocked: true})
+	}
+	slices.SortFunc(out, func(a, b NodeEntry) int { return a.order - b.order })
 	return out
 }
 
@@ -240,13 +242,7 @@ func (s *Snapshot) NodeEntry(name, id string) (NodeEntry, bool) {
 	if s.evictedNodes[name] || name == AllNodes {
 		return NodeEntry{}, false
 	}
-	s.byID.once.Do(func() {
-		s.byID.m = make(map[string]*Entry, len(s.entries))
-		for _, e := range s.entries {
-			s.byID.m[e.Record.ID] = e
-		}
-	})
-	e, ok := s.byID.m[id]
+	e, ok := s.agentIndex().byID[id]
 	if !ok {
 		return NodeEntry{}, false
 	}
@@ -256,8 +252,25 @@ func (s *Snapshot) NodeEntry(name, id string) (NodeEntry, bool) {
 	return NodeEntry{Entry: e, Blocked: s.revocations.ids[e.ID].Blocked}, true
 }
 
-// entryIndex is a snapshot's entries by id, built once, on first use.
+// entryIndex is what agents look up in a snapshot, built once, on first
+// use: the entries by id, and the entries scoped to nodes whose ID is
+// blocked (which the snapshot's node index leaves out).
 type entryIndex struct {
-	once sync.Once
-	m    map[string]*Entry
+	once          sync.Once
+	byID          map[string]*Entry
+	blockedScoped []*Entry
+}
+
+func (s *Snapshot) agentIndex() *entryIndex {
+	x := &s.byID
+	x.once.Do(func() {
+		x.byID = make(map[string]*Entry, len(s.entries))
+		for _, e := range s.entries {
+			x.byID[e.Record.ID] = e
+			if len(e.Record.Nodes) > 0 && s.revocations.ids[e.ID].Blocked {
+				x.blockedScoped = append(x.blockedScoped, e)
+			}
+		}
+	})
+	return x
 }

@@ -55,6 +55,9 @@ type Node struct {
 	// EvictedAt and EvictedBy (an admin uid) are set on an evicted node.
 	EvictedAt *time.Time `json:"evicted_at,omitempty"`
 	EvictedBy *uint32    `json:"evicted_by,omitempty"`
+	// Connections is the number of the node's open connections to the
+	// agent listener.
+	Connections int `json:"connections"`
 }
 
 // EvictResponse says what an eviction did.
@@ -147,6 +150,9 @@ func (s *Server) listNodes(w http.ResponseWriter, r *http.Request) {
 	out := make([]Node, len(ns))
 	for i, n := range ns {
 		out[i] = nodeFromStorage(n)
+		if s.nodeConns != nil {
+			out[i].Connections = s.nodeConns(n.Name)
+		}
 	}
 	jsonout.Respond(w, http.StatusOK, out)
 }

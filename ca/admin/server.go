@@ -60,6 +60,9 @@ type Config struct {
 	// Status returns the document of GET /v1/status (badge status). Nil:
 	// the route answers 404.
 	Status func(ctx context.Context) any
+	// NodeConnections returns the number of open agent listener
+	// connections of a node, for GET /v1/nodes. Nil: none.
+	NodeConnections func(name string) int
 }
 
 // Server is the admin API server.
@@ -73,6 +76,7 @@ type Server struct {
 	backupWriteTimeout time.Duration
 	ready              func(ctx context.Context) error
 	status             func(ctx context.Context) any
+	nodeConns          func(name string) int
 }
 
 type ctxKey struct{}
@@ -87,7 +91,7 @@ func New(cfg Config) (*Server, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{auth: cfg.Authority, log: log, allowed: map[uint32]bool{0: true}, onNoSpace: cfg.OnNoSpace,
-		backupWriteTimeout: cmp.Or(cfg.BackupWriteTimeout, 30*time.Second), ready: cfg.Ready, status: cfg.Status}
+		backupWriteTimeout: cmp.Or(cfg.BackupWriteTimeout, 30*time.Second), ready: cfg.Ready, status: cfg.Status, nodeConns: cfg.NodeConnections}
 	if cfg.AllowedUIDs == nil {
 		cfg.AllowedUIDs = []uint32{uint32(os.Geteuid())}
 	}

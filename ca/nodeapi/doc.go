@@ -28,8 +28,11 @@
 // an expired or revoked node SVID, an evicted node's, a certificate of an
 // unknown CA) fails the handshake. A node connection is checked again on
 // every call, against the newest snapshot, and is closed when its node is
-// evicted, its node SVID revoked or expired: its Sync stream ends first
-// with PermissionDenied.
+// evicted or its node SVID revoked (its Sync stream ends first, with
+// PermissionDenied: the node needs new proof) or expired (Unauthenticated:
+// the agent dials again with the node SVID it renewed). A connection is
+// thus good until the node SVID it presented expires; an agent dials anew
+// after each RenewNode.
 //
 // An agent gets certificates only for entries scoped to its node (by name
 // or '*'), with the entry's SPIFFE ID, DNS names and lifetime; the CSR

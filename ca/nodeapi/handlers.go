@@ -45,8 +45,18 @@ func (h *handler) Attest(ctx context.Context, req *nodeproto.AttestRequest) (*no
 		s.metrics.NodeAttestation(method, ResultLimited)
 		return nil, status.Errorf(codes.ResourceExhausted, "too many failed attestations from your address; retry in %s", wait.Round(time.Millisecond))
 	}
-	// The CSR is checked before the token is spent.
+	if p.class == X509PoP {
+		// A host certificate attests as often as it is presented: each
+		// attestation writes to the store, so it costs the node's bucket.
+		if err := s.lim.sign(p.node); err != nil {
+			s.metrics.NodeAttestation(method, ResultLimited)
+			return nil, err
+		}
+	}
+	// The CSR is checked before the token is spent. A bad one costs the
+	// address a backoff too: checking it costs a signature verification.
 	if _, err := ca.ParseCSR(req.GetCsr()); err != nil {
+		s.attempts.fail(p.addr)
 		s.metrics.NodeAttestation(method, ResultInvalid)
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
@@ -91,7 +101,7 @@ func (h *handler) Attest(ctx context.Context, req *nodeproto.AttestRequest) (*no
 	s.metrics.NodeSigned(KindNodeSVID)
 	s.log.Info("node attested", slog.String(logkey.Node, node.Name), slog.String("attestation", method),
 		slog.String("remote", remoteOf(ctx)), slog.String(logkey.Serial, svid.Serial), slog.Bool(logkey.Audit, true))
-	s.auth.Audit(ctx, ca.AuditEvent{AdminUID: s.euid, Action: ca.AuditNodeAttest, Target: node.Name,
+	s.auth.Audit(context.WithoutCancel(ctx), ca.AuditEvent{AdminUID: s.euid, Action: ca.AuditNodeAttest, Target: node.Name,
 		Detail: fmt.Sprintf("method=%s address=%s serial=%s", method, p.addr, svid.Serial)})
 	chain, err := splitDER(svid.CertChainDER)
 	if err != nil {
@@ -143,7 +153,7 @@ func (h *handler) Sync(_ *nodeproto.SyncRequest, stream grpc.ServerStreamingServ
 	for {
 		snap := s.auth.Snapshot()
 		if err := s.checkNode(snap, p.verdict, s.now()); err != nil {
-			return status.Error(codes.PermissionDenied, err.Error())
+			return nodeStatus(err)
 		}
 		u := s.update(snap, p.node)
 		if last == nil || !proto.Equal(u, last) {
@@ -159,7 +169,7 @@ func (h *handler) Sync(_ *nodeproto.SyncRequest, stream grpc.ServerStreamingServ
 		select {
 		case <-snap.Done():
 		case <-p.conn.ended:
-			return status.Error(codes.PermissionDenied, p.conn.why.Error())
+			return nodeStatus(p.conn.why)
 		case <-s.stop:
 			return status.Error(codes.Unavailable, "the server is shutting down")
 		case <-ctx.Done():

@@ -149,6 +149,16 @@ type client struct {
 
 func (f *fixture) dial(cert *tls.Certificate) *client {
 	f.t.Helper()
+	conn, err := grpc.NewClient("passthrough:///"+f.addr, grpc.WithTransportCredentials(credentials.NewTLS(f.clientTLS(cert))))
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	f.t.Cleanup(func() { conn.Close() })
+	return &client{NodeClient: nodeproto.NewNodeClient(conn), conn: conn}
+}
+
+// clientTLS is the agent's TLS configuration.
+func (f *fixture) clientTLS(cert *tls.Certificate) *tls.Config {
 	td := f.auth.TrustDomain()
 	want := td.ID().String() + ca.ServerPath
 	cfg := &tls.Config{
@@ -168,12 +178,7 @@ func (f *fixture) dial(cert *tls.Certificate) *client {
 	if cert != nil {
 		cfg.Certificates = []tls.Certificate{*cert}
 	}
-	conn, err := grpc.NewClient("passthrough:///"+f.addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	f.t.Cleanup(func() { conn.Close() })
-	return &client{NodeClient: nodeproto.NewNodeClient(conn), conn: conn}
+	return cfg
 }
 
 func newKey(t *testing.T) crypto.Signer {

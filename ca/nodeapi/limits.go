@@ -146,7 +146,10 @@ func (l *limiter) sweep(now time.Time) {
 		}
 	}
 	for k, ls := range l.logged {
-		if now.Sub(ls.at) >= l.lim.LogInterval && ls.suppressed == 0 {
+		// A key quiet for an interval is forgotten, with the count of
+		// refusals not reported since its last line: many addresses
+		// must not grow this map.
+		if now.Sub(ls.at) >= l.lim.LogInterval {
 			delete(l.logged, k)
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -13,8 +14,10 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"go.step.sm/crypto/minica"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
 	"github.com/badge-dev/badge/ca"
@@ -267,9 +270,6 @@ func TestJoinTokenRefusals(t *testing.T) {
 			t.Errorf("no log line for %s with the address", tc.reason)
 		}
 	}
-	if strings.Contains(f.logs.String(), used) {
-		t.Error("a join token is in the log")
-	}
 	// A bad CSR is refused before the token is spent.
 	good := f.token("web-3")
 	if _, err := c.Attest(ctxT(t), &nodeproto.AttestRequest{JoinToken: good, Csr: []byte("junk")}); status.Code(err) != codes.InvalidArgument {
@@ -277,6 +277,29 @@ func TestJoinTokenRefusals(t *testing.T) {
 	}
 	if _, err := c.Attest(ctxT(t), &nodeproto.AttestRequest{JoinToken: good, Csr: csrFor(t, newKey(t))}); err != nil {
 		t.Errorf("the token was spent by a refused CSR: %v", err)
+	}
+	if strings.Contains(f.logs.String(), used) {
+		t.Error("a join token is in the log")
+	}
+	// The refusals are one audit record for the address, with the counts.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := f.srv.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	recs, _, err := f.auth.AuditList(context.Background(), 0, time.Time{}, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var refused []string
+	for _, r := range recs {
+		if r.Action == ca.AuditNodeRefused {
+			refused = append(refused, r.Target+": "+r.Detail)
+		}
+	}
+	if len(refused) != 1 || !strings.HasPrefix(refused[0], "127.0.0.1: 3 attestations refused") ||
+		!strings.Contains(refused[0], "token expired=1 token unknown=1 token used=1") {
+		t.Errorf("audit records of refusals = %q, want one for 127.0.0.1 counting each reason", refused)
 	}
 }
 
@@ -523,4 +546,111 @@ func TestShutdownEndsSync(t *testing.T) {
 	if _, err := s.Recv(); err == nil || errors.Is(err, io.EOF) {
 		t.Errorf("Sync after Shutdown: %v, want an error status", err)
 	}
+}
+
+// TestNodeSVIDEnds: a node connection may act only while its node SVID
+// is unrevoked and unexpired: revoking it ends Sync at once with
+// PermissionDenied; an expired one is refused on the next call with
+// Unauthenticated, which tells the agent to dial again with its renewed
+// node SVID.
+func TestNodeSVIDEnds(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		end  func(f *fixture, cert *tls.Certificate) error
+	}{
+		{"revoke --serial", func(f *fixture, cert *tls.Certificate) error {
+			_, err := f.auth.RevokeSerial(context.Background(), cert.Leaf.SerialNumber.Text(16), "stolen", 0)
+			return err
+		}},
+		{"revoke --id", func(f *fixture, cert *tls.Certificate) error {
+			_, err := f.auth.RevokeID(context.Background(), ca.RevokeRequest{SPIFFEID: cert.Leaf.URIs[0].String()})
+			return err
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, nil)
+			cert := f.attest("web-1")
+			s, err := f.dial(cert).Sync(ctxT(t), &nodeproto.SyncRequest{})
+			if err == nil {
+				_, err = s.Recv()
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			ended := make(chan error, 1)
+			go func() {
+				for {
+					if _, err := s.Recv(); err != nil {
+						ended <- err
+						return
+					}
+				}
+			}()
+			if err := tc.end(f, cert); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case err := <-ended:
+				if status.Code(err) != codes.PermissionDenied {
+					t.Errorf("Sync ended with %v, want PermissionDenied", err)
+				}
+			case <-time.After(time.Second):
+				t.Fatal("Sync still open 1s after the revocation")
+			}
+		})
+	}
+	t.Run("expired", func(t *testing.T) {
+		f := newFixture(t, func(c *nodeapi.Config) { c.NodeSVIDTTL = ca.MinNodeSVIDTTL })
+		f.entry("spiffe://example.org/web", 0, "web-1")
+		c := f.dial(f.attest("web-1"))
+		if _, err := c.RenewNode(ctxT(t), &nodeproto.RenewNodeRequest{Csr: csrFor(t, newKey(t))}); err != nil {
+			t.Fatal(err)
+		}
+		f.clock.Advance(ca.MinNodeSVIDTTL)
+		if _, err := c.RenewNode(ctxT(t), &nodeproto.RenewNodeRequest{Csr: csrFor(t, newKey(t))}); status.Code(err) != codes.Unauthenticated {
+			t.Errorf("RenewNode on the connection of an expired node SVID: %v, want Unauthenticated (dial again)", err)
+		}
+	})
+}
+
+// TestSyncCoalesces: an agent that does not read is sent the newest state
+// once it reads again, not every state in between: what waits for it is
+// bounded by the flow-control windows, not by the number of changes.
+func TestSyncCoalesces(t *testing.T) {
+	f := newFixture(t, nil)
+	node := f.attest("web-1")
+	// A fixed window, so that the client does not grow it while it does
+	// not read.
+	conn, err := grpc.NewClient("passthrough:///"+f.addr, grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10),
+		grpc.WithTransportCredentials(credentials.NewTLS(f.clientTLS(node))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	s, err := nodeproto.NewNodeClient(conn).Sync(ctxT(t), &nodeproto.SyncRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	const changes = 200
+	for i := range changes {
+		f.entry(fmt.Sprintf("spiffe://example.org/web/%d", i), 0, "web-1")
+	}
+	received := 0
+	for {
+		u, err := s.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		received++
+		if len(u.Entries) == changes {
+			break
+		}
+	}
+	if received >= changes/2 {
+		t.Errorf("%d updates for %d changes the agent did not read in time, want them coalesced", received, changes)
+	}
+	t.Logf("%d changes arrived in %d updates", changes, received)
 }

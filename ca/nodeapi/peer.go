@@ -13,8 +13,10 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
 
 	"github.com/badge-dev/badge/ca"
 	"github.com/badge-dev/badge/internal/connlimit"
@@ -115,19 +117,34 @@ func (s *Server) classify(certs []*x509.Certificate) (verdict, error) {
 	return verdict{class: X509PoP, node: name, proofNotBefore: leaf.NotBefore}, nil
 }
 
+// errNodeSVIDExpired is matched by the refusal of a connection whose node
+// SVID expired: the agent dials again with its renewed one.
+var errNodeSVIDExpired = errors.New("node SVID expired")
+
 // checkNode reports why a node connection may no longer act: its node
-// evicted, its node SVID revoked (or its ID blocked) or expired.
+// evicted, its node SVID revoked (or its ID blocked), or expired
+// (errNodeSVIDExpired).
 func (s *Server) checkNode(snap *ca.Snapshot, v verdict, now time.Time) error {
 	switch {
 	case snap.NodeEvicted(v.node):
 		return fmt.Errorf("node %s is evicted", v.node)
 	case !now.Before(v.notAfter):
-		return fmt.Errorf("the node SVID of %s expired at %s", v.node, v.notAfter.UTC().Format(time.RFC3339))
+		return fmt.Errorf("the %w of %s at %s; dial again with the renewed one", errNodeSVIDExpired, v.node, v.notAfter.UTC().Format(time.RFC3339))
 	}
 	if err := snap.CheckRevocation(ca.X509Credential(v.id, v.serial)); err != nil {
 		return fmt.Errorf("node SVID of %s: %v", v.node, err)
 	}
 	return nil
+}
+
+// nodeStatus is the status of a refusal by checkNode: Unauthenticated for
+// an expired node SVID (the node may act again with its renewed one),
+// PermissionDenied otherwise (it needs new proof).
+func nodeStatus(err error) error {
+	if errors.Is(err, errNodeSVIDExpired) {
+		return status.Error(codes.Unauthenticated, err.Error())
+	}
+	return status.Error(codes.PermissionDenied, err.Error())
 }
 
 // hasSPIFFEID reports whether the certificate names a SPIFFE ID.
@@ -276,7 +293,7 @@ type registry struct {
 }
 
 func newRegistry(onChange func(int)) *registry {
-	return &registry{conns: map[string]map[*trackedConn]struct{}{}, seen: map[string]time.Time{}, onChange: onChange}
+	return &registry{conns: map[string]map[*trackedConn]struct{}{}, onChange: onChange}
 }
 
 // add registers a node connection, unless the newest snapshot already
@@ -299,7 +316,7 @@ func (r *registry) add(s *Server, conn net.Conn, info *peerInfo) (*trackedConn, 
 		return nil, err
 	}
 	tc.timer = time.AfterFunc(info.notAfter.Sub(s.now()), func() {
-		tc.end(fmt.Errorf("the node SVID of %s expired at %s; reconnect with the renewed one", tc.node, info.notAfter.UTC().Format(time.RFC3339)))
+		tc.end(fmt.Errorf("the %w of %s at %s; dial again with the renewed one", errNodeSVIDExpired, tc.node, info.notAfter.UTC().Format(time.RFC3339)))
 	})
 	return tc, nil
 }
@@ -310,7 +327,6 @@ func (r *registry) remove(c *trackedConn) {
 	delete(set, c)
 	if len(set) == 0 {
 		delete(r.conns, c.node)
-		r.seen[c.node] = time.Now()
 	}
 	r.onChange(len(r.conns))
 	r.mu.Unlock()
@@ -338,20 +354,9 @@ func (r *registry) connected() int {
 	return len(r.conns)
 }
 
-// NodeConn says whether a node is connected and when it last was.
-type NodeConn struct {
-	// Conns is the number of open connections of the node.
-	Conns int
-	// LastSeen is when its last connection closed; zero while connected
-	// or if it has not connected since the server started.
-	LastSeen time.Time
-}
-
-func (r *registry) node(name string) NodeConn {
+// nodeConns returns the number of open connections of the named node.
+func (r *registry) nodeConns(name string) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if n := len(r.conns[name]); n > 0 {
-		return NodeConn{Conns: n}
-	}
-	return NodeConn{LastSeen: r.seen[name]}
+	return len(r.conns[name])
 }

@@ -264,8 +264,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // ConnectedNodes returns the number of nodes with an open connection.
 func (s *Server) ConnectedNodes() int { return s.conns.connected() }
 
-// NodeConn says whether the named node is connected, and when it last was.
-func (s *Server) NodeConn(name string) NodeConn { return s.conns.node(name) }
+// NodeConnections returns the number of open connections of the named
+// node.
+func (s *Server) NodeConnections(name string) int { return s.conns.nodeConns(name) }
 
 // watch ends the connections of nodes that may no longer act, on every
 // new snapshot: evicted, node SVID revoked or its ID blocked.
@@ -315,7 +316,7 @@ func (s *Server) authorize(ctx context.Context, method string) (*peerInfo, error
 		return nil, status.Errorf(codes.PermissionDenied, "%s needs a node SVID; this connection is %s: attest first", method, p.class)
 	}
 	if err := s.checkNode(s.auth.Snapshot(), p.verdict, s.now()); err != nil {
-		return nil, status.Error(codes.PermissionDenied, err.Error())
+		return nil, nodeStatus(err)
 	}
 	return p, nil
 }

@@ -12,11 +12,13 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/badge-dev/badge/ca"
 	"github.com/badge-dev/badge/ca/nodeapi"
 	"github.com/badge-dev/badge/internal/localtrust"
+	"github.com/badge-dev/badge/internal/logkey"
 )
 
 // agentFlags are the server's flags of the agent listener.
@@ -150,7 +152,24 @@ func startAgents(ctx context.Context, c serverConfig, auth *ca.Authority, o *ops
 		}
 	}()
 	o.metrics.SetAgentListener(l.Addr().String(), srv.ConnectedNodes)
+	o.agents.Store(srv)
 	log.Info("agent listener ready", slog.String("address", l.Addr().String()), slog.Int("node_cas", len(c.agents.nodeCAs)),
 		slog.Duration("node_svid_ttl", c.agents.nodeSVIDTTL))
 	return srv, nil
+}
+
+// reloadNodeCAs returns the serverConfig.onReload of the agent listener:
+// the node CA file is read again on every SIGHUP (its path may be the same
+// and its content new), and a changed set of CAs applies to attestations
+// from then on.
+func reloadNodeCAs(srv *nodeapi.Server, running []*x509.Certificate, log *slog.Logger) func(*serverSettings) {
+	return func(next *serverSettings) {
+		cas := next.c.agents.nodeCAs
+		if slices.EqualFunc(cas, running, (*x509.Certificate).Equal) {
+			return
+		}
+		srv.SetNodeCAs(cas)
+		running = cas
+		log.Info("node CAs reloaded", slog.String("node_ca", next.c.agents.nodeCA), slog.Int("node_cas", len(cas)), slog.Bool(logkey.Audit, true))
+	}
 }

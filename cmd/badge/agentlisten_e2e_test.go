@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -20,11 +21,13 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"go.step.sm/crypto/minica"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
+	"github.com/badge-dev/badge/ca/admin"
 	"github.com/badge-dev/badge/internal/metrics"
 	"github.com/badge-dev/badge/internal/nodeproto"
 )
@@ -156,6 +159,13 @@ func TestE2EAgentListener(t *testing.T) {
 	if out := d.mustBadge("status"); !strings.Contains(out, "agent listener") || !strings.Contains(out, "1 nodes connected") {
 		t.Errorf("status does not show the agent listener:\n%s", out)
 	}
+	var nodes []admin.Node
+	if err := json.Unmarshal([]byte(d.mustBadge("node", "list", "--json")), &nodes); err != nil {
+		t.Fatal(err)
+	}
+	if len(nodes) != 1 || nodes[0].Name != "web-1" || nodes[0].Connections != 1 || nodes[0].SVIDSerial != leaf.SerialNumber.Text(16) {
+		t.Errorf("node list --json = %+v, want web-1 with 1 connection and its node SVID's serial", nodes)
+	}
 	// The serial signed for the agent is found by revoke --id.
 	out := d.mustBadge("revoke", "--id", "spiffe://example.org/web")
 	if !strings.HasPrefix(out, "1 ") {
@@ -189,5 +199,72 @@ func TestE2EAgentListenerConfig(t *testing.T) {
 		if code := e.dispatch(context.Background(), args); code != 2 || !strings.Contains(errOut.String(), tc.want) {
 			t.Errorf("server --check-config %v = exit %d, stderr %q; want exit 2 naming %q", tc.args, code, errOut.String(), tc.want)
 		}
+	}
+}
+
+// TestE2EX509PoPAndReload: a host certificate of a --node-ca attests its
+// node; one of another CA is refused in the handshake; after the file is
+// changed, SIGHUP makes the new CA's certificates attest.
+func TestE2EX509PoPAndReload(t *testing.T) {
+	requireRoot(t)
+	ca1, err := minica.New(minica.WithName("hosts-1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca2, err := minica.New(minica.WithName("hosts-2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := worldReadableTempDir(t)
+	caFile := filepath.Join(dir, "node-ca.pem")
+	writeCAs := func(m *minica.CA) {
+		if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: m.Root.Raw}), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeCAs(ca1)
+	d, _ := startDaemonConfig(t, "agent-listen = \"127.0.0.1:0\"\nnode-ca = \""+caFile+"\"\nlog-level = \"debug\"\n")
+	hostCert := func(m *minica.CA, name string) *tls.Certificate {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := m.Sign(&x509.Certificate{Subject: pkix.Name{CommonName: name}, DNSNames: []string{name}, PublicKey: key.Public(),
+			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &tls.Certificate{Certificate: [][]byte{c.Raw, m.Intermediate.Raw}, PrivateKey: key}
+	}
+	attest := func(cert *tls.Certificate) (*nodeproto.AttestResponse, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d.nodeClient(cert).Attest(ctx, &nodeproto.AttestRequest{Csr: csr})
+	}
+	if resp, err := attest(hostCert(ca1, "web-1.example")); err != nil || resp.NodeName != "web-1.example" {
+		t.Fatalf("x509pop with a certificate of the node CA: %v, %v", resp.GetNodeName(), err)
+	}
+	if _, err := attest(hostCert(ca2, "web-2.example")); status.Code(err) != codes.Unavailable {
+		t.Fatalf("x509pop with a certificate of another CA: %v, want a refused handshake", err)
+	}
+	d.waitLog(t, "agent handshake refused")
+	writeCAs(ca2)
+	d.hup("node CAs reloaded")
+	if resp, err := attest(hostCert(ca2, "web-2.example")); err != nil || resp.NodeName != "web-2.example" {
+		t.Fatalf("x509pop with the reloaded CA: %v, %v", resp.GetNodeName(), err)
+	}
+	if _, err := attest(hostCert(ca1, "web-3.example")); status.Code(err) != codes.Unavailable {
+		t.Errorf("x509pop with the CA taken out of the file: %v, want a refused handshake", err)
+	}
+	if out := d.mustBadge("node", "list"); !strings.Contains(out, "web-1.example") || !strings.Contains(out, "x509pop") {
+		t.Errorf("node list:\n%s", out)
 	}
 }

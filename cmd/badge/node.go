@@ -51,13 +51,13 @@ func runTokenCreate(ctx context.Context, e *env, args []string) error {
 
 func runNodeList(ctx context.Context, e *env, args []string) error {
 	return runList(ctx, e, args, "node list", (*admin.Client).ListNodes,
-		"NAME\tATTESTATION\tFIRST ATTESTED\tLAST ATTESTED\tSVID SERIAL\tEVICTED", func(w io.Writer, n admin.Node) {
+		"NAME\tATTESTATION\tFIRST ATTESTED\tLAST ATTESTED\tSVID SERIAL\tCONNECTIONS\tEVICTED", func(w io.Writer, n admin.Node) {
 			evicted := "-"
 			if n.Evicted && n.EvictedAt != nil && n.EvictedBy != nil {
 				evicted = fmt.Sprintf("%s by uid %d", n.EvictedAt.Format(time.RFC3339), *n.EvictedBy)
 			}
-			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", n.Name, n.Attestation, n.FirstAttestedAt.Format(time.RFC3339),
-				n.LastAttestedAt.Format(time.RFC3339), orDash(n.SVIDSerial), evicted)
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", n.Name, n.Attestation, n.FirstAttestedAt.Format(time.RFC3339),
+				n.LastAttestedAt.Format(time.RFC3339), orDash(n.SVIDSerial), n.Connections, evicted)
 		})
 }
 
@@ -77,6 +77,6 @@ func runNodeEvict(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "evicted node %s: %d node SVID(s) of %s revoked and the ID blocked, %d unused join token(s) cancelled; "+
-		"it comes back only with a new join token\n", res.Node.Name, res.Revoked, res.SPIFFEID, res.CancelledTokens)
+		"it comes back only with a join token made from now on, or a host certificate issued from now on\n", res.Node.Name, res.Revoked, res.SPIFFEID, res.CancelledTokens)
 	return nil
 }

@@ -12,10 +12,12 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"text/tabwriter"
 	"time"
 
 	"github.com/badge-dev/badge/ca"
+	"github.com/badge-dev/badge/ca/nodeapi"
 	"github.com/badge-dev/badge/internal/connlimit"
 	"github.com/badge-dev/badge/internal/jsonout"
 	"github.com/badge-dev/badge/internal/metrics"
@@ -33,6 +35,16 @@ const (
 type ops struct {
 	metrics   *metrics.Metrics
 	readiness *metrics.Readiness
+	// agents is the agent listener, once started.
+	agents atomic.Pointer[nodeapi.Server]
+}
+
+// nodeConnections is admin.Config.NodeConnections.
+func (o *ops) nodeConnections(name string) int {
+	if a := o.agents.Load(); a != nil {
+		return a.NodeConnections(name)
+	}
+	return 0
 }
 
 // newOps builds the metrics and readiness checks of a server: the

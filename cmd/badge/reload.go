@@ -13,8 +13,10 @@ import (
 
 // liveSettings are the settings a running server takes on SIGHUP; every
 // other setting is read when the server starts. The SVID and JWT
-// lifetimes apply to credentials signed from then on.
-var liveSettings = []string{"log-level", "svid-ttl", "jwt-ttl"}
+// lifetimes apply to credentials signed from then on; the node CAs
+// (read again from their file on every SIGHUP, see serverConfig.onReload)
+// to attestations from then on.
+var liveSettings = []string{"log-level", "svid-ttl", "jwt-ttl", "node-ca"}
 
 // ttlSetter is the part of the authority a reload changes.
 type ttlSetter interface {
@@ -35,7 +37,11 @@ func watchReload(ctx context.Context, c serverConfig, auth ttlSetter, log *slog.
 			return
 		case <-c.hup:
 		}
-		running = reload(running, c.reload(), auth, c.level, log)
+		next := c.reload()
+		running = reload(running, next, auth, c.level, log)
+		if c.onReload != nil && len(next.problems) == 0 {
+			c.onReload(next)
+		}
 	}
 }
 

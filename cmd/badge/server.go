@@ -58,7 +58,10 @@ type serverConfig struct {
 	level *slog.LevelVar
 	// reload reads the configuration again, on each signal from hup.
 	reload func() *serverSettings
-	hup    chan os.Signal
+	// onReload applies a valid configuration read on SIGHUP to what
+	// reload does not know of (the agent listener's node CAs).
+	onReload func(*serverSettings)
+	hup      chan os.Signal
 	// started is the value of every setting the server started with
 	// (serverSettings.values).
 	started map[string]string
@@ -176,7 +179,7 @@ func serve(ctx context.Context, c serverConfig, td spiffeid.TrustDomain, log *sl
 	}
 	asrv, err := admin.New(admin.Config{Authority: auth, Logger: log,
 		OnNoSpace: ensureBallast(c.dataDir, ballastSize(c.limits.minFreeMiB<<20), log),
-		Ready:     ops.ready, Status: ops.status})
+		Ready:     ops.ready, Status: ops.status, NodeConnections: ops.nodeConnections})
 	if err != nil {
 		return err
 	}
@@ -218,6 +221,7 @@ func serve(ctx context.Context, c serverConfig, td spiffeid.TrustDomain, log *sl
 			}
 			return err
 		}
+		c.onReload = reloadNodeCAs(agents, c.agents.nodeCAs, log)
 	}
 	go watchReload(ctx, c, auth, log)
 	log.Info("badge server ready", slog.String(logkey.TrustDomain, td.Name()),

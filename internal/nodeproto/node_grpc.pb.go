@@ -55,10 +55,15 @@ type NodeClient interface {
 	// Attest proves which node the agent runs on, with a one-time join token
 	// or the node's host certificate (x509pop, from the TLS handshake), and
 	// signs its first node SVID for the key of csr. A used, expired or
-	// unknown token, and a certificate of another CA, are PermissionDenied.
+	// unknown token, and an evicted node without new proof, are
+	// PermissionDenied with the same message; a certificate of another CA
+	// fails the TLS handshake (Unavailable to the agent). After failures an
+	// address waits (ResourceExhausted) before its next attempt.
 	Attest(ctx context.Context, in *AttestRequest, opts ...grpc.CallOption) (*AttestResponse, error)
 	// RenewNode signs a fresh node SVID for the calling node, for the key of
-	// csr (a new key: agents rotate the node key with each renewal).
+	// csr (a new key: agents rotate the node key with each renewal). A
+	// connection is good until the node SVID it presented expires; then
+	// every call is Unauthenticated: dial again with the renewed one.
 	RenewNode(ctx context.Context, in *RenewNodeRequest, opts ...grpc.CallOption) (*RenewNodeResponse, error)
 	// Sync streams what the calling node serves: the whole state when the
 	// stream opens and again on every change (an entry scoped to the node is
@@ -165,10 +170,15 @@ type NodeServer interface {
 	// Attest proves which node the agent runs on, with a one-time join token
 	// or the node's host certificate (x509pop, from the TLS handshake), and
 	// signs its first node SVID for the key of csr. A used, expired or
-	// unknown token, and a certificate of another CA, are PermissionDenied.
+	// unknown token, and an evicted node without new proof, are
+	// PermissionDenied with the same message; a certificate of another CA
+	// fails the TLS handshake (Unavailable to the agent). After failures an
+	// address waits (ResourceExhausted) before its next attempt.
 	Attest(context.Context, *AttestRequest) (*AttestResponse, error)
 	// RenewNode signs a fresh node SVID for the calling node, for the key of
-	// csr (a new key: agents rotate the node key with each renewal).
+	// csr (a new key: agents rotate the node key with each renewal). A
+	// connection is good until the node SVID it presented expires; then
+	// every call is Unauthenticated: dial again with the renewed one.
 	RenewNode(context.Context, *RenewNodeRequest) (*RenewNodeResponse, error)
 	// Sync streams what the calling node serves: the whole state when the
 	// stream opens and again on every change (an entry scoped to the node is
