@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"hash/maphash"
 	"maps"
 	"slices"
 	"sync"
@@ -235,6 +236,7 @@ type streamSet struct {
 	changed chan struct{}      // closed and replaced on every response
 	seen    map[string][]int64 // SPIFFE ID → when each stream got it
 	gone    map[string][]int64 // SPIFFE ID → when each stream that had it lost it
+	renewed int                // responses whose first certificate is new: rotations
 	errs    map[string]int
 	first   string
 }
@@ -341,12 +343,14 @@ func (s *streamSet) openOne(timeout time.Duration) (int64, []string, error) {
 	s.mu.Unlock()
 	s.wg.Go(func() {
 		defer cancel()
-		s.recvLoop(stream, got)
+		s.recvLoop(stream, got, certHash(resp))
 	})
 	return d, got, nil
 }
 
-func (s *streamSet) recvLoop(stream grpc.ServerStreamingClient[workload.X509SVIDResponse], cur []string) {
+// recvLoop records what the stream receives until it ends; cert is the
+// hash of the first certificate it holds.
+func (s *streamSet) recvLoop(stream grpc.ServerStreamingClient[workload.X509SVIDResponse], cur []string, cert uint64) {
 	for {
 		resp, err := stream.Recv()
 		now := monoNow()
@@ -357,11 +361,47 @@ func (s *streamSet) recvLoop(stream grpc.ServerStreamingClient[workload.X509SVID
 			return
 		}
 		next := svidIDs(resp)
+		c := certHash(resp)
 		s.mu.Lock()
+		if c != cert {
+			s.renewed++
+		}
 		s.recordLocked(cur, next, now)
 		s.mu.Unlock()
-		cur = next
+		cur, cert = next, c
 	}
+}
+
+// renewals returns how many responses brought a new first certificate to
+// a stream already open: rotations, and new SVIDs after a revocation or an
+// entry change.
+func (s *streamSet) renewals() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.renewed
+}
+
+// certHash identifies the first certificate of a response.
+func certHash(resp *workload.X509SVIDResponse) uint64 {
+	var cert []byte
+	if svids := resp.GetSvids(); len(svids) > 0 {
+		cert = svids[0].GetX509Svid()
+	}
+	return maphash.Bytes(certSeed, cert)
+}
+
+var certSeed = maphash.MakeSeed()
+
+// received returns the number of streams open and, by SPIFFE ID, how many
+// streams have received it.
+func (s *streamSet) received() (open int, byID map[string]int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	byID = make(map[string]int, len(s.seen))
+	for id, t := range s.seen {
+		byID[id] = len(t)
+	}
+	return s.nOpen, byID
 }
 
 // recordLocked notes a response carrying next on a stream that held prev.
