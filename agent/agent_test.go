@@ -273,15 +273,7 @@ func TestRenewalBeforeHalfLife(t *testing.T) {
 	clock := testclock.New(time.Now())
 	f := newFakeServer(t, clock.Now)
 	dir := dataDir(t)
-	a, err := newTestAgent(t, dir, clock, f, func(c *Config) { c.JoinToken = f.token("web-1") })
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Attest(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	a.run(t)
-	a.waitState(t, "a sync", synced)
+	a := connectedIn(t, dir, clock, f)
 	old := a.NodeSVID()
 
 	// Short of half its life (30m of 1h): no renewal, even when woken.
@@ -367,10 +359,16 @@ func caller(uid string) workload.Caller {
 	return workload.Caller{Selectors: attest.Set{sel: {}}, Kinds: attest.KindUID}
 }
 
-// connected returns an agent connected to f with the entries of f.
+// connected returns an agent of node web-1 connected to f.
 func connected(t *testing.T, clock *testclock.Clock, f *fakeServer) *testAgent {
 	t.Helper()
-	a, err := newTestAgent(t, dataDir(t), clock, f, func(c *Config) { c.JoinToken = f.token("web-1") })
+	return connectedIn(t, dataDir(t), clock, f)
+}
+
+// connectedIn is connected with the data dir dir.
+func connectedIn(t *testing.T, dir string, clock *testclock.Clock, f *fakeServer) *testAgent {
+	t.Helper()
+	a, err := newTestAgent(t, dir, clock, f, func(c *Config) { c.JoinToken = f.token("web-1") })
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,6 +27,7 @@ import (
 	"go.step.sm/crypto/pemutil"
 
 	"github.com/badge-dev/badge/agent"
+	"github.com/badge-dev/badge/ca/admin"
 )
 
 // nodeSVIDOf reads the node SVID an agent keeps in its data dir.
@@ -391,4 +392,68 @@ func TestE2EAgentX509PoP(t *testing.T) {
 	if code != exitFailure || !strings.Contains(lastLine(errOut), "node attestation refused") {
 		t.Errorf("agent with a host certificate of another CA: exit %d, %q", code, lastLine(errOut))
 	}
+}
+
+// TestE2EAgentExpiredToken: a join token past its TTL is refused with a
+// one-line error.
+func TestE2EAgentExpiredToken(t *testing.T) {
+	requireRoot(t)
+	t.Parallel() // it waits a minute for the token to expire
+	f := startFleet(t)
+	var tok admin.JoinToken
+	if err := json.Unmarshal([]byte(f.mustBadge("token", "create", "--node", "late-1", "--ttl", "1m", "--json")), &tok); err != nil {
+		t.Fatal(err)
+	}
+	wait := time.Until(tok.ExpiresAt) + time.Second
+	t.Logf("waiting %v for the token to expire", wait.Round(time.Second))
+	time.Sleep(wait) // the expiry of a token has no event
+	errOut, code := f.runAgentToEnd(t, "", "--join-token", tok.Token)
+	if code != exitFailure || !strings.Contains(lastLine(errOut), "node attestation refused") || strings.Contains(errOut, tok.Token) {
+		t.Errorf("agent with an expired token: exit %d, %q", code, lastLine(errOut))
+	}
+}
+
+// TestE2EAgentSDKServerRestart: an SDK server and client behind an agent
+// keep making mutual-TLS connections while the badge server is down (the
+// agent keeps what they hold), and once it is back the agent reconnects
+// and rotation resumes: not one handshake fails.
+func TestE2EAgentSDKServerRestart(t *testing.T) {
+	requireRoot(t)
+	t.Parallel()
+	const ttl = 20 * time.Second
+	f := startFleet(t, "--svid-ttl", ttl.String())
+	a := f.startAgent(t, "--join-token", f.token("node-a"))
+	f.mustBadge("entry", "create", "--id", sdkOrdersID, "--selector", "unix:uid:1001", "--node", "node-a")
+	f.mustBadge("entry", "create", "--id", sdkPaymentsID, "--selector", "unix:uid:1002", "--node", "node-a")
+	server, l := startSDKServer(t, a, "payments", 1002, envSDKProto+"=http", envSDKAuthz+"="+sdkOrdersID)
+	client := startSDK(t, a, "orders", 1001, "sdk-client", envSDKProto+"=http", envSDKAuthz+"="+sdkPaymentsID,
+		envSDKAddr+"="+l.Addr, envSDKCount+"=0", envSDKInterval+"=10ms")
+	client.next(time.Now().Add(30*time.Second), 0, "response")
+
+	deadline := time.Now().Add(30 * time.Second)
+	f.signal(syscall.SIGTERM)
+	a.waitLog(t, "lost the channel to the server")
+	lost := time.Now()
+	client.waitResponsesAfter(deadline, lost, 50, "while the server is down")
+	serverSerials := distinctValues(server.snapshot(), "request", serialOfEvent)
+	clientSerials := distinctValues(client.snapshot(), "response", serialOfEvent)
+	nServer, nClient := len(server.snapshot()), len(client.snapshot())
+	f.start()
+	a.waitLogCount(t, 2, "connected to server")
+
+	// Rotation resumes: each side sees a serial of the other issued after
+	// the restart.
+	deadline = time.Now().Add(ttl + 10*time.Second)
+	server.waitFor(deadline, "a client serial issued after the restart", func(evs []sdkEvent) bool {
+		return len(newSerials(evs[nServer:], "request", serverSerials)) >= 1
+	})
+	client.waitFor(deadline, "a server serial issued after the restart", func(evs []sdkEvent) bool {
+		return len(newSerials(evs[nClient:], "response", clientSerials)) >= 1
+	})
+	cs, ss := client.stop(), server.stop()
+	if cs.Failures != 0 || cs.Refused != 0 || ss.Refused != 0 || cs.Handshakes != cs.Requests {
+		t.Errorf("%d of %d requests failed, %d handshakes (client refused %d, server %d):\n%s",
+			cs.Failures, cs.Requests, cs.Handshakes, cs.Refused, ss.Refused, describeEvents(eventsOf(client.snapshot(), "error")))
+	}
+	t.Logf("%d requests behind an agent across a server restart, each on a new connection; %d failed", cs.Requests, cs.Failures)
 }

@@ -672,6 +672,26 @@ func distinctValues(evs []sdkEvent, kind string, field func(sdkEvent) string) []
 	return out
 }
 
+// newSerials returns the distinct serials of the events of kind that are
+// not in old.
+func newSerials(evs []sdkEvent, kind string, old []string) []string {
+	return slices.DeleteFunc(distinctValues(evs, kind, serialOfEvent), func(s string) bool { return slices.Contains(old, s) })
+}
+
+// waitResponsesAfter waits for n responses of a client after since.
+func (p *sdkProc) waitResponsesAfter(deadline, since time.Time, n int, what string) {
+	p.t.Helper()
+	p.waitFor(deadline, fmt.Sprintf("%d responses %s", n, what), func(evs []sdkEvent) bool {
+		k := 0
+		for _, e := range eventsOf(evs, "response") {
+			if e.At.After(since) {
+				k++
+			}
+		}
+		return k >= n
+	})
+}
+
 func serialOfEvent(e sdkEvent) string { return e.Serial }
 func ownOfEvent(e sdkEvent) string    { return e.Own }
 
@@ -857,15 +877,7 @@ func TestE2ESDKDaemonRestart(t *testing.T) {
 		}
 		lost := laterOf(lostServer.At, lostClient.At)
 		const whileDown = 50
-		client.waitFor(deadline, fmt.Sprintf("%d responses while the daemon is down", whileDown), func(evs []sdkEvent) bool {
-			n := 0
-			for _, e := range eventsOf(evs, "response") {
-				if e.At.After(lost) {
-					n++
-				}
-			}
-			return n >= whileDown
-		})
+		client.waitResponsesAfter(deadline, lost, whileDown, "while the daemon is down")
 		serverSerials := distinctValues(server.snapshot(), "request", serialOfEvent)
 		clientSerials := distinctValues(client.snapshot(), "response", serialOfEvent)
 
@@ -888,9 +900,6 @@ func TestE2ESDKDaemonRestart(t *testing.T) {
 		// The new daemon issues fresh SVIDs at once, then rotates them at
 		// half-life: each side sees the other's serial change twice.
 		deadline = time.Now().Add(ttl + 10*time.Second)
-		newSerials := func(evs []sdkEvent, kind string, old []string) []string {
-			return slices.DeleteFunc(distinctValues(evs, kind, serialOfEvent), func(s string) bool { return slices.Contains(old, s) })
-		}
 		after := newSerials(server.waitFor(deadline, "two client serials issued after the restart", func(evs []sdkEvent) bool {
 			return len(newSerials(evs[nServer:], "request", serverSerials)) >= 2
 		})[nServer:], "request", serverSerials)
