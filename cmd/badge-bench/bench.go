@@ -160,7 +160,8 @@ func (b *bench) uidList() []uint32 {
 func (b *bench) startGroups(ctx context.Context) error {
 	c := b.cfg
 	uids := b.uidList()
-	spec := benchSpec{Mode: c.mode, Socket: c.socket, Duration: c.duration, Timeout: c.timeout, Audience: c.audience, Raw: c.samples != ""}
+	spec := benchSpec{Mode: c.mode, Socket: c.socket, Duration: c.duration, Timeout: c.timeout, Audience: c.audience, Raw: c.samples != "",
+		WaitEntry: c.setup && c.node != ""}
 	share := func(i int) int { // workers of the i-th uid, round robin
 		n := c.workers / len(uids)
 		if i < c.workers%len(uids) {

@@ -37,6 +37,8 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/badge-dev/badge/agent"
 	"github.com/badge-dev/badge/attest"
@@ -64,18 +66,18 @@ type fleetReport struct {
 	CPUMSAgents   float64       `json:"cpu_ms_agents,omitempty"`
 	CPUMSPerAgent float64       `json:"cpu_ms_per_agent,omitempty"`
 	// RSS of the server before the agents connect and once all are synced.
-	RSSKiBIdle             uint64  `json:"rss_kib_idle,omitempty"`
-	RSSKiBAgents           uint64  `json:"rss_kib_agents,omitempty"`
-	RSSKiBPerAgent         float64 `json:"rss_kib_per_agent,omitempty"`
-	RSSAnonKiBIdle         uint64  `json:"rss_anon_kib_idle,omitempty"`
-	RSSAnonKiBAgents       uint64  `json:"rss_anon_kib_agents,omitempty"`
-	RSSAnonKiBPerAgent     float64 `json:"rss_anon_kib_per_agent,omitempty"`
-	RSSKiBServed           uint64  `json:"rss_kib_served,omitempty"`
-	RSSAnonKiBServed       uint64  `json:"rss_anon_kib_served,omitempty"`
-	RSSKiBPerWorkload      float64 `json:"rss_kib_per_workload,omitempty"`
-	RSSAnonKiBPerWorkload  float64 `json:"rss_anon_kib_per_workload,omitempty"`
-	RSSKiBAfterRotation    uint64  `json:"rss_kib_after_rotation,omitempty"`
-	RSSAnonKiBAfterRotaton uint64  `json:"rss_anon_kib_after_rotation,omitempty"`
+	RSSKiBIdle              uint64  `json:"rss_kib_idle,omitempty"`
+	RSSKiBAgents            uint64  `json:"rss_kib_agents,omitempty"`
+	RSSKiBPerAgent          float64 `json:"rss_kib_per_agent,omitempty"`
+	RSSAnonKiBIdle          uint64  `json:"rss_anon_kib_idle,omitempty"`
+	RSSAnonKiBAgents        uint64  `json:"rss_anon_kib_agents,omitempty"`
+	RSSAnonKiBPerAgent      float64 `json:"rss_anon_kib_per_agent,omitempty"`
+	RSSKiBServed            uint64  `json:"rss_kib_served,omitempty"`
+	RSSAnonKiBServed        uint64  `json:"rss_anon_kib_served,omitempty"`
+	RSSKiBPerWorkload       float64 `json:"rss_kib_per_workload,omitempty"`
+	RSSAnonKiBPerWorkload   float64 `json:"rss_anon_kib_per_workload,omitempty"`
+	RSSKiBAfterRotation     uint64  `json:"rss_kib_after_rotation,omitempty"`
+	RSSAnonKiBAfterRotation uint64  `json:"rss_anon_kib_after_rotation,omitempty"`
 
 	// The workloads: served means holding an SVID with its node's ID.
 	Workloads     int           `json:"workloads"`
@@ -230,7 +232,7 @@ func (b *bench) runFleet(ctx context.Context) (*fleetReport, error) {
 			return nil, err
 		}
 		if after, err := readProcUsage(b.pid); err == nil {
-			rep.RSSKiBAfterRotation, rep.RSSAnonKiBAfterRotaton = after.rssKiB, after.anonKiB
+			rep.RSSKiBAfterRotation, rep.RSSAnonKiBAfterRotation = after.rssKiB, after.anonKiB
 		}
 	}
 	if err := f.agentError(); err != nil {
@@ -366,14 +368,34 @@ func (f *fleet) startAgent(ctx, runCtx context.Context, fa *fleetAgent, roots []
 			f.agentFailed(fmt.Errorf("node %s: %w", fa.node, err))
 		}
 	})
+	if err := waitConnected(ctx, a); err != nil {
+		return fmt.Errorf("node %s: attested, but not connected to the server: %w", fa.node, err)
+	}
+	fa.ready = int64(time.Since(start))
+	return nil
+}
+
+// waitConnected waits until a has received its node's state and holds the
+// channel it came on. The agent publishes the state a moment before it
+// takes the channel for signing, and no event marks that moment: once
+// synced, it polls briefly.
+func waitConnected(ctx context.Context, a *agent.Agent) error {
 	for st := a.State(); !st.Synced(); st = a.State() {
 		select {
 		case <-st.Done():
 		case <-ctx.Done():
-			return fmt.Errorf("node %s: attested, but no Sync update from the server: %w", fa.node, ctx.Err())
+			return fmt.Errorf("no Sync update from the server: %w", ctx.Err())
 		}
 	}
-	fa.ready = int64(time.Since(start))
+	tick := time.NewTicker(2 * time.Millisecond)
+	defer tick.Stop()
+	for status.Code(a.Source().Check(ctx, workload.Caller{})) == codes.Unavailable {
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return fmt.Errorf("synced, but the channel is gone: %w", ctx.Err())
+		}
+	}
 	return nil
 }
 

@@ -140,6 +140,11 @@ func startAgent(t *testing.T, d *daemon, node string) string {
 		t.Fatal(err)
 	}
 	go func() { ran <- a.Run(ctx) }()
+	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer wcancel()
+	if err := waitConnected(wctx, a); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
 		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer scancel()

@@ -46,6 +46,10 @@ type benchSpec struct {
 	// Raw asks for every sample with its start time (--samples), failed
 	// calls included.
 	Raw bool `json:"raw,omitempty"`
+	// WaitEntry makes a stream refused with PermissionDenied try again
+	// until its timeout: the entries of --setup --node reach the node's
+	// agent a moment after they are created.
+	WaitEntry bool `json:"wait_entry,omitempty"`
 }
 
 // groupResult is what one group measured.
@@ -97,6 +101,7 @@ func (g *localGroup) Run(ctx context.Context) (groupResult, error) {
 		return runCallers(ctx, g.spec), nil
 	default:
 		g.streams = newStreamSet(g.spec.Socket)
+		g.streams.waitEntry = g.spec.WaitEntry
 		return g.streams.open(ctx, g.spec.Workers, g.spec.Timeout, g.spec.Raw), nil
 	}
 }
@@ -225,10 +230,11 @@ func fetchFresh(ctx context.Context, addr string) error {
 // streamSet holds FetchX509SVID streams, each on its own connection, and
 // records when each SPIFFE ID arrives on (and leaves) each of them.
 type streamSet struct {
-	target string
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	target    string
+	waitEntry bool // retry a stream refused with PermissionDenied until its timeout
+	ctx       context.Context
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
 
 	mu      sync.Mutex
 	conns   []*grpc.ClientConn
@@ -274,6 +280,15 @@ func (s *streamSet) open(ctx context.Context, n int, timeout time.Duration, raw 
 			defer func() { <-sem }()
 			start := time.Now()
 			d, ids, err := s.openOne(timeout)
+			for s.waitEntry && status.Code(err) == codes.PermissionDenied && time.Since(start) < timeout-entryRetry && s.ctx.Err() == nil {
+				// The Workload API refuses at once: no event to wait on.
+				select {
+				case <-time.After(entryRetry):
+				case <-s.ctx.Done():
+				}
+				d, ids, err = s.openOne(timeout - time.Since(start))
+				d = int64(time.Since(start))
+			}
 			if err != nil {
 				code := status.Code(err)
 				if fatalCode(code) {
@@ -309,6 +324,9 @@ func (s *streamSet) open(ctx context.Context, n int, timeout time.Duration, raw 
 	r.IDs = firstIDs
 	return r
 }
+
+// entryRetry is how often a stream of WaitEntry asks again.
+const entryRetry = 10 * time.Millisecond
 
 func (s *streamSet) openOne(timeout time.Duration) (int64, []string, error) {
 	start := time.Now()
