@@ -74,7 +74,7 @@ type benchConfig struct {
 func (e *env) parseBench(args []string) (benchConfig, error) {
 	c := benchConfig{
 		mode: benchFetch, workers: 4, duration: 10 * time.Second, timeout: 5 * time.Second,
-		count: 20, audience: "bench",
+		count: 20, audience: "bench", svidTTL: fleetDefaultSVIDTTL,
 	}
 	fs := flag.NewFlagSet("badge-bench", flag.ContinueOnError)
 	sock := fs.String("socket", "", "Workload API socket `path` (default: $"+socketpath.EnvSPIFFEEndpoint+", $"+socketpath.EnvWorkload+", "+socketpath.ClientDefaultHelp(socketpath.WorkloadName)+");\na SPIRE agent's socket works for fetch, jwt and stream")
@@ -83,20 +83,20 @@ func (e *env) parseBench(args []string) (benchConfig, error) {
 	fs.IntVar(&c.workers, "workers", c.workers, "concurrent callers (fetch, jwt) or open streams (stream, propagation)")
 	uids := fs.String("uids", "", "run the workers as uids `FIRST-LAST`, round robin (needs root; entries must match them, or use --setup)")
 	fs.Var(durationFlag{&c.duration}, "duration", "how long fetch and jwt call, how long stream holds its streams idle, and how long fleet measures\nrotation once every workload holds an SVID (fleet's default: twice --svid-ttl; 0: no rotation window)")
-	fs.Var(durationFlag{&c.timeout}, "timeout", "limit for one call, one stream's first SVID, or one propagation;\nfleet: for the agents to attest and sync, and for each workload's first SVID (default 1m)")
-	asock := fs.String("admin-socket", "", "badge admin API socket `path`, for propagation and --setup (default: $"+socketpath.EnvAdmin+", "+socketpath.ClientDefaultHelp(socketpath.AdminName)+")")
+	fs.Var(durationFlag{&c.timeout}, "timeout", "limit for one call, one stream's first SVID, or one propagation;\nfleet: for the agents to attest and sync, and for each workload's first SVID (fleet's default: 1m)")
+	asock := fs.String("admin-socket", "", "badge admin API socket `path`, for propagation, --setup and fleet (default: $"+socketpath.EnvAdmin+", "+socketpath.ClientDefaultHelp(socketpath.AdminName)+")")
 	fs.BoolVar(&c.setup, "setup", false, "create a badge entry (unix:uid:N) for every benchmarked uid that has none, and delete it afterwards")
 	fs.IntVar(&c.count, "count", c.count, "propagation: how many entries to create, one after another")
 	fs.StringVar(&c.audience, "audience", c.audience, "jwt: audience to request")
 	fs.StringVar(&c.trustDomain, "trust-domain", "", "trust `domain` for entries badge-bench creates (default: that of the workloads' SVIDs or entries, else example.org)")
-	fs.IntVar(&c.serverPID, "server-pid", 0, "daemon `pid` whose CPU time and RSS to report (default: the process that listens on --socket,\nfrom the socket's peer credentials; give it when another process created the socket, as with systemd socket activation)")
+	fs.IntVar(&c.serverPID, "server-pid", 0, "daemon `pid` whose CPU time and RSS to report (default: the process that listens on --socket, for fleet on --admin-socket,\nfrom the socket's peer credentials; give it when another process created the socket, as with systemd socket activation)")
 	fs.StringVar(&c.samples, "samples", "", "write every sample to `file` as CSV, one line each: start_unix_ns,latency_ns,uid,result;\nresult is OK or the gRPC code of a failed call (fetch, jwt, stream), create or delete (propagation)")
 	fs.BoolVar(&c.asJSON, "json", false, "print the results as JSON")
 	fs.StringVar(&c.node, "node", "", "propagation, --setup: scope the entries badge-bench creates to node `NAME`, and measure through\nthat node's agent (--socket is the agent's Workload API socket)")
 	fs.IntVar(&c.agents, "agents", fleetDefaultAgents, "fleet: agents to run in this process, each with a join token, a data dir and a Workload API socket of its own")
 	fs.IntVar(&c.workloads, "workloads", fleetDefaultWorkloads, "fleet: workloads per agent, each a FetchX509SVID stream on its own connection")
 	fs.StringVar(&c.server, "server", "", "fleet: the agent listener `address` (HOST:PORT) of the badge server (badge server --agent-listen)")
-	fs.Var(durationFlag{&c.svidTTL}, "svid-ttl", fmt.Sprintf("fleet: TTL of the entries badge-bench creates; workloads rotate at half of it (default %s)", fleetDefaultSVIDTTL))
+	fs.Var(durationFlag{&c.svidTTL}, "svid-ttl", "fleet: TTL of the entries badge-bench creates; workloads rotate at half of it")
 	fs.SetOutput(io.Discard) // errors are reported once, by run
 	fs.Usage = func() {}
 	if err := fs.Parse(args); err != nil {
@@ -192,9 +192,6 @@ func (c *benchConfig) checkFleet(set map[string]bool) error {
 	}
 	if c.workloads < 1 || c.workloads > benchMaxWorkers/c.agents {
 		return usagef("invalid --workloads %d: want 1 to %d with %d agents", c.workloads, benchMaxWorkers/c.agents, c.agents)
-	}
-	if c.svidTTL == 0 {
-		c.svidTTL = fleetDefaultSVIDTTL
 	}
 	if c.svidTTL < 10*time.Second {
 		return usagef("invalid --svid-ttl %s: the server's minimum is 10s", c.svidTTL)

@@ -91,6 +91,10 @@ type fleetReport struct {
 
 	// Steady state: SVIDs rotated over the window.
 	Rotation *rotationReport `json:"rotation,omitempty"`
+	// StreamErrors counts the workload streams that failed to open or
+	// ended before the run did, by gRPC code.
+	StreamErrors     map[string]int `json:"stream_errors,omitempty"`
+	FirstStreamError string         `json:"first_stream_error,omitempty"`
 	// Nodes is the name pattern of the nodes registered.
 	Nodes string   `json:"nodes"`
 	PID   int      `json:"server_pid"`
@@ -238,7 +242,32 @@ func (b *bench) runFleet(ctx context.Context) (*fleetReport, error) {
 	if err := f.agentError(); err != nil {
 		return nil, err
 	}
+	rep.StreamErrors, rep.FirstStreamError = f.streamErrors()
 	return rep, nil
+}
+
+// streamErrors counts the errors of all workload streams by gRPC code,
+// and returns the first.
+func (f *fleet) streamErrors() (map[string]int, string) {
+	var byCode map[string]int
+	first := ""
+	for _, fa := range f.agents {
+		if fa.streams == nil {
+			continue
+		}
+		fa.streams.mu.Lock()
+		for k, v := range fa.streams.errs {
+			if byCode == nil {
+				byCode = map[string]int{}
+			}
+			byCode[k] += v
+		}
+		if first == "" {
+			first = fa.streams.first
+		}
+		fa.streams.mu.Unlock()
+	}
+	return byCode, first
 }
 
 // fleetTrustDomain is --trust-domain, else the trust domain the server's
@@ -457,16 +486,8 @@ func (f *fleet) served() (ok, wrong int) {
 
 // firstStreamError is the first error a workload stream met, if any.
 func (f *fleet) firstStreamError() string {
-	for _, fa := range f.agents {
-		if fa.streams == nil {
-			continue
-		}
-		fa.streams.mu.Lock()
-		first := fa.streams.first
-		fa.streams.mu.Unlock()
-		if first != "" {
-			return "first error: " + first
-		}
+	if _, first := f.streamErrors(); first != "" {
+		return "first error: " + first
 	}
 	return "no stream error"
 }
@@ -576,6 +597,9 @@ func (r *fleetReport) print(w io.Writer) {
 			p("  host:      %d CPUs, %.2f busy: server %.2f, badge-bench %.2f, other processes %.2f",
 				h.CPUs, h.BusyCores, h.DaemonCores, h.BenchCores, h.OtherCores)
 		}
+	}
+	if len(r.StreamErrors) > 0 {
+		p("  errors:    workload streams failed or ended: %v; first: %s", r.StreamErrors, r.FirstStreamError)
 	}
 	p("  nodes:     %s stay registered (their keys are gone with the run's temporary directory)", r.Nodes)
 	for _, n := range r.Notes {

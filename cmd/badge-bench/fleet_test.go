@@ -50,6 +50,9 @@ func TestBenchFleet(t *testing.T) {
 		t.Errorf("report: %d of %d agents ready, %d of %d workloads served, %d wrong IDs; want 2, 2, 6, 6, 0",
 			rep.AgentsReady, rep.Agents, rep.Served, rep.Workloads, rep.WrongID)
 	}
+	if len(rep.StreamErrors) != 0 {
+		t.Errorf("stream errors: %v, first %q", rep.StreamErrors, rep.FirstStreamError)
+	}
 	checkTail(t, "first SVID", rep.FirstSVIDMS, 6)
 	checkTail(t, "agent ready", rep.AgentReadyMS, 2)
 	if rep.PID != d.pid || rep.RSSKiBIdle == 0 || rep.RSSKiBServed == 0 {
@@ -178,5 +181,36 @@ func TestBenchPropagationNode(t *testing.T) {
 	}
 	if len(es) != 0 {
 		t.Errorf("after the run %d entries are left, want none: %+v", len(es), es)
+	}
+}
+
+// TestFleetReportPrint: the text report has a line per phase, with the
+// figures the JSON report has.
+func TestFleetReportPrint(t *testing.T) {
+	r := &fleetReport{
+		Server: "127.0.0.1:8443", Agents: 100, WorkloadsPerAgent: 100, SVIDTTLS: 60, PID: 42,
+		AgentsReady: 100, AgentsReadyS: 2.5, AgentReadyMS: summarize([]int64{1e6, 2e6}),
+		CPUMSAgents: 900, CPUMSPerAgent: 9, RSSKiBIdle: 20 << 10, RSSKiBAgents: 30 << 10, RSSKiBPerAgent: 102.4,
+		Workloads: 10000, Served: 10000, ServeAllS: 12.5, FirstSVIDMS: summarize([]int64{3e6}), CPUMSServe: 5000, CPUMSPerSVID: 0.5,
+		Rotation:     &rotationReport{WindowS: 120, Rotated: 40000, PerSec: 333.3, ExpectedPerSec: 333.3, CPUMS: 20000, CPUMSPerRotated: 0.5, DaemonCores: 0.167},
+		StreamErrors: map[string]int{"Unavailable": 2}, FirstStreamError: "boom", Nodes: "bench-7-0 to bench-7-99",
+	}
+	var out bytes.Buffer
+	r.print(&out)
+	for _, want := range []string{
+		"100 agents × 100 workloads against 127.0.0.1:8443 (server pid 42), SVID TTL 1m0s",
+		"100 attested and synced in 2.50 s",
+		"= 9.000 ms per agent",
+		"= 102.4 KiB per agent connection",
+		"10000 of 10000 served in 12.50 s, 0 with a wrong SPIFFE ID",
+		"= 0.5000 ms per SVID",
+		"40000 SVIDs in 120.0 s = 333.3/s (expected 333.3/s",
+		"= 0.5000 ms per rotated SVID, 0.167 cores",
+		"map[Unavailable:2]; first: boom",
+		"bench-7-0 to bench-7-99 stay registered",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, out.String())
+		}
 	}
 }
