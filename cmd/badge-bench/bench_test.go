@@ -330,6 +330,8 @@ func TestBenchFlags(t *testing.T) {
 		{"--mode", "fleet", "--server", "h:1", "--workloads", "0"},
 		{"--mode", "fleet", "--server", "h:1", "--agents", "1000", "--workloads", "10000"},
 		{"--mode", "fleet", "--server", "h:1", "--svid-ttl", "5s"},
+		{"--mode", "fleet", "--server", "h:1", "--node-entries", "0"},
+		{"--mode", "stream", "--node-entries", "2"},
 		{"--mode", "fleet", "--server", "h:1", "--workers", "8"},
 		{"--mode", "fleet", "--server", "h:1", "--uids", "1001-1002"},
 		{"--mode", "fleet", "--server", "h:1", "--node", "web-1"},

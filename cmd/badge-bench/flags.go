@@ -39,6 +39,7 @@ const (
 	fleetDefaultWorkloads = 100
 	fleetDefaultSVIDTTL   = time.Minute
 	fleetDefaultTimeout   = time.Minute
+	fleetMaxNodeEntries   = 100000
 )
 
 const usageLine = "badge-bench [--socket PATH] [--mode fetch|stream|propagation|jwt] [--workers N] [--uids FIRST-LAST] [--duration D] [--samples FILE] [--json]\n" +
@@ -67,6 +68,7 @@ type benchConfig struct {
 	// --mode fleet: agents in-process agents, each with workloads streams,
 	// against the agent listener at server; entries with svidTTL.
 	agents, workloads int
+	nodeEntries       int
 	server            string
 	svidTTL           time.Duration
 }
@@ -74,7 +76,7 @@ type benchConfig struct {
 func (e *env) parseBench(args []string) (benchConfig, error) {
 	c := benchConfig{
 		mode: benchFetch, workers: 4, duration: 10 * time.Second, timeout: 5 * time.Second,
-		count: 20, audience: "bench", svidTTL: fleetDefaultSVIDTTL,
+		count: 20, audience: "bench", svidTTL: fleetDefaultSVIDTTL, nodeEntries: 1,
 	}
 	fs := flag.NewFlagSet("badge-bench", flag.ContinueOnError)
 	sock := fs.String("socket", "", "Workload API socket `path` (default: $"+socketpath.EnvSPIFFEEndpoint+", $"+socketpath.EnvWorkload+", "+socketpath.ClientDefaultHelp(socketpath.WorkloadName)+");\na SPIRE agent's socket works for fetch, jwt and stream")
@@ -95,6 +97,7 @@ func (e *env) parseBench(args []string) (benchConfig, error) {
 	fs.StringVar(&c.node, "node", "", "propagation, --setup: scope the entries badge-bench creates to node `NAME`, and measure through\nthat node's agent (--socket is the agent's Workload API socket)")
 	fs.IntVar(&c.agents, "agents", fleetDefaultAgents, "fleet: agents to run in this process, each with a join token, a data dir and a Workload API socket of its own")
 	fs.IntVar(&c.workloads, "workloads", fleetDefaultWorkloads, "fleet: workloads per agent, each a FetchX509SVID stream on its own connection")
+	fs.IntVar(&c.nodeEntries, "node-entries", c.nodeEntries, "fleet: entries scoped to each node: the one its workloads match, and as many more that none matches\n(the server holds them and sends them to the node's agent, as for a node that runs that many services)")
 	fs.StringVar(&c.server, "server", "", "fleet: the agent listener `address` (HOST:PORT) of the badge server (badge server --agent-listen)")
 	fs.Var(durationFlag{&c.svidTTL}, "svid-ttl", "fleet: TTL of the entries badge-bench creates; workloads rotate at half of it")
 	fs.SetOutput(io.Discard) // errors are reported once, by run
@@ -123,7 +126,7 @@ func (e *env) parseBench(args []string) (benchConfig, error) {
 		return c, usagef("invalid --mode %q: want fetch, stream, propagation, jwt or fleet", c.mode)
 	}
 	if c.mode != benchFleet {
-		for _, f := range []string{"agents", "workloads", "server", "svid-ttl"} {
+		for _, f := range []string{"agents", "workloads", "node-entries", "server", "svid-ttl"} {
 			if set[f] {
 				return c, usagef("--%s is for --mode fleet", f)
 			}
@@ -192,6 +195,9 @@ func (c *benchConfig) checkFleet(set map[string]bool) error {
 	}
 	if c.workloads < 1 || c.workloads > benchMaxWorkers/c.agents {
 		return usagef("invalid --workloads %d: want 1 to %d with %d agents", c.workloads, benchMaxWorkers/c.agents, c.agents)
+	}
+	if c.nodeEntries < 1 || c.nodeEntries > fleetMaxNodeEntries {
+		return usagef("invalid --node-entries %d: want 1 to %d", c.nodeEntries, fleetMaxNodeEntries)
 	}
 	if c.svidTTL < 10*time.Second {
 		return usagef("invalid --svid-ttl %s: the server's minimum is 10s", c.svidTTL)

@@ -3,9 +3,12 @@ package main
 // --mode fleet: a fleet of badge agents, in this process, against one
 // badge server.
 //
-// For each of --agents nodes badge-bench makes a join token and one entry
-// through the admin API: spiffe://TD/bench/fleet/NODE, selector
-// unix:uid:<badge-bench's uid>, scoped to that node, TTL --svid-ttl. It
+// For each of --agents nodes badge-bench makes a join token and
+// --node-entries entries through the admin API, scoped to that node, TTL
+// --svid-ttl: spiffe://TD/bench/fleet/NODE with the selector
+// unix:uid:<badge-bench's uid>, and spiffe://TD/bench/fleet/NODE/idle-J
+// with a uid no account has, which no workload matches but the server
+// holds and sends to the node's agent as it would a real node's. It
 // then runs the real agent code (package agent) once per node, each with a
 // data dir and a Workload API socket of its own (the same handler as
 // `badge agent`), and opens --workloads FetchX509SVID streams on every
@@ -52,11 +55,20 @@ import (
 // counts the attestation connection and the channel of each.
 const fleetStartParallel = 32
 
+// fleetAdminParallel bounds the nodes whose entries are made or deleted at
+// once through the admin API.
+const fleetAdminParallel = 8
+
+// fleetIdleUID+j (j ≥ 1) is the uid of the j-th entry of a node that no
+// workload matches: uids no account has.
+const fleetIdleUID = 3_000_000_000
+
 // fleetReport is the result of --mode fleet.
 type fleetReport struct {
 	Server            string  `json:"server"`
 	Agents            int     `json:"agents"`
 	WorkloadsPerAgent int     `json:"workloads_per_agent"`
+	EntriesPerNode    int     `json:"entries_per_node"`
 	SVIDTTLS          float64 `json:"svid_ttl_s"`
 
 	// The agents: attested and synced (first Sync update received).
@@ -115,15 +127,16 @@ type rotationReport struct {
 
 // fleetAgent is one in-process agent with its Workload API and workloads.
 type fleetAgent struct {
-	node    string
-	id      string // the SPIFFE ID its workloads must get
-	entryID string
-	token   string
-	dir     string
-	a       *agent.Agent
-	wsrv    *workload.Server
-	streams *streamSet
-	ready   int64 // ns from its start to its first Sync update
+	node     string
+	id       string // the SPIFFE ID its workloads must get
+	mu       sync.Mutex
+	entryIDs []string // the first is that of id
+	token    string
+	dir      string
+	a        *agent.Agent
+	wsrv     *workload.Server
+	streams  *streamSet
+	ready    int64 // ns from its start to its first Sync update
 }
 
 // fleet is a run of --mode fleet.
@@ -179,7 +192,7 @@ func (b *bench) runFleet(ctx context.Context) (*fleetReport, error) {
 		return nil, err
 	}
 	rep := &fleetReport{
-		Server: c.server, Agents: c.agents, WorkloadsPerAgent: c.workloads, SVIDTTLS: c.svidTTL.Seconds(),
+		Server: c.server, Agents: c.agents, WorkloadsPerAgent: c.workloads, EntriesPerNode: c.nodeEntries, SVIDTTLS: c.svidTTL.Seconds(),
 		Workloads: c.agents * c.workloads, PID: b.pid, Nodes: fmt.Sprintf("bench-%d-0 to bench-%d-%d", os.Getpid(), os.Getpid(), c.agents-1),
 	}
 	defer func() { rep.Notes = b.notes }()
@@ -310,29 +323,74 @@ func parsePEMCerts(data []byte) ([]*x509.Certificate, error) {
 	return out, nil
 }
 
-// register makes a join token and an entry for every node.
+// register makes a join token and the entries of every node,
+// fleetAdminParallel nodes at a time.
 func (f *fleet) register(ctx context.Context, td spiffeid.TrustDomain) error {
-	c := f.b.cfg
-	uid := os.Getuid()
-	for i := range c.agents {
+	for i := range f.b.cfg.agents {
 		fa := &fleetAgent{node: fmt.Sprintf("bench-%d-%d", os.Getpid(), i)}
 		fa.id = fmt.Sprintf("spiffe://%s/bench/fleet/%s", td.Name(), fa.node)
 		fa.dir = filepath.Join(f.dir, fmt.Sprint(i))
 		f.agents = append(f.agents, fa)
-		tok, err := f.b.admin.CreateJoinToken(ctx, admin.JoinTokenRequest{Node: fa.node})
-		if err != nil {
-			return fmt.Errorf("creating a join token for node %s: %w", fa.node, err)
+	}
+	return f.eachAgent(ctx, func(fa *fleetAgent) error { return f.registerNode(ctx, fa) })
+}
+
+// registerNode makes fa's join token, the entry its workloads match and
+// --node-entries less one entries that no workload matches.
+func (f *fleet) registerNode(ctx context.Context, fa *fleetAgent) error {
+	c := f.b.cfg
+	tok, err := f.b.admin.CreateJoinToken(ctx, admin.JoinTokenRequest{Node: fa.node})
+	if err != nil {
+		return fmt.Errorf("creating a join token for node %s: %w", fa.node, err)
+	}
+	fa.token = tok.Token
+	for j := range c.nodeEntries {
+		id, sel := fa.id, fmt.Sprintf("unix:uid:%d", os.Getuid())
+		if j > 0 {
+			id, sel = fmt.Sprintf("%s/idle-%d", fa.id, j), fmt.Sprintf("unix:uid:%d", fleetIdleUID+j)
 		}
-		fa.token = tok.Token
-		ent, err := f.b.admin.CreateEntry(ctx, admin.EntryRequest{
-			SPIFFEID: fa.id, Selectors: []string{fmt.Sprintf("unix:uid:%d", uid)}, Nodes: []string{fa.node}, TTL: c.svidTTL.String(),
-		})
+		ent, err := f.b.admin.CreateEntry(ctx, admin.EntryRequest{SPIFFEID: id, Selectors: []string{sel}, Nodes: []string{fa.node}, TTL: c.svidTTL.String()})
 		if err != nil {
-			return fmt.Errorf("creating the entry of node %s: %w", fa.node, err)
+			return fmt.Errorf("creating entry %s of node %s: %w", id, fa.node, err)
 		}
-		fa.entryID = ent.ID
+		fa.mu.Lock()
+		fa.entryIDs = append(fa.entryIDs, ent.ID)
+		fa.mu.Unlock()
 	}
 	return nil
+}
+
+// eachAgent calls fn for every agent, fleetAdminParallel at a time, and
+// returns the first error.
+func (f *fleet) eachAgent(ctx context.Context, fn func(*fleetAgent) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sem := make(chan struct{}, fleetAdminParallel)
+	var (
+		wg    sync.WaitGroup
+		once  sync.Once
+		first error
+	)
+	for _, fa := range f.agents {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if err := fn(fa); err != nil {
+				once.Do(func() { first = err; cancel() })
+			}
+		})
+	}
+	wg.Wait()
+	if first == nil {
+		first = ctx.Err()
+	}
+	return first
 }
 
 // startAgents starts every agent, fleetStartParallel at a time, and
@@ -561,23 +619,24 @@ func (f *fleet) cleanup() {
 		f.cancel()
 	}
 	f.wg.Wait()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	for _, fa := range f.agents {
-		if fa.entryID != "" {
-			if err := f.b.admin.DeleteEntry(ctx, fa.entryID); err != nil {
-				fmt.Fprintf(f.b.e.stderr, "badge-bench: could not delete entry %s (%s) that the fleet run created: %v\n", fa.entryID, fa.id, err)
+	f.eachAgent(ctx, func(fa *fleetAgent) error {
+		for _, id := range fa.entryIDs {
+			if err := f.b.admin.DeleteEntry(ctx, id); err != nil {
+				fmt.Fprintf(f.b.e.stderr, "badge-bench: could not delete entry %s of node %s that the fleet run created: %v\n", id, fa.node, err)
 			}
 		}
-	}
+		return nil
+	})
 	os.RemoveAll(f.dir)
 }
 
 // print writes the report as text.
 func (r *fleetReport) print(w io.Writer) {
 	p := func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
-	p("badge-bench --mode fleet: %d agents × %d workloads against %s (server pid %d), SVID TTL %s",
-		r.Agents, r.WorkloadsPerAgent, r.Server, r.PID, time.Duration(r.SVIDTTLS*float64(time.Second)))
+	p("badge-bench --mode fleet: %d agents × %d workloads against %s (server pid %d), %d entries per node, SVID TTL %s",
+		r.Agents, r.WorkloadsPerAgent, r.Server, r.PID, r.EntriesPerNode, time.Duration(r.SVIDTTLS*float64(time.Second)))
 	p("  agents:    %d attested and synced in %.2f s; per agent: %s", r.AgentsReady, r.AgentsReadyS, r.AgentReadyMS)
 	p("  server:    CPU %.0f ms = %.3f ms per agent; RSS %s → %s = %.1f KiB per agent connection (anonymous %s → %s = %.1f KiB)",
 		r.CPUMSAgents, r.CPUMSPerAgent, mib(r.RSSKiBIdle), mib(r.RSSKiBAgents), r.RSSKiBPerAgent,

@@ -37,16 +37,17 @@ func runFleetJSON(t *testing.T, d *daemon, args ...string) (*fleetReport, int, s
 }
 
 // TestBenchFleet runs 2 real agents in process against the test daemon's
-// agent listener, 3 workloads each: every workload gets the SVID of its
-// own node's entry, and rotates it within the window; the entries are
-// deleted afterwards and the nodes stay registered.
+// agent listener, 3 workloads each, 3 entries per node: every workload
+// gets the SVID of its own node's entry (and none of the 2 that match no
+// workload), and rotates it within the window; the entries are deleted
+// afterwards and the nodes stay registered.
 func TestBenchFleet(t *testing.T) {
 	d := startDaemon(t)
-	rep, code, stderr := runFleetJSON(t, d, "--agents", "2", "--workloads", "3", "--svid-ttl", "10s", "--duration", "6s")
+	rep, code, stderr := runFleetJSON(t, d, "--agents", "2", "--workloads", "3", "--node-entries", "3", "--svid-ttl", "10s", "--duration", "6s")
 	if rep == nil {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
-	if rep.Agents != 2 || rep.AgentsReady != 2 || rep.Workloads != 6 || rep.Served != 6 || rep.WrongID != 0 {
+	if rep.Agents != 2 || rep.AgentsReady != 2 || rep.EntriesPerNode != 3 || rep.Workloads != 6 || rep.Served != 6 || rep.WrongID != 0 {
 		t.Errorf("report: %d of %d agents ready, %d of %d workloads served, %d wrong IDs; want 2, 2, 6, 6, 0",
 			rep.AgentsReady, rep.Agents, rep.Served, rep.Workloads, rep.WrongID)
 	}
@@ -188,7 +189,7 @@ func TestBenchPropagationNode(t *testing.T) {
 // figures the JSON report has.
 func TestFleetReportPrint(t *testing.T) {
 	r := &fleetReport{
-		Server: "127.0.0.1:8443", Agents: 100, WorkloadsPerAgent: 100, SVIDTTLS: 60, PID: 42,
+		Server: "127.0.0.1:8443", Agents: 100, WorkloadsPerAgent: 100, EntriesPerNode: 100, SVIDTTLS: 60, PID: 42,
 		AgentsReady: 100, AgentsReadyS: 2.5, AgentReadyMS: summarize([]int64{1e6, 2e6}),
 		CPUMSAgents: 900, CPUMSPerAgent: 9, RSSKiBIdle: 20 << 10, RSSKiBAgents: 30 << 10, RSSKiBPerAgent: 102.4,
 		Workloads: 10000, Served: 10000, ServeAllS: 12.5, FirstSVIDMS: summarize([]int64{3e6}), CPUMSServe: 5000, CPUMSPerSVID: 0.5,
@@ -198,7 +199,7 @@ func TestFleetReportPrint(t *testing.T) {
 	var out bytes.Buffer
 	r.print(&out)
 	for _, want := range []string{
-		"100 agents × 100 workloads against 127.0.0.1:8443 (server pid 42), SVID TTL 1m0s",
+		"100 agents × 100 workloads against 127.0.0.1:8443 (server pid 42), 100 entries per node, SVID TTL 1m0s",
 		"100 attested and synced in 2.50 s",
 		"= 9.000 ms per agent",
 		"= 102.4 KiB per agent connection",
