@@ -65,6 +65,11 @@
 //     (written atomically) and are never logged;
 //   - a workload's private key is generated per call and returned only to
 //     that caller;
+//   - an SVID is byte for byte what x509.CreateCertificate makes of its
+//     entry's template: the per-entry encoder (leafcert.go) splices the
+//     serial, validity and key into a TBS x509.CreateCertificate encoded,
+//     and where the splice is not proven at run time, or the signer is not
+//     the in-process P-256 key, x509.CreateCertificate signs;
 //   - a JWT-SVID's exp is at most Config.JWTTTL after its iat, and no token
 //     is signed for a blocked ID;
 //   - every serial is recorded before its certificate leaves the process,

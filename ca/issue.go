@@ -3,9 +3,11 @@ package ca
 import (
 	"context"
 	"crypto"
+	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/x509"
 	"fmt"
+	"math/big"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -90,12 +92,9 @@ func (a *Authority) signEntry(ctx context.Context, s *Snapshot, e *Entry, pub cr
 // here. Callers read-hold a.issueMu and have checked that the ID is not
 // blocked.
 func (a *Authority) signLocked(ctx context.Context, s *Snapshot, e *Entry, pub crypto.PublicKey, serial reservedSerial, now time.Time, ttl time.Duration) (*X509SVID, error) {
-	tmpl := *e.tmpl
-	tmpl.SerialNumber = serial.n
-	tmpl.NotBefore = now.Add(-Backdate)
-	tmpl.NotAfter = now.Add(ttl)
-	if ca := s.signer.cert; tmpl.NotAfter.After(ca.NotAfter) {
-		tmpl.NotAfter = ca.NotAfter
+	notBefore, notAfter := now.Add(-Backdate), now.Add(ttl)
+	if ca := s.signer.cert; notAfter.After(ca.NotAfter) {
+		notAfter = ca.NotAfter
 	}
 	// The serial was reserved durably; its binding to the SPIFFE ID is
 	// queued, not waited for. Revocation (which write-holds issueMu) sees
@@ -106,14 +105,14 @@ func (a *Authority) signLocked(ctx context.Context, s *Snapshot, e *Entry, pub c
 		Serial:    serial.hex,
 		SPIFFEID:  e.Record.SPIFFEID,
 		EntryID:   e.Record.ID,
-		NotBefore: tmpl.NotBefore,
-		NotAfter:  tmpl.NotAfter,
+		NotBefore: notBefore,
+		NotAfter:  notAfter,
 		IssuedAt:  now,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ca: recording serial of SVID for %s: %w", e.ID, err)
 	}
-	der, err := x509.CreateCertificate(rand.Reader, &tmpl, s.signer.cert, pub, s.signer.signer)
+	chain, err := signLeaf(s, e, serial.n, notBefore, notAfter, pub)
 	if err != nil {
 		return nil, fmt.Errorf("ca: signing SVID for %s: %w", e.ID, err)
 	}
@@ -121,9 +120,28 @@ func (a *Authority) signLocked(ctx context.Context, s *Snapshot, e *Entry, pub c
 		ID:           e.ID,
 		EntryID:      e.Record.ID,
 		Revision:     e.Record.Revision,
-		CertChainDER: append(der, s.chainDER...),
+		CertChainDER: chain,
 		Serial:       serial.hex,
-		NotBefore:    tmpl.NotBefore,
-		NotAfter:     tmpl.NotAfter,
+		NotBefore:    notBefore,
+		NotAfter:     notAfter,
 	}, nil
+}
+
+// signLeaf signs the certificate of entry e with serial and validity for
+// the subject key pub, and returns it followed by the rest of the chain of
+// s: with the entry's leafEncoder when the signing key allows it and pub
+// is an ECDSA key, otherwise with x509.CreateCertificate.
+func signLeaf(s *Snapshot, e *Entry, serial *big.Int, notBefore, notAfter time.Time, pub crypto.PublicKey) ([]byte, error) {
+	if ecPub, ok := pub.(*ecdsa.PublicKey); ok && e.leaf != nil {
+		if enc := e.leaf.get(e.tmpl, s.signer.cert, s.signer.signer); enc != nil {
+			return enc.sign(serial, notBefore, notAfter, ecPub, s.chainDER)
+		}
+	}
+	tmpl := *e.tmpl
+	tmpl.SerialNumber, tmpl.NotBefore, tmpl.NotAfter = serial, notBefore, notAfter
+	der, err := x509.CreateCertificate(rand.Reader, &tmpl, s.signer.cert, pub, s.signer.signer)
+	if err != nil {
+		return nil, err
+	}
+	return append(der, s.chainDER...), nil
 }

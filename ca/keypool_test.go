@@ -1,8 +1,11 @@
 package ca
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/x509"
 	"sync"
 	"testing"
@@ -125,5 +128,50 @@ func TestSVIDKeysDistinct(t *testing.T) {
 	case <-a.svidKeys.done:
 	default:
 		t.Fatal("key pool still running after Close")
+	}
+}
+
+// TestPKCS8P256 checks that the SVID keys' PKCS#8 template gives
+// x509.MarshalPKCS8PrivateKey's bytes for every key, that the keys parse
+// back, and that a key of another curve is encoded by the standard library.
+func TestPKCS8P256(t *testing.T) {
+	if pkcs8().tmpl == nil {
+		t.Fatal("no PKCS#8 template: every SVID key is encoded by x509.MarshalPKCS8PrivateKey")
+	}
+	for i := range 200 {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			// A scalar with leading zero bytes keeps its 32 bytes.
+			key, err = ecdsa.ParseRawPrivateKey(elliptic.P256(), append(make([]byte, 31), 7))
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		want, err := x509.MarshalPKCS8PrivateKey(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := pkcs8().marshal(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("key %d: PKCS#8 differs from x509.MarshalPKCS8PrivateKey's:\n got %x\nwant %x", i, got, want)
+		}
+		back, err := x509.ParsePKCS8PrivateKey(got)
+		if err != nil || !key.Equal(back) {
+			t.Fatalf("key %d does not parse back: %v", i, err)
+		}
+	}
+	p384, err := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := x509.MarshalPKCS8PrivateKey(p384)
+	if got, err := pkcs8().marshal(p384); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("P-384 key: %v, %x; want %x", err, got, want)
 	}
 }

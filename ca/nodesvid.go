@@ -262,7 +262,7 @@ type entryIndex struct {
 }
 
 func (s *Snapshot) agentIndex() *entryIndex {
-	x := &s.byID
+	x := s.byID
 	x.once.Do(func() {
 		x.byID = make(map[string]*Entry, len(s.entries))
 		for _, e := range s.entries {

@@ -57,5 +57,5 @@ func (a *Authority) ServerEntry(hosts []string) (*Entry, error) {
 		tmpl.Subject.CommonName = dns[0]
 	}
 	rec := storage.Entry{ID: serverEntryID, SPIFFEID: id.String(), DNSNames: dns, Revision: 1}
-	return &Entry{Record: rec, ID: id, tmpl: tmpl}, nil
+	return &Entry{Record: rec, ID: id, tmpl: tmpl, leaf: &leafEncoderCache{}}, nil
 }

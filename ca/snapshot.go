@@ -25,6 +25,7 @@ type Entry struct {
 
 	selectors []attest.Selector
 	tmpl      *x509.Certificate // prepared once per entry revision
+	leaf      *leafEncoderCache // the encoder of tmpl for the current signing key
 	order     int               // position in (CreatedAt, ID) order; lower is the default
 }
 
@@ -56,7 +57,7 @@ type Snapshot struct {
 	forNode      map[string][]*Entry
 	forAll       []*Entry
 	evictedNodes map[string]bool // shared with the authority; read-only
-	byID         entryIndex      // entries by id, built on first use (nodesvid.go)
+	byID         *entryIndex     // entries by id, built on first use (nodesvid.go)
 
 	done chan struct{}
 }
@@ -64,6 +65,7 @@ type Snapshot struct {
 func newSnapshot(td spiffeid.TrustDomain, recs []storage.Entry, keys *keySet, revs *revocationState, log *slog.Logger) *Snapshot {
 	s := &Snapshot{
 		td:        td,
+		byID:      new(entryIndex),
 		index:     make(map[attest.Selector][]*Entry),
 		bundle:    x509bundle.FromX509Authorities(td, []*x509.Certificate{keys.root.cert}),
 		bundleDER: slices.Clone(keys.root.cert.Raw),
@@ -141,7 +143,7 @@ func prepareEntry(td spiffeid.TrustDomain, rec storage.Entry) (*Entry, error) {
 	if len(rec.DNSNames) > 0 {
 		tmpl.Subject.CommonName = rec.DNSNames[0]
 	}
-	return &Entry{Record: rec, ID: id, selectors: sels, tmpl: tmpl}, nil
+	return &Entry{Record: rec, ID: id, selectors: sels, tmpl: tmpl, leaf: &leafEncoderCache{}}, nil
 }
 
 // TrustDomain returns the trust domain of the snapshot.

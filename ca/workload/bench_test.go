@@ -1,7 +1,12 @@
 package workload_test
 
 import (
+	"bytes"
 	"context"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
 	"syscall"
 	"testing"
 	"time"
@@ -10,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/badge-dev/badge/attest"
 	badgeworkload "github.com/badge-dev/badge/ca/workload"
 	"github.com/badge-dev/badge/internal/metrics"
 )
@@ -104,5 +110,125 @@ func BenchmarkFetchX509SVIDMetrics(b *testing.B) {
 				cancel()
 			}
 		})
+	}
+}
+
+// fetchClientEnv names the socket a fetch client process (see
+// TestFetchClientProcess) fetches from.
+const fetchClientEnv = "BADGE_BENCH_FETCH_SOCK"
+
+// TestFetchClientProcess is not a test: it is the client process of
+// BenchmarkFetchX509SVIDServer, run from this test binary with
+// fetchClientEnv set. For every byte read from file descriptor 3 it makes a
+// fresh connection, receives the first FetchX509SVID response, closes the
+// connection and writes one byte to file descriptor 4.
+func TestFetchClientProcess(t *testing.T) {
+	sock := os.Getenv(fetchClientEnv)
+	if sock == "" {
+		t.Skip("the client process of BenchmarkFetchX509SVIDServer; runs only when started by it")
+	}
+	in, out := os.NewFile(3, "requests"), os.NewFile(4, "responses")
+	buf := make([]byte, 1)
+	for {
+		if _, err := in.Read(buf); err != nil {
+			return // the benchmark is done
+		}
+		conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(withHeader(context.Background()))
+		stream, err := workload.NewSpiffeWorkloadAPIClient(conn).FetchX509SVID(ctx, &workload.X509SVIDRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp, err := stream.Recv(); err != nil || len(resp.Svids) != 1 {
+			t.Fatalf("FetchX509SVID: %v", err)
+		}
+		cancel()
+		conn.Close()
+		if _, err := out.Write(buf); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// underValgrindEnv, set, makes BenchmarkFetchX509SVIDServer runnable under
+// valgrind --tool=callgrind, which counts instructions whatever else the
+// machine runs: valgrind 3.19 does not know pidfd_open(2), so the caller
+// gets the selectors the real attestor would give it without /proc being
+// read; and callgrind aborts on SIGCHLD and SIGPIPE, so they are ignored
+// (the client process is not waited for, and a write to a connection the
+// client closed fails with EPIPE).
+const underValgrindEnv = "BADGE_BENCH_UNDER_VALGRIND"
+
+// fixedAttestor gives every peer the same selectors.
+type fixedAttestor struct{ sel attest.Set }
+
+func (a fixedAttestor) Attest(*attest.Peer, attest.Kind) (attest.Set, error) { return a.sel, nil }
+func (a fixedAttestor) Verify(*attest.Peer) error                            { return nil }
+
+// BenchmarkFetchX509SVIDServer is the daemon's side of a fresh-connection
+// fetch, with the client in another process (TestFetchClientProcess): the
+// accept, the peer credentials and attestation of a real other process
+// through /proc, HTTP/2 set-up, matching, signing, the serial binding, the
+// response and the end of the stream. Only the server runs in this process,
+// so allocs/op and B/op are the server's alone, plus one pipe round trip
+// per operation to step the client.
+func BenchmarkFetchX509SVIDServer(b *testing.B) {
+	valgrind := os.Getenv(underValgrindEnv) != ""
+	var opts []func(*badgeworkload.Config)
+	if valgrind {
+		sel, err := attest.ParseSelector(mySelector())
+		if err != nil {
+			b.Fatal(err)
+		}
+		opts = append(opts, func(c *badgeworkload.Config) { c.Attestor = fixedAttestor{attest.Set{sel: {}}} })
+		signal.Ignore(syscall.SIGCHLD, syscall.SIGPIPE)
+	}
+	f := start(b, nil, opts...)
+	f.create(b, "spiffe://example.org/bench", mySelector())
+	reqR, reqW, err := os.Pipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	respR, respW, err := os.Pipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run", "^TestFetchClientProcess$", "-test.count", "1")
+	cmd.Env = append(os.Environ(), fetchClientEnv+"="+f.sock)
+	cmd.ExtraFiles = []*os.File{reqR, respW}
+	var output bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &output, &output
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	reqR.Close()
+	respW.Close()
+	b.Cleanup(func() {
+		reqW.Close()
+		if valgrind {
+			return // SIGCHLD is ignored: the kernel reaps the client
+		}
+		if err := cmd.Wait(); err != nil {
+			b.Errorf("fetch client process: %v\n%s", err, output.Bytes())
+		}
+		respR.Close()
+	})
+	buf := []byte{1}
+	step := func() {
+		if _, err := reqW.Write(buf); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(respR, buf); err != nil {
+			b.Fatalf("fetch client process: %v", err) // its output comes with Cleanup's error
+		}
+	}
+	step() // the client's start-up is not the server's work
+	b.ReportAllocs()
+	defer measureCPU(b)()
+	for b.Loop() {
+		step()
 	}
 }

@@ -127,8 +127,12 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{src: observe(mtr, cfg.Source), att: cfg.Attestor, jwt: observeJWT(mtr, cfg.JWT), lim: lim, log: log, now: now, mtr: mtr, quit: make(chan struct{})}
 	s.grpc = grpc.NewServer(append(lim.serverOptions(),
 		// A stream carries a few kilobytes every couple of minutes: small
-		// per-connection buffers keep ten thousand streams cheap.
-		grpc.ReadBufferSize(4<<10),
+		// per-connection buffers keep ten thousand streams cheap. A
+		// client's first flight (preface, settings, headers, an empty
+		// request) is a few hundred bytes, and reads larger than the
+		// buffer bypass it, so 1 KiB costs no extra reads; it is 3 KiB
+		// less live heap per stream and per fresh connection.
+		grpc.ReadBufferSize(1<<10),
 		grpc.WriteBufferSize(4<<10),
 		grpc.SharedWriteBuffer(true),
 		grpc.InitialConnWindowSize(64<<10),
@@ -184,8 +188,9 @@ func (c *caller) plain() Caller {
 // caller attests the peer of the call: header check, peer credentials,
 // selectors of the kinds the Source's entries use.
 func (s *Server) caller(ctx context.Context) (*caller, error) {
-	md, _ := metadata.FromIncomingContext(ctx)
-	if v := md.Get("workload.spiffe.io"); len(v) != 1 || v[0] != "true" {
+	// Only the one key is looked up: FromIncomingContext would copy the
+	// whole metadata map on every call.
+	if v := metadata.ValueFromIncomingContext(ctx, "workload.spiffe.io"); len(v) != 1 || v[0] != "true" {
 		s.mtr.CallerDenied(DenyNoHeader)
 		return nil, status.Error(codes.InvalidArgument, "security header missing from request: set metadata workload.spiffe.io: true")
 	}
@@ -319,6 +324,7 @@ var errShutdown = status.Error(codes.Unavailable, "server is shutting down")
 // SVID reaches half its life or is revoked, the caller's entries change,
 // the bundle or revocation list changes).
 func (s *Server) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.ServerStreamingServer[workload.X509SVIDResponse]) error {
+	growStack(0)
 	ctx := stream.Context()
 	c, err := s.caller(ctx)
 	if err != nil {
@@ -366,8 +372,10 @@ func (s *Server) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.ServerSt
 				return err
 			}
 			held, sentBundle, sent = upd.SVIDs, upd.Bundle, upd.CRL
-			s.log.Debug("X.509-SVIDs sent", slog.Int(logkey.PID, int(p.PID)), slog.Int(logkey.UID, int(p.UID)),
-				slog.String(logkey.SPIFFEID, held[0].ID.String()), slog.String(logkey.Serial, held[0].Serial))
+			if s.log.Enabled(ctx, slog.LevelDebug) { // no attributes built per fetch when off
+				s.log.LogAttrs(ctx, slog.LevelDebug, "X.509-SVIDs sent", slog.Int(logkey.PID, int(p.PID)), slog.Int(logkey.UID, int(p.UID)),
+					slog.String(logkey.SPIFFEID, held[0].ID.String()), slog.String(logkey.Serial, held[0].Serial))
+			}
 		}
 		var due <-chan time.Time
 		if !upd.RefreshAt.IsZero() {
@@ -388,6 +396,22 @@ func (s *Server) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.ServerSt
 		case <-due:
 		}
 	}
+}
+
+// growStack grows the stack of a new stream's goroutine, while it is still
+// shallow, to what signing an SVID needs. gRPC starts every stream on a
+// fresh goroutine with a small stack; left to itself it grows deep inside
+// ECDSA signing, where the runtime copies and adjusts every frame of the
+// stack (about 30,000 instructions, 3% of a fresh fetch under callgrind).
+// Here the copy is of a few frames. The stack is no larger than the
+// signing would have made it, and the garbage collector shrinks an idle
+// stream's stack as before.
+//
+//go:noinline
+func growStack(i int) byte {
+	var frame [8 << 10]byte
+	frame[i] = byte(i)
+	return frame[i/2]
 }
 
 // sameSVIDs reports whether b hands out exactly the SVIDs of a, in order.

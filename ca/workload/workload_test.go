@@ -203,6 +203,7 @@ func TestSecurityHeaderRequired(t *testing.T) {
 		{"missing", nil},
 		{"false", metadata.Pairs("workload.spiffe.io", "false")},
 		{"empty", metadata.Pairs("workload.spiffe.io", "")},
+		{"twice", metadata.Pairs("workload.spiffe.io", "true", "workload.spiffe.io", "true")},
 	}
 	calls := []struct {
 		name string
