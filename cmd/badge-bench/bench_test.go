@@ -357,7 +357,7 @@ func TestBenchFlags(t *testing.T) {
 	if code := run(context.Background(), []string{"-h"}, strings.NewReader(""), &out, &errOut, noEnv); code != exitOK {
 		t.Errorf("badge-bench -h: exit %d, want %d", code, exitOK)
 	}
-	for _, f := range []string{"--samples", "--server-pid", "--uids", "--mode"} {
+	for _, f := range []string{"--samples", "--server-pid", "--uids", "--mode", "--agents", "--workloads", "--node-entries", "--server", "--svid-ttl", "--node"} {
 		if !strings.Contains(errOut.String(), "  -"+strings.TrimPrefix(f, "--")) {
 			t.Errorf("badge-bench -h does not list %s:\n%s", f, errOut.String())
 		}
