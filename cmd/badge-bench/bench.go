@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -26,6 +27,17 @@ func runBench(ctx context.Context, e *env, args []string) error {
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	b := &bench{cfg: c, e: e}
+	if c.mode == benchFleet {
+		rep, err := b.runFleet(ctx)
+		if err != nil {
+			return err
+		}
+		if c.asJSON {
+			return jsonout.Write(e.stdout, rep)
+		}
+		rep.print(e.stdout)
+		return nil
+	}
 	var samples *os.File
 	if c.samples != "" { // before the run, so that a bad path does not waste one
 		if samples, err = os.Create(c.samples); err != nil {
@@ -123,6 +135,15 @@ func (b *bench) run(ctx context.Context) (*benchReport, error) {
 	return rep, err
 }
 
+// nodes is the scope of the entries badge-bench creates: --node, or none
+// (the server's own socket).
+func (b *bench) nodes() []string {
+	if b.cfg.node == "" {
+		return nil
+	}
+	return []string{b.cfg.node}
+}
+
 // uidList is the uids the workers run as: the range, or this process's uid.
 func (b *bench) uidList() []uint32 {
 	if !b.cfg.uids.set {
@@ -139,7 +160,8 @@ func (b *bench) uidList() []uint32 {
 func (b *bench) startGroups(ctx context.Context) error {
 	c := b.cfg
 	uids := b.uidList()
-	spec := benchSpec{Mode: c.mode, Socket: c.socket, Duration: c.duration, Timeout: c.timeout, Audience: c.audience, Raw: c.samples != ""}
+	spec := benchSpec{Mode: c.mode, Socket: c.socket, Duration: c.duration, Timeout: c.timeout, Audience: c.audience, Raw: c.samples != "",
+		WaitEntry: c.setup && c.node != ""}
 	share := func(i int) int { // workers of the i-th uid, round robin
 		n := c.workers / len(uids)
 		if i < c.workers%len(uids) {
@@ -412,7 +434,7 @@ func (b *bench) runPropagation(ctx context.Context, rep *benchReport) error {
 				id += fmt.Sprintf("-uid%d", g.UID())
 			}
 			wall[i], t0[i] = time.Now().UnixNano(), monoNow()
-			ent, err := b.admin.CreateEntry(ctx, admin.EntryRequest{SPIFFEID: id, Selectors: []string{fmt.Sprintf("unix:uid:%d", g.UID())}})
+			ent, err := b.admin.CreateEntry(ctx, admin.EntryRequest{SPIFFEID: id, Selectors: []string{fmt.Sprintf("unix:uid:%d", g.UID())}, Nodes: b.nodes()})
 			t1[i] = monoNow()
 			if err != nil {
 				return fmt.Errorf("creating entry %s: %w", id, err)
@@ -520,7 +542,7 @@ func (b *bench) setupEntries(ctx context.Context) (func(), error) {
 	}
 	have := map[string]bool{}
 	for _, en := range es {
-		if len(en.Selectors) == 1 {
+		if len(en.Selectors) == 1 && slices.Equal(en.Nodes, b.nodes()) {
 			have[en.Selectors[0]] = true
 		}
 	}
@@ -534,7 +556,7 @@ func (b *bench) setupEntries(ctx context.Context) (func(), error) {
 			continue
 		}
 		ent, err := b.admin.CreateEntry(ctx, admin.EntryRequest{
-			SPIFFEID: fmt.Sprintf("spiffe://%s/bench/uid-%d", td.Name(), uid), Selectors: []string{sel},
+			SPIFFEID: fmt.Sprintf("spiffe://%s/bench/uid-%d", td.Name(), uid), Selectors: []string{sel}, Nodes: b.nodes(),
 		})
 		if err != nil {
 			return cleanup, fmt.Errorf("--setup: creating an entry for uid %d: %w", uid, err)

@@ -280,6 +280,24 @@ func TestBenchFlags(t *testing.T) {
 	if c.mode != benchStream || c.workers != 32 || c.uids.len() != 16 || c.socket != "/run/w.sock" || !c.asJSON || c.samples != "/tmp/s.csv" {
 		t.Errorf("parsed: %+v", c)
 	}
+	// Fleet: a minute to get ready, four rotations of every workload.
+	c, err = e.parseBench([]string{"--mode", "fleet", "--server", "127.0.0.1:8443", "--svid-ttl", "30s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.agents != 100 || c.workloads != 100 || c.svidTTL != 30*time.Second || c.duration != time.Minute || c.timeout != time.Minute {
+		t.Errorf("fleet defaults: %+v", c)
+	}
+	c, err = e.parseBench([]string{"--mode", "fleet", "--server", "127.0.0.1:8443", "--agents", "2", "--workloads", "3", "--duration", "0", "--timeout", "5s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.agents != 2 || c.workloads != 3 || c.svidTTL != time.Minute || c.duration != 0 || c.timeout != 5*time.Second {
+		t.Errorf("fleet: %+v", c)
+	}
+	if c, err = e.parseBench([]string{"--mode", "propagation", "--node", "web-1"}); err != nil || c.node != "web-1" {
+		t.Errorf("propagation --node web-1: %+v, %v", c, err)
+	}
 	// The sockets come from the environment as in the badge CLI.
 	e.getenv = func(k string) string {
 		return map[string]string{"SPIFFE_ENDPOINT_SOCKET": "unix:///spire/api.sock", "BADGE_SOCKET": "/b.sock", "BADGE_ADMIN_SOCKET": "/a.sock"}[k]
@@ -306,6 +324,20 @@ func TestBenchFlags(t *testing.T) {
 		{"--admin-socket", "relative.sock"},
 		{"--nope"},
 		{"extra"},
+		{"--mode", "fleet"}, // no --server
+		{"--mode", "fleet", "--server", "no-port"},
+		{"--mode", "fleet", "--server", "h:1", "--agents", "0"},
+		{"--mode", "fleet", "--server", "h:1", "--workloads", "0"},
+		{"--mode", "fleet", "--server", "h:1", "--agents", "1000", "--workloads", "10000"},
+		{"--mode", "fleet", "--server", "h:1", "--svid-ttl", "5s"},
+		{"--mode", "fleet", "--server", "h:1", "--node-entries", "0"},
+		{"--mode", "stream", "--node-entries", "2"},
+		{"--mode", "fleet", "--server", "h:1", "--workers", "8"},
+		{"--mode", "fleet", "--server", "h:1", "--uids", "1001-1002"},
+		{"--mode", "fleet", "--server", "h:1", "--node", "web-1"},
+		{"--mode", "stream", "--agents", "3"},
+		{"--mode", "fetch", "--server", "h:1"},
+		{"--mode", "fetch", "--node", "web-1"},
 	} {
 		_, err := e.parseBench(args)
 		var ue usageError
@@ -325,7 +357,7 @@ func TestBenchFlags(t *testing.T) {
 	if code := run(context.Background(), []string{"-h"}, strings.NewReader(""), &out, &errOut, noEnv); code != exitOK {
 		t.Errorf("badge-bench -h: exit %d, want %d", code, exitOK)
 	}
-	for _, f := range []string{"--samples", "--server-pid", "--uids", "--mode"} {
+	for _, f := range []string{"--samples", "--server-pid", "--uids", "--mode", "--agents", "--workloads", "--node-entries", "--server", "--svid-ttl", "--node"} {
 		if !strings.Contains(errOut.String(), "  -"+strings.TrimPrefix(f, "--")) {
 			t.Errorf("badge-bench -h does not list %s:\n%s", f, errOut.String())
 		}

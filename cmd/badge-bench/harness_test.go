@@ -3,15 +3,17 @@ package main
 // The test binary plays three roles: the test runner; a worker child of
 // --uids (badge-bench re-executes its own executable, which in a test is
 // the test binary, with benchChildArg); and a badge daemon
-// (BADGE_BENCH_TEST_DAEMON=DIR: the real authority, Workload API and admin
-// API on real sockets and a real bbolt file, in a process of its own so
-// that badge-bench finds and measures it as it would a real daemon).
+// (BADGE_BENCH_TEST_DAEMON=DIR: the real authority, Workload API, admin
+// API and agent listener on real sockets and a real bbolt file, in a
+// process of its own so that badge-bench finds and measures it as it
+// would a real daemon).
 
 import (
 	"bufio"
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,6 +24,7 @@ import (
 	"github.com/badge-dev/badge/attest"
 	"github.com/badge-dev/badge/ca"
 	"github.com/badge-dev/badge/ca/admin"
+	"github.com/badge-dev/badge/ca/nodeapi"
 	"github.com/badge-dev/badge/ca/workload"
 	"github.com/badge-dev/badge/internal/unixsock"
 	"github.com/badge-dev/badge/storage/bbolt"
@@ -47,9 +50,10 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// daemonMain serves the Workload API on DIR/sock/workload.sock and the
-// admin API on DIR/sock/admin.sock, writes "ready" to stdout, and serves
-// until stdin is closed.
+// daemonMain serves the Workload API on DIR/sock/workload.sock, the admin
+// API on DIR/sock/admin.sock and the agent listener on a free port of
+// 127.0.0.1 (written to DIR/agent.addr), writes "ready" to stdout, and
+// serves until stdin is closed.
 func daemonMain(dir string) error {
 	ctx := context.Background()
 	store, err := bbolt.Open(filepath.Join(dir, "badge.db"), &bbolt.Options{NoSync: true})
@@ -75,13 +79,25 @@ func daemonMain(dir string) error {
 	if err != nil {
 		return err
 	}
-	asrv, err := admin.New(admin.Config{Authority: auth})
+	nsrv, err := nodeapi.New(ctx, nodeapi.Config{Authority: auth})
 	if err != nil {
 		return err
 	}
-	errc := make(chan error, 2)
+	nl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "agent.addr"), []byte(nl.Addr().String()), 0o644); err != nil {
+		return err
+	}
+	asrv, err := admin.New(admin.Config{Authority: auth, NodeConnections: nsrv.NodeConnections})
+	if err != nil {
+		return err
+	}
+	errc := make(chan error, 3)
 	go func() { errc <- wsrv.Serve(wl) }()
 	go func() { errc <- asrv.Serve(al) }()
+	go func() { errc <- nsrv.Serve(nl) }()
 	fmt.Println("ready")
 	stdinClosed := make(chan struct{})
 	go func() {
@@ -96,6 +112,7 @@ func daemonMain(dir string) error {
 	defer cancel()
 	wsrv.Shutdown(sctx)
 	asrv.Shutdown(sctx)
+	nsrv.Shutdown(sctx)
 	return err
 }
 
@@ -103,6 +120,7 @@ func daemonMain(dir string) error {
 type daemon struct {
 	pid           int
 	socket, admin string
+	agentAddr     string // the agent listener, HOST:PORT
 	client        *admin.Client
 }
 
@@ -168,6 +186,11 @@ func startDaemon(t *testing.T) *daemon {
 		socket: filepath.Join(dir, "sock", "workload.sock"),
 		admin:  filepath.Join(dir, "sock", "admin.sock"),
 	}
+	addr, err := os.ReadFile(filepath.Join(dir, "agent.addr"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.agentAddr = string(addr)
 	d.client = admin.NewClient(d.admin)
 	return d
 }

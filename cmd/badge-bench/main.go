@@ -10,6 +10,13 @@
 // the one that listens on the socket (SO_PEERCRED of a connection to it);
 // its CPU time and RSS come from /proc.
 //
+// --mode fleet is a fleet in one process: it runs the real agent code
+// (package agent) for many nodes against a server's agent listener, each
+// agent with a Workload API of its own, and workload streams on each (see
+// fleet.go). The server it measures is the one that listens on the admin
+// socket. --node scopes the entries of propagation and --setup to a node,
+// to measure through that node's agent.
+//
 // --uids runs every worker as a uid of its own. A process cannot hold
 // several uids, so badge-bench re-executes itself once per uid (as that
 // uid) and the children report back to the parent as JSON lines on a pipe:

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"hash/maphash"
 	"maps"
 	"slices"
 	"sync"
@@ -45,6 +46,10 @@ type benchSpec struct {
 	// Raw asks for every sample with its start time (--samples), failed
 	// calls included.
 	Raw bool `json:"raw,omitempty"`
+	// WaitEntry makes a stream refused with PermissionDenied try again
+	// until its timeout: the entries of --setup --node reach the node's
+	// agent a moment after they are created.
+	WaitEntry bool `json:"wait_entry,omitempty"`
 }
 
 // groupResult is what one group measured.
@@ -96,6 +101,7 @@ func (g *localGroup) Run(ctx context.Context) (groupResult, error) {
 		return runCallers(ctx, g.spec), nil
 	default:
 		g.streams = newStreamSet(g.spec.Socket)
+		g.streams.waitEntry = g.spec.WaitEntry
 		return g.streams.open(ctx, g.spec.Workers, g.spec.Timeout, g.spec.Raw), nil
 	}
 }
@@ -224,10 +230,11 @@ func fetchFresh(ctx context.Context, addr string) error {
 // streamSet holds FetchX509SVID streams, each on its own connection, and
 // records when each SPIFFE ID arrives on (and leaves) each of them.
 type streamSet struct {
-	target string
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	target    string
+	waitEntry bool // retry a stream refused with PermissionDenied until its timeout
+	ctx       context.Context
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
 
 	mu      sync.Mutex
 	conns   []*grpc.ClientConn
@@ -235,6 +242,7 @@ type streamSet struct {
 	changed chan struct{}      // closed and replaced on every response
 	seen    map[string][]int64 // SPIFFE ID → when each stream got it
 	gone    map[string][]int64 // SPIFFE ID → when each stream that had it lost it
+	renewed int                // responses whose first certificate is new: rotations
 	errs    map[string]int
 	first   string
 }
@@ -272,6 +280,15 @@ func (s *streamSet) open(ctx context.Context, n int, timeout time.Duration, raw 
 			defer func() { <-sem }()
 			start := time.Now()
 			d, ids, err := s.openOne(timeout)
+			for s.waitEntry && status.Code(err) == codes.PermissionDenied && time.Since(start) < timeout-entryRetry && s.ctx.Err() == nil {
+				// The Workload API refuses at once: no event to wait on.
+				select {
+				case <-time.After(entryRetry):
+				case <-s.ctx.Done():
+				}
+				d, ids, err = s.openOne(timeout - time.Since(start))
+				d = int64(time.Since(start))
+			}
 			if err != nil {
 				code := status.Code(err)
 				if fatalCode(code) {
@@ -308,6 +325,9 @@ func (s *streamSet) open(ctx context.Context, n int, timeout time.Duration, raw 
 	return r
 }
 
+// entryRetry is how often a stream of WaitEntry asks again.
+const entryRetry = 10 * time.Millisecond
+
 func (s *streamSet) openOne(timeout time.Duration) (int64, []string, error) {
 	start := time.Now()
 	conn, err := grpc.NewClient(s.target,
@@ -341,12 +361,14 @@ func (s *streamSet) openOne(timeout time.Duration) (int64, []string, error) {
 	s.mu.Unlock()
 	s.wg.Go(func() {
 		defer cancel()
-		s.recvLoop(stream, got)
+		s.recvLoop(stream, got, certHash(resp))
 	})
 	return d, got, nil
 }
 
-func (s *streamSet) recvLoop(stream grpc.ServerStreamingClient[workload.X509SVIDResponse], cur []string) {
+// recvLoop records what the stream receives until it ends; cert is the
+// hash of the first certificate it holds.
+func (s *streamSet) recvLoop(stream grpc.ServerStreamingClient[workload.X509SVIDResponse], cur []string, cert uint64) {
 	for {
 		resp, err := stream.Recv()
 		now := monoNow()
@@ -357,11 +379,47 @@ func (s *streamSet) recvLoop(stream grpc.ServerStreamingClient[workload.X509SVID
 			return
 		}
 		next := svidIDs(resp)
+		c := certHash(resp)
 		s.mu.Lock()
+		if c != cert {
+			s.renewed++
+		}
 		s.recordLocked(cur, next, now)
 		s.mu.Unlock()
-		cur = next
+		cur, cert = next, c
 	}
+}
+
+// renewals returns how many responses brought a new first certificate to
+// a stream already open: rotations, and new SVIDs after a revocation or an
+// entry change.
+func (s *streamSet) renewals() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.renewed
+}
+
+// certHash identifies the first certificate of a response.
+func certHash(resp *workload.X509SVIDResponse) uint64 {
+	var cert []byte
+	if svids := resp.GetSvids(); len(svids) > 0 {
+		cert = svids[0].GetX509Svid()
+	}
+	return maphash.Bytes(certSeed, cert)
+}
+
+var certSeed = maphash.MakeSeed()
+
+// received returns the number of streams open and, by SPIFFE ID, how many
+// streams have received it.
+func (s *streamSet) received() (open int, byID map[string]int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	byID = make(map[string]int, len(s.seen))
+	for id, t := range s.seen {
+		byID[id] = len(t)
+	}
+	return s.nOpen, byID
 }
 
 // recordLocked notes a response carrying next on a stream that held prev.
