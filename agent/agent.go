@@ -498,10 +498,14 @@ func (a *Agent) session(ctx context.Context, addr string) (live bool, err error)
 		if td := a.td.Load(); td != nil && s.td != *td {
 			return live, fmt.Errorf("%w: trust domain %s, want %s", errBadUpdate, s.td, *td)
 		}
+		if !live {
+			// The link first, the state second: a caller that sees
+			// the first state must find a server to sign with.
+			a.conn.Store(l)
+		}
 		a.publish(s)
 		if !live {
 			live = true
-			a.conn.Store(l)
 			a.log.Info("connected to server", slog.String("server", addr), slog.String(logkey.Node, a.Node()),
 				slog.Int("entries", len(s.entries)))
 		}
