@@ -59,6 +59,10 @@ const (
 // ErrUnknownKeyKind is wrapped by RotateKey for a kind it does not know.
 var ErrUnknownKeyKind = errors.New("ca: unknown key kind")
 
+// ErrUpstreamRoot is wrapped by RotateKey for the root under an upstream
+// authority: the root is the upstream's, rotated there.
+var ErrUpstreamRoot = errors.New("ca: the root belongs to the upstream authority; rotate it there (new intermediates then chain to the new root)")
+
 // Audit actions of the key schedule besides AuditKeyRotate.
 const (
 	// AuditKeyPrepare: a next root or JWT key was published.
@@ -106,9 +110,20 @@ func (a *Authority) advanceKeysLocked(ctx context.Context, force string) ([]keyE
 	old := a.keys
 	ks := old.clone()
 	var events []keyEvent
-	err := a.stepRoots(ctx, ks, now, force, &events)
+	var err error
+	if cfg.Upstream == nil {
+		err = a.stepRoots(ctx, ks, now, force, &events)
+	}
 	if err == nil {
 		err = a.stepIntermediate(ctx, ks, now, force, &events)
+	}
+	if cfg.Upstream != nil {
+		recs, lerr := cfg.Store.ListKeys(ctx)
+		if lerr != nil {
+			err = errors.Join(err, fmt.Errorf("ca: listing keys: %w", lerr))
+		} else {
+			ks.roots = upstreamRoots(ks, recs, now)
+		}
 	}
 	if err == nil {
 		err = a.stepJWT(ctx, ks, now, force, &events)
@@ -203,7 +218,7 @@ func (a *Authority) stepRoots(ctx context.Context, ks *keySet, now time.Time, fo
 func (a *Authority) stepIntermediate(ctx context.Context, ks *keySet, now time.Time, force string, events *[]keyEvent) error {
 	cfg := &a.cfg
 	due := ks.inter == nil || force == RotateIntermediate || !now.Before(ks.inter.rotateAt()) ||
-		ks.inter.cert.CheckSignatureFrom(ks.root.cert) != nil
+		!a.underActiveRoot(ks, ks.inter)
 	if due && force == RotateIntermediate && ks.nextInter != nil {
 		// Made alongside the key feared compromised: never used.
 		a.discard(ctx, ks.nextInter.rec, now)
@@ -232,8 +247,11 @@ func (a *Authority) stepIntermediate(ctx context.Context, ks *keySet, now time.T
 	how := "scheduled rotation of the intermediate CA"
 	if force == RotateIntermediate {
 		how = "forced rotation of the intermediate CA"
-	} else if force == RotateRoot || prev != nil && prev.cert.CheckSignatureFrom(ks.root.cert) != nil {
+	} else if force == RotateRoot || prev != nil && !a.underActiveRoot(ks, prev) {
 		how = "rotation of the intermediate CA under the new root"
+		if cfg.Upstream != nil {
+			how = "rotation of the intermediate CA under the upstream authority"
+		}
 	}
 	if prev != nil {
 		retired := retire(prev.rec, now, prev.cert.NotAfter)
@@ -449,6 +467,15 @@ func (a *Authority) removeKeys(ctx context.Context, ks *keySet, now time.Time, g
 	}
 }
 
+// underActiveRoot reports whether inter is signed by the active root, or
+// under an upstream by the upstream.
+func (a *Authority) underActiveRoot(ks *keySet, inter *caKey) bool {
+	if a.cfg.Upstream != nil {
+		return len(inter.rec.UpstreamRoots) > 0
+	}
+	return inter.cert.CheckSignatureFrom(ks.root.cert) == nil
+}
+
 // nextKeyEventLocked is when the key schedule next has something to do.
 func (a *Authority) nextKeyEventLocked() time.Time {
 	cfg, ks := &a.cfg, a.keys
@@ -456,7 +483,9 @@ func (a *Authority) nextKeyEventLocked() time.Time {
 	if ks.nextInter == nil {
 		t = t.Add(-cfg.interPrepareLead())
 	}
-	if ks.nextRoot == nil {
+	if ks.root == nil {
+		// Under an upstream: its roots follow the intermediates.
+	} else if ks.nextRoot == nil {
 		t = earlierOf(t, cfg.retiresAt(ks.root).Add(-cfg.RootPrepareLead))
 	} else {
 		t = earlierOf(t, ks.nextRoot.rec.ActivatesAt)
@@ -533,6 +562,11 @@ type KeyRotation struct {
 func (a *Authority) RotateKey(ctx context.Context, kind string, adminUID uint32) (KeyRotation, error) {
 	if kind != RotateRoot && kind != RotateIntermediate && kind != RotateJWT {
 		err := &InvalidError{Field: "kind", Value: kind, Err: fmt.Errorf("%w: want root, intermediate or jwt", ErrUnknownKeyKind)}
+		a.Audit(ctx, AuditEvent{AdminUID: adminUID, Action: AuditKeyRotate, Target: kind, Detail: "forced rotation", Err: err})
+		return KeyRotation{}, err
+	}
+	if kind == RotateRoot && a.cfg.Upstream != nil {
+		err := &InvalidError{Field: "kind", Value: kind, Err: ErrUpstreamRoot}
 		a.Audit(ctx, AuditEvent{AdminUID: adminUID, Action: AuditKeyRotate, Target: kind, Detail: "forced rotation", Err: err})
 		return KeyRotation{}, err
 	}
