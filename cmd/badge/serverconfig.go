@@ -66,6 +66,7 @@ func (e *env) serverFlags(c *serverConfig) *flag.FlagSet {
 	fs.StringVar(&c.logLevel, "log-level", c.logLevel, "debug, info, warn or error; SIGHUP may change it")
 	fs.StringVar(&c.logFormat, "log-format", c.logFormat, "text or json")
 	c.limits.register(fs)
+	c.upstream.register(fs)
 	return fs
 }
 
@@ -110,7 +111,7 @@ func (st *serverSettings) check(getenv func(string) string) {
 		}
 		return fmt.Sprintf("%s = %s (default)", key, v)
 	}
-	for _, p := range c.limits.check() {
+	for _, p := range append(c.limits.check(), c.upstream.check()...) {
 		p.at = st.at(p.key)
 		st.problems = append(st.problems, p)
 	}
