@@ -53,9 +53,16 @@ type caKey struct {
 }
 
 // rotateAt is when an intermediate should be replaced: half-way through
-// its life.
+// its life. The life of one an upstream signed counts from when it
+// started to sign, not from its NotBefore: an upstream may backdate it
+// further than badge does (step-ca: a minute), and half of the life
+// before activation must not be counted.
 func (k *caKey) rotateAt() time.Time {
-	return k.cert.NotBefore.Add(k.cert.NotAfter.Sub(k.cert.NotBefore) / 2)
+	start := k.cert.NotBefore
+	if len(k.rec.UpstreamRoots) > 0 && k.rec.ActivatesAt.After(start) {
+		start = k.rec.ActivatesAt
+	}
+	return start.Add(k.cert.NotAfter.Sub(start) / 2)
 }
 
 // with returns a copy of k with the record rec.
@@ -390,10 +397,10 @@ func activateIntermediate(ctx context.Context, cfg *Config, root, next *caKey) (
 		if err != nil {
 			return nil, err
 		}
-		k := &caKey{id: next.id, kind: kindIntermediate, cert: cert, signer: next.signer}
-		k.rec = activate(next.rec, now, k.rotateAt())
-		k.rec.Certificate, k.rec.NotAfter = cert.Raw, cert.NotAfter
+		k := &caKey{id: next.id, kind: kindIntermediate, cert: cert, signer: next.signer, rec: next.rec}
+		k.rec.Certificate, k.rec.NotAfter, k.rec.ActivatesAt = cert.Raw, cert.NotAfter, now
 		k.rec.UpstreamChain, k.rec.UpstreamRoots = chain, roots
+		k.rec = activate(k.rec, now, k.rotateAt())
 		if err := cfg.Store.PutKey(ctx, k.rec); err != nil {
 			return nil, fmt.Errorf("ca: recording %s key: %w", kindIntermediate, err)
 		}

@@ -128,9 +128,9 @@ func checkUpstreamChain(cfg *Config, next *caKey, chain, roots []*x509.Certifica
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
 		return nil, nil, nil, fmt.Errorf("the certificate does not chain to the upstream's roots: %w", err)
 	}
-	if life := cert.NotAfter.Sub(now); life < 4*cfg.MaxSVIDTTL {
-		return nil, nil, nil, fmt.Errorf("the certificate is valid until %s, less than four SVID lifetimes (%s) from now; "+
-			"the upstream caps its lifetime (raise the provisioner's maximum TLS certificate duration)", utc(cert.NotAfter), 4*cfg.MaxSVIDTTL)
+	if life := cert.NotAfter.Sub(now); life < 2*cfg.MaxSVIDTTL {
+		return nil, nil, nil, fmt.Errorf("the certificate is valid until %s, less than two SVID lifetimes (%s) from now; "+
+			"the upstream caps its lifetime (raise the provisioner's maximum TLS certificate duration)", utc(cert.NotAfter), 2*cfg.MaxSVIDTTL)
 	}
 	return cert, inters, rootDER, nil
 }

@@ -337,3 +337,54 @@ func derOf(chain []*x509.Certificate) []byte {
 	}
 	return out
 }
+
+// backdatingUpstream signs intermediates under root with a NotBefore far
+// in the past, as step-ca backdates by a minute.
+type backdatingUpstream struct {
+	root     *testCA
+	now      func() time.Time
+	backdate time.Duration
+	calls    atomic.Int32
+}
+
+func (b *backdatingUpstream) SignIntermediate(_ context.Context, csr *x509.CertificateRequest, lifetime time.Duration) ([]*x509.Certificate, []*x509.Certificate, error) {
+	b.calls.Add(1)
+	now := b.now()
+	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
+	tmpl := &x509.Certificate{SerialNumber: serial, Subject: csr.Subject, URIs: csr.URIs,
+		NotBefore: now.Add(-b.backdate), NotAfter: now.Add(lifetime),
+		IsCA: true, BasicConstraintsValid: true, MaxPathLenZero: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, b.root.cert, csr.PublicKey, b.root.key)
+	if err != nil {
+		return nil, nil, err
+	}
+	c, err := x509.ParseCertificate(der)
+	return []*x509.Certificate{c}, []*x509.Certificate{b.root.cert}, err
+}
+
+// TestUpstreamBackdatedRotation: an intermediate the upstream backdated
+// by as much as its lifetime still rotates half-way through the life it
+// has from its activation, once, not at once and again.
+func TestUpstreamBackdatedRotation(t *testing.T) {
+	env := newEnv(t)
+	up := &backdatingUpstream{root: newTestCA(t, "operator root", nil), now: env.clock.Now, backdate: time.Hour}
+	mod := func(c *Config) { scheduleConfig(c); c.Upstream = up }
+	a := env.open(t, mod)
+	start := env.clock.Now()
+	if got, want := a.keys.inter.rotateAt(), start.Add(30*time.Minute); !got.Equal(want) {
+		t.Fatalf("rotation due at %s, want %s (half the hour from activation)", got, want)
+	}
+	step(t, a, env, time.Second)
+	if n := up.calls.Load(); n != 1 {
+		t.Fatalf("the upstream was asked %d times a second after start, want 1", n)
+	}
+	a.Close()
+	a = env.open(t, mod) // the schedule survives a restart
+	if got, want := a.keys.inter.rotateAt(), start.Add(30*time.Minute); !got.Equal(want) {
+		t.Fatalf("after a restart the rotation is due at %s, want %s", got, want)
+	}
+	step(t, a, env, 30*time.Minute)
+	if n := up.calls.Load(); n != 2 {
+		t.Fatalf("the upstream was asked %d times at the rotation, want 2", n)
+	}
+}

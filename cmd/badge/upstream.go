@@ -93,7 +93,7 @@ func (u *upstreamFlags) check() []problem {
 	default:
 		bad("upstream", u.kind, "want disk or stepca")
 	}
-	for _, f := range append(disk, step[1:]...) {
+	for _, f := range []struct{ key, v string }{disk[0], disk[1], step[1], step[3], step[4], step[5]} {
 		if f.v != "" && !filepath.IsAbs(f.v) {
 			bad(f.key, f.v, "must be an absolute path")
 		}
