@@ -145,8 +145,20 @@ type Config struct {
 	// in the bundle only until the last intermediate it signed expires.
 	// Nil: the authority is its own root.
 	Upstream Upstream
+	// KeyManager is where the private keys of the CA and JWT keys are
+	// made and used: empty, files in KeyDir; else the URI of a key
+	// manager of go.step.sm/crypto/kms whose backend the binary links,
+	// such as a PKCS#11 token
+	// (pkcs11:module-path=/usr/lib/softhsm/libsofthsm2.so;token=badge?pin-source=/etc/badge/pin),
+	// which keys never leave (see CheckKeyManager). The records then name
+	// each key by its URI, without the PIN. It is chosen with the data
+	// dir: keys made in one place are not found in another.
+	KeyManager string
 	// Logger receives operational logs. Nil discards them.
 	Logger *slog.Logger
+
+	// keys is the key store of KeyManager, opened by New.
+	keys keyStore
 }
 
 func (c *Config) setDefaults() error {
@@ -319,6 +331,17 @@ func New(ctx context.Context, cfg Config) (*Authority, error) {
 	a.started = cfg.Time()
 	a.prune.wall, a.prune.mono = a.started, cfg.Monotonic()
 	a.prune.start = a.prune.mono
+	ks, err := openKeyStore(ctx, &a.cfg)
+	if err != nil {
+		return nil, err
+	}
+	a.cfg.keys = ks
+	started := false
+	defer func() {
+		if !started {
+			ks.close() // the key manager's session
+		}
+	}()
 	keys, fixes, err := loadKeys(ctx, &a.cfg)
 	if err != nil {
 		return nil, err
@@ -378,6 +401,7 @@ func New(ctx context.Context, cfg Config) (*Authority, error) {
 		slog.String("intermediate_expires", a.keys.current().cert.NotAfter.UTC().Format(time.RFC3339)))
 
 	a.svidKeys = newKeyPool(svidKeyPoolSize)
+	started = true
 	a.wg.Add(2)
 	go a.rotateLoop()
 	go a.pruneLoop()
@@ -391,7 +415,7 @@ func (a *Authority) Close() error {
 	a.closeSerials()
 	a.svidKeys.close()
 	a.wg.Wait()
-	return nil
+	return a.cfg.keys.close()
 }
 
 // TrustDomain returns the trust domain of the authority.

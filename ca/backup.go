@@ -45,7 +45,7 @@ func (a *Authority) Backup(ctx context.Context, w io.Writer) (backup.Manifest, e
 		}
 		seen := map[string]bool{}
 		for _, k := range keys {
-			if filepath.Base(k.PrivateRef) != k.PrivateRef || seen[k.PrivateRef] {
+			if !isKeyFile(k.PrivateRef) || seen[k.PrivateRef] {
 				continue // a KMS URI, or a file already copied
 			}
 			seen[k.PrivateRef] = true

@@ -7,7 +7,6 @@ import (
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
@@ -221,7 +220,7 @@ func loadJWTKeys(cfg *Config, recs []storage.Key) (*jwtKeySet, keyFixes, error) 
 		keys[i] = next
 	}
 	if active != nil {
-		signer, err := loadJWTSigner(cfg.KeyDir, active)
+		signer, err := loadJWTSigner(cfg.keys, active)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -288,9 +287,16 @@ func parseJWTKey(rec storage.Key) (*jwtKey, error) {
 // for JWTKeyTTL. Its NotAfter, which bounds the exp of its tokens, leaves
 // room for a rotation that comes late.
 func createJWTKey(ctx context.Context, cfg *Config, activates time.Time, state storage.KeyState) (*jwtKey, error) {
-	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	priv, ref, err := cfg.keys.create(ctx, kindJWT, func(pkix []byte) (string, error) {
+		pub, err := x509.ParsePKIXPublicKey(pkix)
+		if err != nil {
+			return "", err
+		}
+		kid, err := jose.Thumbprint(&jose.JSONWebKey{Key: pub})
+		return kindJWT + "-" + kid + ".key", err
+	})
 	if err != nil {
-		return nil, fmt.Errorf("ca: generating JWT key: %w", err)
+		return nil, fmt.Errorf("ca: JWT key: %w", err)
 	}
 	kid, err := jose.Thumbprint(&jose.JSONWebKey{Key: priv.Public()})
 	if err != nil {
@@ -302,11 +308,11 @@ func createJWTKey(ctx context.Context, cfg *Config, activates time.Time, state s
 	}
 	retires := activates.Add(cfg.JWTKeyTTL).UTC()
 	rec := storage.Key{
-		ID: kid, Kind: kindJWT, PublicKey: pub, PrivateRef: kindJWT + "-" + kid + ".key",
+		ID: kid, Kind: kindJWT, PublicKey: pub, PrivateRef: ref,
 		CreatedAt: cfg.Time().UTC(), NotAfter: retires.Add(cfg.JWTPrepareLead + DefaultJWTTTL + Backdate), State: state,
 		ActivatesAt: activates.UTC(), RetiresAt: retires,
 	}
-	if err := saveKey(ctx, cfg, rec, priv); err != nil {
+	if err := saveKey(ctx, cfg, rec); err != nil {
 		return nil, err
 	}
 	signer, err := newJWTSigner(kid, priv)
@@ -317,8 +323,8 @@ func createJWTKey(ctx context.Context, cfg *Config, activates time.Time, state s
 }
 
 // loadJWTSigner reads the private key of k from the key directory.
-func loadJWTSigner(dir string, k *jwtKey) (jose.Signer, error) {
-	s, err := readKeyFile(dir, k.rec, k.pub)
+func loadJWTSigner(ks keyStore, k *jwtKey) (jose.Signer, error) {
+	s, err := ks.open(keyRef{k.rec.ID, k.rec.PrivateRef}, k.pub)
 	if err != nil {
 		return nil, err
 	}

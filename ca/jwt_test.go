@@ -342,7 +342,7 @@ func TestValidateJWTSVID(t *testing.T) {
 	good := f.sign(t, "orders", "billing")
 	snap := f.a.Snapshot()
 	key := snap.jwt.active
-	priv, err := readKeyFile(f.env.keyDir, key.rec, key.pub)
+	priv, err := readKeyFile(f.env.keyDir, key.rec.ID, key.rec.PrivateRef, key.pub)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,9 +4,6 @@ import (
 	"cmp"
 	"context"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -164,7 +161,7 @@ func loadKeys(ctx context.Context, cfg *Config) (*keySet, keyFixes, error) {
 				return nil, nil, fmt.Errorf("ca: key %s: parsing certificate: %w", rec.ID, err)
 			}
 			k = &caKey{id: rec.ID, kind: rec.Kind, cert: cert, rec: rec}
-		} else if k, err = loadKey(cfg.KeyDir, rec); err != nil {
+		} else if k, err = loadKey(cfg.keys, rec); err != nil {
 			return nil, nil, err
 		}
 		switch rec.State {
@@ -232,7 +229,7 @@ func loadKeys(ctx context.Context, cfg *Config) (*keySet, keyFixes, error) {
 	for _, rec := range inters {
 		switch {
 		case rec.State == storage.KeyActive && now.Before(rec.NotAfter):
-			k, err := loadKey(cfg.KeyDir, rec)
+			k, err := loadKey(cfg.keys, rec)
 			if err != nil {
 				return nil, nil, err
 			}
@@ -244,7 +241,7 @@ func loadKeys(ctx context.Context, cfg *Config) (*keySet, keyFixes, error) {
 			}
 			ks.inter = k
 		case rec.State == storage.KeyPrepared:
-			k, err := loadPreparedKey(cfg.KeyDir, rec)
+			k, err := loadPreparedKey(cfg.keys, rec)
 			if err != nil {
 				return nil, nil, err
 			}
@@ -354,7 +351,7 @@ func createRoot(ctx context.Context, cfg *Config, activates time.Time, state sto
 	tmpl := &x509.Certificate{Subject: pkix.Name{Organization: []string{"badge"}, CommonName: cn}}
 	data := x509util.CreateTemplateData(cn, []string{cfg.TrustDomain.IDString()})
 	data.SetSubject(x509util.Subject{CommonName: cn, Organization: x509util.MultiString{"badge"}})
-	priv, rec, err := newKey(cfg, kindRoot)
+	priv, rec, err := newKey(ctx, cfg, kindRoot)
 	if err != nil {
 		return nil, err
 	}
@@ -364,7 +361,7 @@ func createRoot(ctx context.Context, cfg *Config, activates time.Time, state sto
 	}
 	rec.Certificate, rec.NotAfter = cert.Raw, cert.NotAfter
 	rec.State, rec.ActivatesAt, rec.RetiresAt = state, activates, cert.NotAfter.Add(-cfg.rootOverlap())
-	if err := saveKey(ctx, cfg, rec, priv); err != nil {
+	if err := saveKey(ctx, cfg, rec); err != nil {
 		return nil, err
 	}
 	return &caKey{id: rec.ID, kind: kindRoot, cert: cert, signer: priv, rec: rec}, nil
@@ -374,12 +371,12 @@ func createRoot(ctx context.Context, cfg *Config, activates time.Time, state sto
 // from activates, and records it as prepared. Its certificate is signed
 // when it becomes active, by the root active then.
 func prepareIntermediate(ctx context.Context, cfg *Config, activates time.Time) (*caKey, error) {
-	priv, rec, err := newKey(cfg, kindIntermediate)
+	priv, rec, err := newKey(ctx, cfg, kindIntermediate)
 	if err != nil {
 		return nil, err
 	}
 	rec.State, rec.ActivatesAt, rec.NotAfter = storage.KeyPrepared, activates, activates.Add(cfg.IntermediateTTL)
-	if err := saveKey(ctx, cfg, rec, priv); err != nil {
+	if err := saveKey(ctx, cfg, rec); err != nil {
 		return nil, err
 	}
 	return &caKey{id: rec.ID, kind: kindIntermediate, signer: priv, rec: rec}, nil
@@ -429,29 +426,33 @@ func activateIntermediate(ctx context.Context, cfg *Config, root, next *caKey) (
 	return k, nil
 }
 
-// newKey generates an ECDSA P-256 key and the record of a new key of
-// kind: its id (the kind and the start of the SHA-256 of the public key),
-// public key, key file name and creation time.
-func newKey(cfg *Config, kind string) (*ecdsa.PrivateKey, storage.Key, error) {
-	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+// caKeyID is the id of a CA key: its kind and the start of the SHA-256
+// of its public key (PKIX DER).
+func caKeyID(kind string, pkix []byte) string {
+	sum := sha256.Sum256(pkix)
+	return kind + "-" + hex.EncodeToString(sum[:8])
+}
+
+// newKey generates an ECDSA P-256 key where the key store keeps private
+// keys (a file named after the id, or a key manager), and returns its
+// signer and the record of a new key of kind: id, public key, private
+// key reference and creation time.
+func newKey(ctx context.Context, cfg *Config, kind string) (crypto.Signer, storage.Key, error) {
+	signer, ref, err := cfg.keys.create(ctx, kind, func(pkix []byte) (string, error) { return caKeyID(kind, pkix) + ".key", nil })
 	if err != nil {
-		return nil, storage.Key{}, fmt.Errorf("ca: generating %s key: %w", kind, err)
+		return nil, storage.Key{}, fmt.Errorf("ca: %s key: %w", kind, err)
 	}
-	pub, err := x509.MarshalPKIXPublicKey(priv.Public())
+	pub, err := x509.MarshalPKIXPublicKey(signer.Public())
 	if err != nil {
 		return nil, storage.Key{}, err
 	}
-	sum := sha256.Sum256(pub)
-	id := kind + "-" + hex.EncodeToString(sum[:8])
-	return priv, storage.Key{ID: id, Kind: kind, PublicKey: pub, PrivateRef: id + ".key", CreatedAt: cfg.Time()}, nil
+	return signer, storage.Key{ID: caKeyID(kind, pub), Kind: kind, PublicKey: pub, PrivateRef: ref, CreatedAt: cfg.Time()}, nil
 }
 
-// saveKey writes the key file of rec, then the record: a crash in between
-// leaves an unused file, never a record without its key.
-func saveKey(ctx context.Context, cfg *Config, rec storage.Key, priv crypto.PrivateKey) error {
-	if err := writeKeyFile(cfg.KeyDir, rec.PrivateRef, priv); err != nil {
-		return fmt.Errorf("ca: %s key: %w", rec.Kind, err)
-	}
+// saveKey records a key whose private key the key store holds already: a
+// crash in between leaves an unused private key, never a record without
+// its key.
+func saveKey(ctx context.Context, cfg *Config, rec storage.Key) error {
 	if err := cfg.Store.PutKey(ctx, rec); err != nil {
 		return fmt.Errorf("ca: recording %s key: %w", rec.Kind, err)
 	}
@@ -481,9 +482,9 @@ func signCA(cfg *Config, kind string, tmpl *x509.Certificate, text string, data 
 	return cert, nil
 }
 
-// loadKey reads the certificate from the record and the private key from its
-// file, and checks that they belong together.
-func loadKey(dir string, rec storage.Key) (*caKey, error) {
+// loadKey reads the certificate from the record and opens the private key
+// in the key store, and checks that they belong together.
+func loadKey(ks keyStore, rec storage.Key) (*caKey, error) {
 	if rec.Kind != kindRoot && rec.Kind != kindIntermediate {
 		return nil, errors.New("ca: unknown key kind " + rec.Kind)
 	}
@@ -491,37 +492,25 @@ func loadKey(dir string, rec storage.Key) (*caKey, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ca: key %s: parsing certificate: %w", rec.ID, err)
 	}
-	signer, err := readKeyFile(dir, rec, cert.PublicKey)
+	signer, err := ks.open(keyRef{rec.ID, rec.PrivateRef}, cert.PublicKey)
 	if err != nil {
 		return nil, err
 	}
 	return &caKey{id: rec.ID, kind: rec.Kind, cert: cert, signer: signer, rec: rec}, nil
 }
 
-// loadPreparedKey reads the private key of a prepared intermediate, which
+// loadPreparedKey opens the private key of a prepared intermediate, which
 // has no certificate yet, and checks it against the record's public key.
-func loadPreparedKey(dir string, rec storage.Key) (*caKey, error) {
+func loadPreparedKey(ks keyStore, rec storage.Key) (*caKey, error) {
 	pub, err := x509.ParsePKIXPublicKey(rec.PublicKey)
 	if err != nil {
 		return nil, fmt.Errorf("ca: key %s: parsing public key: %w", rec.ID, err)
 	}
-	signer, err := readKeyFile(dir, rec, pub)
+	signer, err := ks.open(keyRef{rec.ID, rec.PrivateRef}, pub)
 	if err != nil {
 		return nil, err
 	}
 	return &caKey{id: rec.ID, kind: rec.Kind, signer: signer, rec: rec}, nil
-}
-
-// removeKeyFile deletes the private key file of rec, if it is a file in
-// the key directory; a file already gone is not an error.
-func removeKeyFile(dir string, rec storage.Key) error {
-	if rec.PrivateRef == "" || filepath.Base(rec.PrivateRef) != rec.PrivateRef || strings.Contains(rec.PrivateRef, ":") {
-		return nil // a KMS URI: not ours to delete
-	}
-	if err := os.Remove(filepath.Join(dir, rec.PrivateRef)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("ca: removing the key file of %s: %w", rec.ID, err)
-	}
-	return nil
 }
 
 // writeKeyFile writes priv, PKCS#8 PEM, to file in the key directory dir
@@ -537,16 +526,18 @@ func writeKeyFile(dir, file string, priv crypto.PrivateKey) error {
 	return nil
 }
 
-// readKeyFile reads the private key of rec from the key directory dir. It
-// refuses a reference that is not a plain file name, a symbolic link, a
-// file owned by another uid than this process's or that others may read,
-// and a key whose public half is not pub. The checks apply to the open
-// file, so the file cannot be swapped between check and read.
-func readKeyFile(dir string, rec storage.Key, pub crypto.PublicKey) (crypto.Signer, error) {
-	if filepath.Base(rec.PrivateRef) != rec.PrivateRef {
-		return nil, fmt.Errorf("ca: key %s: private key reference %q is not a file name in the key directory", rec.ID, rec.PrivateRef)
+// readKeyFile reads the private key of key id from the file ref in the key
+// directory dir. It refuses a reference that is not a plain file name
+// (such as a key manager's URI), a symbolic link, a file owned by another
+// uid than this process's or that others may read, and a key whose public
+// half is not pub. The checks apply to the open file, so the file cannot
+// be swapped between check and read.
+func readKeyFile(dir, id, ref string, pub crypto.PublicKey) (crypto.Signer, error) {
+	if !isKeyFile(ref) {
+		return nil, fmt.Errorf("ca: key %s: private key reference %q is not a file name in the key directory (a key manager's key needs --key-manager)", id, ref)
 	}
-	path := filepath.Join(dir, rec.PrivateRef)
+	rec := struct{ ID string }{id}
+	path := filepath.Join(dir, ref)
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, fmt.Errorf("ca: key %s: %w", rec.ID, err)

@@ -305,7 +305,7 @@ func (a *Authority) stepJWT(ctx context.Context, ks *keySet, now time.Time, forc
 	}
 	if activated == nil && next != nil && (active == nil || !now.Before(next.rec.ActivatesAt)) && next.signer == nil {
 		// Prepared by an earlier run: its private key is read now.
-		signer, err := loadJWTSigner(cfg.KeyDir, next)
+		signer, err := loadJWTSigner(cfg.keys, next)
 		if err != nil {
 			// Unusable: the active key keeps signing (or a new one is
 			// made), and a new next key is prepared with a full lead.
@@ -455,7 +455,7 @@ func (a *Authority) removeKeys(ctx context.Context, ks *keySet, now time.Time, g
 		if rec.State != storage.KeyRetired || now.Before(removeAt(rec)) || inUse[rec.ID] {
 			continue
 		}
-		if err := removeKeyFile(a.cfg.KeyDir, rec); err != nil {
+		if err := a.cfg.keys.remove(keyRef{rec.ID, rec.PrivateRef}); err != nil {
 			a.log.Warn("removing a retired key failed", slog.String(logkey.KeyID, rec.ID), slog.Any(logkey.Error, err))
 			continue
 		}
@@ -674,7 +674,7 @@ func (a *Authority) KeyStatuses(ctx context.Context) ([]KeyStatus, error) {
 	for _, r := range recs {
 		sum := sha256.Sum256(r.PublicKey)
 		where := r.PrivateRef
-		if filepath.Base(where) == where && !strings.Contains(where, ":") {
+		if isKeyFile(where) {
 			where = filepath.Join(a.cfg.KeyDir, where)
 		}
 		out = append(out, KeyStatus{

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	_ "go.step.sm/crypto/kms/pkcs11" // --key-manager pkcs11:... (needs cgo; without it the URI is refused when the server starts)
 
 	"github.com/badge-dev/badge/attest"
 	"github.com/badge-dev/badge/ca"
@@ -49,6 +50,7 @@ type serverConfig struct {
 	intermediateTTL time.Duration
 	jwtKeyTTL       time.Duration
 	jwtLead         time.Duration
+	keyManager      string
 	auditRetention  time.Duration
 	logLevel        string
 	logFormat       string
@@ -165,6 +167,7 @@ func serve(ctx context.Context, c serverConfig, td spiffeid.TrustDomain, log *sl
 		IntermediateTTL: c.intermediateTTL,
 		JWTKeyTTL:       c.jwtKeyTTL,
 		JWTPrepareLead:  c.jwtLead,
+		KeyManager:      c.keyManager,
 		JWTTTL:          c.jwtTTL,
 		JWTIssuer:       c.jwtIssuer,
 		AuditRetention:  c.auditRetention,

@@ -62,6 +62,9 @@ func (e *env) serverFlags(c *serverConfig) *flag.FlagSet {
 	fs.Var(durationFlag{&c.jwtKeyTTL}, "jwt-key-ttl", "how long a JWT signing key signs before the next one replaces it; it stays in the JWKS until its last token expires")
 	fs.Var(durationFlag{&c.jwtLead}, "jwt-prepare-lead", "how long the next JWT key is in the JWKS before it signs: the time verifiers have to refresh it "+
 		"(at least jwt-ttl, at most jwt-key-ttl; default 10m)")
+	fs.StringVar(&c.keyManager, "key-manager", "", "`URI` of the key manager that makes and holds the CA and JWT private keys, "+
+		"e.g. pkcs11:module-path=/usr/lib/softhsm/libsofthsm2.so;token=badge?pin-source=/etc/badge/pin (default: files in the data dir); "+
+		"chosen with the data dir")
 	fs.Var(durationFlag{&c.auditRetention}, "audit-retention", "how long audit records are kept; older ones are pruned hourly and the trail still verifies")
 	fs.StringVar(&c.logLevel, "log-level", c.logLevel, "debug, info, warn or error; SIGHUP may change it")
 	fs.StringVar(&c.logFormat, "log-format", c.logFormat, "text or json")
@@ -184,6 +187,13 @@ func (st *serverSettings) check(getenv func(string) string) {
 	if c.intermediateTTL < 4*c.maxSVIDTTL {
 		bad("intermediate-ttl", d(c.intermediateTTL), "must be at least four times %s", from("max-svid-ttl"))
 	}
+	if c.keyManager != "" {
+		if _, err := ca.CheckKeyManager(c.keyManager); err != nil {
+			// The value may hold a PIN: the problem names what is wrong
+			// without it.
+			st.problems = append(st.problems, problem{key: "key-manager", msg: err.Error(), at: st.at("key-manager")})
+		}
+	}
 	// The key schedule, as ca.Config checks it.
 	for _, k := range []struct {
 		key string
@@ -235,6 +245,10 @@ func (st *serverSettings) values() map[string]string {
 	out := map[string]string{}
 	st.fs.VisitAll(func(f *flag.Flag) { out[f.Name] = f.Value.String() })
 	out["data-dir"], out["socket"], out["admin-socket"] = st.c.dataDir, st.c.socket, st.c.adminSocket
+	if base, query, ok := strings.Cut(out["key-manager"], "?"); ok && query != "" {
+		// The query holds the PIN (pin-value): never printed or logged.
+		out["key-manager"] = base + "?(redacted)"
+	}
 	delete(out, "check-config")
 	return out
 }

@@ -244,3 +244,25 @@ func TestCheckConfigAgreesWithAuthority(t *testing.T) {
 		})
 	}
 }
+
+// TestCheckConfigKeyManager: --key-manager is checked as the authority
+// checks it, and its PIN is never printed, whether the URI is accepted or
+// refused.
+func TestCheckConfigKeyManager(t *testing.T) {
+	dir := t.TempDir()
+	paths := []string{"--data-dir", filepath.Join(dir, "data"), "--socket", filepath.Join(dir, "w.sock"), "--admin-socket", filepath.Join(dir, "a.sock")}
+	const good = "pkcs11:module-path=/usr/lib/softhsm/libsofthsm2.so;token=badge?pin-value=s3cret"
+	out, errOut, code := checkConfig(t, map[string]string{"BADGE_KEY_MANAGER": good}, paths...)
+	if code != exitOK || !containsFields(out, []string{"key-manager", "pkcs11:module-path=/usr/lib/softhsm/libsofthsm2.so;token=badge?(redacted)", "environment", "BADGE_KEY_MANAGER"}) {
+		t.Errorf("exit %d, stdout:\n%s\nstderr: %s", code, out, errOut)
+	}
+	for _, bad := range []string{"awskms:key-id=1?pin-value=s3cret", "pkcs11:token=badge;object=root?pin-value=s3cret", "pkcs11:?pin-value=s3cret"} {
+		out, errOut, code := checkConfig(t, nil, append(paths, "--key-manager", bad)...)
+		if code != exitUsage || !strings.Contains(errOut, "command line: key-manager: ca: key manager") {
+			t.Errorf("--key-manager %s: exit %d, stderr %q; want exit 2 naming key-manager", bad, code, errOut)
+		}
+		if strings.Contains(out+errOut, "s3cret") {
+			t.Errorf("--key-manager %s: the PIN is printed:\n%s%s", bad, out, errOut)
+		}
+	}
+}
