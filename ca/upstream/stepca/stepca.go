@@ -61,7 +61,7 @@ type StepCA struct {
 	opts apiv1.Options
 	root *x509.Certificate
 
-	mu  sync.Mutex
+	mu  sync.Mutex       // held while a request is in flight
 	cas *stepcas.StepCAS // made on first use, and again after a failure
 }
 
@@ -145,7 +145,12 @@ func (s *StepCA) SignIntermediate(ctx context.Context, csr *x509.CertificateRequ
 }
 
 func (s *StepCA) sign(ctx context.Context, csr *x509.CertificateRequest, lifetime time.Duration) ([]*x509.Certificate, error) {
-	s.mu.Lock()
+	// One request at a time: a request the step-ca never answers (the
+	// client has no deadline of its own) holds the lock, and later calls
+	// fail at once rather than pile up behind it.
+	if !s.mu.TryLock() {
+		return nil, errors.New("the previous request has not been answered yet")
+	}
 	defer s.mu.Unlock()
 	if s.cas == nil {
 		c, err := stepcas.New(ctx, s.opts)
