@@ -637,7 +637,8 @@ type KeyStatus struct {
 	Kind string `json:"kind"`
 	// ID identifies the key (a JWT key's kid).
 	ID string `json:"id"`
-	// State is prepared, active or retired.
+	// State is prepared, active or retired; KeyUpstream for a root of an
+	// upstream authority.
 	State storage.KeyState `json:"state"`
 	// CreatedAt is when the key was made.
 	CreatedAt time.Time `json:"created_at"`
@@ -660,9 +661,14 @@ type KeyStatus struct {
 	PrivateKey string `json:"private_key"`
 }
 
+// KeyUpstream is the state KeyStatuses gives a root of an upstream
+// authority: in the bundle, its key held by the upstream.
+const KeyUpstream storage.KeyState = "upstream"
+
 // KeyStatuses returns every key the authority keeps a record of,
 // prepared, active and retired: roots, then intermediates, then JWT keys,
-// each in (CreatedAt, ID) order.
+// each in (CreatedAt, ID) order. Under an upstream authority its roots in
+// the bundle come first, with State KeyUpstream.
 func (a *Authority) KeyStatuses(ctx context.Context) ([]KeyStatus, error) {
 	recs, err := a.store.ListKeys(ctx)
 	if err != nil {
@@ -671,6 +677,18 @@ func (a *Authority) KeyStatuses(ctx context.Context) ([]KeyStatus, error) {
 	order := map[string]int{kindRoot: 0, kindIntermediate: 1, kindJWT: 2}
 	slices.SortStableFunc(recs, func(x, y storage.Key) int { return order[x.Kind] - order[y.Kind] })
 	out := make([]KeyStatus, 0, len(recs))
+	a.mu.Lock()
+	roots := a.keys.roots
+	a.mu.Unlock()
+	for _, r := range roots {
+		if r.rec.ID != "" {
+			continue // recorded: listed below
+		}
+		sum := sha256.Sum256(r.cert.RawSubjectPublicKeyInfo)
+		out = append(out, KeyStatus{Kind: RotateRoot, ID: r.id, State: KeyUpstream,
+			CreatedAt: r.cert.NotBefore.UTC(), NotAfter: r.cert.NotAfter.UTC(),
+			Fingerprint: "SHA256:" + hex.EncodeToString(sum[:]), PrivateKey: "upstream"})
+	}
 	for _, r := range recs {
 		sum := sha256.Sum256(r.PublicKey)
 		where := r.PrivateRef

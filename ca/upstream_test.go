@@ -153,9 +153,12 @@ func TestUpstreamDisk(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, s := range sts {
-		if s.Kind == RotateRoot {
-			t.Errorf("a root key %s was made under an upstream", s.ID)
+		if s.Kind == RotateRoot && s.State != KeyUpstream {
+			t.Errorf("a root key %s (%s) was made under an upstream", s.ID, s.State)
 		}
+	}
+	if len(sts) == 0 || sts[0].State != KeyUpstream || !sts[0].NotAfter.Equal(root.cert.NotAfter) {
+		t.Errorf("key statuses %+v: want the upstream root first", sts)
 	}
 	if n := up.calls.Load(); n != 1 {
 		t.Errorf("the upstream was asked %d times for the first intermediate, want 1", n)
