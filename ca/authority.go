@@ -289,6 +289,10 @@ type Authority struct {
 	started time.Time
 	// rotateKick wakes the rotation loop after a forced rotation.
 	rotateKick chan struct{}
+	// presigned is what the upstream answered, asked without a.mu held,
+	// for the prepared intermediate due to activate (see
+	// presignIntermediate); guarded by a.mu.
+	presigned *upstreamAnswer
 
 	// issueMu is read-held while an SVID or token is signed and recorded,
 	// and write-held while a revocation lists the serials to revoke.

@@ -384,25 +384,11 @@ func prepareIntermediate(ctx context.Context, cfg *Config, activates time.Time) 
 
 // activateIntermediate signs the certificate of the prepared intermediate
 // next with root, valid for IntermediateTTL from now (at most until the
-// root expires), or has cfg.Upstream sign it when root is nil, and
-// records it active.
+// root expires), and records it active. Under an upstream see
+// Authority.activateUnderUpstream.
 func activateIntermediate(ctx context.Context, cfg *Config, root, next *caKey) (*caKey, error) {
 	now := cfg.Time()
 	notAfter := now.Add(cfg.IntermediateTTL)
-	if root == nil {
-		cert, chain, roots, err := signByUpstream(ctx, cfg, next, notAfter)
-		if err != nil {
-			return nil, err
-		}
-		k := &caKey{id: next.id, kind: kindIntermediate, cert: cert, signer: next.signer, rec: next.rec}
-		k.rec.Certificate, k.rec.NotAfter, k.rec.ActivatesAt = cert.Raw, cert.NotAfter, now
-		k.rec.UpstreamChain, k.rec.UpstreamRoots = chain, roots
-		k.rec = activate(k.rec, now, k.rotateAt())
-		if err := cfg.Store.PutKey(ctx, k.rec); err != nil {
-			return nil, fmt.Errorf("ca: recording %s key: %w", kindIntermediate, err)
-		}
-		return k, nil
-	}
 	if notAfter.After(root.cert.NotAfter) {
 		notAfter = root.cert.NotAfter
 	}

@@ -125,8 +125,9 @@ func (a *Authority) advanceKeysLocked(ctx context.Context, force string) ([]keyE
 			ks.roots = upstreamRoots(ks, recs, now)
 		}
 	}
-	if err == nil {
-		err = a.stepJWT(ctx, ks, now, force, &events)
+	if err == nil || errors.Is(err, ErrUpstream) {
+		// An upstream that fails delays the intermediate, not the JWT key.
+		err = errors.Join(err, a.stepJWT(ctx, ks, now, force, &events))
 	}
 	removed := a.dropRetired(ks, now, &events)
 	a.keys = ks
@@ -238,7 +239,13 @@ func (a *Authority) stepIntermediate(ctx context.Context, ks *keySet, now time.T
 	if !due {
 		return nil
 	}
-	k, err := activateIntermediate(ctx, cfg, ks.root, ks.nextInter)
+	var k *caKey
+	var err error
+	if cfg.Upstream != nil {
+		k, err = a.activateUnderUpstream(ctx, ks.nextInter)
+	} else {
+		k, err = activateIntermediate(ctx, cfg, ks.root, ks.nextInter)
+	}
 	if err != nil {
 		return err
 	}
@@ -522,10 +529,15 @@ func earlierOf(a, b time.Time) time.Time {
 	return b
 }
 
-// advanceKeys runs the key schedule now and audits what it did.
+// advanceKeys runs the key schedule now and audits what it did. An
+// upstream is asked to sign a due intermediate before a.mu is taken.
 func (a *Authority) advanceKeys(ctx context.Context, force string, adminUID uint32) ([]keyEvent, error) {
+	if force == "" {
+		a.presignIntermediate(ctx)
+	}
 	a.mu.Lock()
 	events, err := a.advanceKeysLocked(ctx, force)
+	a.presigned = nil // an answer is for this step only
 	a.mu.Unlock()
 	a.auditKeyEvents(ctx, events, adminUID)
 	return events, err

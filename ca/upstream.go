@@ -85,6 +85,78 @@ func signByUpstream(ctx context.Context, cfg *Config, next *caKey, notAfter time
 	return cert, inters, rootDER, nil
 }
 
+// upstreamAnswer is the upstream's answer for the prepared intermediate
+// id: its certificate, chain and roots, or the error.
+type upstreamAnswer struct {
+	id           string
+	cert         *x509.Certificate
+	chain, roots [][]byte
+	err          error
+}
+
+// presignIntermediate asks the upstream, without a.mu held, to sign the
+// prepared intermediate when its activation is due, and keeps the answer
+// for activateUnderUpstream: a slow or silent upstream (up to
+// upstreamTimeout) then holds up no admin request that needs a.mu.
+func (a *Authority) presignIntermediate(ctx context.Context) {
+	if a.cfg.Upstream == nil {
+		return
+	}
+	a.mu.Lock()
+	ks, now := a.keys, a.cfg.Time()
+	due := ks.inter != nil && (!now.Before(ks.inter.rotateAt()) || !a.underActiveRoot(ks, ks.inter))
+	if due && ks.nextInter == nil {
+		// Due with no key prepared (the server was down at its prepare
+		// time): prepare it now, as stepIntermediate would. Not in any
+		// snapshot, so nothing is published.
+		k, err := prepareIntermediate(ctx, &a.cfg, now)
+		if err != nil {
+			a.mu.Unlock()
+			return // stepIntermediate tries again, and reports it
+		}
+		ks = ks.clone()
+		ks.nextInter = k
+		a.keys = ks
+	}
+	next := ks.nextInter
+	a.mu.Unlock()
+	if !due {
+		return
+	}
+	ans := &upstreamAnswer{id: next.id}
+	ans.cert, ans.chain, ans.roots, ans.err = signByUpstream(ctx, &a.cfg, next, now.Add(a.cfg.IntermediateTTL))
+	a.mu.Lock()
+	a.presigned = ans
+	a.mu.Unlock()
+}
+
+// activateUnderUpstream makes the prepared intermediate next active with
+// the certificate the upstream signed: the answer presignIntermediate
+// got for it (its failure too: the upstream is not asked twice in one
+// step), or one asked for now (a forced rotation, the first start).
+// Callers hold a.mu.
+func (a *Authority) activateUnderUpstream(ctx context.Context, next *caKey) (*caKey, error) {
+	cfg := &a.cfg
+	now := cfg.Time()
+	ans := a.presigned
+	a.presigned = nil
+	if ans == nil || ans.id != next.id || ans.err == nil && ans.cert.NotAfter.Sub(now) < 2*cfg.MaxSVIDTTL {
+		ans = &upstreamAnswer{id: next.id}
+		ans.cert, ans.chain, ans.roots, ans.err = signByUpstream(ctx, cfg, next, now.Add(cfg.IntermediateTTL))
+	}
+	if ans.err != nil {
+		return nil, ans.err
+	}
+	k := &caKey{id: next.id, kind: kindIntermediate, cert: ans.cert, signer: next.signer, rec: next.rec}
+	k.rec.Certificate, k.rec.NotAfter, k.rec.ActivatesAt = ans.cert.Raw, ans.cert.NotAfter, now
+	k.rec.UpstreamChain, k.rec.UpstreamRoots = ans.chain, ans.roots
+	k.rec = activate(k.rec, now, k.rotateAt())
+	if err := cfg.Store.PutKey(ctx, k.rec); err != nil {
+		return nil, fmt.Errorf("ca: recording %s key: %w", kindIntermediate, err)
+	}
+	return k, nil
+}
+
 // checkUpstreamChain checks what an upstream returned for the key next:
 // a CA certificate for that key and the trust domain's ID, valid now,
 // chaining through the rest of chain to one of roots.

@@ -391,3 +391,72 @@ func TestUpstreamBackdatedRotation(t *testing.T) {
 		t.Fatalf("the upstream was asked %d times at the rotation, want 2", n)
 	}
 }
+
+// hangingUpstream answers no request until release is closed.
+type hangingUpstream struct {
+	Upstream
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (h *hangingUpstream) SignIntermediate(ctx context.Context, csr *x509.CertificateRequest, lifetime time.Duration) ([]*x509.Certificate, []*x509.Certificate, error) {
+	select {
+	case h.entered <- struct{}{}:
+	default:
+	}
+	select {
+	case <-h.release:
+		return h.Upstream.SignIntermediate(ctx, csr, lifetime)
+	case <-ctx.Done():
+		return nil, nil, ctx.Err()
+	}
+}
+
+// TestUpstreamSlowHoldsNothing: while the upstream takes its time to
+// answer a scheduled rotation, admin changes (a new entry) go through,
+// and the JWT key rotates on schedule even when the upstream fails.
+func TestUpstreamSlowHoldsNothing(t *testing.T) {
+	env := newEnv(t)
+	root := newTestCA(t, "operator root", nil)
+	disk := writeDisk(t, env, root.key, root.cert)
+	up := &hangingUpstream{Upstream: disk, entered: make(chan struct{}, 1), release: make(chan struct{})}
+	close(up.release) // the first intermediate is signed at once
+	a := env.open(t, func(c *Config) { scheduleConfig(c); c.Upstream = up })
+	<-up.entered // the first intermediate's request
+	up.release = make(chan struct{})
+	env.clock.Advance(a.keys.inter.rotateAt().Sub(env.clock.Now()))
+	done := make(chan error, 1)
+	go func() { _, err := a.advanceKeys(context.Background(), "", 0); done <- err }()
+	<-up.entered
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := a.CreateEntry(ctx, EntryRequest{SPIFFEID: "spiffe://example.org/while-waiting", Selectors: []string{"unix:uid:1"}}); err != nil {
+		t.Fatalf("an entry could not be created while the upstream was answering: %v", err)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("the rotation finished (%v) before the upstream answered", err)
+	default:
+	}
+	close(up.release)
+	if err := <-done; err != nil {
+		t.Fatalf("rotation once the upstream answered: %v", err)
+	}
+
+	// The upstream fails: the JWT key rotates all the same.
+	flaky := &flakyUpstream{Upstream: disk}
+	a.cfg.Upstream = flaky
+	flaky.down.Store(true)
+	jwtBefore := a.keys.jwt.active.id
+	env.clock.Advance(a.keys.inter.rotateAt().Sub(env.clock.Now()))
+	env.clock.Advance(a.cfg.JWTKeyTTL)
+	if _, err := a.advanceKeys(context.Background(), "", 0); !errors.Is(err, ErrUpstream) {
+		t.Fatalf("rotation with the upstream down: %v, want ErrUpstream", err)
+	}
+	if a.keys.jwt.active.id == jwtBefore {
+		t.Fatal("the JWT key did not rotate while the upstream was down")
+	}
+	if n := flaky.calls.Load(); n != 1 {
+		t.Fatalf("the upstream was asked %d times in one step, want 1", n)
+	}
+}
