@@ -43,3 +43,19 @@ func TestUpstreamFlagsCheck(t *testing.T) {
 		})
 	}
 }
+
+// TestUpstreamStepCAWithoutTag: a binary built without -tags stepca
+// refuses --upstream stepca, naming the tag.
+func TestUpstreamStepCAWithoutTag(t *testing.T) {
+	saved := newStepCAUpstream
+	newStepCAUpstream = nil
+	defer func() { newStepCAUpstream = saved }()
+	u := upstreamFlags{kind: "stepca", url: "https://ca", rootFile: "/r", provisioner: "p", passwordFile: "/pw"}
+	ps := u.check()
+	if len(ps) != 1 || ps[0].key != "upstream" || !strings.Contains(ps[0].msg, "-tags stepca") {
+		t.Fatalf("problems %+v, want one on upstream naming -tags stepca", ps)
+	}
+	if _, err := u.open(); err == nil || !strings.Contains(err.Error(), "-tags stepca") {
+		t.Fatalf("open: %v, want an error naming -tags stepca", err)
+	}
+}
