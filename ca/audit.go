@@ -266,7 +266,7 @@ func (a *Authority) signAuditHead(head *storage.AuditHead) error {
 		return fmt.Errorf("ca: signing the audit head: %w", err)
 	}
 	head.Signature = sig
-	head.Chain = [][]byte{s.signer.cert.Raw}
+	head.Chain = append([][]byte{s.signer.cert.Raw}, s.signer.rec.UpstreamChain...)
 	for _, r := range s.bundle.X509Authorities() {
 		head.Chain = append(head.Chain, r.Raw)
 	}

@@ -120,6 +120,13 @@ type Config struct {
 	// pruned (hourly), and the trail still verifies (see Authority.Audit).
 	// Default DefaultAuditRetention (365 days); negative keeps every record.
 	AuditRetention time.Duration
+	// Upstream, when set, signs every intermediate in place of a root of
+	// the authority's own (see upstream.go): no root key is made, the
+	// trust bundle is the upstream's roots, RootTTL and RootPrepareLead
+	// play no part, and a root of the authority's own from before stays
+	// in the bundle only until the last intermediate it signed expires.
+	// Nil: the authority is its own root.
+	Upstream Upstream
 	// KeyManager is where the private keys of the CA and JWT keys are
 	// made and used: empty, files in KeyDir; else the URI of a key
 	// manager of go.step.sm/crypto/kms whose backend the binary links,
@@ -264,6 +271,10 @@ type Authority struct {
 	started time.Time
 	// rotateKick wakes the rotation loop after a forced rotation.
 	rotateKick chan struct{}
+	// presigned is what the upstream answered, asked without a.mu held,
+	// for the prepared intermediate due to activate (see
+	// presignIntermediate); guarded by a.mu.
+	presigned *upstreamAnswer
 
 	// issueMu is read-held while an SVID or token is signed and recorded,
 	// and write-held while a revocation lists the serials to revoke.
@@ -330,7 +341,13 @@ func New(ctx context.Context, cfg Config) (*Authority, error) {
 	// Resume the schedule where it stood: activate what is due, prepare
 	// what is next, create what is missing.
 	keyEvents, err := a.advanceKeysLocked(ctx, "")
-	if err != nil {
+	switch {
+	case err != nil && errors.Is(err, ErrUpstream) && a.keys.inter != nil && a.cfg.Time().Before(a.keys.inter.cert.NotAfter):
+		// The recorded intermediate still signs; the rotation loop asks
+		// the upstream again, with backoff.
+		a.log.Warn("the upstream authority did not sign the next intermediate; the current one signs until it does",
+			slog.String(logkey.KeyID, a.keys.inter.id), slog.String("expires", utc(a.keys.inter.cert.NotAfter)), slog.Any(logkey.Error, err))
+	case err != nil:
 		return nil, err
 	}
 	entries, err := a.store.ListEntries(ctx)
@@ -359,10 +376,14 @@ func New(ctx context.Context, cfg Config) (*Authority, error) {
 		a.auditMu.Unlock()
 	}
 	a.auditKeyEvents(ctx, keyEvents, uint32(os.Geteuid()))
+	rootExpires := "upstream"
+	if a.keys.root != nil {
+		rootExpires = a.keys.root.cert.NotAfter.UTC().Format(time.RFC3339)
+	}
 	a.log.Info("authority ready",
 		slog.String(logkey.TrustDomain, cfg.TrustDomain.String()),
 		slog.Int(logkey.Count, len(entries)),
-		slog.String("root_expires", a.keys.root.cert.NotAfter.UTC().Format(time.RFC3339)),
+		slog.String("root_expires", rootExpires),
 		slog.String("intermediate_expires", a.keys.current().cert.NotAfter.UTC().Format(time.RFC3339)))
 
 	a.svidKeys = newKeyPool(svidKeyPoolSize)
@@ -409,9 +430,10 @@ func (a *Authority) publishLocked() {
 // (see nextKeyEventLocked), or a forced rotation changed the schedule.
 func (a *Authority) rotateLoop() {
 	defer a.wg.Done()
-	// After a failure, try again soon: the current keys stay valid for a
+	// After a failure, try again soon, then less and less often (an
+	// upstream authority may be down): the current keys stay valid for a
 	// good part of the intermediate's life.
-	retry := min(max(a.cfg.IntermediateTTL/16, time.Second), time.Minute)
+	b := newBackoff(a.cfg.IntermediateTTL)
 	for {
 		a.mu.Lock()
 		next := a.nextKeyEventLocked()
@@ -426,16 +448,56 @@ func (a *Authority) rotateLoop() {
 			continue
 		case <-t.C:
 		}
-		if err := a.scheduledRotation(context.Background()); err != nil {
-			a.log.Error("key rotation failed", slog.Any(logkey.Error, err))
-			select {
-			case <-a.stop:
-				return
-			case <-time.After(retry):
-			}
+		err := a.scheduledRotation(context.Background())
+		if err == nil {
+			b.reset()
+			continue
+		}
+		wait := b.next()
+		if errors.Is(err, ErrUpstream) {
+			a.mu.Lock()
+			cur := a.keys.inter
+			a.mu.Unlock()
+			a.log.Warn("the upstream authority did not sign the next intermediate; the current one signs on, and the upstream is asked again",
+				slog.String("retry_in", wait.String()), slog.String(logkey.KeyID, cur.id),
+				slog.String("expires", utc(cur.cert.NotAfter)), slog.Any(logkey.Error, err))
+		} else {
+			a.log.Error("key rotation failed", slog.String("retry_in", wait.String()), slog.Any(logkey.Error, err))
+		}
+		select {
+		case <-a.stop:
+			return
+		case <-a.rotateKick:
+		case <-time.After(wait):
 		}
 	}
 }
+
+// backoff is the delay between failed rotations: it starts at
+// IntermediateTTL/16 (between 1s and 1m) and doubles up to
+// IntermediateTTL/8 (at most 15m, at least the first delay), so that an
+// intermediate rotating at half its life is tried at least four times
+// before it expires.
+type backoff struct {
+	first, max, cur time.Duration
+}
+
+func newBackoff(interTTL time.Duration) *backoff {
+	first := min(max(interTTL/16, time.Second), time.Minute)
+	return &backoff{first: first, max: max(first, min(interTTL/8, 15*time.Minute))}
+}
+
+// next returns the delay before the next try, and doubles the one after.
+func (b *backoff) next() time.Duration {
+	if b.cur == 0 {
+		b.cur = b.first
+	}
+	d := b.cur
+	b.cur = min(2*b.cur, b.max)
+	return d
+}
+
+func (b *backoff) reset() { b.cur = 0 }
 
 // scheduledRotation takes the steps of the key schedule that are due, and
 // records them (or their failure) in the audit trail.

@@ -1,7 +1,8 @@
 // Package ca is the certificate authority of one SPIFFE trust domain.
 //
-// An [Authority] owns the key hierarchy (a self-signed root and an
-// intermediate signing CA under it, replaced at half its life), the
+// An [Authority] owns the key hierarchy (a self-signed root, or the
+// roots of an [Upstream] authority that signs in its place (upstream.go),
+// and an intermediate signing CA under it, replaced at half its life), the
 // JWT signing key, every one rotated with overlap on a persisted schedule
 // (a next key is published before it signs, a replaced one stays trusted
 // until what it signed has expired: see rotation.go, [Authority.RotateKey]

@@ -24,7 +24,8 @@ type X509SVID struct {
 	EntryID string
 	// Revision is the entry revision it was issued for.
 	Revision uint64
-	// CertChainDER is the leaf followed by the intermediate, concatenated DER.
+	// CertChainDER is the leaf followed by the intermediate (and, under an
+	// upstream authority, the upstream's intermediates), concatenated DER.
 	CertChainDER []byte
 	// KeyDER is the private key, PKCS#8 DER.
 	KeyDER []byte

@@ -50,9 +50,16 @@ type caKey struct {
 }
 
 // rotateAt is when an intermediate should be replaced: half-way through
-// its life.
+// its life. The life of one an upstream signed counts from when it
+// started to sign, not from its NotBefore: an upstream may backdate it
+// further than badge does (step-ca: a minute), and half of the life
+// before activation must not be counted.
 func (k *caKey) rotateAt() time.Time {
-	return k.cert.NotBefore.Add(k.cert.NotAfter.Sub(k.cert.NotBefore) / 2)
+	start := k.cert.NotBefore
+	if len(k.rec.UpstreamRoots) > 0 && k.rec.ActivatesAt.After(start) {
+		start = k.rec.ActivatesAt
+	}
+	return start.Add(k.cert.NotAfter.Sub(start) / 2)
 }
 
 // with returns a copy of k with the record rec.
@@ -191,7 +198,25 @@ func loadKeys(ctx context.Context, cfg *Config) (*keySet, keyFixes, error) {
 		fixes = append(fixes, rec)
 		ks.replaceRoot(ks.root, ks.root.with(rec))
 	}
-	if ks.root == nil {
+	if cfg.Upstream != nil {
+		// The upstream's roots replace this authority's own: an own root
+		// signs no more, and stays in the bundle until the last
+		// intermediate it signed has expired.
+		for _, r := range []*caKey{ks.nextRoot, ks.root} {
+			if r == nil {
+				continue
+			}
+			remove := now
+			if r == ks.root {
+				remove = rootRemoveAt(r, inters, now)
+			}
+			rec := retire(r.rec, now, remove)
+			fixes = append(fixes, rec)
+			ks.replaceRoot(r, r.with(rec))
+		}
+		ks.root, ks.nextRoot = nil, nil
+		ks.roots = upstreamRoots(ks, inters, now)
+	} else if ks.root == nil {
 		k, err := createRoot(ctx, cfg, now, storage.KeyActive)
 		if err != nil {
 			return nil, nil, err
@@ -208,7 +233,7 @@ func loadKeys(ctx context.Context, cfg *Config) (*keySet, keyFixes, error) {
 			if err != nil {
 				return nil, nil, err
 			}
-			if !ks.inBundle(k.cert) {
+			if !ks.inBundle(k) {
 				continue // issued by a root that left the bundle
 			}
 			if ks.inter != nil {
@@ -234,14 +259,32 @@ func loadKeys(ctx context.Context, cfg *Config) (*keySet, keyFixes, error) {
 	return ks, append(fixes, jwtFixes...), nil
 }
 
-// inBundle reports whether cert was signed by a root of the bundle.
-func (ks *keySet) inBundle(cert *x509.Certificate) bool {
+// inBundle reports whether the certificate of k was signed by a root of
+// the bundle, directly or through the upstream intermediates recorded
+// with it. Only signatures are judged, not validity periods.
+func (ks *keySet) inBundle(k *caKey) bool {
 	for _, r := range ks.roots {
-		if cert.CheckSignatureFrom(r.cert) == nil {
+		if k.cert.CheckSignatureFrom(r.cert) == nil {
 			return true
 		}
 	}
-	return false
+	if len(k.rec.UpstreamChain) == 0 {
+		return false
+	}
+	roots, inter := x509.NewCertPool(), x509.NewCertPool()
+	for _, r := range ks.roots {
+		roots.AddCert(r.cert)
+	}
+	for _, der := range k.rec.UpstreamChain {
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			return false
+		}
+		inter.AddCert(c)
+	}
+	_, err := k.cert.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: k.cert.NotBefore.Add(time.Second),
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+	return err == nil
 }
 
 // replaceRoot puts new in place of old in the bundle and the set.
@@ -341,7 +384,8 @@ func prepareIntermediate(ctx context.Context, cfg *Config, activates time.Time) 
 
 // activateIntermediate signs the certificate of the prepared intermediate
 // next with root, valid for IntermediateTTL from now (at most until the
-// root expires), and records it active.
+// root expires), and records it active. Under an upstream see
+// Authority.activateUnderUpstream.
 func activateIntermediate(ctx context.Context, cfg *Config, root, next *caKey) (*caKey, error) {
 	now := cfg.Time()
 	notAfter := now.Add(cfg.IntermediateTTL)

@@ -59,6 +59,10 @@ const (
 // ErrUnknownKeyKind is wrapped by RotateKey for a kind it does not know.
 var ErrUnknownKeyKind = errors.New("ca: unknown key kind")
 
+// ErrUpstreamRoot is wrapped by RotateKey for the root under an upstream
+// authority: the root is the upstream's, rotated there.
+var ErrUpstreamRoot = errors.New("ca: the root belongs to the upstream authority; rotate it there (new intermediates then chain to the new root)")
+
 // Audit actions of the key schedule besides AuditKeyRotate.
 const (
 	// AuditKeyPrepare: a next root or JWT key was published.
@@ -106,12 +110,24 @@ func (a *Authority) advanceKeysLocked(ctx context.Context, force string) ([]keyE
 	old := a.keys
 	ks := old.clone()
 	var events []keyEvent
-	err := a.stepRoots(ctx, ks, now, force, &events)
+	var err error
+	if cfg.Upstream == nil {
+		err = a.stepRoots(ctx, ks, now, force, &events)
+	}
 	if err == nil {
 		err = a.stepIntermediate(ctx, ks, now, force, &events)
 	}
-	if err == nil {
-		err = a.stepJWT(ctx, ks, now, force, &events)
+	if cfg.Upstream != nil {
+		recs, lerr := cfg.Store.ListKeys(ctx)
+		if lerr != nil {
+			err = errors.Join(err, fmt.Errorf("ca: listing keys: %w", lerr))
+		} else {
+			ks.roots = upstreamRoots(ks, recs, now)
+		}
+	}
+	if err == nil || errors.Is(err, ErrUpstream) {
+		// An upstream that fails delays the intermediate, not the JWT key.
+		err = errors.Join(err, a.stepJWT(ctx, ks, now, force, &events))
 	}
 	removed := a.dropRetired(ks, now, &events)
 	a.keys = ks
@@ -203,7 +219,7 @@ func (a *Authority) stepRoots(ctx context.Context, ks *keySet, now time.Time, fo
 func (a *Authority) stepIntermediate(ctx context.Context, ks *keySet, now time.Time, force string, events *[]keyEvent) error {
 	cfg := &a.cfg
 	due := ks.inter == nil || force == RotateIntermediate || !now.Before(ks.inter.rotateAt()) ||
-		ks.inter.cert.CheckSignatureFrom(ks.root.cert) != nil
+		!a.underActiveRoot(ks, ks.inter)
 	if due && force == RotateIntermediate && ks.nextInter != nil {
 		// Made alongside the key feared compromised: never used.
 		a.discard(ctx, ks.nextInter.rec, now)
@@ -223,7 +239,13 @@ func (a *Authority) stepIntermediate(ctx context.Context, ks *keySet, now time.T
 	if !due {
 		return nil
 	}
-	k, err := activateIntermediate(ctx, cfg, ks.root, ks.nextInter)
+	var k *caKey
+	var err error
+	if cfg.Upstream != nil {
+		k, err = a.activateUnderUpstream(ctx, ks.nextInter)
+	} else {
+		k, err = activateIntermediate(ctx, cfg, ks.root, ks.nextInter)
+	}
 	if err != nil {
 		return err
 	}
@@ -232,8 +254,11 @@ func (a *Authority) stepIntermediate(ctx context.Context, ks *keySet, now time.T
 	how := "scheduled rotation of the intermediate CA"
 	if force == RotateIntermediate {
 		how = "forced rotation of the intermediate CA"
-	} else if force == RotateRoot || prev != nil && prev.cert.CheckSignatureFrom(ks.root.cert) != nil {
+	} else if force == RotateRoot || prev != nil && !a.underActiveRoot(ks, prev) {
 		how = "rotation of the intermediate CA under the new root"
+		if cfg.Upstream != nil {
+			how = "rotation of the intermediate CA under the upstream authority"
+		}
 	}
 	if prev != nil {
 		retired := retire(prev.rec, now, prev.cert.NotAfter)
@@ -449,6 +474,15 @@ func (a *Authority) removeKeys(ctx context.Context, ks *keySet, now time.Time, g
 	}
 }
 
+// underActiveRoot reports whether inter is signed by the active root, or
+// under an upstream by the upstream.
+func (a *Authority) underActiveRoot(ks *keySet, inter *caKey) bool {
+	if a.cfg.Upstream != nil {
+		return len(inter.rec.UpstreamRoots) > 0
+	}
+	return inter.cert.CheckSignatureFrom(ks.root.cert) == nil
+}
+
 // nextKeyEventLocked is when the key schedule next has something to do.
 func (a *Authority) nextKeyEventLocked() time.Time {
 	cfg, ks := &a.cfg, a.keys
@@ -456,7 +490,9 @@ func (a *Authority) nextKeyEventLocked() time.Time {
 	if ks.nextInter == nil {
 		t = t.Add(-cfg.interPrepareLead())
 	}
-	if ks.nextRoot == nil {
+	if ks.root == nil {
+		// Under an upstream: its roots follow the intermediates.
+	} else if ks.nextRoot == nil {
 		t = earlierOf(t, cfg.retiresAt(ks.root).Add(-cfg.RootPrepareLead))
 	} else {
 		t = earlierOf(t, ks.nextRoot.rec.ActivatesAt)
@@ -493,10 +529,15 @@ func earlierOf(a, b time.Time) time.Time {
 	return b
 }
 
-// advanceKeys runs the key schedule now and audits what it did.
+// advanceKeys runs the key schedule now and audits what it did. An
+// upstream is asked to sign a due intermediate before a.mu is taken.
 func (a *Authority) advanceKeys(ctx context.Context, force string, adminUID uint32) ([]keyEvent, error) {
+	if force == "" {
+		a.presignIntermediate(ctx)
+	}
 	a.mu.Lock()
 	events, err := a.advanceKeysLocked(ctx, force)
+	a.presigned = nil // an answer is for this step only
 	a.mu.Unlock()
 	a.auditKeyEvents(ctx, events, adminUID)
 	return events, err
@@ -533,6 +574,11 @@ type KeyRotation struct {
 func (a *Authority) RotateKey(ctx context.Context, kind string, adminUID uint32) (KeyRotation, error) {
 	if kind != RotateRoot && kind != RotateIntermediate && kind != RotateJWT {
 		err := &InvalidError{Field: "kind", Value: kind, Err: fmt.Errorf("%w: want root, intermediate or jwt", ErrUnknownKeyKind)}
+		a.Audit(ctx, AuditEvent{AdminUID: adminUID, Action: AuditKeyRotate, Target: kind, Detail: "forced rotation", Err: err})
+		return KeyRotation{}, err
+	}
+	if kind == RotateRoot && a.cfg.Upstream != nil {
+		err := &InvalidError{Field: "kind", Value: kind, Err: ErrUpstreamRoot}
 		a.Audit(ctx, AuditEvent{AdminUID: adminUID, Action: AuditKeyRotate, Target: kind, Detail: "forced rotation", Err: err})
 		return KeyRotation{}, err
 	}
@@ -603,7 +649,8 @@ type KeyStatus struct {
 	Kind string `json:"kind"`
 	// ID identifies the key (a JWT key's kid).
 	ID string `json:"id"`
-	// State is prepared, active or retired.
+	// State is prepared, active or retired; KeyUpstream for a root of an
+	// upstream authority.
 	State storage.KeyState `json:"state"`
 	// CreatedAt is when the key was made.
 	CreatedAt time.Time `json:"created_at"`
@@ -626,9 +673,14 @@ type KeyStatus struct {
 	PrivateKey string `json:"private_key"`
 }
 
+// KeyUpstream is the state KeyStatuses gives a root of an upstream
+// authority: in the bundle, its key held by the upstream.
+const KeyUpstream storage.KeyState = "upstream"
+
 // KeyStatuses returns every key the authority keeps a record of,
 // prepared, active and retired: roots, then intermediates, then JWT keys,
-// each in (CreatedAt, ID) order.
+// each in (CreatedAt, ID) order. Under an upstream authority its roots in
+// the bundle come first, with State KeyUpstream.
 func (a *Authority) KeyStatuses(ctx context.Context) ([]KeyStatus, error) {
 	recs, err := a.store.ListKeys(ctx)
 	if err != nil {
@@ -637,6 +689,18 @@ func (a *Authority) KeyStatuses(ctx context.Context) ([]KeyStatus, error) {
 	order := map[string]int{kindRoot: 0, kindIntermediate: 1, kindJWT: 2}
 	slices.SortStableFunc(recs, func(x, y storage.Key) int { return order[x.Kind] - order[y.Kind] })
 	out := make([]KeyStatus, 0, len(recs))
+	a.mu.Lock()
+	roots := a.keys.roots
+	a.mu.Unlock()
+	for _, r := range roots {
+		if r.rec.ID != "" {
+			continue // recorded: listed below
+		}
+		sum := sha256.Sum256(r.cert.RawSubjectPublicKeyInfo)
+		out = append(out, KeyStatus{Kind: RotateRoot, ID: r.id, State: KeyUpstream,
+			CreatedAt: r.cert.NotBefore.UTC(), NotAfter: r.cert.NotAfter.UTC(),
+			Fingerprint: "SHA256:" + hex.EncodeToString(sum[:]), PrivateKey: "upstream"})
+	}
 	for _, r := range recs {
 		sum := sha256.Sum256(r.PublicKey)
 		where := r.PrivateRef

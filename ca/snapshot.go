@@ -46,7 +46,7 @@ type Snapshot struct {
 	bundle    *x509bundle.Bundle
 	bundleDER []byte // the root certificates, concatenated DER
 	signer    *caKey
-	chainDER  []byte     // the intermediate, appended to every leaf
+	chainDER  []byte     // the intermediate and the upstream's intermediates, appended to every leaf
 	jwt       *jwtKeySet // JWT signing key and published keys (JWKS)
 
 	revocations *revocationState
@@ -76,7 +76,7 @@ func newSnapshot(td spiffeid.TrustDomain, recs []storage.Entry, keys *keySet, re
 		bundle:    x509bundle.FromX509Authorities(td, roots),
 		bundleDER: bundleDER,
 		signer:    keys.current(),
-		chainDER:  keys.current().cert.Raw,
+		chainDER:  slices.Concat(append([][]byte{keys.current().cert.Raw}, keys.current().rec.UpstreamChain...)...),
 		jwt:       keys.jwt,
 		done:      make(chan struct{}),
 

@@ -216,6 +216,14 @@ type Key struct {
 	// and its record and private key are deleted: once everything it
 	// signed has expired. Zero for a key that is not retired.
 	RemoveAt time.Time `json:"remove_at,omitzero"`
+	// UpstreamChain holds, for an intermediate signed by an upstream
+	// authority, the upstream's intermediate certificates (DER) between
+	// Certificate and a root, in order; SVIDs carry them in their chain.
+	UpstreamChain [][]byte `json:"upstream_chain,omitempty"`
+	// UpstreamRoots holds, for an intermediate signed by an upstream
+	// authority, the upstream's root certificates (DER) it chains to: they
+	// are in the trust bundle while the intermediate has not expired.
+	UpstreamRoots [][]byte `json:"upstream_roots,omitempty"`
 }
 
 // Validate reports whether k can be stored. The error wraps ErrInvalid.

@@ -61,6 +61,7 @@ type serverConfig struct {
 	limits          limitFlags
 	agents          agentFlags
 	checkConfig     bool
+	upstream        upstreamFlags
 
 	// level is the logger's level, which a reload may change.
 	level *slog.LevelVar
@@ -155,6 +156,10 @@ func serve(ctx context.Context, c serverConfig, td spiffeid.TrustDomain, log *sl
 	}
 	defer store.Close()
 
+	up, err := c.upstream.open()
+	if err != nil {
+		return err
+	}
 	auth, err := ca.New(ctx, ca.Config{
 		TrustDomain:     td,
 		Store:           store,
@@ -170,6 +175,7 @@ func serve(ctx context.Context, c serverConfig, td spiffeid.TrustDomain, log *sl
 		JWTTTL:          c.jwtTTL,
 		JWTIssuer:       c.jwtIssuer,
 		AuditRetention:  c.auditRetention,
+		Upstream:        up,
 		Logger:          log,
 	})
 	if err != nil {

@@ -76,6 +76,7 @@ func (e *env) serverFlags(c *serverConfig) *flag.FlagSet {
 	fs.StringVar(&c.logFormat, "log-format", c.logFormat, "text or json")
 	c.limits.register(fs)
 	c.agents.register(fs)
+	c.upstream.register(fs)
 	return fs
 }
 
@@ -120,7 +121,7 @@ func (st *serverSettings) check(getenv func(string) string) {
 		}
 		return fmt.Sprintf("%s = %s (default)", key, v)
 	}
-	for _, p := range append(c.limits.check(), c.agents.check()...) {
+	for _, p := range append(append(c.limits.check(), c.agents.check()...), c.upstream.check()...) {
 		p.at = st.at(p.key)
 		st.problems = append(st.problems, p)
 	}
