@@ -463,10 +463,10 @@ func TestE2EAgentSDKServerRestart(t *testing.T) {
 // client behind another agent that still presents its certificate after
 // `badge revoke --id`, within a second of the command returning: a client
 // whose ID is also blocked (its source keeps the last SVID it got), and
-// one that holds a copy of its certificate while its ID is reissued. The
-// server learns of the revocation only from the CRL its agent streams. A
-// client that is not revoked, and a fresh one of the reissued ID, still
-// get through.
+// one that holds a copy of its certificate while its ID is reissued, also
+// right after the intermediate rotated. The server learns of the
+// revocation only from the CRL its agent streams. A client that is not
+// revoked, and a fresh one of the reissued ID, still get through.
 func TestE2EAgentSDKRefusesRevoked(t *testing.T) {
 	requireRoot(t)
 	f := startFleet(t)
@@ -495,13 +495,17 @@ func TestE2EAgentSDKRefusesRevoked(t *testing.T) {
 	}
 
 	for _, tc := range []struct {
-		name  string
-		uid   uint32
-		id    string
-		block bool // revoke with --block; else the client holds its first SVID
+		name   string
+		uid    uint32
+		id     string
+		block  bool // revoke with --block; else the client holds its first SVID
+		rotate bool // rotate the intermediate before revoking
 	}{
-		{"blocked ID", 1003, sdkInventoryID, true},
-		{"held copy of a reissued ID", 1002, sdkPaymentsID, false},
+		{"blocked ID", 1003, sdkInventoryID, true, false},
+		{"held copy of a reissued ID", 1002, sdkPaymentsID, false, false},
+		// The server's SVID predates the rotation; the CRLs that follow
+		// are signed by the new intermediate.
+		{"held copy, after an intermediate rotation", 1002, sdkPaymentsID, false, true},
 	} {
 		env := clientEnv(envSDKCount+"=0", envSDKInterval+"=20ms")
 		if !tc.block {
@@ -516,6 +520,9 @@ func TestE2EAgentSDKRefusesRevoked(t *testing.T) {
 			t.Fatalf("%s: the server refused clients before any revocation:\n%s", tc.name, describeEvents(refused))
 		}
 
+		if tc.rotate {
+			f.mustBadge("keys", "rotate", "--kind", "intermediate")
+		}
 		args := []string{"revoke", "--id", tc.id}
 		if tc.block {
 			args = append(args, "--block")
