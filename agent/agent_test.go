@@ -3,8 +3,11 @@ package agent
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"crypto/x509"
 	"errors"
 	"log/slog"
+	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -732,6 +735,72 @@ func TestRefusedInHandshake(t *testing.T) {
 	} {
 		if got := status.Code(refusedInHandshake(tc.err)); got != tc.want {
 			t.Errorf("refusedInHandshake(%v) = %v, want %v", tc.err, got, tc.want)
+		}
+	}
+}
+
+// TestSourceReplacesSVIDOfAnotherCA: a held SVID whose CA did not sign the
+// CRL (the server's intermediate rotated since it was issued) is replaced
+// at once, so that its holder can verify the CRLs to come; the
+// replacement, of the CA that signs the CRL, is then reused.
+func TestSourceReplacesSVIDOfAnotherCA(t *testing.T) {
+	clock := testclock.New(time.Now())
+	f := newFakeServer(t, clock.Now)
+	f.addEntry("e1", "spiffe://example.org/web", "unix:uid:1001")
+	a := connected(t, clock, f)
+	src := a.Source()
+	ctx := context.Background()
+	u, err := src.X509(ctx, workload.X509Request{Caller: caller("1001")})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// The same SVID, as the previous intermediate under the same root
+	// (same name, another key) issued it.
+	key, err := newKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur := f.ca.Intermediate
+	prevDER, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{SerialNumber: big.NewInt(2), Subject: cur.Subject,
+		NotBefore: cur.NotBefore, NotAfter: cur.NotAfter, IsCA: true, BasicConstraintsValid: true, MaxPathLenZero: true,
+		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign}, f.ca.Root, key.Public(), f.ca.RootSigner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prev, err := x509.ParseCertificate(prevDER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(u.SVIDs[0].CertChainDER[:len(u.SVIDs[0].CertChainDER)-len(cur.Raw)])
+	if err != nil {
+		t.Fatal(err)
+	}
+	leafDER, err := x509.CreateCertificate(rand.Reader, leaf, prev, leaf.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := u.SVIDs[0]
+	old.CertChainDER = append(leafDER, prevDER...)
+
+	for _, tc := range []struct {
+		name   string
+		held   workload.X509SVID
+		reused bool
+	}{
+		{"of the CA that signs the CRL", u.SVIDs[0], true},
+		{"of the previous intermediate", old, false},
+	} {
+		signed := f.count("SignX509")
+		r, err := src.X509(ctx, workload.X509Request{Caller: caller("1001"), Held: []workload.X509SVID{tc.held}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if reused := r.SVIDs[0].Serial == tc.held.Serial && f.count("SignX509") == signed; reused != tc.reused {
+			t.Errorf("held SVID %s: serial %s then %s, %d signatures; want reused=%v", tc.name, tc.held.Serial, r.SVIDs[0].Serial, f.count("SignX509")-signed, tc.reused)
+		}
+		if !a.State().CRLVerifies(r.SVIDs[0].CertChainDER) {
+			t.Errorf("held SVID %s: the CRL does not verify against the CA of the SVID handed out", tc.name)
 		}
 	}
 }

@@ -28,10 +28,10 @@ import (
 // workload.Source and workload.JWTSource of `badge agent`. It matches
 // callers against the latest State, and owns the same reuse policy as the
 // server's own socket (ca.WorkloadSource): an SVID a stream holds is handed
-// out again while it was issued for the same entry revision, is short of
-// half its life and is not in the CRL; otherwise it is replaced, with a
-// new key made here and a CSR the server signs (SignX509). The workload's
-// key never leaves the host.
+// out again while it was issued for the same entry revision by the CA that
+// signed the CRL, is short of half its life and is not in the CRL;
+// otherwise it is replaced, with a new key made here and a CSR the server
+// signs (SignX509). The workload's key never leaves the host.
 //
 // While no server answers, a stream keeps the SVIDs it holds until they
 // expire; a caller that holds none is refused with Unavailable.
@@ -163,7 +163,10 @@ func (s *Source) refresh(ctx context.Context, st *State, entries []*entry, req w
 		for _, h := range req.Held {
 			// A revoked SVID is replaced at once, with a new key: the
 			// legitimate holder keeps working while the stolen copy is dead.
-			if h.EntryID == e.id && h.Revision == e.revision && now.Before(refreshOf(h.NotBefore, h.NotAfter)) && !st.Revoked(h.Serial) {
+			// So is one of a CA that did not sign the CRL (the server's
+			// intermediate rotated), which the holder could not verify.
+			if h.EntryID == e.id && h.Revision == e.revision && now.Before(refreshOf(h.NotBefore, h.NotAfter)) && !st.Revoked(h.Serial) &&
+				st.CRLVerifies(h.CertChainDER) {
 				out[i], reused = h, true
 				break
 			}

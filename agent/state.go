@@ -3,10 +3,12 @@ package agent
 import (
 	"bytes"
 	"crypto/x509"
+	"encoding/asn1"
 	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -50,6 +52,9 @@ type State struct {
 	jwtBundle []byte
 	crl       []byte
 	revoked   map[string]struct{} // serials in the CRL, big.Int.Text(16)
+	crlList   *x509.RevocationList
+	crlByRoot bool     // the CRL verifies against a root: every chain can verify it
+	crlCAs    sync.Map // memo, filled on use: CA certificate DER (string) → whether it signed the CRL
 
 	done chan struct{}
 }
@@ -88,6 +93,12 @@ func newState(u *nodeproto.SyncUpdate, log *slog.Logger) (*State, error) {
 		crl, err := x509.ParseRevocationList(s.crl)
 		if err != nil {
 			return nil, fmt.Errorf("%w: CRL: %v", errBadUpdate, err)
+		}
+		s.crlList = crl
+		for _, r := range s.roots {
+			if bytes.Equal(r.RawSubject, crl.RawIssuer) && crl.CheckSignatureFrom(r) == nil {
+				s.crlByRoot = true
+			}
 		}
 		s.revoked = make(map[string]struct{}, len(crl.RevokedCertificateEntries))
 		for _, r := range crl.RevokedCertificateEntries {
@@ -188,6 +199,44 @@ func (s *State) Kinds() attest.Kind { return s.kinds }
 func (s *State) Revoked(serial string) bool {
 	_, ok := s.revoked[serial]
 	return ok
+}
+
+// CRLVerifies reports whether a workload holding the SVID chain (leaf then
+// CAs, concatenated DER) can verify the CRL of s: the CA that issued the
+// leaf signed it, or a root did, or s has no CRL. A workload verifies a
+// CRL only against the roots and the CAs of its own SVID chains, so once
+// the server's intermediate rotates, the holder of an SVID of the previous
+// one would reject every new CRL, and honour no revocation made since,
+// until its SVID was renewed.
+func (s *State) CRLVerifies(chainDER []byte) bool {
+	if s.crlList == nil || s.crlByRoot {
+		return true
+	}
+	ca := issuerDER(chainDER)
+	if ca == nil {
+		return false
+	}
+	if ok, found := s.crlCAs.Load(string(ca)); found {
+		return ok.(bool)
+	}
+	c, err := x509.ParseCertificate(ca)
+	ok := err == nil && bytes.Equal(c.RawSubject, s.crlList.RawIssuer) && s.crlList.CheckSignatureFrom(c) == nil
+	s.crlCAs.Store(string(ca), ok)
+	return ok
+}
+
+// issuerDER returns the second certificate of a concatenated DER chain,
+// the CA that issued the first; nil if there is none.
+func issuerDER(chainDER []byte) []byte {
+	rest, err := asn1.Unmarshal(chainDER, &asn1.RawValue{})
+	if err != nil {
+		return nil
+	}
+	var ca asn1.RawValue
+	if _, err := asn1.Unmarshal(rest, &ca); err != nil {
+		return nil
+	}
+	return ca.FullBytes
 }
 
 // Blocked reports whether id is blocked.

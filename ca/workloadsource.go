@@ -1,6 +1,7 @@
 package ca
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"time"
@@ -14,9 +15,16 @@ import (
 // `badge server`. It matches callers against the current snapshot's entries
 // (those not scoped to nodes), and owns the reuse policy of the X.509-SVIDs
 // a stream holds: one is handed out again while it was issued for the same
-// entry revision, is short of half its life on the authority's clock
-// (Config.Time), and is not revoked; otherwise it is replaced at once, with
-// a new key.
+// entry revision by the current intermediate, is short of half its life on
+// the authority's clock (Config.Time), and is not revoked; otherwise it is
+// replaced at once, with a new key.
+//
+// The intermediate matters because the current intermediate signs the CRL,
+// and a workload can verify a CRL only against the CAs it knows: the roots
+// and the intermediates of its own SVID chains. A workload still holding
+// an SVID of the previous intermediate would reject every CRL signed after
+// a rotation, and honour no revocation made since, until its SVID reached
+// half its life.
 type WorkloadSource struct {
 	a *Authority
 }
@@ -114,8 +122,9 @@ func (w *WorkloadSource) X509(ctx context.Context, req workload.X509Request) (wo
 }
 
 // refresh returns the SVIDs for entries, reusing each held SVID that was
-// issued for the same entry revision, is not yet due for refresh and is
-// not revoked, and the earliest time one of them is due.
+// issued for the same entry revision by the current intermediate, is not
+// yet due for refresh and is not revoked, and the earliest time one of
+// them is due.
 func (w *WorkloadSource) refresh(ctx context.Context, s *Snapshot, entries []*Entry, req workload.X509Request) ([]workload.X509SVID, time.Time, error) {
 	now := w.a.cfg.Time()
 	out := make([]workload.X509SVID, len(entries))
@@ -125,8 +134,10 @@ func (w *WorkloadSource) refresh(ctx context.Context, s *Snapshot, entries []*En
 		for _, h := range req.Held {
 			// A revoked SVID is replaced at once, with a new key: the
 			// legitimate holder keeps working while the stolen copy is dead.
+			// One of a previous intermediate is replaced too: the CRL is
+			// signed by the current one, which the holder must know.
 			if h.EntryID == e.Record.ID && h.Revision == e.Record.Revision && now.Before(refreshOf(h.NotBefore, h.NotAfter)) &&
-				s.CheckRevocation(X509Credential(h.ID, h.Serial)) == nil {
+				bytes.HasSuffix(h.CertChainDER, s.chainDER) && s.CheckRevocation(X509Credential(h.ID, h.Serial)) == nil {
 				out[i], reused = h, true
 				break
 			}

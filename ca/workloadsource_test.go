@@ -3,6 +3,7 @@ package ca
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"testing"
@@ -96,6 +97,62 @@ func TestWorkloadSourceReuse(t *testing.T) {
 	var be *workload.BlockedError
 	if !errors.As(err, &be) || !be.Held || fmt.Sprint(be.IDs) != "[spiffe://example.org/web]" {
 		t.Errorf("held SVID of a blocked ID: %v, want a *BlockedError with Held", err)
+	}
+}
+
+// crlSignedByIssuer checks that the CRL of u verifies against the CA that
+// issued its first SVID, as a workload that knows no other intermediate
+// must verify it.
+func crlSignedByIssuer(u workload.X509Update) error {
+	chain, err := x509.ParseCertificates(u.SVIDs[0].CertChainDER)
+	if err != nil {
+		return err
+	}
+	if len(chain) < 2 {
+		return errors.New("the SVID chain holds no intermediate")
+	}
+	crl, err := x509.ParseRevocationList(u.CRL)
+	if err != nil {
+		return err
+	}
+	return crl.CheckSignatureFrom(chain[1])
+}
+
+// TestWorkloadSourceReissuesAfterIntermediateRotation: once the
+// intermediate rotates, a held SVID of the previous one is replaced at
+// once, so that the holder can verify the CRL the new intermediate signs;
+// the replacement is then reused.
+func TestWorkloadSourceReissuesAfterIntermediateRotation(t *testing.T) {
+	ctx := context.Background()
+	a, _ := newTestAuthority(t, nil)
+	src := a.WorkloadSource()
+	mustCreate(t, a, "spiffe://example.org/web", "unix:uid:1001")
+	c := caller(t, attest.KindUID, "unix:uid:1001")
+	ask := func(held []workload.X509SVID) (workload.X509Update, int) {
+		t.Helper()
+		var b countingBudget
+		u, err := src.X509(ctx, workload.X509Request{Caller: c, Held: held, Budget: &b})
+		if err != nil || len(u.SVIDs) != 1 {
+			t.Fatalf("X509: %d SVIDs, %v", len(u.SVIDs), err)
+		}
+		return u, b.x509
+	}
+	first, _ := ask(nil)
+	if err := crlSignedByIssuer(first); err != nil {
+		t.Fatalf("before the rotation the CRL does not verify against the SVID's intermediate: %v", err)
+	}
+	if _, err := a.RotateKey(ctx, RotateIntermediate, 0); err != nil {
+		t.Fatal(err)
+	}
+	after, n := ask(first.SVIDs)
+	if after.SVIDs[0].Serial == first.SVIDs[0].Serial || n != 1 {
+		t.Errorf("SVID of the previous intermediate: serial %s (charged %d), want a new one", after.SVIDs[0].Serial, n)
+	}
+	if err := crlSignedByIssuer(after); err != nil {
+		t.Errorf("after the rotation the CRL does not verify against the SVID's intermediate: %v", err)
+	}
+	if again, n := ask(after.SVIDs); again.SVIDs[0].Serial != after.SVIDs[0].Serial || n != 0 {
+		t.Errorf("SVID of the current intermediate: serial %s (charged %d), want the held %s reused", again.SVIDs[0].Serial, n, after.SVIDs[0].Serial)
 	}
 }
 

@@ -28,6 +28,7 @@ import (
 
 	"github.com/badge-dev/badge/agent"
 	"github.com/badge-dev/badge/ca/admin"
+	"github.com/badge-dev/badge/sdk"
 )
 
 // nodeSVIDOf reads the node SVID an agent keeps in its data dir.
@@ -456,4 +457,108 @@ func TestE2EAgentSDKServerRestart(t *testing.T) {
 			cs.Failures, cs.Requests, cs.Handshakes, cs.Refused, ss.Refused, describeEvents(eventsOf(client.snapshot(), "error")))
 	}
 	t.Logf("%d requests behind an agent across a server restart, each on a new connection; %d failed", cs.Requests, cs.Failures)
+}
+
+// TestE2EAgentSDKRefusesRevoked: an SDK server behind one agent refuses a
+// client behind another agent that still presents its certificate after
+// `badge revoke --id`, within a second of the command returning: a client
+// whose ID is also blocked (its source keeps the last SVID it got), and
+// one that holds a copy of its certificate while its ID is reissued, also
+// right after the intermediate rotated. The server learns of the
+// revocation only from the CRL its agent streams. A client that is not
+// revoked, and a fresh one of the reissued ID, still get through.
+func TestE2EAgentSDKRefusesRevoked(t *testing.T) {
+	requireRoot(t)
+	f := startFleet(t)
+	a := f.startAgent(t, "--join-token", f.token("node-a"))
+	b := f.startAgent(t, "--join-token", f.token("node-b"))
+	f.mustBadge("entry", "create", "--id", sdkOrdersID, "--selector", "unix:uid:1001", "--node", "node-a")
+	f.mustBadge("entry", "create", "--id", sdkPaymentsID, "--selector", "unix:uid:1002", "--node", "node-b")
+	f.mustBadge("entry", "create", "--id", sdkInventoryID, "--selector", "unix:uid:1003", "--node", "node-b")
+	server, l := startSDKServer(t, a, "orders", 1001, envSDKProto+"=http", envSDKAuthz+"="+sdkPaymentsID+","+sdkInventoryID)
+	if l.ID != sdkOrdersID {
+		t.Fatalf("the server behind agent A runs as %s, want %s", l.ID, sdkOrdersID)
+	}
+	clientEnv := func(env ...string) []string {
+		return append([]string{envSDKProto + "=http", envSDKAuthz + "=" + sdkOrdersID, envSDKAddr + "=" + l.Addr}, env...)
+	}
+	// fresh makes one call as payments from a new process behind agent B,
+	// which must get through with a certificate other than revoked.
+	fresh := func(revoked string) {
+		t.Helper()
+		n := len(server.snapshot())
+		resp := onlyEvent(t, runSDK(t, b, "payments", 1002, "sdk-client", clientEnv(envSDKCount+"=1")...), "response")
+		req := server.next(time.Now().Add(10*time.Second), n, "request")
+		if req.Peer != sdkPaymentsID || req.Serial != resp.Own || resp.Own == revoked {
+			t.Errorf("a client that is not revoked: server saw %s serial %s, client presented %s (revoked: %s)", req.Peer, req.Serial, resp.Own, revoked)
+		}
+	}
+
+	for _, tc := range []struct {
+		name   string
+		uid    uint32
+		id     string
+		block  bool // revoke with --block; else the client holds its first SVID
+		rotate bool // rotate the intermediate before revoking
+	}{
+		{"blocked ID", 1003, sdkInventoryID, true, false},
+		{"held copy of a reissued ID", 1002, sdkPaymentsID, false, false},
+		// The server's SVID predates the rotation; the CRLs that follow
+		// are signed by the new intermediate.
+		{"held copy, after an intermediate rotation", 1002, sdkPaymentsID, false, true},
+	} {
+		env := clientEnv(envSDKCount+"=0", envSDKInterval+"=20ms")
+		if !tc.block {
+			env = append(env, envSDKHold+"=1")
+		}
+		before := len(server.snapshot())
+		client := startSDK(t, b, tc.name, tc.uid, "sdk-client", env...)
+		deadline := time.Now().Add(20 * time.Second)
+		held := client.next(deadline, 0, "response").Own
+		n := len(server.snapshot())
+		if refused := eventsOf(server.snapshot()[before:], "refused"); len(refused) > 0 {
+			t.Fatalf("%s: the server refused clients before any revocation:\n%s", tc.name, describeEvents(refused))
+		}
+
+		if tc.rotate {
+			f.mustBadge("keys", "rotate", "--kind", "intermediate")
+		}
+		args := []string{"revoke", "--id", tc.id}
+		if tc.block {
+			args = append(args, "--block")
+		}
+		f.mustBadge(args...)
+		returned := time.Now()
+		ref := server.next(returned.Add(10*time.Second), n, "refused")
+		took := ref.At.Sub(returned)
+		t.Logf("%s: badge revoke returned → SDK server behind another agent refused the revoked certificate: %v", tc.name, took.Round(time.Millisecond))
+		if ref.Peer != tc.id || ref.Serial != held || ref.Reason != sdk.ReasonRevoked.String() {
+			t.Errorf("%s: the server refused %s serial %s for %q (%s), want %s serial %s for %q",
+				tc.name, ref.Peer, ref.Serial, ref.Reason, ref.Error, tc.id, held, sdk.ReasonRevoked)
+		}
+		if took > 2*time.Second {
+			t.Errorf("%s: the SDK server refused the revoked certificate %v after badge revoke returned, want < 1s (bound 2s)", tc.name, took)
+		}
+		if !tc.block {
+			// The client's own source was reissued a fresh SVID: only the
+			// copy it holds is revoked.
+			client.waitFor(deadline, "a fresh SVID in the client's source", func(evs []sdkEvent) bool {
+				return slices.ContainsFunc(eventsOf(evs, "svid"), func(e sdkEvent) bool { return e.Own != held })
+			})
+		}
+		// The client keeps trying: once refused, it is never let in again.
+		server.waitFor(deadline, "five refusals", func(evs []sdkEvent) bool { return len(eventsOf(evs[n:], "refused")) >= 5 })
+		cs := client.stop()
+		evs := server.snapshot()
+		after := evs[n+slices.IndexFunc(evs[n:], eventIs("refused")):]
+		for _, e := range after {
+			if e.Event == "request" && e.Peer == tc.id || e.Event == "refused" && e.Serial != held {
+				t.Errorf("%s: after refusing serial %s the server saw: %+v", tc.name, held, e)
+			}
+		}
+		if cs.Failures == 0 || cs.Refused != 0 {
+			t.Errorf("%s: client summary %+v: want failed requests, and no server refused by the client", tc.name, cs)
+		}
+		fresh(held)
+	}
 }

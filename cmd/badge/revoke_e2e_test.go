@@ -435,3 +435,26 @@ func TestE2ERevokeInput(t *testing.T) {
 		t.Fatalf("daemon not serving after bad input: %s", errOut)
 	}
 }
+
+// TestE2ESDKRefusesRevokedAfterIntermediateRotation: after `badge keys
+// rotate --kind intermediate`, an SDK server whose SVID the old
+// intermediate issued still learns of a revocation within a second.
+func TestE2ESDKRefusesRevokedAfterIntermediateRotation(t *testing.T) {
+	d := sdkDaemon(t)
+	server, l := startSDKServer(t, d, "payments", 1002, envSDKProto+"=http", envSDKAuthz+"="+sdkOrdersID)
+	client := startSDK(t, d, "orders", 1001, "sdk-client", envSDKProto+"=http", envSDKAuthz+"="+sdkPaymentsID,
+		envSDKAddr+"="+l.Addr, envSDKCount+"=0", envSDKInterval+"=20ms", envSDKHold+"=1")
+	deadline := time.Now().Add(20 * time.Second)
+	held := client.next(deadline, 0, "response").Own
+	d.mustBadge("keys", "rotate", "--kind", "intermediate")
+	n := len(server.snapshot())
+	d.mustBadge("revoke", "--id", sdkOrdersID)
+	returned := time.Now()
+	ref := server.next(returned.Add(10*time.Second), n, "refused")
+	took := ref.At.Sub(returned)
+	t.Logf("badge revoke returned → SDK server refused the revoked certificate: %v", took.Round(time.Millisecond))
+	if ref.Serial != held || ref.Reason != sdk.ReasonRevoked.String() || took > 2*time.Second {
+		t.Errorf("the server refused serial %s for %q after %v, want %s for %q within 2s", ref.Serial, ref.Reason, took, held, sdk.ReasonRevoked)
+	}
+	client.stop()
+}

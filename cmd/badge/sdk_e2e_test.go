@@ -55,11 +55,12 @@ const (
 // The SDK workload modes are configured by these variables.
 const (
 	envSDKProto    = "SDK_PROTO"    // "http" or "grpc"
-	envSDKAuthz    = "SDK_AUTHZ"    // the only SPIFFE ID the workload accepts as its peer
+	envSDKAuthz    = "SDK_AUTHZ"    // the SPIFFE IDs (comma-separated) the workload accepts as its peer
 	envSDKSource   = "SDK_SOURCE"   // "badge" (sdk.X509Source, the default) or "go-spiffe" (workloadapi.X509Source)
 	envSDKAddr     = "SDK_ADDR"     // sdk-client: host:port of the server
 	envSDKCount    = "SDK_COUNT"    // sdk-client: number of requests; 0 runs until stdin closes
 	envSDKInterval = "SDK_INTERVAL" // sdk-client: pause between requests
+	envSDKHold     = "SDK_HOLD"     // sdk-client: "1" presents the first SVID received for ever, as a stolen copy would
 )
 
 func init() {
@@ -206,11 +207,35 @@ func reportSource(ctx context.Context, src *sdk.X509Source, w *eventWriter) {
 }
 
 func authzFromEnv() (sdk.Authorizer, error) {
-	id, err := spiffeid.FromString(os.Getenv(envSDKAuthz))
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", envSDKAuthz, err)
+	var ids []spiffeid.ID
+	for v := range strings.SplitSeq(os.Getenv(envSDKAuthz), ",") {
+		id, err := spiffeid.FromString(v)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", envSDKAuthz, err)
+		}
+		ids = append(ids, id)
 	}
-	return sdk.AuthorizeID(id), nil
+	if len(ids) == 1 {
+		return sdk.AuthorizeID(ids[0]), nil
+	}
+	return sdk.AuthorizeOneOf(ids...), nil
+}
+
+// heldSource presents one X509-SVID for ever, whatever its source receives
+// later, as a copy of a certificate and key taken from a workload would be
+// presented; bundles and revocations still follow the source.
+type heldSource struct {
+	sdk.Source
+	svid *x509svid.SVID
+}
+
+func (h heldSource) GetX509SVID() (*x509svid.SVID, error) { return h.svid, nil }
+
+func (h heldSource) CheckRevocation(id spiffeid.ID, leaf *x509.Certificate) error {
+	if rc, ok := h.Source.(sdk.RevocationChecker); ok {
+		return rc.CheckRevocation(id, leaf)
+	}
+	return nil
 }
 
 // sdkServerMain serves HTTPS or gRPC on 127.0.0.1 with the SDK, admitting
@@ -350,6 +375,13 @@ func sdkClientMain(ctx context.Context, addr string) int {
 		return fail(err)
 	}
 	defer closeSrc()
+	if os.Getenv(envSDKHold) == "1" {
+		svid, err := src.GetX509SVID()
+		if err != nil {
+			return fail(err)
+		}
+		src = heldSource{Source: src, svid: svid}
+	}
 
 	var (
 		handshakes, refusals atomic.Int64
