@@ -2,9 +2,7 @@ package agent
 
 import (
 	"context"
-	"crypto"
 	"crypto/ecdsa"
-	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -20,6 +18,7 @@ import (
 
 	"github.com/badge-dev/badge/attest"
 	"github.com/badge-dev/badge/ca/workload"
+	"github.com/badge-dev/badge/internal/keypool"
 	"github.com/badge-dev/badge/internal/logkey"
 	"github.com/badge-dev/badge/internal/nodeproto"
 )
@@ -214,8 +213,9 @@ func isOffline(err error) bool {
 	return c == codes.Unavailable || c == codes.DeadlineExceeded || errors.Is(err, context.DeadlineExceeded)
 }
 
-// sign makes a fresh key for entry e and has the server sign an SVID for
-// it, charging budget first.
+// sign takes a fresh key (made ahead of demand with its CSR; see
+// workloadKey) for entry e and has the server sign an SVID for it,
+// charging budget first.
 func (s *Source) sign(ctx context.Context, e *entry, budget workload.Budget) (workload.X509SVID, error) {
 	l := s.a.conn.Load()
 	if l == nil {
@@ -226,17 +226,13 @@ func (s *Source) sign(ctx context.Context, e *entry, budget workload.Budget) (wo
 			return workload.X509SVID{}, err
 		}
 	}
-	key, err := s.a.keys.get()
-	if err != nil {
-		return workload.X509SVID{}, err
-	}
-	csr, err := csrFor(key)
+	key, err := s.a.keys.Take()
 	if err != nil {
 		return workload.X509SVID{}, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.a.cfg.DialTimeout)
 	defer cancel()
-	resp, err := l.client.SignX509(ctx, &nodeproto.SignX509Request{EntryId: e.id, EntryRevision: e.revision, Csr: csr})
+	resp, err := l.client.SignX509(ctx, &nodeproto.SignX509Request{EntryId: e.id, EntryRevision: e.revision, Csr: key.csr})
 	if err != nil {
 		return workload.X509SVID{}, serverError(l.addr, err)
 	}
@@ -251,23 +247,19 @@ func serverError(addr string, err error) error {
 
 // svidOf checks what the server signed for key and entry e: the leaf must
 // certify key and name e's SPIFFE ID.
-func svidOf(e *entry, key crypto.Signer, chainDER [][]byte) (workload.X509SVID, error) {
+func svidOf(e *entry, key workloadKey, chainDER [][]byte) (workload.X509SVID, error) {
 	chain, concat, err := parseCerts(chainDER)
 	if err != nil || len(chain) == 0 {
 		return workload.X509SVID{}, fmt.Errorf("the server sent an unusable SVID for entry %s: %v", e.id, err)
 	}
 	leaf := chain[0]
-	if !publicKeyEqual(leaf.PublicKey, key.Public()) {
+	if !publicKeyEqual(leaf.PublicKey, key.key.Public()) {
 		return workload.X509SVID{}, fmt.Errorf("the server sent an SVID for entry %s that does not certify the key sent", e.id)
 	}
 	if id, err := x509svid.IDFromCert(leaf); err != nil || id != e.spiffeID {
 		return workload.X509SVID{}, fmt.Errorf("the server sent an SVID for entry %s naming %v, want %s", e.id, id, e.spiffeID)
 	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return workload.X509SVID{}, err
-	}
-	return workload.X509SVID{ID: e.spiffeID, EntryID: e.id, Revision: e.revision, CertChainDER: concat, KeyDER: keyDER,
+	return workload.X509SVID{ID: e.spiffeID, EntryID: e.id, Revision: e.revision, CertChainDER: concat, KeyDER: key.der,
 		Serial: leaf.SerialNumber.Text(16), NotBefore: leaf.NotBefore, NotAfter: leaf.NotAfter}, nil
 }
 
@@ -380,34 +372,29 @@ func (s *Source) ValidateJWT(ctx context.Context, token, audience string) (workl
 	return workload.JWTClaims{ID: id, Claims: claims}, nil
 }
 
-// keyPool holds a few workload keys made ahead of demand, so that a fresh
-// fetch does not wait for key generation.
-type keyPool struct{ c chan *ecdsa.PrivateKey }
+// workloadKeyPoolSize is how many workload keys the agent keeps made ahead
+// of demand, as the server does for its own workloads: enough for a burst
+// of fresh workloads on the host, few private keys waiting in memory.
+const workloadKeyPoolSize = 16
 
-func newKeyPool(n int) *keyPool { return &keyPool{c: make(chan *ecdsa.PrivateKey, n)} }
-
-// get takes a key from the pool, or makes one if it is empty. A key is
-// handed out once.
-func (p *keyPool) get() (*ecdsa.PrivateKey, error) {
-	select {
-	case k := <-p.c:
-		return k, nil
-	default:
-		return newKey()
-	}
+// workloadKey is a workload's key made ahead of demand with what a fetch
+// sends and hands out: its PKCS#8 encoding (DER) and a PKCS#10 request
+// for it (DER). The request carries no names, since the server takes only
+// its public key, after checking its signature (the proof of possession).
+type workloadKey struct {
+	key      *ecdsa.PrivateKey
+	der, csr []byte
 }
 
-// fill keeps the pool full until ctx is done.
-func (p *keyPool) fill(ctx context.Context) {
-	for {
-		k, err := newKey()
-		if err != nil {
-			return
-		}
-		select {
-		case p.c <- k:
-		case <-ctx.Done():
-			return
-		}
+// newWorkloadKey makes a workload key, its encoding and its request.
+func newWorkloadKey() (workloadKey, error) {
+	k, err := keypool.NewP256()
+	if err != nil {
+		return workloadKey{}, err
 	}
+	csr, err := csrFor(k.Private)
+	if err != nil {
+		return workloadKey{}, fmt.Errorf("certificate request for a workload key: %w", err)
+	}
+	return workloadKey{key: k.Private, der: k.PKCS8, csr: csr}, nil
 }
