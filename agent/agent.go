@@ -146,6 +146,9 @@ type Agent struct {
 	kick chan struct{} // wakes the renewal loop
 	// keys are workload keys made ahead of demand while Run runs.
 	keys *keypool.Pool[workloadKey]
+	// issuers are the certificates after the leaf of the last workload
+	// SVID the server signed.
+	issuers issuerCache
 }
 
 // link is a live channel to one server.

@@ -1,14 +1,18 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -236,7 +240,7 @@ func (s *Source) sign(ctx context.Context, e *entry, budget workload.Budget) (wo
 	if err != nil {
 		return workload.X509SVID{}, serverError(l.addr, err)
 	}
-	return svidOf(e, key, resp.GetSvid())
+	return svidOf(e, key, resp.GetSvid(), &s.a.issuers)
 }
 
 // serverError keeps the status of an error of a server, naming the server.
@@ -246,21 +250,57 @@ func serverError(addr string, err error) error {
 }
 
 // svidOf checks what the server signed for key and entry e: the leaf must
-// certify key and name e's SPIFFE ID.
-func svidOf(e *entry, key workloadKey, chainDER [][]byte) (workload.X509SVID, error) {
-	chain, concat, err := parseCerts(chainDER)
-	if err != nil || len(chain) == 0 {
+// certify key and name e's SPIFFE ID, and the certificates after it must
+// parse (those of the last chain, issuers, are not parsed again).
+func svidOf(e *entry, key workloadKey, chainDER [][]byte, issuers *issuerCache) (workload.X509SVID, error) {
+	if len(chainDER) == 0 {
+		return workload.X509SVID{}, fmt.Errorf("the server sent an unusable SVID for entry %s: no certificate", e.id)
+	}
+	leaf, err := x509.ParseCertificate(chainDER[0])
+	if err != nil {
+		err = fmt.Errorf("certificate 0: %v", err)
+	} else {
+		err = issuers.check(chainDER[1:])
+	}
+	if err != nil {
 		return workload.X509SVID{}, fmt.Errorf("the server sent an unusable SVID for entry %s: %v", e.id, err)
 	}
-	leaf := chain[0]
 	if !publicKeyEqual(leaf.PublicKey, key.key.Public()) {
 		return workload.X509SVID{}, fmt.Errorf("the server sent an SVID for entry %s that does not certify the key sent", e.id)
 	}
 	if id, err := x509svid.IDFromCert(leaf); err != nil || id != e.spiffeID {
 		return workload.X509SVID{}, fmt.Errorf("the server sent an SVID for entry %s naming %v, want %s", e.id, id, e.spiffeID)
 	}
-	return workload.X509SVID{ID: e.spiffeID, EntryID: e.id, Revision: e.revision, CertChainDER: concat, KeyDER: key.der,
+	return workload.X509SVID{ID: e.spiffeID, EntryID: e.id, Revision: e.revision, CertChainDER: bytes.Join(chainDER, nil), KeyDER: key.der,
 		Serial: leaf.SerialNumber.Text(16), NotBefore: leaf.NotBefore, NotAfter: leaf.NotAfter}, nil
+}
+
+// issuerCache remembers the certificates after the leaf of the last chain
+// the server signed (the intermediate CA, the same bytes from one SVID to
+// the next until the server's signing key rotates), once they parsed: a
+// chain that ends with the same bytes is not parsed again. Safe for
+// concurrent use.
+type issuerCache struct {
+	last atomic.Pointer[[][]byte]
+}
+
+// check returns nil if every one of ders (the certificates after a leaf)
+// parses: at once if they are the bytes of the last that did.
+func (c *issuerCache) check(ders [][]byte) error {
+	if last := c.last.Load(); last != nil && slices.EqualFunc(*last, ders, bytes.Equal) {
+		return nil
+	}
+	for i, der := range ders {
+		if _, err := x509.ParseCertificate(der); err != nil {
+			return fmt.Errorf("certificate %d: %v", i+1, err)
+		}
+	}
+	kept := make([][]byte, len(ders))
+	for i, der := range ders {
+		kept[i] = bytes.Clone(der)
+	}
+	c.last.Store(&kept)
+	return nil
 }
 
 // Bundles returns the trust bundle, the JWT bundle and the CRL.

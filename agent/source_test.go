@@ -5,8 +5,11 @@ import (
 	"context"
 	"crypto"
 	"crypto/x509"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/badge-dev/badge/ca"
 	"github.com/badge-dev/badge/ca/workload"
@@ -110,5 +113,84 @@ func waitPool(t *testing.T, a *testAgent, n int) {
 			t.Fatalf("the key pool holds %d keys after 10s, want %d", a.keys.Len(), n)
 		}
 		<-tick.C
+	}
+}
+
+// TestSVIDOfChain checks the agent's check of what the server signed, in
+// a row of calls sharing one issuerCache: the certificates after the leaf
+// are parsed when they differ from the last chain's that parsed (an
+// intermediate that changed, or a broken one, is parsed again and a broken
+// one refused) and only then; the leaf is always parsed and checked.
+func TestSVIDOfChain(t *testing.T) {
+	clock := testclock.New(time.Now())
+	f1 := newFakeServer(t, clock.Now)
+	f2 := newFakeServer(t, clock.Now) // another intermediate CA
+	e := &entry{id: "e1", spiffeID: spiffeid.RequireFromString("spiffe://example.org/web"), revision: 3}
+	leafFor := func(f *fakeServer, k workloadKey, id string) []byte {
+		t.Helper()
+		c, err := f.issue(id, k.key.Public(), time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.Raw
+	}
+	inter1, inter2 := f1.ca.Intermediate.Raw, f2.ca.Intermediate.Raw
+	broken := []byte{0x30, 0x03, 0x02, 0x01, 0x01}
+	var c issuerCache
+	for _, step := range []struct {
+		name    string
+		chain   func(k workloadKey) [][]byte
+		wantErr string // "" for none
+		cached  []byte // the intermediate the cache holds afterwards
+		parsed  bool   // whether the cache was replaced (the issuers parsed)
+	}{
+		{"first chain", func(k workloadKey) [][]byte { return [][]byte{leafFor(f1, k, e.spiffeID.String()), inter1} }, "", inter1, true},
+		{"same intermediate", func(k workloadKey) [][]byte { return [][]byte{leafFor(f1, k, e.spiffeID.String()), inter1} }, "", inter1, false},
+		{"broken intermediate", func(k workloadKey) [][]byte { return [][]byte{leafFor(f1, k, e.spiffeID.String()), broken} }, "certificate 1", inter1, false},
+		{"intermediate changed", func(k workloadKey) [][]byte { return [][]byte{leafFor(f2, k, e.spiffeID.String()), inter2} }, "", inter2, true},
+		{"one more, broken", func(k workloadKey) [][]byte { return [][]byte{leafFor(f2, k, e.spiffeID.String()), inter2, broken} }, "certificate 2", inter2, false},
+		{"broken leaf", func(workloadKey) [][]byte { return [][]byte{broken, inter2} }, "certificate 0", inter2, false},
+		{"no certificate", func(workloadKey) [][]byte { return nil }, "no certificate", inter2, false},
+		{"another key", func(workloadKey) [][]byte {
+			other, err := newWorkloadKey()
+			if err != nil {
+				t.Fatal(err)
+			}
+			return [][]byte{leafFor(f2, other, e.spiffeID.String()), inter2}
+		}, "does not certify the key", inter2, false},
+		{"another ID", func(k workloadKey) [][]byte { return [][]byte{leafFor(f2, k, "spiffe://example.org/db"), inter2} }, "naming spiffe://example.org/db", inter2, false},
+	} {
+		t.Run(step.name, func(t *testing.T) {
+			k, err := newWorkloadKey()
+			if err != nil {
+				t.Fatal(err)
+			}
+			chain := step.chain(k)
+			before := c.last.Load()
+			sv, err := svidOf(e, k, chain, &c)
+			switch {
+			case step.wantErr == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case step.wantErr != "" && (err == nil || !strings.Contains(err.Error(), step.wantErr)):
+				t.Fatalf("error %v, want one saying %q", err, step.wantErr)
+			}
+			if err == nil {
+				if !bytes.Equal(sv.CertChainDER, bytes.Join(chain, nil)) || !bytes.Equal(sv.KeyDER, k.der) || sv.ID != e.spiffeID ||
+					sv.EntryID != e.id || sv.Revision != e.revision {
+					t.Errorf("SVID %+v does not carry the chain, key and entry", sv)
+				}
+				leaf, _ := x509.ParseCertificate(chain[0])
+				if sv.Serial != leaf.SerialNumber.Text(16) || !sv.NotAfter.Equal(leaf.NotAfter) {
+					t.Errorf("serial %s, expiry %v; want the leaf's %x, %v", sv.Serial, sv.NotAfter, leaf.SerialNumber, leaf.NotAfter)
+				}
+			}
+			last := c.last.Load()
+			if last == nil || len(*last) != 1 || !bytes.Equal((*last)[0], step.cached) {
+				t.Errorf("the cache holds another intermediate than the one wanted")
+			}
+			if replaced := last != before; replaced != step.parsed {
+				t.Errorf("cache replaced: %v, want %v", replaced, step.parsed)
+			}
+		})
 	}
 }
