@@ -413,9 +413,11 @@ func (s *Source) ValidateJWT(ctx context.Context, token, audience string) (workl
 }
 
 // workloadKeyPoolSize is how many workload keys the agent keeps made ahead
-// of demand, as the server does for its own workloads: enough for a burst
-// of fresh workloads on the host, few private keys waiting in memory.
-const workloadKeyPoolSize = 16
+// of demand: the first fetches of a few workloads starting together do not
+// wait for a key and its CSR, few private keys wait in memory, and an
+// agent's start costs little. The pool cuts latency, not CPU: under a
+// steady stream of fresh fetches it is empty and keys are made inline.
+const workloadKeyPoolSize = 4
 
 // workloadKey is a workload's key made ahead of demand with what a fetch
 // sends and hands out: its PKCS#8 encoding (DER) and a PKCS#10 request
