@@ -416,7 +416,8 @@ func (s *Source) ValidateJWT(ctx context.Context, token, audience string) (workl
 // of demand: the first fetches of a few workloads starting together do not
 // wait for a key and its CSR, few private keys wait in memory, and an
 // agent's start costs little. The pool cuts latency, not CPU: under a
-// steady stream of fresh fetches it is empty and keys are made inline.
+// stream of fresh fetches faster than keys are made it is empty, and keys
+// are made inline.
 const workloadKeyPoolSize = 4
 
 // workloadKey is a workload's key made ahead of demand with what a fetch
