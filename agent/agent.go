@@ -56,6 +56,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 
+	"github.com/badge-dev/badge/internal/keypool"
 	"github.com/badge-dev/badge/internal/localtrust"
 	"github.com/badge-dev/badge/internal/logkey"
 	"github.com/badge-dev/badge/internal/nodeproto"
@@ -143,7 +144,11 @@ type Agent struct {
 	conn atomic.Pointer[link] // the live channel, nil while none
 
 	kick chan struct{} // wakes the renewal loop
-	keys *keyPool
+	// keys are workload keys made ahead of demand while Run runs.
+	keys *keypool.Pool[workloadKey]
+	// issuers are the certificates after the leaf of the last workload
+	// SVID the server signed.
+	issuers issuerCache
 }
 
 // link is a live channel to one server.
@@ -178,7 +183,7 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.DialTimeout <= 0 {
 		cfg.DialTimeout = DefaultDialTimeout
 	}
-	a := &Agent{cfg: cfg, log: cfg.Logger, now: cfg.Time, kick: make(chan struct{}, 1), keys: newKeyPool(4)}
+	a := &Agent{cfg: cfg, log: cfg.Logger, now: cfg.Time, kick: make(chan struct{}, 1), keys: keypool.New(workloadKeyPoolSize, newWorkloadKey)}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
 	}
@@ -413,7 +418,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	go a.keys.fill(ctx)
+	stopKeys := a.keys.Start()
+	defer stopKeys()
 	go a.renewLoop(ctx)
 	backoff := a.cfg.MinBackoff
 	failed := 0 // attempts since the last live channel

@@ -1,8 +1,8 @@
 package agent
 
 import (
+	"bytes"
 	"context"
-	"crypto"
 	"crypto/ecdsa"
 	"crypto/x509"
 	"encoding/base64"
@@ -10,7 +10,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -20,6 +22,7 @@ import (
 
 	"github.com/badge-dev/badge/attest"
 	"github.com/badge-dev/badge/ca/workload"
+	"github.com/badge-dev/badge/internal/keypool"
 	"github.com/badge-dev/badge/internal/logkey"
 	"github.com/badge-dev/badge/internal/nodeproto"
 )
@@ -217,8 +220,9 @@ func isOffline(err error) bool {
 	return c == codes.Unavailable || c == codes.DeadlineExceeded || errors.Is(err, context.DeadlineExceeded)
 }
 
-// sign makes a fresh key for entry e and has the server sign an SVID for
-// it, charging budget first.
+// sign takes a fresh key (made ahead of demand with its CSR; see
+// workloadKey) for entry e and has the server sign an SVID for it,
+// charging budget first.
 func (s *Source) sign(ctx context.Context, e *entry, budget workload.Budget) (workload.X509SVID, error) {
 	l := s.a.conn.Load()
 	if l == nil {
@@ -229,21 +233,17 @@ func (s *Source) sign(ctx context.Context, e *entry, budget workload.Budget) (wo
 			return workload.X509SVID{}, err
 		}
 	}
-	key, err := s.a.keys.get()
-	if err != nil {
-		return workload.X509SVID{}, err
-	}
-	csr, err := csrFor(key)
+	key, err := s.a.keys.Take()
 	if err != nil {
 		return workload.X509SVID{}, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.a.cfg.DialTimeout)
 	defer cancel()
-	resp, err := l.client.SignX509(ctx, &nodeproto.SignX509Request{EntryId: e.id, EntryRevision: e.revision, Csr: csr})
+	resp, err := l.client.SignX509(ctx, &nodeproto.SignX509Request{EntryId: e.id, EntryRevision: e.revision, Csr: key.csr})
 	if err != nil {
 		return workload.X509SVID{}, serverError(l.addr, err)
 	}
-	return svidOf(e, key, resp.GetSvid())
+	return svidOf(e, key, resp.GetSvid(), &s.a.issuers)
 }
 
 // serverError keeps the status of an error of a server, naming the server.
@@ -253,25 +253,57 @@ func serverError(addr string, err error) error {
 }
 
 // svidOf checks what the server signed for key and entry e: the leaf must
-// certify key and name e's SPIFFE ID.
-func svidOf(e *entry, key crypto.Signer, chainDER [][]byte) (workload.X509SVID, error) {
-	chain, concat, err := parseCerts(chainDER)
-	if err != nil || len(chain) == 0 {
+// certify key and name e's SPIFFE ID, and the certificates after it must
+// parse (those of the last chain, issuers, are not parsed again).
+func svidOf(e *entry, key workloadKey, chainDER [][]byte, issuers *issuerCache) (workload.X509SVID, error) {
+	if len(chainDER) == 0 {
+		return workload.X509SVID{}, fmt.Errorf("the server sent an unusable SVID for entry %s: no certificate", e.id)
+	}
+	leaf, err := x509.ParseCertificate(chainDER[0])
+	if err != nil {
+		err = fmt.Errorf("certificate 0: %v", err)
+	} else {
+		err = issuers.check(chainDER[1:])
+	}
+	if err != nil {
 		return workload.X509SVID{}, fmt.Errorf("the server sent an unusable SVID for entry %s: %v", e.id, err)
 	}
-	leaf := chain[0]
-	if !publicKeyEqual(leaf.PublicKey, key.Public()) {
+	if !publicKeyEqual(leaf.PublicKey, key.key.Public()) {
 		return workload.X509SVID{}, fmt.Errorf("the server sent an SVID for entry %s that does not certify the key sent", e.id)
 	}
 	if id, err := x509svid.IDFromCert(leaf); err != nil || id != e.spiffeID {
 		return workload.X509SVID{}, fmt.Errorf("the server sent an SVID for entry %s naming %v, want %s", e.id, id, e.spiffeID)
 	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return workload.X509SVID{}, err
-	}
-	return workload.X509SVID{ID: e.spiffeID, EntryID: e.id, Revision: e.revision, CertChainDER: concat, KeyDER: keyDER,
+	return workload.X509SVID{ID: e.spiffeID, EntryID: e.id, Revision: e.revision, CertChainDER: bytes.Join(chainDER, nil), KeyDER: key.der,
 		Serial: leaf.SerialNumber.Text(16), NotBefore: leaf.NotBefore, NotAfter: leaf.NotAfter}, nil
+}
+
+// issuerCache remembers the certificates after the leaf of the last chain
+// the server signed (the intermediate CA, the same bytes from one SVID to
+// the next until the server's signing key rotates), once they parsed: a
+// chain that ends with the same bytes is not parsed again. Safe for
+// concurrent use.
+type issuerCache struct {
+	last atomic.Pointer[[][]byte]
+}
+
+// check returns nil if every one of ders (the certificates after a leaf)
+// parses: at once if they are the bytes of the last that did.
+func (c *issuerCache) check(ders [][]byte) error {
+	if last := c.last.Load(); last != nil && slices.EqualFunc(*last, ders, bytes.Equal) {
+		return nil
+	}
+	for i, der := range ders {
+		if _, err := x509.ParseCertificate(der); err != nil {
+			return fmt.Errorf("certificate %d: %v", i+1, err)
+		}
+	}
+	kept := make([][]byte, len(ders))
+	for i, der := range ders {
+		kept[i] = bytes.Clone(der)
+	}
+	c.last.Store(&kept)
+	return nil
 }
 
 // Bundles returns the trust bundle, the JWT bundle and the CRL.
@@ -383,34 +415,32 @@ func (s *Source) ValidateJWT(ctx context.Context, token, audience string) (workl
 	return workload.JWTClaims{ID: id, Claims: claims}, nil
 }
 
-// keyPool holds a few workload keys made ahead of demand, so that a fresh
-// fetch does not wait for key generation.
-type keyPool struct{ c chan *ecdsa.PrivateKey }
+// workloadKeyPoolSize is how many workload keys the agent keeps made ahead
+// of demand: the first fetches of a few workloads starting together do not
+// wait for a key and its CSR, few private keys wait in memory, and an
+// agent's start costs little. The pool cuts latency, not CPU: under a
+// stream of fresh fetches faster than keys are made it is empty, and keys
+// are made inline.
+const workloadKeyPoolSize = 4
 
-func newKeyPool(n int) *keyPool { return &keyPool{c: make(chan *ecdsa.PrivateKey, n)} }
-
-// get takes a key from the pool, or makes one if it is empty. A key is
-// handed out once.
-func (p *keyPool) get() (*ecdsa.PrivateKey, error) {
-	select {
-	case k := <-p.c:
-		return k, nil
-	default:
-		return newKey()
-	}
+// workloadKey is a workload's key made ahead of demand with what a fetch
+// sends and hands out: its PKCS#8 encoding (DER) and a PKCS#10 request
+// for it (DER). The request carries no names, since the server takes only
+// its public key, after checking its signature (the proof of possession).
+type workloadKey struct {
+	key      *ecdsa.PrivateKey
+	der, csr []byte
 }
 
-// fill keeps the pool full until ctx is done.
-func (p *keyPool) fill(ctx context.Context) {
-	for {
-		k, err := newKey()
-		if err != nil {
-			return
-		}
-		select {
-		case p.c <- k:
-		case <-ctx.Done():
-			return
-		}
+// newWorkloadKey makes a workload key, its encoding and its request.
+func newWorkloadKey() (workloadKey, error) {
+	k, err := keypool.NewP256()
+	if err != nil {
+		return workloadKey{}, err
 	}
+	csr, err := csrFor(k.Private)
+	if err != nil {
+		return workloadKey{}, fmt.Errorf("certificate request for a workload key: %w", err)
+	}
+	return workloadKey{key: k.Private, der: k.PKCS8, csr: csr}, nil
 }
