@@ -59,6 +59,21 @@ const (
 // ErrUnknownKeyKind is wrapped by RotateKey for a kind it does not know.
 var ErrUnknownKeyKind = errors.New("ca: unknown key kind")
 
+// ErrNotLeader is wrapped by RotateKey for a root rotation asked of a
+// server that shares its store with others and does not lead them.
+var ErrNotLeader = errors.New("ca: this server does not lead the servers of its store")
+
+// leads reports whether this server does the singleton work of its store
+// (root rotation, pruning, revoking a dead server's serials), and returns
+// a channel closed when that may change (nil: never). A store only this
+// process opens has no election: it always leads.
+func (a *Authority) leads() (bool, <-chan struct{}) {
+	if e, ok := a.store.(storage.Elector); ok {
+		return e.Lead()
+	}
+	return true, nil
+}
+
 // Audit actions of the key schedule besides AuditKeyRotate.
 const (
 	// AuditKeyPrepare: a next root or JWT key was published.
@@ -106,7 +121,12 @@ func (a *Authority) advanceKeysLocked(ctx context.Context, force string) ([]keyE
 	old := a.keys
 	ks := old.clone()
 	var events []keyEvent
-	err := a.stepRoots(ctx, ks, now, force, &events)
+	var err error
+	if leading, _ := a.leads(); leading {
+		// Roots are shared: only the leader prepares and activates
+		// them; the others follow the records (reloadKeys).
+		err = a.stepRoots(ctx, ks, now, force, &events)
+	}
 	if err == nil {
 		err = a.stepIntermediate(ctx, ks, now, force, &events)
 	}
@@ -384,6 +404,9 @@ func (a *Authority) dropRetired(ks *keySet, now time.Time, events *[]keyEvent) [
 	})
 	var keep []*jwtKey
 	for _, k := range ks.jwt.list() {
+		if !a.cfg.owns(k.rec) && !now.Before(k.rec.NotAfter) {
+			continue // another server's, past its last token
+		}
 		if k.rec.State == storage.KeyRetired && !now.Before(removeAt(k.rec)) {
 			out = append(out, k.rec)
 			if k.rec.RemoveAt.After(k.rec.RetiresAt) {
@@ -433,8 +456,24 @@ func (a *Authority) removeKeys(ctx context.Context, ks *keySet, now time.Time, g
 	for id := range ks.jwt.keys {
 		inUse[id] = true
 	}
+	leading, _ := a.leads()
 	for _, rec := range recs {
-		if rec.State != storage.KeyRetired || now.Before(removeAt(rec)) || inUse[rec.ID] {
+		if inUse[rec.ID] {
+			continue
+		}
+		if !a.cfg.owns(rec) || rec.Kind == kindRoot && !leading {
+			// Another server's key (or a shared root, which the leader
+			// removes): its owner removes it. The leader deletes the
+			// record of a server that left, once nothing it signed is
+			// valid; its private key stays with it.
+			if leading && rec.Kind != kindRoot && !now.Before(laterOf(removeAt(rec), rec.NotAfter)) {
+				if err := a.cfg.Store.DeleteKey(ctx, rec.ID); err != nil && !errors.Is(err, storage.ErrNotFound) {
+					a.log.Warn("deleting another server's expired key record failed", slog.String(logkey.KeyID, rec.ID), slog.Any(logkey.Error, err))
+				}
+			}
+			continue
+		}
+		if rec.State != storage.KeyRetired || now.Before(removeAt(rec)) {
 			continue
 		}
 		if err := a.cfg.keys.remove(keyRef{rec.ID, rec.PrivateRef}); err != nil {
@@ -456,7 +495,9 @@ func (a *Authority) nextKeyEventLocked() time.Time {
 	if ks.nextInter == nil {
 		t = t.Add(-cfg.interPrepareLead())
 	}
-	if ks.nextRoot == nil {
+	if leading, _ := a.leads(); !leading {
+		// The leader's steps: this server learns of them by the watch.
+	} else if ks.nextRoot == nil {
 		t = earlierOf(t, cfg.retiresAt(ks.root).Add(-cfg.RootPrepareLead))
 	} else {
 		t = earlierOf(t, ks.nextRoot.rec.ActivatesAt)
@@ -534,6 +575,11 @@ func (a *Authority) RotateKey(ctx context.Context, kind string, adminUID uint32)
 	if kind != RotateRoot && kind != RotateIntermediate && kind != RotateJWT {
 		err := &InvalidError{Field: "kind", Value: kind, Err: fmt.Errorf("%w: want root, intermediate or jwt", ErrUnknownKeyKind)}
 		a.Audit(ctx, AuditEvent{AdminUID: adminUID, Action: AuditKeyRotate, Target: kind, Detail: "forced rotation", Err: err})
+		return KeyRotation{}, err
+	}
+	if leading, _ := a.leads(); kind == RotateRoot && !leading {
+		err := fmt.Errorf("%w: the root is shared by every server of the store; rotate it on the server that leads (its log says \"this server leads\")", ErrNotLeader)
+		a.Audit(ctx, AuditEvent{AdminUID: adminUID, Action: AuditKeyRotate, Target: kind, Detail: "forced rotation of the root key", Err: err})
 		return KeyRotation{}, err
 	}
 	a.mu.Lock()

@@ -1,0 +1,142 @@
+package main
+
+import (
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/badge-dev/badge/storage/etcd/etcdtest"
+)
+
+// introspect asks d's /introspect about token, authenticated by the
+// X.509-SVID of uid, and returns whether it says active.
+func (d *daemon) introspect(cert *tls.Certificate, token string) bool {
+	d.t.Helper()
+	resp, err := d.httpsClient(cert).PostForm(d.publicURL()+"/introspect", url.Values{"token": {token}})
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || resp.StatusCode != http.StatusOK {
+		d.t.Fatalf("introspect on %s: %s %v", d.dataDir, resp.Status, err)
+	}
+	return out["active"] == true
+}
+
+// svidCert returns uid's X.509-SVID from d as a TLS certificate.
+func (d *daemon) svidCert(uid uint32) (*tls.Certificate, []byte) {
+	d.t.Helper()
+	x := d.runWorkload(uid, uid, "fetch")
+	if x.Error != "" {
+		d.t.Fatalf("fetch uid %d: %s: %s", uid, x.Code, x.Error)
+	}
+	key, err := x509.ParsePKCS8PrivateKey(x.SVIDs[0].Key)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	return &tls.Certificate{Certificate: x.SVIDs[0].Chain, PrivateKey: key}, x.SVIDs[0].Chain[1]
+}
+
+// pollUntil polls cond every 20 ms until it holds or timeout passes (there
+// is no event to wait on across processes), and returns how long it took.
+func pollUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for !cond() {
+		if time.Since(start) > timeout {
+			t.Fatalf("%s: not within %s", what, timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return time.Since(start)
+}
+
+// TestE2EEtcdReplicasShareTrust: three real servers on one etcd, each
+// with its own data dir, replica id and intermediate, sharing the root
+// sealed in etcd under one --root-kek file, all behind their public
+// listeners as behind a load balancer. A JWT-SVID from A validates with
+// B's JWT bundle and is introspected active by C; a revocation made on
+// B makes C's /introspect say inactive within 1 s; a forced intermediate
+// rotation on A leaves B signing with its own intermediate; B restarts
+// after A rotated and issues again.
+func TestE2EEtcdReplicasShareTrust(t *testing.T) {
+	requireRoot(t)
+	srv := etcdtest.Start(t, nil)
+	args := []string{"--storage", "etcd://" + srv.Endpoint, "--root-kek", writeKEK(t, t.TempDir()),
+		"--listen", "127.0.0.1:0", "--listen-dns", "127.0.0.1", "--jwt-issuer", testIssuer}
+	a := etcdReplica(t, args...)
+	b := etcdReplica(t, args...)
+	c := etcdReplica(t, args...)
+	a.createEntry("spiffe://example.org/payments", "unix:uid:1001")
+	a.createEntry("spiffe://example.org/orders", "unix:uid:1002")
+	for _, d := range []*daemon{b, c} {
+		pollUntil(t, 5*time.Second, "entries on every replica", func() bool {
+			return strings.Contains(d.mustBadge("entry", "list"), "spiffe://example.org/orders")
+		})
+	}
+	bundle := a.mustBadge("bundle", "show")
+	for _, d := range []*daemon{b, c} {
+		if got := d.mustBadge("bundle", "show"); got != bundle {
+			t.Fatalf("bundles differ between replicas:\nA %s\nother %s", bundle, got)
+		}
+	}
+	_, interA := a.svidCert(1002)
+	_, interB := b.svidCert(1002)
+	if bytes.Equal(interA, interB) {
+		t.Fatal("A and B sign with the same intermediate; want one each")
+	}
+
+	// A JWT-SVID from A: B's FetchJWTBundles validates it (the SDK,
+	// locally), B's JWKS carries its key, C introspects it active.
+	tok := a.fetchJWT(1001, "spiffe://example.org/orders").Token
+	r := b.runJWT(1002, "jwt-sdk", jwtRequest{Validate: []jwtCheck{{Token: tok, Audience: "spiffe://example.org/orders"}}})
+	if r.Error != "" || len(r.Checks) != 1 || r.Checks[0].ID != "spiffe://example.org/payments" {
+		t.Fatalf("the SDK on B validating A's token: %+v", r)
+	}
+	resp, err := b.httpsClient(nil).Get(b.publicURL() + "/.well-known/jwks.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var jwks struct{ Keys []struct{ Kid string } }
+	json.NewDecoder(resp.Body).Decode(&jwks)
+	resp.Body.Close()
+	if len(jwks.Keys) < 3 {
+		t.Errorf("B's JWKS has %d keys, want every replica's (3)", len(jwks.Keys))
+	}
+	certC, _ := c.svidCert(1002)
+	if !c.introspect(certC, tok) {
+		t.Fatal("C's /introspect says A's token is inactive")
+	}
+
+	// A revocation on B reaches C's /introspect within a second.
+	b.mustBadge("revoke", "--id", "spiffe://example.org/payments", "--reason", "test")
+	took := pollUntil(t, 3*time.Second, "C's /introspect after the revocation on B", func() bool { return !c.introspect(certC, tok) })
+	t.Logf("revocation on B honoured by C's /introspect after %s", took)
+	if took > time.Second {
+		t.Errorf("revocation on B reached C's /introspect after %s, want within 1s", took)
+	}
+
+	// A rotates its intermediate: B keeps its own and issues.
+	a.mustBadge("keys", "rotate", "--kind", "intermediate")
+	if _, inter := a.svidCert(1002); bytes.Equal(inter, interA) {
+		t.Error("A's intermediate did not change")
+	}
+	if _, inter := b.svidCert(1002); !bytes.Equal(inter, interB) {
+		t.Error("B's intermediate changed when A rotated its own")
+	}
+	// B restarts after A rotated: same intermediate, issuance works.
+	b.restart()
+	if _, inter := b.svidCert(1002); !bytes.Equal(inter, interB) {
+		t.Error("B signs with another intermediate after its restart")
+	}
+	if got := b.mustBadge("bundle", "show"); got != bundle {
+		t.Error("the bundle changed across B's restart")
+	}
+}
