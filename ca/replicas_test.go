@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/badge-dev/badge/internal/testclock"
 	"github.com/badge-dev/badge/storage"
 	"github.com/badge-dev/badge/storage/etcd"
 	"github.com/badge-dev/badge/storage/etcd/etcdtest"
@@ -296,4 +297,49 @@ func TestReplicasElection(t *testing.T) {
 		return inBundle && s.signer.cert.CheckSignatureFrom(newRoot) == nil
 	})
 	_ = rot
+}
+
+// TestReplicasCRLNumbersIncrease: the revocation lists the servers of a
+// store sign carry numbers that only grow, whichever server signs, and
+// across one server stopping and another starting, under a wall clock
+// stepped back (the number is the signing time unless the store has
+// handed out a larger one).
+func TestReplicasCRLNumbersIncrease(t *testing.T) {
+	clock := testclock.New(testStart)
+	rs := newReplicaSet(t, func(c *Config) { c.Time = clock.Now; c.Monotonic = clock.Monotonic })
+	a, stopA := rs.open("a")
+	b, _ := rs.open("b")
+	var last uint64
+	check := func(who string, x *Authority, n int) {
+		t.Helper()
+		waitSnapshot(t, x, who+" signs a list with the revocation", func(s *Snapshot) bool { return len(s.revocations.ids) == n })
+		_, num := x.Snapshot().CRL()
+		if num <= last {
+			t.Fatalf("%s signed CRL number %d after %d", who, num, last)
+		}
+		last = num
+	}
+	revoke := func(x *Authority, id string) {
+		t.Helper()
+		if _, err := x.RevokeID(t.Context(), RevokeRequest{SPIFFEID: id, Reason: "test"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	revoke(a, "spiffe://example.org/one")
+	check("A", a, 1)
+	check("B", b, 1)
+	clock.Step(-time.Hour) // the wall clock steps back
+	revoke(b, "spiffe://example.org/two")
+	check("B", b, 2)
+	check("A", a, 2)
+	stopA()
+	c, _ := rs.open("c")
+	_, num := c.Snapshot().CRL()
+	if num <= last {
+		t.Fatalf("C started with CRL number %d after %d", num, last)
+	}
+	last = num
+	revoke(c, "spiffe://example.org/three")
+	check("C", c, 3)
+	check("B", b, 3)
 }

@@ -140,3 +140,51 @@ func TestE2EEtcdReplicasShareTrust(t *testing.T) {
 		t.Error("the bundle changed across B's restart")
 	}
 }
+
+// TestE2EEtcdLost: a server whose etcd stops keeps serving what it holds
+// (an open stream keeps its SVID and bundle) and refuses new issuance
+// with Unavailable naming etcd, rather than issue what it cannot record;
+// when etcd is back, issuance resumes by itself.
+func TestE2EEtcdLost(t *testing.T) {
+	requireRoot(t)
+	srv := etcdtest.Start(t, nil)
+	d := etcdReplica(t, "--storage", "etcd://"+srv.Endpoint, "--root-kek", writeKEK(t, t.TempDir()))
+	d.createEntry("spiffe://example.org/payments", "unix:uid:1001")
+	w := d.startStream(1001, 1001)
+	first := w.next(t, 10*time.Second)
+	if len(first.SVIDs) != 1 {
+		t.Fatalf("first update: %v %s", ids(first), first.Error)
+	}
+
+	srv.Stop()
+	// New issuance: refused with Unavailable once what was reserved
+	// before is used (each fetch from a new process takes a serial).
+	var refused workloadResult
+	pollUntil(t, 60*time.Second, "a fetch refused with Unavailable", func() bool {
+		refused = d.runWorkload(1001, 1001, "fetch")
+		return refused.Error != ""
+	})
+	if refused.Code != "Unavailable" || !strings.Contains(refused.Error, "etcd") && !strings.Contains(refused.Error, "store") {
+		t.Errorf("fetch with etcd down: %s: %s; want Unavailable naming the store", refused.Code, refused.Error)
+	}
+	t.Logf("fetch with etcd down: %s: %s", refused.Code, refused.Error)
+	// The open stream still holds its SVID: nothing was pushed that
+	// takes it away.
+	select {
+	case r, ok := <-w.updates:
+		if !ok || r.Error != "" || len(r.SVIDs) != 1 {
+			t.Errorf("the open stream got %v %s while etcd was down", ids(r), r.Error)
+		}
+	default:
+	}
+	if !strings.Contains(d.mustBadge("bundle", "show"), "BEGIN CERTIFICATE") {
+		t.Error("bundle show failed while etcd was down")
+	}
+
+	if err := srv.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	pollUntil(t, 30*time.Second, "a fetch after etcd came back", func() bool {
+		return d.runWorkload(1001, 1001, "fetch").Error == ""
+	})
+}
