@@ -5,9 +5,12 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -187,4 +190,92 @@ func TestE2EEtcdLost(t *testing.T) {
 	pollUntil(t, 30*time.Second, "a fetch after etcd came back", func() bool {
 		return d.runWorkload(1001, 1001, "fetch").Error == ""
 	})
+}
+
+// TestE2EEtcdReplicaKilled: while entries and revocations are made on A
+// and workloads fetch from B, A is killed with SIGKILL. Every entry and
+// revocation A acknowledged is on B, and B kept issuing throughout.
+func TestE2EEtcdReplicaKilled(t *testing.T) {
+	requireRoot(t)
+	srv := etcdtest.Start(t, nil)
+	args := []string{"--storage", "etcd://" + srv.Endpoint, "--root-kek", writeKEK(t, t.TempDir())}
+	a := etcdReplica(t, args...)
+	b := etcdReplica(t, args...)
+	b.createEntry("spiffe://example.org/payments", "unix:uid:1001")
+
+	var (
+		mu      sync.Mutex
+		entries []string // ids of entries A acknowledged
+		revoked []string // SPIFFE IDs A acknowledged revoking
+	)
+	stop := make(chan struct{})
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			id := fmt.Sprintf("spiffe://example.org/load/%d", i)
+			out, _, code := a.badge("entry", "create", "--id", id, "--selector", fmt.Sprintf("unix:uid:%d", 5000+i))
+			if code == 0 {
+				mu.Lock()
+				entries = append(entries, strings.TrimSpace(out))
+				mu.Unlock()
+			}
+			if _, _, code := a.badge("revoke", "--id", id, "--reason", "load"); code == 0 {
+				mu.Lock()
+				revoked = append(revoked, id)
+				mu.Unlock()
+			}
+		}
+	}()
+	fetches := make(chan workloadResult, 64)
+	go func() {
+		defer close(fetches)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			fetches <- b.runWorkload(1001, 1001, "fetch")
+		}
+	}()
+
+	pollUntil(t, 30*time.Second, "A acknowledged some writes", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(revoked) >= 20
+	})
+	a.signal(syscall.SIGKILL)
+	close(stop)
+	<-writerDone
+	failed := 0
+	n := 0
+	for r := range fetches {
+		n++
+		if r.Error != "" {
+			failed++
+			t.Errorf("fetch on B: %s: %s", r.Code, r.Error)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	t.Logf("A acknowledged %d entries and %d revocations before SIGKILL; B served %d fetches, %d failed", len(entries), len(revoked), n, failed)
+
+	list := b.mustBadge("entry", "list", "--json")
+	for _, id := range entries {
+		if !strings.Contains(list, id) {
+			t.Errorf("entry %s, acknowledged by A, is not on B", id)
+		}
+	}
+	revs := b.mustBadge("revocations", "list", "--json")
+	for _, id := range revoked {
+		if !strings.Contains(revs, `"`+id+`"`) {
+			t.Errorf("revocation of %s, acknowledged by A, is not on B", id)
+		}
+	}
 }
