@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -342,4 +343,32 @@ func TestReplicasCRLNumbersIncrease(t *testing.T) {
 	revoke(c, "spiffe://example.org/three")
 	check("C", c, 3)
 	check("B", b, 3)
+}
+
+// TestReplicasKeyStatuses: `badge keys list` on one server shows every
+// server's keys, each intermediate and JWT key with its owner, and never
+// another server's key file as if it were in this server's directory.
+func TestReplicasKeyStatuses(t *testing.T) {
+	rs := newReplicaSet(t, nil)
+	a, _ := rs.open("a")
+	rs.open("b")
+	sts, err := a.KeyStatuses(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	owners := map[string]int{}
+	for _, s := range sts {
+		owners[s.Kind+"/"+s.Owner]++
+		switch {
+		case s.Kind == RotateRoot && s.PrivateKey != storage.SealedRef:
+			t.Errorf("root %s: private key %q, want %q", s.ID, s.PrivateKey, storage.SealedRef)
+		case s.Owner == "b" && !strings.HasPrefix(s.PrivateKey, "replica b: "):
+			t.Errorf("B's key %s listed on A as %q", s.ID, s.PrivateKey)
+		}
+	}
+	for _, want := range []string{"intermediate/a", "intermediate/b", "jwt/a", "jwt/b", "root/"} {
+		if owners[want] != 1 {
+			t.Errorf("keys by kind/owner %v: want one %s", owners, want)
+		}
+	}
 }

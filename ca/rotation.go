@@ -667,9 +667,14 @@ type KeyStatus struct {
 	// Fingerprint is "SHA256:" and the hex SHA-256 of the public key
 	// (PKIX DER).
 	Fingerprint string `json:"fingerprint"`
-	// PrivateKey is where the private key lives: a file path, or a KMS
-	// URI. Never the key itself.
+	// PrivateKey is where the private key lives: a file path, a KMS
+	// URI, or sealed in the store (storage.SealedRef); for another
+	// server's key, "replica ID: " and that server's reference. Never the
+	// key itself.
 	PrivateKey string `json:"private_key"`
+	// Owner is the replica id of the server that owns an intermediate
+	// or JWT key, on a store several servers share; empty otherwise.
+	Owner string `json:"owner,omitempty"`
 }
 
 // KeyStatuses returns every key the authority keeps a record of,
@@ -686,14 +691,17 @@ func (a *Authority) KeyStatuses(ctx context.Context) ([]KeyStatus, error) {
 	for _, r := range recs {
 		sum := sha256.Sum256(r.PublicKey)
 		where := r.PrivateRef
-		if isKeyFile(where) {
+		switch {
+		case !a.cfg.owns(r):
+			where = "replica " + r.Owner + ": " + where
+		case isKeyFile(where):
 			where = filepath.Join(a.cfg.KeyDir, where)
 		}
 		out = append(out, KeyStatus{
 			Kind: publicKind(r.Kind), ID: r.ID, State: r.State,
 			CreatedAt: r.CreatedAt.UTC(), ActivatesAt: utcOrZero(r.ActivatesAt), RetiresAt: utcOrZero(r.RetiresAt),
 			NotAfter: utcOrZero(r.NotAfter), RemoveAt: utcOrZero(r.RemoveAt),
-			Fingerprint: "SHA256:" + hex.EncodeToString(sum[:]), PrivateKey: where,
+			Fingerprint: "SHA256:" + hex.EncodeToString(sum[:]), PrivateKey: where, Owner: r.Owner,
 		})
 	}
 	return out, nil
