@@ -279,3 +279,47 @@ func TestE2EEtcdReplicaKilled(t *testing.T) {
 		}
 	}
 }
+
+// TestE2EEtcdAgentFailover: an agent given two servers of one etcd store
+// (--server A,B) moves to B when A is killed, and an SDK client and
+// server behind it, on a new connection for every request, see no failed
+// handshake: before, during and after the move, through a rotation of
+// their SVIDs signed by B.
+func TestE2EEtcdAgentFailover(t *testing.T) {
+	requireRoot(t)
+	const ttl = 20 * time.Second
+	srv := etcdtest.Start(t, nil)
+	args := []string{"--storage", "etcd://" + srv.Endpoint, "--root-kek", writeKEK(t, t.TempDir()), "--svid-ttl", ttl.String()}
+	f := startFleet(t, args...)
+	addrB := freeAddr(t)
+	etcdReplica(t, append(args, "--agent-listen", addrB)...)
+	a := f.startAgent(t, "--join-token", f.token("node-a"), "--server", f.agentAddr+","+addrB)
+	f.mustBadge("entry", "create", "--id", sdkOrdersID, "--selector", "unix:uid:1001", "--node", "node-a")
+	f.mustBadge("entry", "create", "--id", sdkPaymentsID, "--selector", "unix:uid:1002", "--node", "node-a")
+	server, l := startSDKServer(t, a, "payments", 1002, envSDKProto+"=http", envSDKAuthz+"="+sdkOrdersID)
+	client := startSDK(t, a, "orders", 1001, "sdk-client", envSDKProto+"=http", envSDKAuthz+"="+sdkPaymentsID,
+		envSDKAddr+"="+l.Addr, envSDKCount+"=0", envSDKInterval+"=10ms")
+	client.next(time.Now().Add(30*time.Second), 0, "response")
+	serverSerials := distinctValues(server.snapshot(), "request", serialOfEvent)
+	clientSerials := distinctValues(client.snapshot(), "response", serialOfEvent)
+	nServer, nClient := len(server.snapshot()), len(client.snapshot())
+
+	f.signal(syscall.SIGKILL)
+	killed := time.Now()
+	a.waitLogCount(t, 2, "connected to server")
+	t.Logf("the agent reconnected %s after A was killed", time.Since(killed))
+	deadline := time.Now().Add(ttl + 15*time.Second)
+	client.waitResponsesAfter(deadline, killed, 50, "after A was killed")
+	server.waitFor(deadline, "a client serial issued after the move", func(evs []sdkEvent) bool {
+		return len(newSerials(evs[nServer:], "request", serverSerials)) >= 1
+	})
+	client.waitFor(deadline, "a server serial issued after the move", func(evs []sdkEvent) bool {
+		return len(newSerials(evs[nClient:], "response", clientSerials)) >= 1
+	})
+	cs, ss := client.stop(), server.stop()
+	if cs.Failures != 0 || cs.Refused != 0 || ss.Refused != 0 || cs.Handshakes != cs.Requests {
+		t.Errorf("%d of %d requests failed, %d handshakes (client refused %d, server %d):\n%s",
+			cs.Failures, cs.Requests, cs.Handshakes, cs.Refused, ss.Refused, describeEvents(eventsOf(client.snapshot(), "error")))
+	}
+	t.Logf("%d requests behind an agent that moved from A to B, each on a new connection; %d failed", cs.Requests, cs.Failures)
+}
