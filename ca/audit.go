@@ -299,7 +299,7 @@ func (a *Authority) auditRoots(ctx context.Context) *x509.CertPool {
 		if rec.Kind != kindRoot {
 			continue
 		}
-		if k, err := loadKey(a.cfg.keys, rec); err == nil {
+		if k, err := loadKey(&a.cfg, rec); err == nil {
 			roots.AddCert(k.cert)
 		}
 	}

@@ -136,11 +136,31 @@ type Config struct {
 	// each key by its URI, without the PIN. It is chosen with the data
 	// dir: keys made in one place are not found in another.
 	KeyManager string
+	// ReplicaID names this server among those sharing Store (see
+	// storage/etcd): it owns the intermediates and JWT keys whose records
+	// carry it, holds their private keys, signs with them and rotates
+	// them; other servers' keys it only publishes (their JWT keys in the
+	// JWKS). Empty: the only server of the store, owning every key
+	// without an owner.
+	ReplicaID string
+	// RootKEK, when set (RootKEKSize bytes, see ReadRootKEK), seals the
+	// private key of every root this authority creates in the root's
+	// record, and opens sealed roots: how servers sharing a store share
+	// the root without a key manager. Ignored with KeyManager, where the
+	// root lives in the key manager all servers reach. Nil: roots are key
+	// files like every other key.
+	RootKEK []byte
 	// Logger receives operational logs. Nil discards them.
 	Logger *slog.Logger
 
 	// keys is the key store of KeyManager, opened by New.
 	keys keyStore
+}
+
+// owns reports whether this server owns the key of rec: a root is
+// everyone's, an intermediate or a JWT key its owner's.
+func (c *Config) owns(rec storage.Key) bool {
+	return rec.Kind == kindRoot || rec.Owner == c.ReplicaID
 }
 
 func (c *Config) setDefaults() error {
@@ -197,6 +217,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if c.RootKEK != nil && len(c.RootKEK) != RootKEKSize {
+		return fmt.Errorf("ca: the root key-encryption key has %d bytes, want %d", len(c.RootKEK), RootKEKSize)
 	}
 	if err := ValidateJWTIssuer(c.JWTIssuer); err != nil {
 		return err
@@ -332,7 +355,7 @@ func New(ctx context.Context, cfg Config) (*Authority, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, rec := range fixes {
+	for _, rec := range a.writableFixes(fixes) {
 		if err := a.store.PutKey(ctx, rec); err != nil {
 			return nil, fmt.Errorf("ca: recording key %s %s: %w", rec.ID, rec.State, err)
 		}
@@ -438,6 +461,7 @@ func (a *Authority) rotateLoop() {
 		a.mu.Lock()
 		next := a.nextKeyEventLocked()
 		a.mu.Unlock()
+		_, leadChanged := a.leads()
 		t := time.NewTimer(max(time.Until(next), 10*time.Millisecond))
 		select {
 		case <-a.stop:
@@ -446,6 +470,10 @@ func (a *Authority) rotateLoop() {
 		case <-a.rotateKick:
 			t.Stop()
 			continue
+		case <-leadChanged:
+			// Leading now, or no longer: a new leader resumes the root
+			// schedule from the records.
+			t.Stop()
 		case <-t.C:
 		}
 		err := a.scheduledRotation(context.Background())
@@ -510,6 +538,21 @@ func (a *Authority) scheduledRotation(ctx context.Context) error {
 	return err
 }
 
+// writableFixes returns the fixes loadKeys found that this server may
+// write: its own keys' records, and the shared roots' when it leads (the
+// others would race the leader's rotation, whose two writes they may see
+// half done).
+func (a *Authority) writableFixes(fixes keyFixes) keyFixes {
+	leading, _ := a.leads()
+	var out keyFixes
+	for _, rec := range fixes {
+		if rec.Kind == kindRoot && leading || rec.Kind != kindRoot && a.cfg.owns(rec) {
+			out = append(out, rec)
+		}
+	}
+	return out
+}
+
 // rotateIntermediate runs the key schedule and returns the id of the new
 // intermediate if the intermediate rotated ("" if it was not due).
 func (a *Authority) rotateIntermediate(ctx context.Context) (string, error) {
@@ -542,6 +585,9 @@ func (a *Authority) pruneLoop() {
 			}
 			continue
 		case <-t.C:
+		}
+		if leading, _ := a.leads(); !leading {
+			continue // another server of the store does it
 		}
 		if a.cfg.AuditRetention > 0 && time.Since(lastAuditPrune) >= auditPruneInterval {
 			lastAuditPrune = time.Now()

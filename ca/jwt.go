@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"slices"
 	"strings"
@@ -25,6 +26,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"go.step.sm/crypto/jose"
 
+	"github.com/badge-dev/badge/internal/logkey"
 	"github.com/badge-dev/badge/internal/untrusted"
 	"github.com/badge-dev/badge/storage"
 )
@@ -179,6 +181,20 @@ func loadJWTKeys(cfg *Config, recs []storage.Key) (*jwtKeySet, keyFixes, error) 
 		if rec.State == storage.KeyRetired && !now.Before(removeAt(rec)) {
 			continue
 		}
+		if !cfg.owns(rec) {
+			// Another server's key: published until its tokens have
+			// expired, never signing here.
+			if !now.Before(rec.NotAfter) {
+				continue
+			}
+			k, err := parseJWTKey(rec)
+			if err != nil {
+				cfg.Logger.Warn("another server's JWT key is unreadable; it is not published", slog.String(logkey.KeyID, rec.ID), slog.Any(logkey.Error, err))
+				continue
+			}
+			keys = append(keys, k)
+			continue
+		}
 		if rec.State != storage.KeyRetired && !now.Before(rec.NotAfter) {
 			// Expired before it was retired (the server was down): it signs
 			// no more, and its tokens have expired with it.
@@ -308,7 +324,7 @@ func createJWTKey(ctx context.Context, cfg *Config, activates time.Time, state s
 	}
 	retires := activates.Add(cfg.JWTKeyTTL).UTC()
 	rec := storage.Key{
-		ID: kid, Kind: kindJWT, PublicKey: pub, PrivateRef: ref,
+		ID: kid, Kind: kindJWT, PublicKey: pub, PrivateRef: ref, Owner: cfg.ReplicaID,
 		CreatedAt: cfg.Time().UTC(), NotAfter: retires.Add(cfg.JWTPrepareLead + DefaultJWTTTL + Backdate), State: state,
 		ActivatesAt: activates.UTC(), RetiresAt: retires,
 	}

@@ -129,6 +129,10 @@ type keyFixes []storage.Key
 // retiring the other), the newer one is active and the other is retired:
 // a retired key never signs again.
 func loadKeys(ctx context.Context, cfg *Config) (*keySet, keyFixes, error) {
+	return loadKeysOnce(ctx, cfg, false)
+}
+
+func loadKeysOnce(ctx context.Context, cfg *Config, retried bool) (*keySet, keyFixes, error) {
 	if err := localtrust.MkdirPrivate(cfg.KeyDir); err != nil {
 		if errors.Is(err, localtrust.ErrUntrustedPath) {
 			return nil, nil, fmt.Errorf("ca: key directory %w", err)
@@ -161,7 +165,7 @@ func loadKeys(ctx context.Context, cfg *Config) (*keySet, keyFixes, error) {
 				return nil, nil, fmt.Errorf("ca: key %s: parsing certificate: %w", rec.ID, err)
 			}
 			k = &caKey{id: rec.ID, kind: rec.Kind, cert: cert, rec: rec}
-		} else if k, err = loadKey(cfg.keys, rec); err != nil {
+		} else if k, err = loadKey(cfg, rec); err != nil {
 			return nil, nil, err
 		}
 		switch rec.State {
@@ -218,6 +222,11 @@ func loadKeys(ctx context.Context, cfg *Config) (*keySet, keyFixes, error) {
 		ks.roots = upstreamRoots(ks, inters, now)
 	} else if ks.root == nil {
 		k, err := createRoot(ctx, cfg, now, storage.KeyActive)
+		if errors.Is(err, storage.ErrExists) && !retried {
+			// Another server sharing the store made the first root
+			// meanwhile: use it.
+			return loadKeysOnce(ctx, cfg, true)
+		}
 		if err != nil {
 			return nil, nil, err
 		}
@@ -227,9 +236,12 @@ func loadKeys(ctx context.Context, cfg *Config) (*keySet, keyFixes, error) {
 		ks.roots = append(ks.roots, k)
 	}
 	for _, rec := range inters {
+		if !cfg.owns(rec) {
+			continue // another server's: it signs with it, this one never
+		}
 		switch {
 		case rec.State == storage.KeyActive && now.Before(rec.NotAfter):
-			k, err := loadKey(cfg.keys, rec)
+			k, err := loadKey(cfg, rec)
 			if err != nil {
 				return nil, nil, err
 			}
@@ -241,7 +253,7 @@ func loadKeys(ctx context.Context, cfg *Config) (*keySet, keyFixes, error) {
 			}
 			ks.inter = k
 		case rec.State == storage.KeyPrepared:
-			k, err := loadPreparedKey(cfg.keys, rec)
+			k, err := loadPreparedKey(cfg, rec)
 			if err != nil {
 				return nil, nil, err
 			}
@@ -361,7 +373,16 @@ func createRoot(ctx context.Context, cfg *Config, activates time.Time, state sto
 	}
 	rec.Certificate, rec.NotAfter = cert.Raw, cert.NotAfter
 	rec.State, rec.ActivatesAt, rec.RetiresAt = state, activates, cert.NotAfter.Add(-cfg.rootOverlap())
-	if err := saveKey(ctx, cfg, rec); err != nil {
+	if kc, ok := cfg.Store.(storage.KeyCreator); ok && state == storage.KeyActive {
+		// The first root of a store several servers share: exactly one
+		// of them makes it.
+		if err := kc.CreateFirstKey(ctx, rec, kindRoot+"-"); err != nil {
+			if rmErr := cfg.keys.remove(keyRef{rec.ID, rec.PrivateRef}); rmErr != nil {
+				cfg.Logger.Warn("removing an unused root key failed", slog.String(logkey.KeyID, rec.ID), slog.Any(logkey.Error, rmErr))
+			}
+			return nil, fmt.Errorf("ca: recording the first root key: %w", err)
+		}
+	} else if err := saveKey(ctx, cfg, rec); err != nil {
 		return nil, err
 	}
 	return &caKey{id: rec.ID, kind: kindRoot, cert: cert, signer: priv, rec: rec}, nil
@@ -424,6 +445,9 @@ func caKeyID(kind string, pkix []byte) string {
 // signer and the record of a new key of kind: id, public key, private
 // key reference and creation time.
 func newKey(ctx context.Context, cfg *Config, kind string) (crypto.Signer, storage.Key, error) {
+	if kind == kindRoot && cfg.RootKEK != nil && cfg.KeyManager == "" {
+		return newSealedKey(cfg, kind)
+	}
 	signer, ref, err := cfg.keys.create(ctx, kind, func(pkix []byte) (string, error) { return caKeyID(kind, pkix) + ".key", nil })
 	if err != nil {
 		return nil, storage.Key{}, fmt.Errorf("ca: %s key: %w", kind, err)
@@ -432,7 +456,11 @@ func newKey(ctx context.Context, cfg *Config, kind string) (crypto.Signer, stora
 	if err != nil {
 		return nil, storage.Key{}, err
 	}
-	return signer, storage.Key{ID: caKeyID(kind, pub), Kind: kind, PublicKey: pub, PrivateRef: ref, CreatedAt: cfg.Time()}, nil
+	rec := storage.Key{ID: caKeyID(kind, pub), Kind: kind, PublicKey: pub, PrivateRef: ref, CreatedAt: cfg.Time()}
+	if kind != kindRoot {
+		rec.Owner = cfg.ReplicaID
+	}
+	return signer, rec, nil
 }
 
 // saveKey records a key whose private key the key store holds already: a
@@ -470,7 +498,7 @@ func signCA(cfg *Config, kind string, tmpl *x509.Certificate, text string, data 
 
 // loadKey reads the certificate from the record and opens the private key
 // in the key store, and checks that they belong together.
-func loadKey(ks keyStore, rec storage.Key) (*caKey, error) {
+func loadKey(cfg *Config, rec storage.Key) (*caKey, error) {
 	if rec.Kind != kindRoot && rec.Kind != kindIntermediate {
 		return nil, errors.New("ca: unknown key kind " + rec.Kind)
 	}
@@ -478,7 +506,7 @@ func loadKey(ks keyStore, rec storage.Key) (*caKey, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ca: key %s: parsing certificate: %w", rec.ID, err)
 	}
-	signer, err := ks.open(keyRef{rec.ID, rec.PrivateRef}, cert.PublicKey)
+	signer, err := cfg.openSigner(rec, cert.PublicKey)
 	if err != nil {
 		return nil, err
 	}
@@ -487,12 +515,12 @@ func loadKey(ks keyStore, rec storage.Key) (*caKey, error) {
 
 // loadPreparedKey opens the private key of a prepared intermediate, which
 // has no certificate yet, and checks it against the record's public key.
-func loadPreparedKey(ks keyStore, rec storage.Key) (*caKey, error) {
+func loadPreparedKey(cfg *Config, rec storage.Key) (*caKey, error) {
 	pub, err := x509.ParsePKIXPublicKey(rec.PublicKey)
 	if err != nil {
 		return nil, fmt.Errorf("ca: key %s: parsing public key: %w", rec.ID, err)
 	}
-	signer, err := ks.open(keyRef{rec.ID, rec.PrivateRef}, pub)
+	signer, err := cfg.openSigner(rec, pub)
 	if err != nil {
 		return nil, err
 	}

@@ -63,6 +63,21 @@ var ErrUnknownKeyKind = errors.New("ca: unknown key kind")
 // authority: the root is the upstream's, rotated there.
 var ErrUpstreamRoot = errors.New("ca: the root belongs to the upstream authority; rotate it there (new intermediates then chain to the new root)")
 
+// ErrNotLeader is wrapped by RotateKey for a root rotation asked of a
+// server that shares its store with others and does not lead them.
+var ErrNotLeader = errors.New("ca: this server does not lead the servers of its store")
+
+// leads reports whether this server does the singleton work of its store
+// (root rotation, pruning, revoking a dead server's serials), and returns
+// a channel closed when that may change (nil: never). A store only this
+// process opens has no election: it always leads.
+func (a *Authority) leads() (bool, <-chan struct{}) {
+	if e, ok := a.store.(storage.Elector); ok {
+		return e.Lead()
+	}
+	return true, nil
+}
+
 // Audit actions of the key schedule besides AuditKeyRotate.
 const (
 	// AuditKeyPrepare: a next root or JWT key was published.
@@ -111,7 +126,10 @@ func (a *Authority) advanceKeysLocked(ctx context.Context, force string) ([]keyE
 	ks := old.clone()
 	var events []keyEvent
 	var err error
-	if cfg.Upstream == nil {
+	if leading, _ := a.leads(); leading && cfg.Upstream == nil {
+		// Roots are shared: only the leader prepares and activates
+		// them; the others follow the records (reloadKeys). Under an
+		// upstream, its roots follow the intermediates.
 		err = a.stepRoots(ctx, ks, now, force, &events)
 	}
 	if err == nil {
@@ -409,6 +427,9 @@ func (a *Authority) dropRetired(ks *keySet, now time.Time, events *[]keyEvent) [
 	})
 	var keep []*jwtKey
 	for _, k := range ks.jwt.list() {
+		if !a.cfg.owns(k.rec) && !now.Before(k.rec.NotAfter) {
+			continue // another server's, past its last token
+		}
 		if k.rec.State == storage.KeyRetired && !now.Before(removeAt(k.rec)) {
 			out = append(out, k.rec)
 			if k.rec.RemoveAt.After(k.rec.RetiresAt) {
@@ -458,8 +479,24 @@ func (a *Authority) removeKeys(ctx context.Context, ks *keySet, now time.Time, g
 	for id := range ks.jwt.keys {
 		inUse[id] = true
 	}
+	leading, _ := a.leads()
 	for _, rec := range recs {
-		if rec.State != storage.KeyRetired || now.Before(removeAt(rec)) || inUse[rec.ID] {
+		if inUse[rec.ID] {
+			continue
+		}
+		if !a.cfg.owns(rec) || rec.Kind == kindRoot && !leading {
+			// Another server's key (or a shared root, which the leader
+			// removes): its owner removes it. The leader deletes the
+			// record of a server that left, once nothing it signed is
+			// valid; its private key stays with it.
+			if leading && rec.Kind != kindRoot && !now.Before(laterOf(removeAt(rec), rec.NotAfter)) {
+				if err := a.cfg.Store.DeleteKey(ctx, rec.ID); err != nil && !errors.Is(err, storage.ErrNotFound) {
+					a.log.Warn("deleting another server's expired key record failed", slog.String(logkey.KeyID, rec.ID), slog.Any(logkey.Error, err))
+				}
+			}
+			continue
+		}
+		if rec.State != storage.KeyRetired || now.Before(removeAt(rec)) {
 			continue
 		}
 		if err := a.cfg.keys.remove(keyRef{rec.ID, rec.PrivateRef}); err != nil {
@@ -490,8 +527,9 @@ func (a *Authority) nextKeyEventLocked() time.Time {
 	if ks.nextInter == nil {
 		t = t.Add(-cfg.interPrepareLead())
 	}
-	if ks.root == nil {
-		// Under an upstream: its roots follow the intermediates.
+	if leading, _ := a.leads(); ks.root == nil || !leading {
+		// Under an upstream its roots follow the intermediates; on a
+		// follower the leader steps the roots and the watch tells.
 	} else if ks.nextRoot == nil {
 		t = earlierOf(t, cfg.retiresAt(ks.root).Add(-cfg.RootPrepareLead))
 	} else {
@@ -582,6 +620,11 @@ func (a *Authority) RotateKey(ctx context.Context, kind string, adminUID uint32)
 		a.Audit(ctx, AuditEvent{AdminUID: adminUID, Action: AuditKeyRotate, Target: kind, Detail: "forced rotation", Err: err})
 		return KeyRotation{}, err
 	}
+	if leading, _ := a.leads(); kind == RotateRoot && !leading {
+		err := fmt.Errorf("%w: the root is shared by every server of the store; rotate it on the server that leads (its log says \"this server leads\")", ErrNotLeader)
+		a.Audit(ctx, AuditEvent{AdminUID: adminUID, Action: AuditKeyRotate, Target: kind, Detail: "forced rotation of the root key", Err: err})
+		return KeyRotation{}, err
+	}
 	a.mu.Lock()
 	var prev string
 	switch kind {
@@ -668,9 +711,14 @@ type KeyStatus struct {
 	// Fingerprint is "SHA256:" and the hex SHA-256 of the public key
 	// (PKIX DER).
 	Fingerprint string `json:"fingerprint"`
-	// PrivateKey is where the private key lives: a file path, or a KMS
-	// URI. Never the key itself.
+	// PrivateKey is where the private key lives: a file path, a KMS
+	// URI, or sealed in the store (storage.SealedRef); for another
+	// server's key, "replica ID: " and that server's reference. Never the
+	// key itself.
 	PrivateKey string `json:"private_key"`
+	// Owner is the replica id of the server that owns an intermediate
+	// or JWT key, on a store several servers share; empty otherwise.
+	Owner string `json:"owner,omitempty"`
 }
 
 // KeyUpstream is the state KeyStatuses gives a root of an upstream
@@ -704,14 +752,17 @@ func (a *Authority) KeyStatuses(ctx context.Context) ([]KeyStatus, error) {
 	for _, r := range recs {
 		sum := sha256.Sum256(r.PublicKey)
 		where := r.PrivateRef
-		if isKeyFile(where) {
+		switch {
+		case !a.cfg.owns(r):
+			where = "replica " + r.Owner + ": " + where
+		case isKeyFile(where):
 			where = filepath.Join(a.cfg.KeyDir, where)
 		}
 		out = append(out, KeyStatus{
 			Kind: publicKind(r.Kind), ID: r.ID, State: r.State,
 			CreatedAt: r.CreatedAt.UTC(), ActivatesAt: utcOrZero(r.ActivatesAt), RetiresAt: utcOrZero(r.RetiresAt),
 			NotAfter: utcOrZero(r.NotAfter), RemoveAt: utcOrZero(r.RemoveAt),
-			Fingerprint: "SHA256:" + hex.EncodeToString(sum[:]), PrivateKey: where,
+			Fingerprint: "SHA256:" + hex.EncodeToString(sum[:]), PrivateKey: where, Owner: r.Owner,
 		})
 	}
 	return out, nil

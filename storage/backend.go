@@ -221,3 +221,28 @@ type Watcher interface {
 	// returns ctx.Err(). Bursts of changes may be reported together.
 	Watch(ctx context.Context, fn func(Change)) error
 }
+
+// KeyCreator is the optional part of a Backend several servers share
+// (storage/etcd): it makes the first key of a kind exactly once, however
+// many servers start at the same time.
+type KeyCreator interface {
+	// CreateFirstKey stores k unless a key record whose ID starts with
+	// idPrefix exists, atomically; ErrExists if one does (another server
+	// made it first: list the keys again to use it).
+	CreateFirstKey(ctx context.Context, k Key, idPrefix string) error
+}
+
+// Elector is the optional part of a Backend several servers share
+// (storage/etcd): it elects one of them to do the work that must be done
+// once for all (root rotation, pruning, revoking the serials of a server
+// that died). A store only one process opens has nothing to elect: that
+// process does it all.
+type Elector interface {
+	// Lead reports whether this server leads now, and returns a channel
+	// that is closed when that may have changed. The first call starts
+	// the campaign. A leader that loses its store stops leading once its
+	// lease runs out, at most the store's lease TTL later; two servers
+	// may therefore both believe they lead for that long, so the work
+	// done under the lead must be safe to repeat.
+	Lead() (bool, <-chan struct{})
+}

@@ -192,8 +192,19 @@ type Key struct {
 	// PublicKey is the public key in PKIX DER form.
 	PublicKey []byte `json:"public_key"` // PKIX DER
 	// PrivateRef locates the private key: a file name in the data
-	// directory, or a KMS URI. The private key itself is never stored.
+	// directory, a KMS URI, or SealedRef for a key sealed in Sealed. The
+	// private key itself is never stored in the clear.
 	PrivateRef string `json:"private_ref"` // file name in the data dir, or a KMS URI
+	// Sealed is, for a key whose PrivateRef is SealedRef (a root shared by
+	// the servers of a store), the private key encrypted under the
+	// operator's key-encryption key: AES-256-GCM, the nonce first, the
+	// key's ID as additional data. Empty for every other key.
+	Sealed []byte `json:"sealed,omitempty"`
+	// Owner is the replica id of the server that owns the key, on a store
+	// several servers share: only that server holds its private key, signs
+	// with it and rotates it (intermediates and JWT keys). Empty for a key
+	// every server shares (roots) and on a store only one server opens.
+	Owner string `json:"owner,omitempty"`
 	// Certificate is the DER certificate of an X.509 key; empty for JWT keys.
 	Certificate []byte `json:"certificate,omitempty"` // DER, for X.509 keys
 	// CreatedAt is when the key was made; keys are listed in (CreatedAt, ID)
@@ -226,6 +237,10 @@ type Key struct {
 	UpstreamRoots [][]byte `json:"upstream_roots,omitempty"`
 }
 
+// SealedRef is the PrivateRef of a key whose private key is sealed in
+// its record (Key.Sealed).
+const SealedRef = "sealed:aes-256-gcm"
+
 // Validate reports whether k can be stored. The error wraps ErrInvalid.
 func (k Key) Validate() error {
 	if err := checkID("key id", k.ID); err != nil {
@@ -233,6 +248,12 @@ func (k Key) Validate() error {
 	}
 	if len(k.PrivateRef) > MaxIDLen {
 		return fmt.Errorf("%w: key %s: private_ref is longer than %d bytes", ErrInvalid, k.ID, MaxIDLen)
+	}
+	if len(k.Owner) > MaxIDLen || len(k.Sealed) > MaxIDLen {
+		return fmt.Errorf("%w: key %s: owner or sealed key is longer than %d bytes", ErrInvalid, k.ID, MaxIDLen)
+	}
+	if (k.PrivateRef == SealedRef) != (len(k.Sealed) > 0) {
+		return fmt.Errorf("%w: key %s: a sealed key needs private_ref %q and its sealed private key, and only a sealed key has one", ErrInvalid, k.ID, SealedRef)
 	}
 	switch k.State {
 	case KeyPrepared, KeyActive, KeyRetired:

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"crypto/rand"
 	"os"
 	"path/filepath"
 	"slices"
@@ -20,7 +21,7 @@ import (
 func TestE2EEtcdStorage(t *testing.T) {
 	requireRoot(t)
 	srv := etcdtest.Start(t, nil)
-	d := startDaemon(t, "--storage", "etcd://"+srv.Endpoint)
+	d := startDaemon(t, "--storage", "etcd://"+srv.Endpoint, "--root-kek", writeKEK(t, t.TempDir()))
 	d.createEntry("spiffe://example.org/payments", "unix:uid:1001")
 	fetch := func() workloadResult {
 		t.Helper()
@@ -56,27 +57,31 @@ func TestE2EEtcdStorage(t *testing.T) {
 	}
 }
 
-// copyDir copies the regular files of src into dst (created 0700), each
-// with mode 0600: how an operator gives a second server the CA key files
-// until each server has an intermediate of its own.
-func copyDir(t *testing.T, src, dst string) {
+// writeKEK writes a root key-encryption key file (32 random bytes, mode
+// 0600) under dir and returns its path: the one file every server of an
+// etcd store is given.
+func writeKEK(t *testing.T, dir string) string {
 	t.Helper()
-	if err := os.MkdirAll(dst, 0o700); err != nil {
+	kek := make([]byte, 32)
+	rand.Read(kek)
+	path := filepath.Join(dir, "root.kek")
+	if err := os.WriteFile(path, kek, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ents, err := os.ReadDir(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range ents {
-		data, err := os.ReadFile(filepath.Join(src, e.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dst, e.Name()), data, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
+	return path
+}
+
+// etcdReplica starts another server on the etcd store: its own data dir
+// and replica id, the shared key-encryption key, and args.
+func etcdReplica(t *testing.T, args ...string) *daemon {
+	t.Helper()
+	dir := worldReadableTempDir(t)
+	d := &daemon{t: t, dir: dir, dataDir: filepath.Join(dir, "data"),
+		socket: filepath.Join(dir, "sock", "workload.sock"), admin: filepath.Join(dir, "sock", "admin.sock"),
+		args: args}
+	d.start()
+	t.Cleanup(d.stop)
+	return d
 }
 
 // TestE2EEtcdReplicaSeesEntry: two servers share one etcd. An entry
@@ -85,18 +90,10 @@ func copyDir(t *testing.T, src, dst string) {
 func TestE2EEtcdReplicaSeesEntry(t *testing.T) {
 	requireRoot(t)
 	srv := etcdtest.Start(t, nil)
-	storageURL := "etcd://" + srv.Endpoint
-	a := startDaemon(t, "--storage", storageURL)
+	args := []string{"--storage", "etcd://" + srv.Endpoint, "--root-kek", writeKEK(t, t.TempDir())}
+	a := startDaemon(t, args...)
 	a.createEntry("spiffe://example.org/base", "unix:uid:1001")
-
-	// B: its own data dir and replica id, a copy of A's key files.
-	dir := worldReadableTempDir(t)
-	copyDir(t, filepath.Join(a.dataDir, "keys"), filepath.Join(dir, "data", "keys"))
-	b := &daemon{t: t, dir: dir, dataDir: filepath.Join(dir, "data"),
-		socket: filepath.Join(dir, "sock", "workload.sock"), admin: filepath.Join(dir, "sock", "admin.sock"),
-		args: []string{"--storage", storageURL}}
-	b.start()
-	t.Cleanup(b.stop)
+	b := etcdReplica(t, args...)
 
 	w := b.startStream(1001, 1001)
 	if r := w.next(t, 10*time.Second); len(r.SVIDs) != 1 || r.SVIDs[0].ID != "spiffe://example.org/base" {

@@ -39,6 +39,7 @@ type serverConfig struct {
 	etcdCA          string
 	etcdCert        string
 	etcdKey         string
+	rootKEK         string
 	trustDomain     string
 	socket          string
 	adminSocket     string
@@ -150,6 +151,12 @@ func serve(ctx context.Context, c serverConfig, td spiffeid.TrustDomain, log *sl
 	if err := localtrust.CheckPrivatePath(keyDir); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("key directory %w", err) // ca.New checks it too; this is before the database opens
 	}
+	var rootKEK []byte
+	if c.rootKEK != "" {
+		if rootKEK, err = ca.ReadRootKEK(c.rootKEK); err != nil {
+			return err
+		}
+	}
 	store, sops, err := openStore(ctx, c, td.Name(), log)
 	if err != nil {
 		return err
@@ -172,6 +179,8 @@ func serve(ctx context.Context, c serverConfig, td spiffeid.TrustDomain, log *sl
 		JWTKeyTTL:       c.jwtKeyTTL,
 		JWTPrepareLead:  c.jwtLead,
 		KeyManager:      c.keyManager,
+		ReplicaID:       sops.replica,
+		RootKEK:         rootKEK,
 		JWTTTL:          c.jwtTTL,
 		JWTIssuer:       c.jwtIssuer,
 		AuditRetention:  c.auditRetention,

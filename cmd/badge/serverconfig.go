@@ -49,6 +49,8 @@ func (e *env) serverFlags(c *serverConfig) *flag.FlagSet {
 	fs.StringVar(&c.etcdCA, "etcd-ca", "", "PEM `file` of the CA certificates that verify the etcd servers; set, the connection uses TLS (default: plain text)")
 	fs.StringVar(&c.etcdCert, "etcd-cert", "", "PEM `file` of the client certificate (chain) badge presents to etcd; with --etcd-key")
 	fs.StringVar(&c.etcdKey, "etcd-key", "", "PEM `file` of the private key of --etcd-cert")
+	fs.StringVar(&c.rootKEK, "root-kek", "", "`file` of 32 random bytes (mode 0600) that seals the shared root key in etcd; "+
+		"the same file on every server of an etcd store (required with --storage etcd://, unless --key-manager holds the root)")
 	fs.StringVar(&c.trustDomain, "trust-domain", c.trustDomain, "SPIFFE trust `domain` of this authority")
 	fs.StringVar(&c.socket, "socket", "", "Workload API socket `path` (default "+socketpath.ServerDefaultHelp(socketpath.WorkloadName)+"); "+
 		"its directory must be owned by root or the server's uid and not writable by group or others, nor any directory above it unless sticky")
@@ -235,7 +237,7 @@ func (st *serverSettings) check(getenv func(string) string) {
 func (st *serverSettings) checkStorage(bad func(key, value, format string, args ...any), from func(string) string) {
 	c := &st.c
 	if c.storage == storageDefault || c.storage == "" {
-		for _, k := range []struct{ key, v string }{{"etcd-ca", c.etcdCA}, {"etcd-cert", c.etcdCert}, {"etcd-key", c.etcdKey}} {
+		for _, k := range []struct{ key, v string }{{"etcd-ca", c.etcdCA}, {"etcd-cert", c.etcdCert}, {"etcd-key", c.etcdKey}, {"root-kek", c.rootKEK}} {
 			if k.v != "" {
 				bad(k.key, k.v, "applies to an etcd store only, not %s", from("storage"))
 			}
@@ -261,6 +263,19 @@ func (st *serverSettings) checkStorage(bad func(key, value, format string, args 
 				key, v = "etcd-ca", c.etcdCA
 			}
 			bad(key, v, "%v", err)
+			return
+		}
+	}
+	// The shared root: sealed under --root-kek, or in the key manager.
+	switch {
+	case c.rootKEK != "" && c.keyManager != "":
+		bad("root-kek", c.rootKEK, "with %s the root lives in the key manager every server reaches; drop one", from("key-manager"))
+	case c.rootKEK == "" && c.keyManager == "":
+		bad("storage", c.storage, "needs --root-kek, the file of the key that seals the root every server shares "+
+			"(head -c 32 /dev/urandom > FILE; chmod 600; the same file on every server), or --key-manager")
+	case c.rootKEK != "":
+		if _, err := ca.ReadRootKEK(c.rootKEK); err != nil {
+			bad("root-kek", c.rootKEK, "%v", err)
 		}
 	}
 }

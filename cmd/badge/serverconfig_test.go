@@ -126,8 +126,23 @@ func TestCheckConfigProblems(t *testing.T) {
 			want: []string{`command line: etcd-cert = "/etc/badge/etcd.pem": needs --etcd-key, the certificate's private key`},
 		},
 		{
+			name: "etcd without a root key-encryption key",
+			args: []string{"--storage", "etcd://127.0.0.1:2379"},
+			want: []string{`command line: storage = "etcd://127.0.0.1:2379": needs --root-kek, the file of the key that seals the root every server shares (head -c 32 /dev/urandom > FILE; chmod 600; the same file on every server), or --key-manager`},
+		},
+		{
+			name: "root key-encryption key missing",
+			args: []string{"--storage", "etcd://127.0.0.1:2379", "--root-kek", "/nonexistent/root.kek"},
+			want: []string{`command line: root-kek = "/nonexistent/root.kek": ca: root key-encryption key: open /nonexistent/root.kek: no such file or directory`},
+		},
+		{
+			name: "root key-encryption key without etcd",
+			args: []string{"--root-kek", "/etc/badge/root.kek"},
+			want: []string{`command line: root-kek = "/etc/badge/root.kek": applies to an etcd store only, not storage = bbolt (default)`},
+		},
+		{
 			name: "etcd CA file missing",
-			file: "storage = \"etcd://[::1]:2379\"\netcd-ca = \"/nonexistent/ca.pem\"\n",
+			file: "storage = \"etcd://[::1]:2379\"\netcd-ca = \"/nonexistent/ca.pem\"\nroot-kek = \"/nonexistent/root.kek\"\n",
 			want: []string{`c.toml:2: etcd-ca = "/nonexistent/ca.pem": etcd CA: open /nonexistent/ca.pem: no such file or directory`},
 		},
 		{

@@ -36,6 +36,9 @@ type storeOps struct {
 	// is not on this host's disk.
 	freeSpace func() (uint64, error)
 	stats     func(ctx context.Context) (metrics.DBStats, error)
+	// replica is this server's replica id on a store several servers
+	// share; empty for bbolt.
+	replica string
 }
 
 // openStore opens the store --storage names: the bbolt file in the data
@@ -86,6 +89,7 @@ func openStore(ctx context.Context, c serverConfig, trustDomain string, log *slo
 			st, err := store.Stats(ctx)
 			return metrics.DBStats{SizeBytes: st.DBBytes, Serials: st.Serials}, err
 		},
+		replica: replica,
 	}, nil
 }
 

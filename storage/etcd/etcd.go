@@ -104,6 +104,15 @@ type Store struct {
 	resMu   sync.Mutex
 	unbound map[string]*reservation
 	resSeq  atomic.Uint64
+
+	// The election (see election.go), started by the first Lead.
+	runTTL      time.Duration
+	electOnce   sync.Once
+	stopElect   context.CancelFunc
+	electDone   chan struct{}
+	electMu     sync.Mutex
+	leading     bool
+	leadChanged chan struct{} // closed when leading changes
 }
 
 // Store implements the storage contract.
@@ -177,6 +186,8 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		wake:          make(chan struct{}, 1),
 		committerDone: make(chan struct{}),
 		unbound:       make(map[string]*reservation),
+		runTTL:        opts.RunTTL,
+		leadChanged:   make(chan struct{}),
 	}
 	if err := s.setup(ctx, opts.RunTTL); err != nil {
 		_ = cli.Close()
@@ -265,6 +276,11 @@ func (s *Store) Close() error {
 	default:
 	}
 	<-s.committerDone
+	s.electOnce.Do(func() {}) // no campaign starts after Close
+	if s.stopElect != nil {
+		s.stopElect()
+		<-s.electDone
+	}
 	s.stopKeep()
 	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
 	_, err := s.cli.Revoke(ctx, s.lease)

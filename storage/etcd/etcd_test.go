@@ -90,4 +90,10 @@ func crash(t *testing.T, s *Store) {
 	if err := s.cli.Close(); err != nil {
 		t.Fatal(err)
 	}
+	// The campaign ends without resigning: its lease expires.
+	s.electOnce.Do(func() {})
+	if s.stopElect != nil {
+		s.stopElect()
+		<-s.electDone
+	}
 }

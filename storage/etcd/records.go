@@ -201,6 +201,34 @@ func (s *Store) PutKey(ctx context.Context, k storage.Key) error {
 	return keyRecords.put(ctx, s, k, true)
 }
 
+// Store makes the first key of a kind once among the servers.
+var _ storage.KeyCreator = (*Store)(nil)
+
+// CreateFirstKey stores k unless a key record whose ID starts with
+// idPrefix exists, in one transaction: of servers starting together,
+// exactly one makes the first root. storage.ErrExists if one exists.
+func (s *Store) CreateFirstKey(ctx context.Context, k storage.Key, idPrefix string) error {
+	val, err := keyRecords.encode(k)
+	if err != nil {
+		return err
+	}
+	dir := s.p.key(kindKeys, idPrefix)
+	return s.do(ctx, func(ctx context.Context) error {
+		// Every existing key has a create revision above 0, so the
+		// comparison over the range holds only when the range is empty.
+		resp, err := s.cli.Txn(ctx).
+			If(clientv3.Compare(clientv3.CreateRevision(dir), "=", 0).WithPrefix()).
+			Then(clientv3.OpPut(s.p.key(kindKeys, k.ID), val)).Commit()
+		if err != nil {
+			return err
+		}
+		if !resp.Succeeded {
+			return fmt.Errorf("storage/etcd: key %s: a key %s* %w", k.ID, idPrefix, storage.ErrExists)
+		}
+		return nil
+	})
+}
+
 // ListKeys returns every key record ordered by (CreatedAt, ID).
 func (s *Store) ListKeys(ctx context.Context) ([]storage.Key, error) {
 	return keyRecords.list(ctx, s)
