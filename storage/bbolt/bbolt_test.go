@@ -743,12 +743,18 @@ func TestSerialFileBounded(t *testing.T) {
 		return n
 	}
 	var sizes []int64
-	for n := 0; n < 4*live; n += step {
+	for n := 0; n < 6*live; n += step {
 		for i := n; i < n+step; i++ {
 			r := testSerial(i, fmt.Sprintf("spiffe://example.org/%d", i%8), at(i+live))
 			if err := s.BindSerial(ctx, r); err != nil {
 				t.Fatal(err)
 			}
+		}
+		// Commit the step's records before pruning, as a server's
+		// steady flow does: otherwise a starved committer may write
+		// several generations in one batch, which is a different test.
+		if err := s.flush(ctx); err != nil {
+			t.Fatal(err)
 		}
 		if _, err := s.PruneSerials(ctx, at(n+step)); err != nil {
 			t.Fatal(err)
@@ -759,11 +765,13 @@ func TestSerialFileBounded(t *testing.T) {
 	}
 	checkIndexes(t, s, live)
 	t.Logf("used size per generation: %v", sizes)
-	// Batched commits land at slightly different points of each
-	// generation, so allow a few pages of slack: a file that kept growing
-	// would add a whole generation's records (about 900 KiB) each time.
-	const slack = 4 * 4096
-	if sizes[3] > sizes[1]+slack {
+	// Batched commits land at different points of each generation, and
+	// bbolt places a batch's pages wherever its freelist has room, so the
+	// high-water mark moves by up to a few dozen pages from one run to the
+	// next. A file that kept growing would add a whole generation's records
+	// (about 900 KiB) each time: four more generations would add 3.6 MiB.
+	const slack = 128 << 10
+	if sizes[5] > sizes[1]+slack {
 		t.Errorf("used size per generation %v: still growing after the second", sizes)
 	}
 }
