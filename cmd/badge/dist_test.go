@@ -283,8 +283,11 @@ func TestSystemdUnitSandbox(t *testing.T) {
 	for _, l := range strings.Split(string(data), "\n") {
 		// "% time  seconds  usecs/call  calls  errors  syscall": the name
 		// is the last column.
+		// Other lines (the header, rulers, and what strace prints of a
+		// thread it detaches from, "3192  ???( <detached ...>") are
+		// not rows: a row starts with two numbers.
 		f := strings.Fields(l)
-		if len(f) < 4 || f[0] == "%" || strings.HasPrefix(f[0], "---") {
+		if len(f) < 4 || !isNumber(f[0]) || !isNumber(f[1]) {
 			continue
 		}
 		name := f[len(f)-1]
@@ -588,3 +591,10 @@ func TestContainerImageRun(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// isNumber reports whether s is a decimal number, as strace -c prints its
+// columns.
+func isNumber(s string) bool {
+	_, err := strconv.ParseFloat(s, 64)
+	return err == nil
+}
