@@ -332,6 +332,10 @@ func TestFakeSourceRefusals(t *testing.T) {
 		{"invalid", &badgeworkload.InvalidError{Reason: "audience", Err: errors.New("audience \"x\" is not acceptable")},
 			codes.InvalidArgument, `audience "x" is not acceptable`},
 		{"failure", errors.New("store is down"), codes.Unavailable, "store is down"},
+		// An agent's call to its server cancelled with the caller's:
+		// not a failure to log as one.
+		{"cancelled", fmt.Errorf("signing: %w", status.Error(codes.Canceled, "badge server 127.0.0.1:8443: context canceled")),
+			codes.Canceled, "context canceled"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -313,6 +313,12 @@ func (s *Server) failed(c *caller, err error, what string) error {
 	if st, ok := limitStatus(err); ok {
 		return st
 	}
+	if errors.Is(err, context.Canceled) || status.Code(err) == codes.Canceled {
+		// The caller went away while its SVID was made (an agent's
+		// call to its server is cancelled with it): nothing failed.
+		s.log.Debug(what+" cancelled", slog.Int(logkey.PID, int(p.PID)), slog.Any(logkey.Error, err))
+		return status.Errorf(codes.Canceled, "%s: %v", what, err)
+	}
 	s.log.Error(what+" failed", slog.Int(logkey.PID, int(p.PID)), slog.Any(logkey.Error, err))
 	return status.Errorf(codes.Unavailable, "%s: %v", what, err)
 }
