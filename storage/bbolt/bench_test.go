@@ -14,6 +14,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/badge-dev/badge/storage"
+	"github.com/badge-dev/badge/storage/storagetest"
 )
 
 // BenchmarkRecordSerial measures recording serials with real syncs
@@ -156,4 +157,13 @@ func putSerialFunc(r storage.Serial) func(*bolt.Tx) error {
 		}
 		return ids.Put(keys.idKey, nil)
 	}
+}
+
+// BenchmarkSerialRecord is the serial recording benchmark every backend
+// runs (storagetest.BenchSerialRecord), here on a bbolt file with real
+// syncs; storage/etcd runs it on an etcd member.
+//
+//	go test -run '^$' -bench SerialRecord -benchtime 2s ./storage/...
+func BenchmarkSerialRecord(b *testing.B) {
+	storagetest.BenchSerialRecord(b, func(b *testing.B) storagetest.Store { return benchStore(b) })
 }

@@ -19,6 +19,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -46,7 +47,12 @@ type Server struct {
 	dir      string
 	backend  string // the member's own client address
 	peerPort int
-	e        *embed.Etcd
+	// name and cluster are the member's name and --initial-cluster;
+	// cluster is empty for a lone member.
+	name, cluster, token string
+	// fsync makes the member sync its writes, as production members do.
+	fsync bool
+	e     *embed.Etcd
 
 	mu    sync.Mutex
 	proxy net.Listener
@@ -77,26 +83,56 @@ func Start(t testing.TB, tlsFiles *TLSFiles) *Server {
 // serving clients over TLS when tlsFiles is not nil (client certificates
 // required), and waits up to StartTimeout until it is ready.
 func New(dir string, tlsFiles *TLSFiles) (*Server, error) {
-	cp, err := freePort()
+	return newServer(dir, tlsFiles, false)
+}
+
+// StartDurable is Start for a member that syncs every write to disk, as
+// a production member does (the others skip fsync, to keep tests fast):
+// for benchmarks that compare etcd's write rate with bbolt's.
+func StartDurable(t testing.TB) *Server {
+	t.Helper()
+	s, err := newServer(t.TempDir(), nil, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Stop)
+	return s
+}
+
+func newServer(dir string, tlsFiles *TLSFiles, fsync bool) (*Server, error) {
+	s, l, err := newMember(dir, "badge-test", tlsFiles)
 	if err != nil {
 		return nil, err
 	}
-	pp, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	s := &Server{Endpoint: l.Addr().String(), TLS: tlsFiles, dir: dir,
-		backend: net.JoinHostPort("127.0.0.1", strconv.Itoa(cp)), peerPort: pp, conns: map[net.Conn]struct{}{}}
+	s.fsync = fsync
 	if err := s.start(); err != nil {
 		l.Close()
 		return nil, err
 	}
 	s.serveProxy(l)
 	return s, nil
+}
+
+// newMember picks the ports of a member and opens its proxy's listener.
+func newMember(dir, name string, tlsFiles *TLSFiles) (*Server, net.Listener, error) {
+	cp, err := freePort()
+	if err != nil {
+		return nil, nil, err
+	}
+	pp, err := freePort()
+	if err != nil {
+		return nil, nil, err
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, nil, err
+	}
+	return &Server{Endpoint: l.Addr().String(), TLS: tlsFiles, dir: dir, name: name,
+		backend: net.JoinHostPort("127.0.0.1", strconv.Itoa(cp)), peerPort: pp, conns: map[net.Conn]struct{}{}}, l, nil
+}
+
+func (s *Server) peerURL() string {
+	return "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(s.peerPort))
 }
 
 // serveProxy forwards each connection to l to the member.
@@ -136,8 +172,18 @@ func (s *Server) serveProxy(l net.Listener) {
 }
 
 func (s *Server) start() error {
+	e, err := s.launch()
+	if err != nil {
+		return err
+	}
+	return s.waitReady(e)
+}
+
+// launch starts the member without waiting for it to be ready: the
+// members of a new cluster are ready only once enough of them run.
+func (s *Server) launch() (*embed.Etcd, error) {
 	cfg := embed.NewConfig()
-	cfg.Name = "badge-test"
+	cfg.Name = s.name
 	cfg.Dir = filepath.Join(s.dir, "etcd")
 	scheme := "http"
 	if s.TLS != nil {
@@ -151,18 +197,35 @@ func (s *Server) start() error {
 	pu := url.URL{Scheme: "http", Host: net.JoinHostPort("127.0.0.1", strconv.Itoa(s.peerPort))}
 	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{cu}, []url.URL{cu}
 	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{pu}, []url.URL{pu}
-	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
-	cfg.UnsafeNoFsync = true // tests only: a crash of the test loses nothing that matters
-	// One member elects itself: short ticks make start and restart quick.
-	cfg.TickMs, cfg.ElectionMs = 10, 100
+	// Tests only: a crash of the test loses nothing that matters.
+	cfg.UnsafeNoFsync = !s.fsync
+	if s.cluster == "" {
+		cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+		// One member elects itself: short ticks make start and restart
+		// quick.
+		cfg.TickMs, cfg.ElectionMs = 10, 100
+	} else {
+		cfg.InitialCluster, cfg.InitialClusterToken = s.cluster, s.token
+		// Several members elect a leader over the network: ticks long
+		// enough that a loaded test machine does not see a leader lost
+		// when it is only slow, short enough that a new leader is
+		// elected within a second of the old one's death.
+		cfg.TickMs, cfg.ElectionMs = 50, 500
+	}
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
-		return fmt.Errorf("etcdtest: starting etcd in %s: %w", s.dir, err)
+		return nil, fmt.Errorf("etcdtest: starting etcd in %s: %w", s.dir, err)
 	}
+	return e, nil
+}
+
+// waitReady waits up to StartTimeout until e serves clients.
+func (s *Server) waitReady(e *embed.Etcd) error {
 	select {
 	case <-e.Server.ReadyNotify():
 	case <-time.After(StartTimeout):
+		e.Server.HardStop()
 		e.Close()
 		return fmt.Errorf("etcdtest: etcd in %s not ready after %s", s.dir, StartTimeout)
 	}
@@ -170,8 +233,10 @@ func (s *Server) start() error {
 	return nil
 }
 
-// Stop cuts every client connection and stops the member; its data
-// stays for Restart. Stopping a stopped member does nothing.
+// Stop cuts every client connection and stops the member as a crash
+// would: a leader hands its leadership to no one, its followers elect
+// another after their election timeout. Its data stays for Restart.
+// Stopping a stopped member does nothing.
 func (s *Server) Stop() {
 	s.mu.Lock()
 	if s.proxy != nil {
@@ -184,9 +249,18 @@ func (s *Server) Stop() {
 	clear(s.conns)
 	s.mu.Unlock()
 	if s.e != nil {
+		s.e.Server.HardStop() // before Close, which would hand over leadership
 		s.e.Close()
 		s.e = nil
 	}
+}
+
+// Running reports whether the member runs (not stopped).
+func (s *Server) Running() bool { return s.e != nil }
+
+// IsLeader reports whether the member runs and is its cluster's leader.
+func (s *Server) IsLeader() bool {
+	return s.e != nil && s.e.Server.Leader() == s.e.Server.MemberID()
 }
 
 // Restart starts the stopped member again on the same address and data.
@@ -204,6 +278,128 @@ func (s *Server) Restart() error {
 	}
 	s.serveProxy(l)
 	return nil
+}
+
+// Cluster is several members forming one etcd cluster, each with its
+// own ports, data directory and client proxy (see Server). Stop and
+// Restart its Members one by one: stopping a majority loses quorum, and
+// the remaining members then refuse writes until enough are restarted.
+// Its methods are not safe for concurrent use with Stop and Restart.
+type Cluster struct {
+	Members []*Server
+}
+
+// StartCluster starts a cluster of n members in a new temporary
+// directory, waits until every member is ready, and stops them when the
+// test ends.
+func StartCluster(t testing.TB, n int) *Cluster {
+	t.Helper()
+	c, err := NewCluster(t.TempDir(), n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Stop)
+	return c
+}
+
+// NewCluster starts n members keeping their data under dir (dir/m0,
+// dir/m1, ...), in plain text on free loopback ports, and waits up to
+// StartTimeout until all are ready.
+func NewCluster(dir string, n int) (*Cluster, error) {
+	if n < 1 {
+		return nil, fmt.Errorf("etcdtest: a cluster of %d members", n)
+	}
+	c := &Cluster{}
+	var ls []net.Listener
+	fail := func(err error) (*Cluster, error) {
+		for _, l := range ls {
+			l.Close()
+		}
+		c.Stop()
+		return nil, err
+	}
+	var initial []string
+	for i := range n {
+		name := fmt.Sprintf("m%d", i)
+		s, l, err := newMember(filepath.Join(dir, name), name, nil)
+		if err != nil {
+			return fail(err)
+		}
+		c.Members, ls = append(c.Members, s), append(ls, l)
+		initial = append(initial, name+"="+s.peerURL())
+	}
+	token := "badge-test-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	es := make([]*embed.Etcd, n)
+	for i, s := range c.Members {
+		s.cluster, s.token = strings.Join(initial, ","), token
+		e, err := s.launch()
+		if err != nil {
+			for _, e := range es[:i] {
+				e.Server.HardStop()
+				e.Close()
+			}
+			return fail(err)
+		}
+		es[i] = e
+	}
+	for i, s := range c.Members {
+		if err := s.waitReady(es[i]); err != nil {
+			for _, e := range es[i+1:] {
+				e.Server.HardStop()
+				e.Close()
+			}
+			return fail(err)
+		}
+	}
+	for i, s := range c.Members {
+		s.serveProxy(ls[i])
+	}
+	return c, nil
+}
+
+// Endpoints returns the client addresses of all members, running or not.
+func (c *Cluster) Endpoints() []string {
+	var eps []string
+	for _, s := range c.Members {
+		eps = append(eps, s.Endpoint)
+	}
+	return eps
+}
+
+// Leader returns the index of the running member that is the leader, or
+// -1 when no running member leads.
+func (c *Cluster) Leader() int {
+	for i, s := range c.Members {
+		if s.IsLeader() {
+			return i
+		}
+	}
+	return -1
+}
+
+// WaitLeader waits until a running member is the leader, up to timeout,
+// and returns its index. There is no event to wait on across members:
+// it polls every 10 ms.
+func (c *Cluster) WaitLeader(timeout time.Duration) (int, error) {
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if i := c.Leader(); i >= 0 {
+			return i, nil
+		}
+		if time.Now().After(deadline) {
+			return -1, fmt.Errorf("etcdtest: no leader among the running members after %s", timeout)
+		}
+		<-tick.C
+	}
+}
+
+// Stop stops every member.
+func (c *Cluster) Stop() {
+	for _, s := range c.Members {
+		s.Stop()
+	}
 }
 
 // freePort returns a TCP port free on the loopback interface now.

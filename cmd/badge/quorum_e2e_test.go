@@ -1,0 +1,90 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/badge-dev/badge/storage/etcd/etcdtest"
+)
+
+// TestE2EEtcdQuorum: a server on a three-member etcd cluster, given the
+// client endpoints of all three. With one member killed (the leader, the
+// harder case: its followers must elect another) entry creation,
+// issuance and revocation work with no error once a new leader is
+// elected. With a second member killed, quorum is lost: new issuance is
+// refused with Unavailable naming the store, while an open Workload API
+// stream keeps its SVID. When the members restart, issuance comes back by
+// itself.
+func TestE2EEtcdQuorum(t *testing.T) {
+	requireRoot(t)
+	c := etcdtest.StartCluster(t, 3)
+	d := etcdReplica(t, "--storage", "etcd://"+strings.Join(c.Endpoints(), ","), "--root-kek", writeKEK(t, t.TempDir()))
+	d.createEntry("spiffe://example.org/payments", "unix:uid:1001")
+	w := d.startStream(1001, 1001)
+	first := w.next(t, 10*time.Second)
+	if len(first.SVIDs) != 1 {
+		t.Fatalf("first update: %v %s", ids(first), first.Error)
+	}
+
+	// One member killed: the leader.
+	leader, err := c.WaitLeader(10 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	c.Members[leader].Stop()
+	if _, err := c.WaitLeader(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("leader killed and a new one elected within %s", time.Since(start).Round(time.Millisecond))
+	for i := range 3 {
+		id := fmt.Sprintf("spiffe://example.org/one-down/%d", i)
+		if _, stderr, code := d.badge("entry", "create", "--id", id, "--selector", fmt.Sprintf("unix:uid:%d", 1002+i)); code != 0 {
+			t.Fatalf("entry create with one member down: exit %d: %s", code, stderr)
+		}
+	}
+	for i := range 3 {
+		uid := uint32(1002 + i)
+		r := d.runWorkload(uid, uid, "fetch")
+		want := fmt.Sprintf("spiffe://example.org/one-down/%d", i)
+		if r.Error != "" || len(r.SVIDs) != 1 || r.SVIDs[0].ID != want {
+			t.Fatalf("fetch uid %d with one member down: %v %s: %s; want %s", uid, ids(r), r.Code, r.Error, want)
+		}
+	}
+	if _, stderr, code := d.badge("revoke", "--id", "spiffe://example.org/one-down/0", "--reason", "test"); code != 0 {
+		t.Fatalf("revoke with one member down: exit %d: %s", code, stderr)
+	}
+
+	// A second member killed: quorum lost.
+	second := (leader + 1) % 3
+	c.Members[second].Stop()
+	var refused workloadResult
+	took := pollUntil(t, 30*time.Second, "a fetch refused with Unavailable", func() bool {
+		refused = d.runWorkload(1001, 1001, "fetch")
+		return refused.Error != ""
+	})
+	if refused.Code != "Unavailable" || !strings.Contains(refused.Error, "etcd") && !strings.Contains(refused.Error, "store") {
+		t.Errorf("fetch with quorum lost: %s: %s; want Unavailable naming the store", refused.Code, refused.Error)
+	}
+	t.Logf("fetch with quorum lost, refused after %s: %s: %s", took.Round(time.Millisecond), refused.Code, refused.Error)
+	select {
+	case r, ok := <-w.updates:
+		if !ok || r.Error != "" || len(r.SVIDs) != 1 {
+			t.Errorf("the open stream got %v %s while quorum was lost", ids(r), r.Error)
+		}
+	default:
+	}
+
+	// Both members back: issuance resumes by itself.
+	for _, i := range []int{leader, second} {
+		if err := c.Members[i].Restart(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	took = pollUntil(t, 30*time.Second, "a fetch after quorum came back", func() bool {
+		return d.runWorkload(1001, 1001, "fetch").Error == ""
+	})
+	t.Logf("issuance back %s after the members restarted", took.Round(time.Millisecond))
+}
