@@ -223,6 +223,13 @@ func TestConnectionRefusedAtOnceBeyondRefusals(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer hold.Close()
+	// Wait until the server has admitted it (its HTTP/2 settings arrive):
+	// connections are admitted concurrently, and one dialled next could
+	// otherwise take the slot first.
+	hold.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := hold.Read(make([]byte, 1)); err != nil {
+		t.Fatalf("the first connection was not admitted: %v", err)
+	}
 	// A few refused connections are kept briefly to answer a status;
 	// beyond them each is closed at once, holding no descriptor.
 	var closed int
