@@ -73,9 +73,6 @@ const (
 	auditTruncateSuffix = "…"
 )
 
-// ErrNoAuditStore is returned when the store does not keep an audit trail.
-var ErrNoAuditStore = errors.New("ca: the store does not keep an audit trail")
-
 // AuditStore keeps the audit trail: a part of every Store (storage.Audit).
 type AuditStore = storage.Audit
 
@@ -143,14 +140,6 @@ func AuditHeadDigest(head storage.AuditHead) []byte {
 	return sum[:]
 }
 
-func (a *Authority) auditStore() (AuditStore, error) {
-	as, ok := a.store.(AuditStore)
-	if !ok {
-		return nil, ErrNoAuditStore
-	}
-	return as, nil
-}
-
 // Audit records ev as the next record of the audit trail and signs the new
 // head. It is the one place every admin action (and, later, node events)
 // is recorded; callers record an action after doing it, with its result.
@@ -166,10 +155,7 @@ func (a *Authority) Audit(ctx context.Context, ev AuditEvent) error {
 }
 
 func (a *Authority) audit(ctx context.Context, ev AuditEvent) error {
-	st, err := a.auditStore()
-	if err != nil {
-		return err
-	}
+	st := a.store
 	if ev.Action == "" {
 		return errors.New("ca: audit event without an action")
 	}
@@ -374,10 +360,7 @@ type AuditReport struct {
 // roots whose keys the server holds (auditRoots), and the taint. It returns a report; the error is for a trail that could not be
 // read at all.
 func (a *Authority) VerifyAudit(ctx context.Context) (AuditReport, error) {
-	st, err := a.auditStore()
-	if err != nil {
-		return AuditReport{}, err
-	}
+	st := a.store
 	roots := a.auditRoots(ctx)
 	var v auditVerifier
 	head, err := st.ScanAudit(ctx, 0, v.next)
@@ -477,14 +460,11 @@ func (v *auditVerifier) finish(head storage.AuditHead, roots *x509.CertPool) Aud
 // AuditList returns up to limit records numbered above after whose Time
 // is not before since (zero: all), in order, and whether more follow.
 func (a *Authority) AuditList(ctx context.Context, after uint64, since time.Time, limit int) ([]storage.AuditRecord, bool, error) {
-	st, err := a.auditStore()
-	if err != nil {
-		return nil, false, err
-	}
+	st := a.store
 	out := []storage.AuditRecord{}
 	more := false
 	var scanErr error
-	_, err = st.ScanAudit(ctx, after, func(r storage.AuditRecord, err error) bool {
+	_, err := st.ScanAudit(ctx, after, func(r storage.AuditRecord, err error) bool {
 		if err != nil {
 			scanErr = err
 			return false
@@ -513,10 +493,7 @@ func (a *Authority) AuditList(ctx context.Context, after uint64, since time.Time
 // trail shows where and when it was cut; the new head anchors the first
 // kept record to the last deleted one, so the rest still verifies.
 func (a *Authority) pruneAudit(ctx context.Context) (int, error) {
-	st, err := a.auditStore()
-	if err != nil {
-		return 0, nil
-	}
+	st := a.store
 	cutoff := a.trustedNow().Add(-a.cfg.AuditRetention)
 	var through storage.AuditRecord
 	var scanErr error

@@ -388,16 +388,14 @@ func New(ctx context.Context, cfg Config) (*Authority, error) {
 		return nil, err
 	}
 	a.publishLocked()
-	if st, err := a.auditStore(); err == nil {
-		// Check the head of the audit trail now, so that a trail altered
-		// while the server was down is reported at start (see
-		// loadAuditLocked), not at the next admin action.
-		a.auditMu.Lock()
-		if err := a.loadAuditLocked(ctx, st); err != nil {
-			a.log.Error("reading the audit trail failed", slog.Any(logkey.Error, err))
-		}
-		a.auditMu.Unlock()
+	// Check the head of the audit trail now, so that a trail altered
+	// while the server was down is reported at start (see
+	// loadAuditLocked), not at the next admin action.
+	a.auditMu.Lock()
+	if err := a.loadAuditLocked(ctx, a.store); err != nil {
+		a.log.Error("reading the audit trail failed", slog.Any(logkey.Error, err))
 	}
+	a.auditMu.Unlock()
 	a.auditKeyEvents(ctx, keyEvents, uint32(os.Geteuid()))
 	rootExpires := "upstream"
 	if a.keys.root != nil {

@@ -22,9 +22,6 @@ import (
 // and for a wrong secret alike: callers must not tell the two apart.
 var ErrClientAuth = errors.New("ca: client authentication failed")
 
-// ErrNoClientStore is returned when the store does not keep OAuth clients.
-var ErrNoClientStore = errors.New("ca: the store does not keep OAuth clients")
-
 // ClientStore is the part of a Store that keeps OAuth clients
 // (storage.Clients).
 type ClientStore = storage.Clients
@@ -37,14 +34,6 @@ const MaxClientSecretLen = 512
 // never be an entry id (entry ids are hex).
 const clientPrefix = "client:"
 
-func (a *Authority) clientStore() (ClientStore, error) {
-	cs, ok := a.store.(ClientStore)
-	if !ok {
-		return nil, ErrNoClientStore
-	}
-	return cs, nil
-}
-
 // CreateClient registers an OAuth client whose tokens are for spiffeID
 // (the client ID is the SPIFFE ID) and returns it with its secret, which
 // is not stored and cannot be shown again.
@@ -56,10 +45,7 @@ func (a *Authority) CreateClient(ctx context.Context, spiffeID string) (storage.
 	if err := checkNotReserved(id, spiffeID); err != nil {
 		return storage.Client{}, "", err
 	}
-	cs, err := a.clientStore()
-	if err != nil {
-		return storage.Client{}, "", err
-	}
+	cs := a.store
 	secret, hash, err := clientsecret.New()
 	if err != nil {
 		return storage.Client{}, "", fmt.Errorf("ca: %w", err)
@@ -82,10 +68,7 @@ func (a *Authority) CreateClient(ctx context.Context, spiffeID string) (storage.
 
 // ListClients returns every OAuth client in (CreatedAt, ID) order.
 func (a *Authority) ListClients(ctx context.Context) ([]storage.Client, error) {
-	cs, err := a.clientStore()
-	if err != nil {
-		return nil, err
-	}
+	cs := a.store
 	return cs.ListClients(ctx)
 }
 
@@ -93,10 +76,7 @@ func (a *Authority) ListClients(ctx context.Context) ([]storage.Client, error) {
 // tokens already issued expire within the JWT TTL (revoke the SPIFFE ID to
 // end them sooner).
 func (a *Authority) DeleteClient(ctx context.Context, id string) error {
-	cs, err := a.clientStore()
-	if err != nil {
-		return err
-	}
+	cs := a.store
 	if err := cs.DeleteClient(ctx, id); err != nil {
 		if errors.Is(err, storage.ErrNotFound) {
 			return fmt.Errorf("ca: client %q: %w", id, err)
@@ -112,10 +92,7 @@ func (a *Authority) DeleteClient(ctx context.Context, id string) error {
 // comparison is constant-time. Each call costs tens of milliseconds of
 // CPU: callers must rate-limit it.
 func (a *Authority) AuthenticateClient(ctx context.Context, id, secret string) (storage.Client, error) {
-	cs, err := a.clientStore()
-	if err != nil {
-		return storage.Client{}, err
-	}
+	cs := a.store
 	if len(secret) > MaxClientSecretLen || len(id) > storage.MaxIDLen {
 		return storage.Client{}, ErrClientAuth
 	}

@@ -71,8 +71,6 @@ const (
 // sentinel of its reason: storage.ErrNotFound (unknown),
 // storage.ErrTokenUsed or storage.ErrTokenExpired.
 var (
-	// ErrNoNodeStore is returned when the store does not keep nodes.
-	ErrNoNodeStore = errors.New("ca: the store does not keep nodes")
 	// ErrJoinTokenRefused is matched by every refusal of a join token.
 	ErrJoinTokenRefused = errors.New("join token refused")
 	// ErrNodeEvicted is returned when an evicted node asks for anything
@@ -83,14 +81,6 @@ var (
 // NodeStore is the part of a Store that keeps nodes and join tokens
 // (storage.Nodes).
 type NodeStore = storage.Nodes
-
-func (a *Authority) nodeStore() (NodeStore, error) {
-	ns, ok := a.store.(NodeStore)
-	if !ok {
-		return nil, ErrNoNodeStore
-	}
-	return ns, nil
-}
 
 // ParseNodeName checks a node name: a lower-case DNS name of 1 to 253
 // bytes, labels of 1 to 63 characters a-z, 0-9 and '-' that neither start
@@ -186,10 +176,7 @@ func (a *Authority) CreateJoinToken(ctx context.Context, req JoinTokenRequest) (
 	case ttl < MinJoinTokenTTL || ttl > MaxJoinTokenTTL:
 		return storage.JoinToken{}, "", invalid("ttl", ttl.String(), "a join token lives from %s to %s", MinJoinTokenTTL, MaxJoinTokenTTL)
 	}
-	ns, err := a.nodeStore()
-	if err != nil {
-		return storage.JoinToken{}, "", err
-	}
+	ns := a.store
 	raw := make([]byte, joinTokenBytes)
 	if _, err := rand.Read(raw); err != nil {
 		return storage.JoinToken{}, "", fmt.Errorf("ca: generating join token: %w", err)
@@ -223,10 +210,7 @@ func hashJoinToken(token string) string {
 // The caller (the agent listener) then signs the node SVID, of ID
 // NodeID(node.Name), and records its serial with SetNodeSVID.
 func (a *Authority) ConsumeJoinToken(ctx context.Context, token string) (storage.Node, error) {
-	ns, err := a.nodeStore()
-	if err != nil {
-		return storage.Node{}, err
-	}
+	ns := a.store
 	if token == "" || len(token) > MaxJoinTokenLen {
 		a.log.Warn("join token refused", slog.String("reason", "malformed"), slog.Bool(logkey.Audit, true))
 		return storage.Node{}, fmt.Errorf("%w: %w: a join token has 1 to %d bytes", ErrJoinTokenRefused, storage.ErrNotFound, MaxJoinTokenLen)
@@ -308,10 +292,7 @@ func (a *Authority) RegisterNode(ctx context.Context, att NodeAttestation) (stor
 	if att.Method != storage.AttestX509PoP {
 		return storage.Node{}, invalid("attestation", att.Method, "want %s (a join token is consumed with ConsumeJoinToken)", storage.AttestX509PoP)
 	}
-	ns, err := a.nodeStore()
-	if err != nil {
-		return storage.Node{}, err
-	}
+	ns := a.store
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	now := a.cfg.Time().UTC()
@@ -352,10 +333,7 @@ func (a *Authority) SetNodeSVID(ctx context.Context, name, serial string) error 
 	if err != nil {
 		return err
 	}
-	ns, err := a.nodeStore()
-	if err != nil {
-		return err
-	}
+	ns := a.store
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	n, err := ns.GetNode(ctx, name)
@@ -374,10 +352,7 @@ func (a *Authority) SetNodeSVID(ctx context.Context, name, serial string) error 
 
 // ListNodes returns every node that has attested, ordered by name.
 func (a *Authority) ListNodes(ctx context.Context) ([]storage.Node, error) {
-	ns, err := a.nodeStore()
-	if err != nil {
-		return nil, err
-	}
+	ns := a.store
 	return ns.ListNodes(ctx)
 }
 
@@ -404,10 +379,7 @@ func (a *Authority) EvictNode(ctx context.Context, name string, adminUID uint32)
 	if _, err := ParseNodeName(name); err != nil {
 		return EvictResult{}, err
 	}
-	ns, err := a.nodeStore()
-	if err != nil {
-		return EvictResult{}, err
-	}
+	ns := a.store
 	id, err := a.NodeID(name)
 	if err != nil {
 		return EvictResult{}, err
