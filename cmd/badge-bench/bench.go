@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -67,9 +68,11 @@ func runBench(ctx context.Context, e *env, args []string) error {
 
 // bench runs one benchmark.
 type bench struct {
-	cfg    benchConfig
-	e      *env
-	pid    int      // the daemon, 0 if unknown
+	cfg benchConfig
+	e   *env
+	// pids are the daemons: of each socket in order (0 if unknown), or
+	// for fleet the server's.
+	pids   []int
 	groups []group  // all workers, one group per uid
 	notes  []string // warnings printed with the summary
 	admin  *admin.Client
@@ -82,25 +85,33 @@ func (b *bench) note(format string, args ...any) {
 
 func (b *bench) run(ctx context.Context) (*benchReport, error) {
 	c := b.cfg
-	if fi, err := os.Stat(c.socket); err != nil {
-		return nil, fmt.Errorf("no Workload API socket at %s: is the server running? (%v)", c.socket, err)
-	} else if fi.Mode().Type() != os.ModeSocket {
-		return nil, fmt.Errorf("%s is not a socket", c.socket)
+	for _, sock := range c.sockets {
+		if fi, err := os.Stat(sock); err != nil {
+			return nil, fmt.Errorf("no Workload API socket at %s: is the server running? (%v)", sock, err)
+		} else if fi.Mode().Type() != os.ModeSocket {
+			return nil, fmt.Errorf("%s is not a socket", sock)
+		}
 	}
 	if c.uids.set && os.Geteuid() != 0 {
 		return nil, fmt.Errorf("--uids needs root: badge-bench runs one child per uid with that uid's credentials (this process runs as uid %d)", os.Geteuid())
 	}
-	b.pid = c.serverPID
-	if b.pid == 0 {
-		pid, err := listenerPID(ctx, c.socket)
-		if err != nil {
-			b.note("daemon CPU and RSS not reported: %v; pass --server-pid", err)
-		} else if pid == 1 {
-			b.note("pid 1 listens on %s: if that is systemd (socket activation) rather than the daemon, pass --server-pid", c.socket)
+	if c.serverPIDs != nil {
+		for _, pid := range c.serverPIDs {
+			if _, err := os.Stat(fmt.Sprintf("/proc/%d/stat", pid)); err != nil {
+				return nil, fmt.Errorf("--server-pid %d: no such process", pid)
+			}
 		}
-		b.pid = pid
-	} else if _, err := os.Stat(fmt.Sprintf("/proc/%d/stat", b.pid)); err != nil {
-		return nil, fmt.Errorf("--server-pid %d: no such process", b.pid)
+		b.pids = c.serverPIDs
+	} else {
+		for _, sock := range c.sockets {
+			pid, err := listenerPID(ctx, sock)
+			if err != nil {
+				b.note("daemon CPU and RSS not reported: %v; pass --server-pid", err)
+			} else if pid == 1 {
+				b.note("pid 1 listens on %s: if that is systemd (socket activation) rather than the daemon, pass --server-pid", sock)
+			}
+			b.pids = append(b.pids, pid)
+		}
 	}
 	if c.mode == benchPropagation || c.setup {
 		b.admin = admin.NewClient(c.adminSocket)
@@ -117,7 +128,7 @@ func (b *bench) run(ctx context.Context) (*benchReport, error) {
 	}
 	defer b.closeGroups()
 	rep := &benchReport{
-		Mode: c.mode, Socket: c.socket, Workers: c.workers, DurationS: c.duration.Seconds(),
+		Mode: c.mode, Socket: strings.Join(c.sockets, ","), Workers: c.workers, DurationS: c.duration.Seconds(),
 	}
 	if c.uids.set {
 		rep.UIDs = c.uids.String()
@@ -160,7 +171,7 @@ func (b *bench) uidList() []uint32 {
 func (b *bench) startGroups(ctx context.Context) error {
 	c := b.cfg
 	uids := b.uidList()
-	spec := benchSpec{Mode: c.mode, Socket: c.socket, Duration: c.duration, Timeout: c.timeout, Audience: c.audience, Raw: c.samples != "",
+	spec := benchSpec{Mode: c.mode, Sockets: c.sockets, Duration: c.duration, Timeout: c.timeout, Audience: c.audience, Raw: c.samples != "",
 		WaitEntry: c.setup && c.node != ""}
 	share := func(i int) int { // workers of the i-th uid, round robin
 		n := c.workers / len(uids)
@@ -175,7 +186,9 @@ func (b *bench) startGroups(ctx context.Context) error {
 		if err := raiseNoFile(need); err != nil {
 			return err
 		}
-		b.checkServerNoFile(uint64(c.workers))
+		for i, pid := range b.pids {
+			b.checkServerNoFile(pid, uint64(workersOf(c.workers, len(c.sockets), i)))
+		}
 	}
 	if !c.uids.set {
 		spec.Workers = c.workers
@@ -202,6 +215,7 @@ func (b *bench) startGroups(ctx context.Context) error {
 			return fmt.Errorf("starting the worker for uid %d: %w", uid, err)
 		}
 		b.groups = append(b.groups, g)
+		spec.First += s.Workers
 	}
 	return nil
 }
@@ -234,6 +248,12 @@ func (b *bench) runAll(ctx context.Context) (benchSamples, error) {
 	wg.Wait()
 	var all benchSamples
 	all.errors = map[string]int{}
+	if n := len(b.cfg.sockets); n > 1 {
+		all.bySocket = make([]socketSamples, n)
+		for i := range all.bySocket {
+			all.bySocket[i].errors = map[string]int{}
+		}
+	}
 	for i, r := range res { // the cause first: the groups it stopped fail too
 		if r.Fatal != "" {
 			return all, b.fatalError(b.groups[i].UID(), r)
@@ -256,6 +276,14 @@ func (b *bench) runAll(ctx context.Context) (benchSamples, error) {
 			all.firstIDs = r.IDs
 		}
 		all.opened = append(all.opened, len(r.Samples))
+		for j, k := range r.SampleSockets {
+			all.bySocket[k].ns = append(all.bySocket[k].ns, r.Samples[j])
+		}
+		for k, m := range r.SocketErrors {
+			for code, v := range m {
+				all.bySocket[k].errors[code] += v
+			}
+		}
 		for _, s := range r.Raw {
 			b.raw = append(b.raw, rawSample{sample: s, uid: b.groups[i].UID()})
 		}
@@ -269,42 +297,69 @@ type benchSamples struct {
 	errors   map[string]int
 	firstErr string
 	firstIDs []string
-	opened   []int // per group: successful calls or open streams
+	opened   []int           // per group: successful calls or open streams
+	bySocket []socketSamples // with several sockets, each one's part
 }
 
-func (s benchSamples) errorCount() int {
+// socketSamples is what the workers of one socket measured.
+type socketSamples struct {
+	ns     []int64
+	errors map[string]int
+}
+
+func (s benchSamples) errorCount() int { return countErrors(s.errors) }
+
+func countErrors(m map[string]int) int {
 	n := 0
-	for _, v := range s.errors {
+	for _, v := range m {
 		n += v
 	}
 	return n
 }
 
+// workersOf returns how many of n workers take socket i of sockets, in
+// turn.
+func workersOf(n, sockets, i int) int {
+	w := n / sockets
+	if i < n%sockets {
+		w++
+	}
+	return w
+}
+
 // fatalError explains a failure that ends the run.
 func (b *bench) fatalError(uid uint32, r groupResult) error {
+	api := "the Workload API"
+	if len(b.cfg.sockets) > 1 && r.FatalSocket != "" {
+		api += " at " + r.FatalSocket
+	}
 	switch r.FatalCode {
 	case codes.PermissionDenied.String():
-		return fmt.Errorf("the Workload API refused uid %d (PermissionDenied: %s); if no entry matches that uid, register one "+
+		return fmt.Errorf("%s refused uid %d (PermissionDenied: %s); if no entry matches that uid, register one "+
 			"(badge: `badge entry create --id spiffe://<trust-domain>/bench/uid-%d --selector unix:uid:%d`, or rerun with --setup; "+
-			"SPIRE: an entry with the selector unix:uid:%d)", uid, r.Fatal, uid, uid, uid)
+			"SPIRE: an entry with the selector unix:uid:%d)", api, uid, r.Fatal, uid, uid, uid)
 	case codes.Unimplemented.String():
 		if b.cfg.mode == benchJWT {
 			return fmt.Errorf("the server does not implement FetchJWTSVID (Unimplemented: %s)", r.Fatal)
 		}
 	case codes.Unavailable.String():
-		return fmt.Errorf("no Workload API answers on %s (uid %d): %s", b.cfg.socket, uid, r.Fatal)
+		sock := r.FatalSocket
+		if sock == "" {
+			sock = strings.Join(b.cfg.sockets, " or ")
+		}
+		return fmt.Errorf("no Workload API answers on %s (uid %d): %s", sock, uid, r.Fatal)
 	}
 	return fmt.Errorf("uid %d: %s: %s", uid, r.FatalCode, r.Fatal)
 }
 
 // runCalls measures fetch or jwt: the workers call for --duration.
 func (b *bench) runCalls(ctx context.Context, rep *benchReport) error {
-	before, berr := readProcUsage(b.pid)
+	before, eachBefore, berr := b.usage()
 	hostBefore := b.sampleHost()
 	start := time.Now()
 	s, err := b.runAll(ctx)
 	elapsed := time.Since(start)
-	after, aerr := readProcUsage(b.pid)
+	after, eachAfter, aerr := b.usage()
 	rep.Host = b.hostReport(hostBefore, b.sampleHost(), before, after, elapsed)
 	if err != nil {
 		return err
@@ -317,25 +372,59 @@ func (b *bench) runCalls(ctx context.Context, rep *benchReport) error {
 	rep.CallsPerSec = roundTo(float64(rep.Calls)/elapsed.Seconds(), 1)
 	rep.Errors, rep.ErrorCodes, rep.FirstError = s.errorCount(), s.errors, s.firstErr
 	rep.LatencyMS = summarize(s.ns)
-	if b.pid != 0 && berr == nil && aerr == nil {
-		cpu := after.cpuMS() - before.cpuMS()
-		rep.Server = &serverReport{
-			PID: b.pid, CPUMS: cpu, CPUMSKernel: ticksMS(after.stime - before.stime),
-			RSSKiBBefore: before.rssKiB, RSSKiBAfter: after.rssKiB,
-			RSSAnonKiBBefore: before.anonKiB, RSSAnonKiBAfter: after.anonKiB,
+	measured := len(b.daemons()) > 0 && berr == nil && aerr == nil
+	if measured {
+		rep.Server = b.serverReport(before, after, rep.Calls)
+	} else if len(b.daemons()) > 0 {
+		b.note("reading /proc: %v", errors.Join(berr, aerr))
+	}
+	for i, ss := range s.bySocket {
+		sr := b.socketReport(i, ss)
+		if pid := b.pids[i]; measured && pid != 0 {
+			sr.Server = serverReportOf([]int{pid}, eachBefore[pid], eachAfter[pid], sr.Count)
 		}
-		if rep.Calls > 0 {
-			rep.Server.CPUMSPerCall = roundTo(cpu/float64(rep.Calls), 4)
-		}
-	} else if b.pid != 0 {
-		b.note("reading /proc/%d: %v", b.pid, errors.Join(berr, aerr))
+		rep.Sockets = append(rep.Sockets, sr)
 	}
 	return nil
 }
 
+// socketReport is socket i's part of the run, without its daemon.
+func (b *bench) socketReport(i int, ss socketSamples) socketReport {
+	return socketReport{
+		Socket: b.cfg.sockets[i], Workers: workersOf(b.cfg.workers, len(b.cfg.sockets), i),
+		Count: len(ss.ns), Errors: countErrors(ss.errors), ErrorCodes: ss.errors, LatencyMS: summarize(ss.ns),
+	}
+}
+
+// serverReport is the daemons' use between before and after (summed),
+// over calls calls.
+func (b *bench) serverReport(before, after procUsage, calls int) *serverReport {
+	return serverReportOf(b.daemons(), before, after, calls)
+}
+
+// serverReportOf is the use between before and after of the daemons
+// pids, over calls calls: with one, its pid; with several, their sum.
+func serverReportOf(pids []int, before, after procUsage, calls int) *serverReport {
+	cpu := after.cpuMS() - before.cpuMS()
+	r := &serverReport{
+		CPUMS: cpu, CPUMSKernel: ticksMS(after.stime - before.stime),
+		RSSKiBBefore: before.rssKiB, RSSKiBAfter: after.rssKiB,
+		RSSAnonKiBBefore: before.anonKiB, RSSAnonKiBAfter: after.anonKiB,
+	}
+	if len(pids) == 1 {
+		r.PID = pids[0]
+	} else {
+		r.PIDs = pids
+	}
+	if calls > 0 {
+		r.CPUMSPerCall = roundTo(cpu/float64(calls), 4)
+	}
+	return r
+}
+
 // runStreams opens the streams, holds them idle for --duration, closes them.
 func (b *bench) runStreams(ctx context.Context, rep *benchReport) error {
-	idle, ierr := readProcUsage(b.pid)
+	idle, _, ierr := b.usage()
 	hostBefore := b.sampleHost()
 	start := time.Now()
 	s, err := b.runAll(ctx)
@@ -343,7 +432,7 @@ func (b *bench) runStreams(ctx context.Context, rep *benchReport) error {
 	if err != nil {
 		return err
 	}
-	opened, _ := readProcUsage(b.pid)
+	opened, _, _ := b.usage()
 	rep.Host = b.hostReport(hostBefore, b.sampleHost(), idle, opened, openTime)
 	sr := &streamReport{
 		Requested: b.cfg.workers, Open: len(s.ns), OpenAllS: openTime.Seconds(),
@@ -351,20 +440,23 @@ func (b *bench) runStreams(ctx context.Context, rep *benchReport) error {
 	}
 	rep.Streams = sr
 	rep.Errors, rep.ErrorCodes, rep.FirstError = s.errorCount(), s.errors, s.firstErr
+	for i, ss := range s.bySocket {
+		rep.Sockets = append(rep.Sockets, b.socketReport(i, ss))
+	}
 	select {
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-time.After(b.cfg.duration):
 	}
-	held, herr := readProcUsage(b.pid)
+	held, _, herr := b.usage()
 	b.closeGroups()
 	time.Sleep(time.Second) // let the daemon notice the closed connections
-	closed, cerr := readProcUsage(b.pid)
-	if b.pid == 0 {
+	closed, _, cerr := b.usage()
+	if len(b.daemons()) == 0 {
 		return nil
 	}
 	if err := errors.Join(ierr, herr, cerr); err != nil {
-		b.note("reading /proc/%d: %v", b.pid, err)
+		b.note("reading /proc: %v", err)
 		return nil
 	}
 	sr.RSSKiBIdle, sr.RSSKiBOpen, sr.RSSKiBHeld, sr.RSSKiBClosed = idle.rssKiB, opened.rssKiB, held.rssKiB, closed.rssKiB
@@ -376,11 +468,7 @@ func (b *bench) runStreams(ctx context.Context, rep *benchReport) error {
 		sr.RSSAnonKiBPerStream = roundTo((float64(held.anonKiB)-float64(idle.anonKiB))/float64(sr.Open), 2)
 		sr.CPUMSPerOpen = roundTo(sr.CPUMSOpen/float64(sr.Open), 4)
 	}
-	rep.Server = &serverReport{
-		PID: b.pid, CPUMS: sr.CPUMSOpen + sr.CPUMSHold, CPUMSKernel: ticksMS(held.stime - idle.stime),
-		RSSKiBBefore: idle.rssKiB, RSSKiBAfter: held.rssKiB,
-		RSSAnonKiBBefore: idle.anonKiB, RSSAnonKiBAfter: held.anonKiB,
-	}
+	rep.Server = b.serverReport(idle, held, 0)
 	return nil
 }
 
@@ -404,6 +492,9 @@ func (b *bench) runPropagation(ctx context.Context, rep *benchReport) error {
 	}
 	pr := &propagationReport{Streams: len(s.ns), Repetitions: b.cfg.count}
 	rep.Propagation = pr
+	for i, ss := range s.bySocket {
+		rep.Sockets = append(rep.Sockets, b.socketReport(i, ss))
+	}
 	var fromStart, fromReturn, createCall, deleted []int64
 	created := map[string]string{} // entry id → SPIFFE ID, deleted on the way out
 	defer func() {
@@ -566,14 +657,14 @@ func (b *bench) setupEntries(ctx context.Context) (func(), error) {
 	return cleanup, nil
 }
 
-// checkServerNoFile notes when the daemon's open-file limit is too low for
-// the streams: it holds a socket per connection (and a pidfd as well on
-// kernels without SO_PEERPIDFD, counted here to be safe).
-func (b *bench) checkServerNoFile(streams uint64) {
-	if b.pid == 0 {
+// checkServerNoFile notes when the open-file limit of the daemon pid is
+// too low for the streams it is to hold: a socket per connection (and a
+// pidfd as well on kernels without SO_PEERPIDFD, counted here to be safe).
+func (b *bench) checkServerNoFile(pid int, streams uint64) {
+	if pid == 0 {
 		return
 	}
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/limits", b.pid))
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/limits", pid))
 	if err != nil {
 		return
 	}
@@ -582,7 +673,7 @@ func (b *bench) checkServerNoFile(streams uint64) {
 		return
 	}
 	b.note("the daemon (pid %d) may open %d files, and %d streams need at least %d (a socket each, and a pidfd each on kernels before 6.5): "+
-		"start it under a higher `ulimit -n` (LimitNOFILE= in systemd)", b.pid, soft, streams, streams+64)
+		"start it under a higher `ulimit -n` (LimitNOFILE= in systemd)", pid, soft, streams, streams+64)
 }
 
 // lockedWriter serializes writes to w.

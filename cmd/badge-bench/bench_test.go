@@ -268,7 +268,7 @@ func TestBenchFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.mode != benchFetch || c.workers != 4 || c.duration != 10*time.Second || c.socket != socketpath.DefaultWorkload ||
+	if c.mode != benchFetch || c.workers != 4 || c.duration != 10*time.Second || !slices.Equal(c.sockets, []string{socketpath.DefaultWorkload}) ||
 		c.adminSocket != socketpath.DefaultAdmin || c.uids.set || c.samples != "" {
 		t.Errorf("defaults: %+v", c)
 	}
@@ -277,7 +277,7 @@ func TestBenchFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.mode != benchStream || c.workers != 32 || c.uids.len() != 16 || c.socket != "/run/w.sock" || !c.asJSON || c.samples != "/tmp/s.csv" {
+	if c.mode != benchStream || c.workers != 32 || c.uids.len() != 16 || !slices.Equal(c.sockets, []string{"/run/w.sock"}) || !c.asJSON || c.samples != "/tmp/s.csv" {
 		t.Errorf("parsed: %+v", c)
 	}
 	// Fleet: a minute to get ready, four rotations of every workload.
@@ -302,8 +302,8 @@ func TestBenchFlags(t *testing.T) {
 	e.getenv = func(k string) string {
 		return map[string]string{"SPIFFE_ENDPOINT_SOCKET": "unix:///spire/api.sock", "BADGE_SOCKET": "/b.sock", "BADGE_ADMIN_SOCKET": "/a.sock"}[k]
 	}
-	if c, err = e.parseBench(nil); err != nil || c.socket != "/spire/api.sock" || c.adminSocket != "/a.sock" {
-		t.Errorf("from the environment: %q, %q, %v", c.socket, c.adminSocket, err)
+	if c, err = e.parseBench(nil); err != nil || !slices.Equal(c.sockets, []string{"/spire/api.sock"}) || c.adminSocket != "/a.sock" {
+		t.Errorf("from the environment: %q, %q, %v", c.sockets, c.adminSocket, err)
 	}
 	e.getenv = noEnv
 	for _, args := range [][]string{
@@ -364,6 +364,66 @@ func TestBenchFlags(t *testing.T) {
 	}
 }
 
+// TestBenchSocketsFlags: --socket takes several servers' sockets, and
+// --server-pid then one pid for each.
+func TestBenchSocketsFlags(t *testing.T) {
+	e := &env{stdin: strings.NewReader(""), stdout: io.Discard, stderr: io.Discard, getenv: func(string) string { return "" }}
+	good := []struct {
+		args    []string
+		sockets []string
+		pids    []int
+	}{
+		{[]string{"--socket", "/a.sock"}, []string{"/a.sock"}, nil},
+		{[]string{"--socket", "/a.sock", "--server-pid", "0"}, []string{"/a.sock"}, nil},
+		{[]string{"--socket", "/a.sock", "--server-pid", "42"}, []string{"/a.sock"}, []int{42}},
+		{[]string{"--socket", "/a.sock,unix:///b.sock,/c/../c.sock"}, []string{"/a.sock", "/b.sock", "/c.sock"}, nil},
+		{[]string{"--socket", "/a.sock,/b.sock", "--server-pid", "7,8"}, []string{"/a.sock", "/b.sock"}, []int{7, 8}},
+		{[]string{"--socket", "/a,/b,/c,/d", "--workers", "4", "--uids", "1001-1002"}, []string{"/a", "/b", "/c", "/d"}, nil},
+		{[]string{"--mode", "fleet", "--server", "h:1", "--server-pid", "9"}, []string{socketpath.DefaultWorkload}, []int{9}},
+	}
+	for _, tt := range good {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			c, err := e.parseBench(tt.args)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(c.sockets, tt.sockets) || !slices.Equal(c.serverPIDs, tt.pids) {
+				t.Errorf("sockets %q, pids %v; want %q, %v", c.sockets, c.serverPIDs, tt.sockets, tt.pids)
+			}
+		})
+	}
+	bad := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--socket", "/a.sock,"}, "an empty path"},
+		{[]string{"--socket", ",/a.sock"}, "an empty path"},
+		{[]string{"--socket", "/a.sock,rel.sock"}, `"rel.sock"`},
+		{[]string{"--socket", "/a.sock,/b.sock,/a.sock"}, "/a.sock is given twice"},
+		{[]string{"--socket", "/a.sock,unix:///a.sock"}, "/a.sock is given twice"},
+		{[]string{"--socket", "/a,/b,/c,/d,/e"}, "--workers 4 is fewer than the 5 sockets"},
+		{[]string{"--socket", "/a.sock,/b.sock", "--server-pid", "7"}, "1 pids for 2 sockets"},
+		{[]string{"--socket", "/a.sock", "--server-pid", "7,8"}, "2 pids for 1 sockets"},
+		{[]string{"--socket", "/a.sock,/b.sock", "--server-pid", "7,"}, `"" is not a pid`},
+		{[]string{"--socket", "/a.sock,/b.sock", "--server-pid", "7,-8"}, `"-8" is not a pid`},
+		{[]string{"--socket", "/a.sock,/b.sock", "--server-pid", "7,+8"}, `"+8" is not a pid`},
+		{[]string{"--socket", "/a.sock,/b.sock", "--server-pid", "7,0"}, `"0" is not a pid`},
+		{[]string{"--server-pid", "99999999999"}, `"99999999999" is not a pid`},
+		{[]string{"--server-pid", "-1"}, `"-1" is not a pid`},
+		{[]string{"--mode", "fleet", "--server", "h:1", "--server-pid", "7,8"}, "--server-pid takes one pid"},
+		{[]string{"--mode", "fleet", "--server", "h:1", "--socket", "/a,/b"}, "--socket is not for --mode fleet"},
+	}
+	for _, tt := range bad {
+		t.Run("bad/"+strings.Join(tt.args, " "), func(t *testing.T) {
+			_, err := e.parseBench(tt.args)
+			var ue usageError
+			if !errors.As(err, &ue) || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("parseBench(%q) = %v, want a usage error containing %q", tt.args, err, tt.want)
+			}
+		})
+	}
+}
+
 func TestBenchMissingSocket(t *testing.T) {
 	var out, errOut bytes.Buffer
 	sock := filepath.Join(t.TempDir(), "none.sock")
@@ -374,7 +434,7 @@ func TestBenchMissingSocket(t *testing.T) {
 }
 
 func TestBenchStreamSetRecord(t *testing.T) {
-	s := newStreamSet("/nonexistent")
+	s := newStreamSet([]string{"/nonexistent"}, 0)
 	s.nOpen = 2
 	const a, b = "spiffe://example.org/a", "spiffe://example.org/new"
 	s.recordLocked(nil, []string{a}, 10)
@@ -428,7 +488,7 @@ func TestBenchChildProtocol(t *testing.T) {
 		}
 		return r
 	}
-	spec := benchSpec{Mode: benchStream, Socket: "/nonexistent.sock", Workers: 1, Duration: time.Second, Timeout: time.Second}
+	spec := benchSpec{Mode: benchStream, Sockets: []string{"/nonexistent.sock"}, Workers: 1, Duration: time.Second, Timeout: time.Second}
 	if r := roundTrip(childMsg{Spec: &spec}); !r.Ready {
 		t.Fatalf("after the spec: %+v, want ready", r)
 	}
@@ -452,6 +512,11 @@ func TestBenchChildProtocol(t *testing.T) {
 	var ue usageError
 	if !errors.As(err, &ue) {
 		t.Errorf("runChild without a spec: %v, want a usage error", err)
+	}
+	// So is a spec without a socket.
+	err = runChild(context.Background(), strings.NewReader(`{"spec":{"mode":"fetch","workers":1}}`+"\n"), &out)
+	if !errors.As(err, &ue) {
+		t.Errorf("runChild with a spec without sockets: %v, want a usage error", err)
 	}
 }
 

@@ -45,7 +45,7 @@ func runChild(ctx context.Context, stdin io.Reader, stdout io.Writer) error {
 	dec := json.NewDecoder(bufio.NewReader(stdin))
 	enc := json.NewEncoder(stdout)
 	var m childMsg
-	if err := dec.Decode(&m); err != nil || m.Spec == nil {
+	if err := dec.Decode(&m); err != nil || m.Spec == nil || len(m.Spec.Sockets) == 0 {
 		return usagef("%s is for badge-bench's own use", benchChildArg)
 	}
 	g := &localGroup{spec: *m.Spec, uid: uint32(os.Getuid())}

@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/csv"
 	"encoding/json"
+	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -249,4 +251,136 @@ func TestBenchSamplesFileError(t *testing.T) {
 	if code != exitFailure || !strings.Contains(errOut.String(), "--samples") || !strings.Contains(errOut.String(), bad) {
 		t.Errorf("exit %d, stderr %q: want a failure naming --samples and the path", code, errOut.String())
 	}
+}
+
+// TestBenchSeveralSockets spreads the workers over two real daemons, as
+// over the replicas of one trust domain: the report has the totals, each
+// socket's part, and the CPU of both daemons, summed and each one's;
+// with one socket the report has no such part.
+func TestBenchSeveralSockets(t *testing.T) {
+	d1, d2 := startDaemon(t), startDaemon(t)
+	d1.entry(t, "spiffe://example.org/bench/one", os.Getuid())
+	d2.entry(t, "spiffe://example.org/bench/two", os.Getuid())
+	both := d1.socket + "," + d2.socket
+	pids := []int{d1.pid, d2.pid}
+
+	t.Run("fetch", func(t *testing.T) {
+		rep := runJSON(t, "--socket", both, "--workers", "3", "--duration", "300ms")
+		if rep.Socket != both || len(rep.Sockets) != 2 {
+			t.Fatalf("socket %q, %d socket reports; want %q and 2", rep.Socket, len(rep.Sockets), both)
+		}
+		count, errs := 0, 0
+		for i, k := range rep.Sockets {
+			if k.Socket != []string{d1.socket, d2.socket}[i] || k.Workers != []int{2, 1}[i] || k.Count == 0 {
+				t.Errorf("socket %d: %+v, want its path, %d workers and calls", i, k, []int{2, 1}[i])
+			}
+			checkTail(t, k.Socket, k.LatencyMS, k.Count)
+			if k.Server == nil || k.Server.PID != pids[i] || k.Server.PIDs != nil {
+				t.Errorf("socket %d's daemon: %+v, want pid %d", i, k.Server, pids[i])
+			}
+			count += k.Count
+			errs += k.Errors
+		}
+		if count != rep.Calls || errs != rep.Errors {
+			t.Errorf("sockets' calls %d and errors %d, totals %d and %d", count, errs, rep.Calls, rep.Errors)
+		}
+		s := rep.Server
+		if s == nil || s.PID != 0 || !slices.Equal(s.PIDs, pids) {
+			t.Fatalf("server report %+v, want both daemons %v", s, pids)
+		}
+		if sum := rep.Sockets[0].Server.CPUMS + rep.Sockets[1].Server.CPUMS; math.Abs(s.CPUMS-sum) > 1e-6 || s.CPUMSPerCall <= 0 {
+			t.Errorf("daemons' CPU %.3f ms (%.4f per call), want the sum of each one's %.3f ms", s.CPUMS, s.CPUMSPerCall, sum)
+		}
+	})
+
+	t.Run("stream", func(t *testing.T) {
+		rep := runJSON(t, "--socket", both, "--server-pid", fmt.Sprintf("%d,%d", d1.pid, d2.pid), "--mode", "stream",
+			"--workers", "4", "--duration", "100ms")
+		if rep.Streams == nil || rep.Streams.Open != 4 || len(rep.Sockets) != 2 {
+			t.Fatalf("streams %+v, %d socket reports; want 4 open over 2", rep.Streams, len(rep.Sockets))
+		}
+		for i, k := range rep.Sockets {
+			if k.Count != 2 || k.Workers != 2 || k.Errors != 0 {
+				t.Errorf("socket %d: %+v, want 2 of 2 streams open", i, k)
+			}
+		}
+		if rep.Server == nil || !slices.Equal(rep.Server.PIDs, pids) {
+			t.Errorf("server report %+v, want both daemons %v", rep.Server, pids)
+		}
+	})
+
+	t.Run("text", func(t *testing.T) {
+		var out, errOut bytes.Buffer
+		code := run(context.Background(), []string{"--socket", both, "--workers", "2", "--duration", "200ms"},
+			strings.NewReader(""), &out, &errOut, func(string) string { return "" })
+		if code != exitOK {
+			t.Fatalf("exit %d: %s", code, errOut.String())
+		}
+		t.Logf("badge-bench printed:\n%s", out.String())
+		for _, want := range []string{
+			"2 workers as uid " + strconv.Itoa(os.Getuid()) + " over 2 sockets,",
+			fmt.Sprintf("  daemons:  pids %d+%d, CPU ", d1.pid, d2.pid),
+			"  socket " + d1.socket + ": ",
+			"  socket " + d2.socket + ": ",
+			"/s by 1 worker, errors 0, p99 ",
+			fmt.Sprintf("daemon pid %d, CPU", d2.pid),
+		} {
+			if !strings.Contains(out.String(), want) {
+				t.Errorf("output lacks %q:\n%s", want, out.String())
+			}
+		}
+	})
+
+	// With --uids the workers of all uids take the sockets in turn: the
+	// one worker of uid 1001 calls the first, that of 1002 the second.
+	t.Run("uids", func(t *testing.T) {
+		requireRoot(t)
+		for _, d := range []*daemon{d1, d2} {
+			for _, uid := range []int{1001, 1002} {
+				d.entry(t, fmt.Sprintf("spiffe://example.org/bench/uid-%d", uid), uid)
+			}
+		}
+		rep := runJSON(t, "--socket", both, "--uids", "1001-1002", "--workers", "2", "--duration", "300ms")
+		if len(rep.Sockets) != 2 {
+			t.Fatalf("%d socket reports, want 2", len(rep.Sockets))
+		}
+		for i, k := range rep.Sockets {
+			if k.Workers != 1 || k.Count == 0 {
+				t.Errorf("socket %d: %+v, want 1 worker and calls", i, k)
+			}
+		}
+		if rep.Sockets[0].Count+rep.Sockets[1].Count != rep.Calls {
+			t.Errorf("sockets' calls %d + %d, total %d", rep.Sockets[0].Count, rep.Sockets[1].Count, rep.Calls)
+		}
+	})
+
+	// The second worker calls the second socket: a daemon there with no
+	// entry for the uid fails the run, naming that socket.
+	t.Run("refused", func(t *testing.T) {
+		d3 := startDaemon(t)
+		var out, errOut bytes.Buffer
+		code := run(context.Background(), []string{"--socket", d1.socket + "," + d3.socket, "--workers", "2", "--duration", "5s"},
+			strings.NewReader(""), &out, &errOut, func(string) string { return "" })
+		want := fmt.Sprintf("the Workload API at %s refused uid %d (PermissionDenied", d3.socket, os.Getuid())
+		if code != exitFailure || !strings.Contains(errOut.String(), want) {
+			t.Errorf("exit %d, stderr %q: want a failure containing %q", code, errOut.String(), want)
+		}
+	})
+
+	t.Run("one socket", func(t *testing.T) {
+		var out, errOut bytes.Buffer
+		code := run(context.Background(), []string{"--socket", d1.socket, "--workers", "2", "--duration", "200ms", "--json"},
+			strings.NewReader(""), &out, &errOut, func(string) string { return "" })
+		if code != exitOK {
+			t.Fatalf("exit %d: %s", code, errOut.String())
+		}
+		var doc map[string]any
+		if err := json.Unmarshal(out.Bytes(), &doc); err != nil {
+			t.Fatal(err)
+		}
+		server, _ := doc["server"].(map[string]any)
+		if _, ok := doc["sockets"]; ok || server == nil || server["pid"] != float64(d1.pid) || server["pids"] != nil {
+			t.Errorf("one socket's report: sockets %v, server %v; want no sockets, the daemon's pid and no pids", doc["sockets"], server)
+		}
+	})
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -42,13 +43,15 @@ const (
 	fleetMaxNodeEntries   = 100000
 )
 
-const usageLine = "badge-bench [--socket PATH] [--mode fetch|stream|propagation|jwt] [--workers N] [--uids FIRST-LAST] [--duration D] [--samples FILE] [--json]\n" +
+const usageLine = "badge-bench [--socket PATH[,PATH...]] [--mode fetch|stream|propagation|jwt] [--workers N] [--uids FIRST-LAST] [--duration D] [--samples FILE] [--json]\n" +
 	"       badge-bench --mode fleet --server ADDR [--admin-socket PATH] [--agents N] [--workloads N] [--svid-ttl D] [--duration D] [--json]"
 
 // benchConfig is what badge-bench was asked to do.
 type benchConfig struct {
-	mode        string
-	socket      string
+	mode string
+	// sockets are the Workload API sockets: one, or several servers'
+	// that the workers take in turn.
+	sockets     []string
 	workers     int
 	uids        uidRange
 	duration    time.Duration
@@ -58,9 +61,11 @@ type benchConfig struct {
 	count       int
 	audience    string
 	trustDomain string
-	serverPID   int
-	samples     string // file for the raw samples; "" for none
-	asJSON      bool
+	// serverPIDs are the daemons of sockets, in order (--server-pid);
+	// nil: the processes that listen on them.
+	serverPIDs []int
+	samples    string // file for the raw samples; "" for none
+	asJSON     bool
 
 	// node scopes the entries badge-bench creates to that node: the
 	// workloads are behind its agent (propagation, --setup).
@@ -79,7 +84,8 @@ func (e *env) parseBench(args []string) (benchConfig, error) {
 		count: 20, audience: "bench", svidTTL: fleetDefaultSVIDTTL, nodeEntries: 1,
 	}
 	fs := flag.NewFlagSet("badge-bench", flag.ContinueOnError)
-	sock := fs.String("socket", "", "Workload API socket `path` (default: $"+socketpath.EnvSPIFFEEndpoint+", $"+socketpath.EnvWorkload+", "+socketpath.ClientDefaultHelp(socketpath.WorkloadName)+");\na SPIRE agent's socket works for fetch, jwt and stream")
+	sock := fs.String("socket", "", "Workload API socket `path` (default: $"+socketpath.EnvSPIFFEEndpoint+", $"+socketpath.EnvWorkload+", "+socketpath.ClientDefaultHelp(socketpath.WorkloadName)+");\n"+
+		"a SPIRE agent's socket works for fetch, jwt and stream; several comma-separated paths (several servers) take the workers in turn,\nand the report adds each socket's part")
 	fs.StringVar(&c.mode, "mode", c.mode, "fetch: fresh connection per FetchX509SVID; stream: hold N streams (memory, idle CPU);\npropagation: time for a new entry to reach open streams (needs badge's admin API); jwt: FetchJWTSVID on open connections;\n"+
 		"fleet: --agents badge agents in this process against --server, each serving --workloads streams (needs badge's admin API)")
 	fs.IntVar(&c.workers, "workers", c.workers, "concurrent callers (fetch, jwt) or open streams (stream, propagation)")
@@ -91,7 +97,9 @@ func (e *env) parseBench(args []string) (benchConfig, error) {
 	fs.IntVar(&c.count, "count", c.count, "propagation: how many entries to create, one after another")
 	fs.StringVar(&c.audience, "audience", c.audience, "jwt: audience to request")
 	fs.StringVar(&c.trustDomain, "trust-domain", "", "trust `domain` for entries badge-bench creates (default: that of the workloads' SVIDs or entries, else example.org)")
-	fs.IntVar(&c.serverPID, "server-pid", 0, "daemon `pid` whose CPU time and RSS to report (default: the process that listens on --socket, for fleet on --admin-socket,\nfrom the socket's peer credentials; give it when another process created the socket, as with systemd socket activation)")
+	pids := fs.String("server-pid", "", "daemon `pid` whose CPU time and RSS to report (default: the process that listens on --socket, for fleet on --admin-socket,\n"+
+		"from the socket's peer credentials; give it when another process created the socket, as with systemd socket activation);\n"+
+		"with several sockets, one pid per socket, comma-separated in the same order: the report sums them and gives each one's")
 	fs.StringVar(&c.samples, "samples", "", "write every sample to `file` as CSV, one line each: start_unix_ns,latency_ns,uid,result;\nresult is OK or the gRPC code of a failed call (fetch, jwt, stream), create or delete (propagation)")
 	fs.BoolVar(&c.asJSON, "json", false, "print the results as JSON")
 	fs.StringVar(&c.node, "node", "", "propagation, --setup: scope the entries badge-bench creates to node `NAME`, and measure through\nthat node's agent (--socket is the agent's Workload API socket)")
@@ -162,12 +170,24 @@ func (e *env) parseBench(args []string) (benchConfig, error) {
 			return c, usagef("invalid --trust-domain %q: %v", c.trustDomain, err)
 		}
 	}
-	if c.serverPID < 0 {
-		return c, usagef("invalid --server-pid %d", c.serverPID)
-	}
 	var err error
-	if c.socket, err = socketpath.Workload(*sock, e.getenv); err != nil {
-		return c, usageError{err}
+	if c.serverPIDs, err = parsePIDs(*pids); err != nil {
+		return c, usageError{fmt.Errorf("invalid --server-pid: %w", err)}
+	}
+	if c.sockets, err = parseSockets(*sock, e.getenv); err != nil {
+		return c, usageError{fmt.Errorf("invalid --socket: %w", err)}
+	}
+	if c.mode == benchFleet {
+		if len(c.serverPIDs) > 1 {
+			return c, usagef("--mode fleet measures one server: --server-pid takes one pid")
+		}
+	} else {
+		if len(c.serverPIDs) > 0 && len(c.serverPIDs) != len(c.sockets) {
+			return c, usagef("--server-pid has %d pids for %d sockets: give one per socket, in the order of --socket", len(c.serverPIDs), len(c.sockets))
+		}
+		if c.workers < len(c.sockets) {
+			return c, usagef("--workers %d is fewer than the %d sockets in --socket: every socket needs a worker", c.workers, len(c.sockets))
+		}
 	}
 	if c.adminSocket, err = socketpath.Admin(*asock, e.getenv); err != nil {
 		return c, usageError{err}
@@ -209,6 +229,53 @@ func (c *benchConfig) checkFleet(set map[string]bool) error {
 		c.duration = 2 * c.svidTTL
 	}
 	return nil
+}
+
+// parseSockets resolves --socket: one path (or the default from the
+// environment), or several separated by commas, each distinct.
+func parseSockets(v string, getenv func(string) string) ([]string, error) {
+	if !strings.Contains(v, ",") {
+		p, err := socketpath.Workload(v, getenv)
+		if err != nil {
+			return nil, err
+		}
+		return []string{p}, nil
+	}
+	var out []string
+	for f := range strings.SplitSeq(v, ",") {
+		if f == "" {
+			return nil, fmt.Errorf("an empty path in %q: want PATH,PATH,...", v)
+		}
+		p, err := socketpath.Parse(f)
+		if err != nil {
+			return nil, err
+		}
+		if slices.Contains(out, p) {
+			return nil, fmt.Errorf("%s is given twice", p)
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// parsePIDs parses --server-pid: "" or "0" for none (the listeners of the
+// sockets), else positive pids separated by commas.
+func parsePIDs(v string) ([]int, error) {
+	if v == "" || v == "0" {
+		return nil, nil
+	}
+	var out []int
+	for f := range strings.SplitSeq(v, ",") {
+		if f == "" || f[0] < '0' || f[0] > '9' {
+			return nil, fmt.Errorf("%q is not a pid: want PID or PID,PID,...", f)
+		}
+		n, err := strconv.ParseInt(f, 10, 32)
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("%q is not a pid: want PID or PID,PID,...", f)
+		}
+		out = append(out, int(n))
+	}
+	return out, nil
 }
 
 // durationFlag is a time.Duration flag that refuses negative values.

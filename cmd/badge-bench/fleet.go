@@ -154,22 +154,25 @@ type fleet struct {
 func (b *bench) runFleet(ctx context.Context) (*fleetReport, error) {
 	c := b.cfg
 	b.admin = admin.NewClient(c.adminSocket)
-	b.pid = c.serverPID
-	if b.pid == 0 {
+	if len(c.serverPIDs) == 0 {
 		pid, err := listenerPID(ctx, c.adminSocket)
 		if err != nil {
 			return nil, fmt.Errorf("no badge admin API at %s: %w (the server's CPU and RSS are read from the process that listens on it)", c.adminSocket, err)
 		}
-		b.pid = pid
-	} else if _, err := os.Stat(fmt.Sprintf("/proc/%d/stat", b.pid)); err != nil {
-		return nil, fmt.Errorf("--server-pid %d: no such process", b.pid)
+		b.pids = []int{pid}
+	} else {
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d/stat", c.serverPIDs[0])); err != nil {
+			return nil, fmt.Errorf("--server-pid %d: no such process", c.serverPIDs[0])
+		}
+		b.pids = c.serverPIDs
 	}
+	pid := b.pids[0]
 	// Each workload: a socket in this process and one in the agent; each
 	// agent: its channel, its listener, its data dir's files.
 	if err := raiseNoFile(uint64(2*c.agents*c.workloads + 16*c.agents + 256)); err != nil {
 		return nil, err
 	}
-	b.checkServerNoFile(uint64(2 * c.agents))
+	b.checkServerNoFile(pid, uint64(2*c.agents))
 	pemBundle, err := b.admin.Bundle(ctx, "pem")
 	if err != nil {
 		return nil, fmt.Errorf("reading the trust bundle from the admin API: %w", err)
@@ -193,10 +196,10 @@ func (b *bench) runFleet(ctx context.Context) (*fleetReport, error) {
 	}
 	rep := &fleetReport{
 		Server: c.server, Agents: c.agents, WorkloadsPerAgent: c.workloads, EntriesPerNode: c.nodeEntries, SVIDTTLS: c.svidTTL.Seconds(),
-		Workloads: c.agents * c.workloads, PID: b.pid, Nodes: fmt.Sprintf("bench-%d-0 to bench-%d-%d", os.Getpid(), os.Getpid(), c.agents-1),
+		Workloads: c.agents * c.workloads, PID: pid, Nodes: fmt.Sprintf("bench-%d-0 to bench-%d-%d", os.Getpid(), os.Getpid(), c.agents-1),
 	}
 	defer func() { rep.Notes = b.notes }()
-	idle, ierr := readProcUsage(b.pid)
+	idle, ierr := readProcUsage(pid)
 
 	// The agents attest and sync.
 	start := time.Now()
@@ -210,7 +213,7 @@ func (b *bench) runFleet(ctx context.Context) (*fleetReport, error) {
 		ready = append(ready, fa.ready)
 	}
 	rep.AgentReadyMS = summarize(ready)
-	synced, serr := readProcUsage(b.pid)
+	synced, serr := readProcUsage(pid)
 
 	// The workloads get their first SVIDs.
 	hostBefore := b.sampleHost()
@@ -220,7 +223,7 @@ func (b *bench) runFleet(ctx context.Context) (*fleetReport, error) {
 	if err != nil {
 		return nil, err
 	}
-	served, verr := readProcUsage(b.pid)
+	served, verr := readProcUsage(pid)
 	rep.ServeHostBusy = b.hostReport(hostBefore, b.sampleHost(), synced, served, serveTime)
 	rep.ServeAllS = roundTo(serveTime.Seconds(), 3)
 	rep.FirstSVIDMS = summarize(firsts)
@@ -230,7 +233,7 @@ func (b *bench) runFleet(ctx context.Context) (*fleetReport, error) {
 			rep.Served, rep.Workloads, rep.WrongID, f.firstStreamError())
 	}
 	if err := errors.Join(ierr, serr, verr); err != nil {
-		return nil, fmt.Errorf("reading /proc/%d: %w", b.pid, err)
+		return nil, fmt.Errorf("reading /proc/%d: %w", pid, err)
 	}
 	rep.CPUMSAgents = roundTo(synced.cpuMS()-idle.cpuMS(), 1)
 	rep.CPUMSPerAgent = roundTo(rep.CPUMSAgents/float64(c.agents), 3)
@@ -248,7 +251,7 @@ func (b *bench) runFleet(ctx context.Context) (*fleetReport, error) {
 		if rep.Rotation, err = f.measureRotation(ctx); err != nil {
 			return nil, err
 		}
-		if after, err := readProcUsage(b.pid); err == nil {
+		if after, err := readProcUsage(pid); err == nil {
 			rep.RSSKiBAfterRotation, rep.RSSAnonKiBAfterRotation = after.rssKiB, after.anonKiB
 		}
 	}
@@ -276,7 +279,7 @@ func (f *fleet) streamErrors() (map[string]int, string) {
 			byCode[k] += v
 		}
 		if first == "" {
-			first = fa.streams.first
+			first = fa.streams.firstErr
 		}
 		fa.streams.mu.Unlock()
 	}
@@ -506,7 +509,7 @@ func (f *fleet) openWorkloads(ctx context.Context) ([]int64, error) {
 	res := make([]groupResult, len(f.agents))
 	var wg sync.WaitGroup
 	for i, fa := range f.agents {
-		fa.streams = newStreamSet(filepath.Join(fa.dir, "workload.sock"))
+		fa.streams = newStreamSet([]string{filepath.Join(fa.dir, "workload.sock")}, 0)
 		wg.Go(func() { res[i] = fa.streams.open(ctx, c.workloads, c.timeout, false) })
 	}
 	wg.Wait()
@@ -563,7 +566,7 @@ func (f *fleet) renewals() int {
 func (f *fleet) measureRotation(ctx context.Context) (*rotationReport, error) {
 	b, c := f.b, f.b.cfg
 	r0 := f.renewals()
-	u0, err := readProcUsage(b.pid)
+	u0, err := readProcUsage(b.pids[0])
 	if err != nil {
 		return nil, err
 	}
@@ -577,7 +580,7 @@ func (f *fleet) measureRotation(ctx context.Context) (*rotationReport, error) {
 	case <-t.C:
 	}
 	window := time.Since(start)
-	u1, err := readProcUsage(b.pid)
+	u1, err := readProcUsage(b.pids[0])
 	if err != nil {
 		return nil, err
 	}

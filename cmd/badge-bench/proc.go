@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -90,6 +91,44 @@ func readProcUsage(pid int) (procUsage, error) {
 		return procUsage{}, err
 	}
 	return procUsage{utime: ut, stime: st, rssKiB: rss, anonKiB: anon}, nil
+}
+
+// daemons returns the daemons' pids, each once, or none if one is
+// unknown: a sum without it would pass for all of them.
+func (b *bench) daemons() []int {
+	var out []int
+	for _, pid := range b.pids {
+		if pid == 0 {
+			return nil
+		}
+		if !slices.Contains(out, pid) {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+// usage reads the CPU time and memory of every daemon: their sum, and
+// each one's by pid. It fails if there is none or one cannot be read.
+func (b *bench) usage() (procUsage, map[int]procUsage, error) {
+	pids := b.daemons()
+	if len(pids) == 0 {
+		return procUsage{}, nil, errors.New("no daemon pid")
+	}
+	var sum procUsage
+	each := make(map[int]procUsage, len(pids))
+	for _, pid := range pids {
+		u, err := readProcUsage(pid)
+		if err != nil {
+			return procUsage{}, nil, fmt.Errorf("pid %d: %w", pid, err)
+		}
+		each[pid] = u
+		sum.utime += u.utime
+		sum.stime += u.stime
+		sum.rssKiB += u.rssKiB
+		sum.anonKiB += u.anonKiB
+	}
+	return sum, each, nil
 }
 
 // parseProcStat returns utime and stime (fields 14 and 15, clock ticks) of
@@ -224,7 +263,7 @@ func (b *bench) hostReport(h0, h1 hostSample, d0, d1 procUsage, d time.Duration)
 	}
 	cores := func(ticks uint64) float64 { return roundTo(ticksMS(ticks)/float64(d.Milliseconds()), 2) }
 	r := &hostReport{CPUs: runtime.NumCPU(), BusyCores: cores(h1.busy - h0.busy), BenchCores: cores(h1.bench - h0.bench)}
-	if b.pid != 0 && d1.utime != 0 {
+	if len(b.daemons()) > 0 && d1.utime != 0 {
 		r.DaemonCores = cores(d1.utime + d1.stime - d0.utime - d0.stime)
 	}
 	r.OtherCores = roundTo(max(r.BusyCores-r.BenchCores-r.DaemonCores, 0), 2)

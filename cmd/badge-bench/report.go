@@ -9,6 +9,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -105,7 +106,9 @@ func writeSamples(w io.Writer, raw []rawSample) error {
 
 // Reports.
 
-// benchReport is the result of a run; --json prints it as is.
+// benchReport is the result of a run; --json prints it as is. With
+// several sockets, Socket is their comma-separated list, the figures are
+// their totals, and Sockets has each one's part.
 type benchReport struct {
 	Mode           string             `json:"mode"`
 	Socket         string             `json:"socket"`
@@ -126,11 +129,30 @@ type benchReport struct {
 	SamplesFile    string             `json:"samples_file,omitempty"`
 	SamplesWritten int                `json:"samples_written,omitempty"`
 	Notes          []string           `json:"notes,omitempty"`
+	Sockets        []socketReport     `json:"sockets,omitempty"`
 }
 
-// serverReport is the daemon's resource use over the measured window.
+// socketReport is one socket's part of a run over several (fetch, jwt,
+// and the opening of stream and propagation).
+type socketReport struct {
+	Socket  string `json:"socket"`
+	Workers int    `json:"workers"`
+	// Count is the successful calls (fetch, jwt) or streams opened
+	// (stream, propagation); LatencyMS their latency or first SVID's.
+	Count      int            `json:"count"`
+	Errors     int            `json:"errors"`
+	ErrorCodes map[string]int `json:"error_codes,omitempty"`
+	LatencyMS  *latencyStats  `json:"latency_ms,omitempty"`
+	// Server is the daemon of the socket (fetch, jwt).
+	Server *serverReport `json:"server,omitempty"`
+}
+
+// serverReport is the daemon's resource use over the measured window;
+// with several daemons (several sockets), the sum of theirs, PID 0 and
+// their pids in PIDs.
 type serverReport struct {
 	PID          int     `json:"pid"`
+	PIDs         []int   `json:"pids,omitempty"`
 	CPUMS        float64 `json:"cpu_ms"`
 	CPUMSKernel  float64 `json:"cpu_ms_kernel"` // part of CPUMS spent in the kernel
 	CPUMSPerCall float64 `json:"cpu_ms_per_call,omitempty"`
@@ -192,6 +214,57 @@ func (l *latencyStats) String() string {
 		l.P50, l.P90, l.P99, l.P999, l.Max, l.N)
 }
 
+// p99 is the p99 of l in ms, or "-" for no samples.
+func (l *latencyStats) p99() string {
+	if l == nil {
+		return "-"
+	}
+	return fmt.Sprintf("%.3f ms", l.P99)
+}
+
+// over says, with several sockets, over how many the workers ran.
+func (r *benchReport) over() string {
+	if len(r.Sockets) == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" over %d sockets", len(r.Sockets))
+}
+
+// printSocketStreams prints each socket's streams (stream, propagation).
+func (r *benchReport) printSocketStreams(p func(string, ...any)) {
+	for _, k := range r.Sockets {
+		p("  socket %s: %d of %d open, errors %d, first SVID p99 %s", k.Socket, k.Count, k.Workers, k.Errors, k.LatencyMS.p99())
+	}
+}
+
+// label is the name column of the daemon line: "daemon:" or "daemons:".
+func (s *serverReport) label() string {
+	if len(s.PIDs) > 0 {
+		return "daemons: "
+	}
+	return "daemon:  "
+}
+
+// who names the daemons: "pid N", or "pids A+B+C" for their sum.
+func (s *serverReport) who() string {
+	if len(s.PIDs) == 0 {
+		return fmt.Sprintf("pid %d", s.PID)
+	}
+	ps := make([]string, len(s.PIDs))
+	for i, pid := range s.PIDs {
+		ps[i] = strconv.Itoa(pid)
+	}
+	return "pids " + strings.Join(ps, "+")
+}
+
+// plural is "1 thing" or "N things".
+func plural(n int, thing string) string {
+	if n == 1 {
+		return "1 " + thing
+	}
+	return strconv.Itoa(n) + " " + thing + "s"
+}
+
 func mib(kib uint64) string { return fmt.Sprintf("%.1f MiB", float64(kib)/1024) }
 
 func (r *benchReport) print(w io.Writer) {
@@ -206,21 +279,30 @@ func (r *benchReport) print(w io.Writer) {
 		if r.Mode == benchJWT {
 			what = "FetchJWTSVID on one open connection per worker"
 		}
-		p("badge-bench --mode %s: %d workers as %s, %s, %s", r.Mode, r.Workers, who, what, time.Duration(r.DurationS*float64(time.Second)))
+		p("badge-bench --mode %s: %d workers as %s%s, %s, %s", r.Mode, r.Workers, who, r.over(), what, time.Duration(r.DurationS*float64(time.Second)))
 		p("  calls:    %d in %.2f s = %.1f/s, errors: %d", r.Calls, r.ElapsedS, r.CallsPerSec, r.Errors)
 		p("  latency:  %s", r.LatencyMS)
 		if s := r.Server; s != nil {
-			p("  daemon:   pid %d, CPU %.0f ms (%.0f%% in the kernel) = %.4f ms per call",
-				s.PID, s.CPUMS, 100*s.CPUMSKernel/max(s.CPUMS, 1), s.CPUMSPerCall)
+			p("  %s %s, CPU %.0f ms (%.0f%% in the kernel) = %.4f ms per call",
+				s.label(), s.who(), s.CPUMS, 100*s.CPUMSKernel/max(s.CPUMS, 1), s.CPUMSPerCall)
 			p("  RSS:      %s → %s (anonymous %s → %s; the rest is mostly the mmapped database)",
 				mib(s.RSSKiBBefore), mib(s.RSSKiBAfter), mib(s.RSSAnonKiBBefore), mib(s.RSSAnonKiBAfter))
 		}
+		for _, k := range r.Sockets {
+			line := fmt.Sprintf("  socket %s: %d calls = %.1f/s by %s, errors %d, p99 %s", k.Socket, k.Count,
+				float64(k.Count)/max(r.ElapsedS, 1e-9), plural(k.Workers, "worker"), k.Errors, k.LatencyMS.p99())
+			if s := k.Server; s != nil {
+				line += fmt.Sprintf("; daemon pid %d, CPU %.0f ms = %.4f ms per call", s.PID, s.CPUMS, s.CPUMSPerCall)
+			}
+			p("%s", line)
+		}
 	case benchStream:
 		s := r.Streams
-		p("badge-bench --mode stream: %d FetchX509SVID streams as %s, one connection each", s.Requested, who)
+		p("badge-bench --mode stream: %d FetchX509SVID streams as %s%s, one connection each", s.Requested, who, r.over())
 		p("  opened:   %d of %d in %.2f s; first SVID per stream: %s", s.Open, s.Requested, s.OpenAllS, s.OpenLatencyMS)
+		r.printSocketStreams(p)
 		if r.Server != nil {
-			p("  daemon:   pid %d, CPU %.0f ms to open = %.4f ms per stream", r.Server.PID, s.CPUMSOpen, s.CPUMSPerOpen)
+			p("  %s %s, CPU %.0f ms to open = %.4f ms per stream", r.Server.label(), r.Server.who(), s.CPUMSOpen, s.CPUMSPerOpen)
 			p("  RSS:      idle %s, all open %s, after %.0f s held %s = %.1f KiB per stream; %s after close",
 				mib(s.RSSKiBIdle), mib(s.RSSKiBOpen), s.HoldS, mib(s.RSSKiBHeld), s.RSSKiBPerStream, mib(s.RSSKiBClosed))
 			p("            anonymous: idle %s, held %s = %.1f KiB per stream", mib(s.RSSAnonKiBIdle), mib(s.RSSAnonKiBHeld), s.RSSAnonKiBPerStream)
@@ -228,7 +310,8 @@ func (r *benchReport) print(w io.Writer) {
 		}
 	case benchPropagation:
 		s := r.Propagation
-		p("badge-bench --mode propagation: %d streams as %s, %d new entries one after another", s.Streams, who, s.Repetitions)
+		p("badge-bench --mode propagation: %d streams as %s%s, %d new entries one after another", s.Streams, who, r.over(), s.Repetitions)
+		r.printSocketStreams(p)
 		p("  new entry reached the streams, from before the create call: %s", s.FromCreateStartMS)
 		p("                                 from the create call's return: %s", s.FromCreateReturnMS)
 		p("  create call:                                                  %s", s.CreateCallMS)

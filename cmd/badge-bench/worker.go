@@ -37,8 +37,13 @@ type group interface {
 
 // benchSpec tells a group what to do.
 type benchSpec struct {
-	Mode     string        `json:"mode"`
-	Socket   string        `json:"socket"`
+	Mode string `json:"mode"`
+	// Sockets are the Workload API sockets of the run. The workers of all
+	// groups take them in turn: worker W of the run (counting from 0)
+	// uses Sockets[W % len(Sockets)], and First is the number in the run
+	// of the group's first worker.
+	Sockets  []string      `json:"sockets"`
+	First    int           `json:"first,omitempty"`
 	Workers  int           `json:"workers"`
 	Duration time.Duration `json:"duration"`
 	Timeout  time.Duration `json:"timeout"`
@@ -51,6 +56,9 @@ type benchSpec struct {
 	// agent a moment after they are created.
 	WaitEntry bool `json:"wait_entry,omitempty"`
 }
+
+// socket returns the index in s.Sockets of the group's worker w.
+func (s benchSpec) socket(w int) int { return (s.First + w) % len(s.Sockets) }
 
 // groupResult is what one group measured.
 type groupResult struct {
@@ -67,8 +75,15 @@ type groupResult struct {
 	// (PermissionDenied, Unimplemented, a first call that failed).
 	Fatal     string `json:"fatal,omitempty"`
 	FatalCode string `json:"fatal_code,omitempty"`
+	// FatalSocket is the socket whose call failed with Fatal.
+	FatalSocket string `json:"fatal_socket,omitempty"`
 	// IDs are the SPIFFE IDs of the first response (streams only).
 	IDs []string `json:"ids,omitempty"`
+	// With several sockets, SampleSockets has the socket (its index in
+	// the spec's Sockets) of each of Samples, and SocketErrors the
+	// Errors of each socket.
+	SampleSockets []int            `json:"sample_sockets,omitempty"`
+	SocketErrors  []map[string]int `json:"socket_errors,omitempty"`
 }
 
 // sample is one call, stream opening or propagation, as --samples writes it.
@@ -100,7 +115,7 @@ func (g *localGroup) Run(ctx context.Context) (groupResult, error) {
 	case benchFetch, benchJWT:
 		return runCallers(ctx, g.spec), nil
 	default:
-		g.streams = newStreamSet(g.spec.Socket)
+		g.streams = newStreamSet(g.spec.Sockets, g.spec.First)
 		g.streams.waitEntry = g.spec.WaitEntry
 		return g.streams.open(ctx, g.spec.Workers, g.spec.Timeout, g.spec.Raw), nil
 	}
@@ -131,9 +146,9 @@ func fatalCode(c codes.Code) bool {
 func runCallers(ctx context.Context, spec benchSpec) groupResult {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	addr := "unix://" + spec.Socket
 	until := time.Now().Add(spec.Duration)
 	type out struct {
+		sock     int // index in spec.Sockets
 		ns       []int64
 		raw      []sample
 		errs     map[string]int
@@ -145,16 +160,19 @@ func runCallers(ctx context.Context, spec benchSpec) groupResult {
 		fatal     error
 		wg        sync.WaitGroup
 	)
-	stop := func(err error) { fatalOnce.Do(func() { fatal = err; cancel() }) }
+	fatalSock := 0
+	stop := func(sock int, err error) { fatalOnce.Do(func() { fatal, fatalSock = err, sock; cancel() }) }
 	for w := range outs {
 		o := &outs[w]
 		o.errs = map[string]int{}
+		o.sock = spec.socket(w)
+		addr := "unix://" + spec.Sockets[o.sock]
 		wg.Go(func() {
 			var jc *workloadapi.Client
 			if spec.Mode == benchJWT {
 				var err error
 				if jc, err = workloadapi.New(ctx, workloadapi.WithAddr(addr)); err != nil {
-					stop(err)
+					stop(o.sock, err)
 					return
 				}
 				defer jc.Close()
@@ -176,7 +194,7 @@ func runCallers(ctx context.Context, spec benchSpec) groupResult {
 					}
 					code := status.Code(err)
 					if fatalCode(code) || (first && code == codes.Unavailable) {
-						stop(err)
+						stop(o.sock, err)
 						return
 					}
 					o.errs[code.String()]++
@@ -198,21 +216,41 @@ func runCallers(ctx context.Context, spec benchSpec) groupResult {
 	wg.Wait()
 	var r groupResult
 	if fatal != nil {
-		r.Fatal, r.FatalCode = status.Convert(fatal).Message(), status.Code(fatal).String()
+		r.Fatal, r.FatalCode, r.FatalSocket = status.Convert(fatal).Message(), status.Code(fatal).String(), spec.Sockets[fatalSock]
 		return r
 	}
 	r.Errors = map[string]int{}
+	r.initSockets(len(spec.Sockets))
 	for _, o := range outs {
 		r.Samples = append(r.Samples, o.ns...)
 		r.Raw = append(r.Raw, o.raw...)
 		for k, v := range o.errs {
 			r.Errors[k] += v
 		}
+		if r.SocketErrors != nil {
+			for range o.ns {
+				r.SampleSockets = append(r.SampleSockets, o.sock)
+			}
+			for k, v := range o.errs {
+				r.SocketErrors[o.sock][k] += v
+			}
+		}
 		if r.FirstErr == "" {
 			r.FirstErr = o.firstErr
 		}
 	}
 	return r
+}
+
+// initSockets readies the per-socket part of r for n sockets: none for one.
+func (r *groupResult) initSockets(n int) {
+	if n < 2 {
+		return
+	}
+	r.SocketErrors = make([]map[string]int, n)
+	for i := range r.SocketErrors {
+		r.SocketErrors[i] = map[string]int{}
+	}
 }
 
 // fetchFresh connects, fetches the default X.509-SVID and disconnects, as a
@@ -229,30 +267,43 @@ func fetchFresh(ctx context.Context, addr string) error {
 
 // streamSet holds FetchX509SVID streams, each on its own connection, and
 // records when each SPIFFE ID arrives on (and leaves) each of them.
+// Stream i is on sockets[(first+i) % len(sockets)].
 type streamSet struct {
-	target    string
+	sockets   []string
+	first     int
 	waitEntry bool // retry a stream refused with PermissionDenied until its timeout
 	ctx       context.Context
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
 
-	mu      sync.Mutex
-	conns   []*grpc.ClientConn
-	nOpen   int                // streams that received their first SVID
-	changed chan struct{}      // closed and replaced on every response
-	seen    map[string][]int64 // SPIFFE ID → when each stream got it
-	gone    map[string][]int64 // SPIFFE ID → when each stream that had it lost it
-	renewed int                // responses whose first certificate is new: rotations
-	errs    map[string]int
-	first   string
+	mu       sync.Mutex
+	conns    []*grpc.ClientConn
+	nOpen    int                // streams that received their first SVID
+	changed  chan struct{}      // closed and replaced on every response
+	seen     map[string][]int64 // SPIFFE ID → when each stream got it
+	gone     map[string][]int64 // SPIFFE ID → when each stream that had it lost it
+	renewed  int                // responses whose first certificate is new: rotations
+	errs     map[string]int
+	sockErr  []map[string]int // errs by socket, with several
+	firstErr string
 }
 
-func newStreamSet(socket string) *streamSet {
-	return &streamSet{
-		target: "unix://" + socket, changed: make(chan struct{}),
+func newStreamSet(sockets []string, first int) *streamSet {
+	s := &streamSet{
+		sockets: sockets, first: first, changed: make(chan struct{}),
 		seen: map[string][]int64{}, gone: map[string][]int64{}, errs: map[string]int{},
 	}
+	if len(sockets) > 1 {
+		s.sockErr = make([]map[string]int, len(sockets))
+		for i := range s.sockErr {
+			s.sockErr[i] = map[string]int{}
+		}
+	}
+	return s
 }
+
+// socket returns the index in s.sockets of stream i.
+func (s *streamSet) socket(i int) int { return (s.first + i) % len(s.sockets) }
 
 // open opens n streams, benchOpenParallel at a time, each waiting up to
 // timeout for its first SVID. With raw, the result has every opening,
@@ -267,6 +318,7 @@ func (s *streamSet) open(ctx context.Context, n int, timeout time.Duration, raw 
 		wg        sync.WaitGroup
 		fatalOnce sync.Once
 		fatal     error
+		fatalSock int
 		firstIDs  []string
 		started   int
 	)
@@ -279,22 +331,23 @@ func (s *streamSet) open(ctx context.Context, n int, timeout time.Duration, raw 
 		wg.Go(func() {
 			defer func() { <-sem }()
 			start := time.Now()
-			d, ids, err := s.openOne(timeout)
+			sock := s.socket(i)
+			d, ids, err := s.openOne(sock, timeout)
 			for s.waitEntry && status.Code(err) == codes.PermissionDenied && time.Since(start) < timeout-entryRetry && s.ctx.Err() == nil {
 				// The Workload API refuses at once: no event to wait on.
 				select {
 				case <-time.After(entryRetry):
 				case <-s.ctx.Done():
 				}
-				d, ids, err = s.openOne(timeout - time.Since(start))
+				d, ids, err = s.openOne(sock, timeout-time.Since(start))
 				d = int64(time.Since(start))
 			}
 			if err != nil {
 				code := status.Code(err)
 				if fatalCode(code) {
-					fatalOnce.Do(func() { fatal = err; s.cancel() })
+					fatalOnce.Do(func() { fatal, fatalSock = err, sock; s.cancel() })
 				}
-				s.noteErr(err)
+				s.noteErr(sock, err)
 				opens[i] = sample{Start: start.UnixNano(), NS: int64(time.Since(start)), Code: code.String()}
 				return
 			}
@@ -307,19 +360,26 @@ func (s *streamSet) open(ctx context.Context, n int, timeout time.Duration, raw 
 	wg.Wait()
 	var r groupResult
 	if fatal != nil {
-		r.Fatal, r.FatalCode = status.Convert(fatal).Message(), status.Code(fatal).String()
+		r.Fatal, r.FatalCode, r.FatalSocket = status.Convert(fatal).Message(), status.Code(fatal).String(), s.sockets[fatalSock]
 		return r
 	}
-	for _, o := range opens[:started] {
+	several := len(s.sockets) > 1
+	for i, o := range opens[:started] {
 		if o.Code == "" {
 			r.Samples = append(r.Samples, o.NS)
+			if several {
+				r.SampleSockets = append(r.SampleSockets, s.socket(i))
+			}
 		}
 	}
 	if raw {
 		r.Raw = opens[:started]
 	}
 	s.mu.Lock()
-	r.Errors, r.FirstErr = maps.Clone(s.errs), s.first
+	r.Errors, r.FirstErr = maps.Clone(s.errs), s.firstErr
+	for _, m := range s.sockErr {
+		r.SocketErrors = append(r.SocketErrors, maps.Clone(m))
+	}
 	s.mu.Unlock()
 	r.IDs = firstIDs
 	return r
@@ -328,9 +388,10 @@ func (s *streamSet) open(ctx context.Context, n int, timeout time.Duration, raw 
 // entryRetry is how often a stream of WaitEntry asks again.
 const entryRetry = 10 * time.Millisecond
 
-func (s *streamSet) openOne(timeout time.Duration) (int64, []string, error) {
+// openOne opens a stream on socket sock (an index in s.sockets).
+func (s *streamSet) openOne(sock int, timeout time.Duration) (int64, []string, error) {
 	start := time.Now()
-	conn, err := grpc.NewClient(s.target,
+	conn, err := grpc.NewClient("unix://"+s.sockets[sock],
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithReadBufferSize(8<<10), grpc.WithWriteBufferSize(8<<10))
 	if err != nil {
@@ -361,20 +422,20 @@ func (s *streamSet) openOne(timeout time.Duration) (int64, []string, error) {
 	s.mu.Unlock()
 	s.wg.Go(func() {
 		defer cancel()
-		s.recvLoop(stream, got, certHash(resp))
+		s.recvLoop(sock, stream, got, certHash(resp))
 	})
 	return d, got, nil
 }
 
-// recvLoop records what the stream receives until it ends; cert is the
-// hash of the first certificate it holds.
-func (s *streamSet) recvLoop(stream grpc.ServerStreamingClient[workload.X509SVIDResponse], cur []string, cert uint64) {
+// recvLoop records what the stream, on socket sock, receives until it
+// ends; cert is the hash of the first certificate it holds.
+func (s *streamSet) recvLoop(sock int, stream grpc.ServerStreamingClient[workload.X509SVIDResponse], cur []string, cert uint64) {
 	for {
 		resp, err := stream.Recv()
 		now := monoNow()
 		if err != nil {
 			if s.ctx.Err() == nil {
-				s.noteErr(err)
+				s.noteErr(sock, err)
 			}
 			return
 		}
@@ -438,12 +499,17 @@ func (s *streamSet) recordLocked(prev, next []string, now int64) {
 	s.changed = make(chan struct{})
 }
 
-func (s *streamSet) noteErr(err error) {
+// noteErr counts err, of a stream on socket sock.
+func (s *streamSet) noteErr(sock int, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.errs[status.Code(err).String()]++
-	if s.first == "" {
-		s.first = err.Error()
+	code := status.Code(err).String()
+	s.errs[code]++
+	if s.sockErr != nil {
+		s.sockErr[sock][code]++
+	}
+	if s.firstErr == "" {
+		s.firstErr = err.Error()
 	}
 }
 

@@ -1,6 +1,7 @@
 // Package etcdtest starts a real etcd member inside a test process, for
 // the tests of storage/etcd and of the servers that use it. Only tests
-// import it: it links the etcd server, which the badge binary must not.
+// and the developer tool internal/tools/etcdcluster import it: it links
+// the etcd server, which the badge binary must not.
 package etcdtest
 
 import (
@@ -52,7 +53,9 @@ type Server struct {
 	name, cluster, token string
 	// fsync makes the member sync its writes, as production members do.
 	fsync bool
-	e     *embed.Etcd
+	// direct: clients reach the member's own listener, with no proxy.
+	direct bool
+	e      *embed.Etcd
 
 	mu    sync.Mutex
 	proxy net.Listener
@@ -100,7 +103,7 @@ func StartDurable(t testing.TB) *Server {
 }
 
 func newServer(dir string, tlsFiles *TLSFiles, fsync bool) (*Server, error) {
-	s, l, err := newMember(dir, "badge-test", tlsFiles)
+	s, l, err := newMember(dir, "badge-test", tlsFiles, 0, false)
 	if err != nil {
 		return nil, err
 	}
@@ -113,22 +116,35 @@ func newServer(dir string, tlsFiles *TLSFiles, fsync bool) (*Server, error) {
 	return s, nil
 }
 
-// newMember picks the ports of a member and opens its proxy's listener.
-func newMember(dir, name string, tlsFiles *TLSFiles) (*Server, net.Listener, error) {
-	cp, err := freePort()
-	if err != nil {
-		return nil, nil, err
-	}
+// newMember picks the ports of a member and opens its proxy's listener
+// on clientPort (0: a free port). A direct member has no proxy: it
+// serves its clients on clientPort itself, and the listener is nil.
+func newMember(dir, name string, tlsFiles *TLSFiles, clientPort int, direct bool) (*Server, net.Listener, error) {
 	pp, err := freePort()
 	if err != nil {
 		return nil, nil, err
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	s := &Server{TLS: tlsFiles, dir: dir, name: name, peerPort: pp, direct: direct, conns: map[net.Conn]struct{}{}}
+	if direct {
+		if clientPort == 0 {
+			if clientPort, err = freePort(); err != nil {
+				return nil, nil, err
+			}
+		}
+		s.backend = net.JoinHostPort("127.0.0.1", strconv.Itoa(clientPort))
+		s.Endpoint = s.backend
+		return s, nil, nil
+	}
+	cp, err := freePort()
 	if err != nil {
 		return nil, nil, err
 	}
-	return &Server{Endpoint: l.Addr().String(), TLS: tlsFiles, dir: dir, name: name,
-		backend: net.JoinHostPort("127.0.0.1", strconv.Itoa(cp)), peerPort: pp, conns: map[net.Conn]struct{}{}}, l, nil
+	l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(clientPort)))
+	if err != nil {
+		return nil, nil, err
+	}
+	s.Endpoint, s.backend = l.Addr().String(), net.JoinHostPort("127.0.0.1", strconv.Itoa(cp))
+	return s, l, nil
 }
 
 func (s *Server) peerURL() string {
@@ -255,6 +271,37 @@ func (s *Server) Stop() {
 	}
 }
 
+// Close stops the member as an operator would: it stops serving its
+// clients (waiting up to etcd's request timeout for calls in progress),
+// hands its leadership to another member if it leads and one is
+// connected, and stops. Its data stays. Closing a stopped member does
+// nothing.
+func (s *Server) Close() {
+	s.mu.Lock()
+	if s.proxy != nil {
+		s.proxy.Close()
+		s.proxy = nil
+	}
+	for c := range s.conns {
+		c.Close()
+	}
+	clear(s.conns)
+	s.mu.Unlock()
+	if s.e != nil {
+		s.e.Close()
+		s.e = nil
+	}
+}
+
+// Err returns the channel on which the running member reports an error
+// that stopped it, or nil when it is stopped.
+func (s *Server) Err() <-chan error {
+	if s.e == nil {
+		return nil
+	}
+	return s.e.Err()
+}
+
 // Running reports whether the member runs (not stopped).
 func (s *Server) Running() bool { return s.e != nil }
 
@@ -270,6 +317,9 @@ func (s *Server) Restart() error {
 	}
 	if err := s.start(); err != nil {
 		return err
+	}
+	if s.direct {
+		return nil
 	}
 	l, err := net.Listen("tcp", s.Endpoint)
 	if err != nil {
@@ -306,14 +356,41 @@ func StartCluster(t testing.TB, n int) *Cluster {
 // dir/m1, ...), in plain text on free loopback ports, and waits up to
 // StartTimeout until all are ready.
 func NewCluster(dir string, n int) (*Cluster, error) {
+	return NewClusterWith(dir, n, ClusterOptions{})
+}
+
+// ClusterOptions are the choices of NewClusterWith. The zero value is
+// NewCluster's cluster: members behind proxies, on free ports, without
+// fsync.
+type ClusterOptions struct {
+	// ClientPorts has the loopback port of each member's Endpoint, in
+	// order; 0, or a member past its end, takes a free port.
+	ClientPorts []int
+	// Fsync makes the members sync every write to disk, as production
+	// members do (by default they do not, to keep tests fast).
+	Fsync bool
+	// Direct has clients reach each member's own listener, with no proxy
+	// between them: as in production, and with no proxy's CPU and delay
+	// in a measurement. Stop then leaves clients to notice the member's
+	// end as etcd's own stop shows it, which may take seconds.
+	Direct bool
+}
+
+// NewClusterWith is NewCluster with options.
+func NewClusterWith(dir string, n int, o ClusterOptions) (*Cluster, error) {
 	if n < 1 {
 		return nil, fmt.Errorf("etcdtest: a cluster of %d members", n)
+	}
+	if len(o.ClientPorts) > n {
+		return nil, fmt.Errorf("etcdtest: %d client ports for %d members", len(o.ClientPorts), n)
 	}
 	c := &Cluster{}
 	var ls []net.Listener
 	fail := func(err error) (*Cluster, error) {
 		for _, l := range ls {
-			l.Close()
+			if l != nil {
+				l.Close()
+			}
 		}
 		c.Stop()
 		return nil, err
@@ -321,10 +398,15 @@ func NewCluster(dir string, n int) (*Cluster, error) {
 	var initial []string
 	for i := range n {
 		name := fmt.Sprintf("m%d", i)
-		s, l, err := newMember(filepath.Join(dir, name), name, nil)
-		if err != nil {
-			return fail(err)
+		port := 0
+		if i < len(o.ClientPorts) {
+			port = o.ClientPorts[i]
 		}
+		s, l, err := newMember(filepath.Join(dir, name), name, nil, port, o.Direct)
+		if err != nil {
+			return fail(fmt.Errorf("etcdtest: member %s: %w", name, err))
+		}
+		s.fsync = o.Fsync
 		c.Members, ls = append(c.Members, s), append(ls, l)
 		initial = append(initial, name+"="+s.peerURL())
 	}
@@ -352,7 +434,9 @@ func NewCluster(dir string, n int) (*Cluster, error) {
 		}
 	}
 	for i, s := range c.Members {
-		s.serveProxy(ls[i])
+		if ls[i] != nil {
+			s.serveProxy(ls[i])
+		}
 	}
 	return c, nil
 }
@@ -399,6 +483,21 @@ func (c *Cluster) WaitLeader(timeout time.Duration) (int, error) {
 func (c *Cluster) Stop() {
 	for _, s := range c.Members {
 		s.Stop()
+	}
+}
+
+// Close closes every member (see Server.Close): the followers first, so
+// that the leader, closed last, has no one to hand its leadership to and
+// stops at once.
+func (c *Cluster) Close() {
+	leader := c.Leader()
+	for i, s := range c.Members {
+		if i != leader {
+			s.Close()
+		}
+	}
+	if leader >= 0 {
+		c.Members[leader].Close()
 	}
 }
 
