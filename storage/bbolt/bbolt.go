@@ -1,6 +1,7 @@
 package bbolt
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -36,7 +37,18 @@ type Options struct {
 	// NoSync skips fdatasync after each commit, so a crash may lose or
 	// corrupt recent writes. For tests and benchmarks only.
 	NoSync bool
+
+	// bindWindow replaces DefaultBindWindow, for tests.
+	bindWindow time.Duration
 }
+
+// DefaultBindWindow is how long BindSerial records may gather before the
+// committer writes them, when nothing queued waits for its outcome. See
+// the package documentation ("Serial records").
+const DefaultBindWindow = 20 * time.Millisecond
+
+// bindBatch is the number of queued records that ends the window early.
+const bindBatch = 1024
 
 // Store implements the storage contract, and the optional online backup.
 var (
@@ -54,12 +66,16 @@ type Store struct {
 	// writeTxs counts write transactions, for tests and later metrics.
 	writeTxs atomic.Uint64
 
-	// Group commit of RecordSerial: callers append to pending and wake the
-	// committer, which writes all of pending in one transaction.
+	// Group commit of RecordSerial and BindSerial: callers append to
+	// pending and wake the committer, which writes all of pending in one
+	// transaction.
 	mu            sync.Mutex
 	pending       []*serialWrite
+	waiting       bool // pending holds a write whose caller waits for it
 	closing       bool
 	wake          chan struct{} // capacity 1
+	hurry         chan struct{} // capacity 1: ends the bind window
+	bindWindow    time.Duration
 	committerDone chan struct{}
 
 	// ownReservations is the first sequence number of the reservations
@@ -120,6 +136,8 @@ func Open(path string, opts *Options) (*Store, error) {
 		path:          path,
 		log:           log,
 		wake:          make(chan struct{}, 1),
+		hurry:         make(chan struct{}, 1),
+		bindWindow:    cmp.Or(opts.bindWindow, DefaultBindWindow),
 		committerDone: make(chan struct{}),
 		unbound:       make(map[string]*reservation),
 	}
@@ -220,10 +238,8 @@ func (s *Store) Close() error {
 	s.closing = true
 	s.mu.Unlock()
 	s.closed.Store(true)
-	select {
-	case s.wake <- struct{}{}:
-	default:
-	}
+	signal(s.wake)
+	signal(s.hurry)
 	<-s.committerDone
 	if err := protect(s.path, s.db.Close); err != nil {
 		return fmt.Errorf("storage/bbolt: closing %s: %w", s.path, err)

@@ -775,3 +775,85 @@ func TestSerialFileBounded(t *testing.T) {
 		t.Errorf("used size per generation %v: still growing after the second", sizes)
 	}
 }
+
+// TestBindSerialGathers checks that bindings arriving one by one, with no
+// caller waiting, share a transaction per bind window instead of each
+// taking one of its own.
+func TestBindSerialGathers(t *testing.T) {
+	ctx := t.Context()
+	s := openStore(t, filepath.Join(t.TempDir(), "badge.db"), &Options{bindWindow: 50 * time.Millisecond})
+	const n = 100
+	serials := make([]string, n)
+	for i := range serials {
+		serials[i] = testSerial(i, "spiffe://example.org/a", t0).Serial
+	}
+	if err := s.ReserveSerials(ctx, storage.Reservation{Serials: serials, NotAfter: t0.Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	before := s.writeTxs.Load()
+	start := time.Now()
+	for i := range n {
+		if err := s.BindSerial(ctx, testSerial(i, "spiffe://example.org/a", t0)); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Millisecond) // a steady rate of issuance, not a wait for a condition
+	}
+	if got, err := s.SerialsFor(ctx, "spiffe://example.org/a", time.Time{}); err != nil || len(got) != n {
+		t.Fatalf("SerialsFor = %d serials, %v; want %d", len(got), err, n)
+	}
+	// One transaction per window that passed, plus the flush's, plus one
+	// for a window cut short; committing each binding alone takes ~n.
+	windows := uint64(time.Since(start)/(50*time.Millisecond)) + 3
+	if txs := s.writeTxs.Load() - before; txs > windows {
+		t.Errorf("%d bindings over %v took %d write transactions, want at most %d", n, time.Since(start).Round(time.Millisecond), txs, windows)
+	}
+}
+
+// TestBindWindowYieldsToWaiters checks that nothing that waits for the
+// queue waits for the bind window: a flush (SerialsFor, revocation),
+// RecordSerial and Close commit queued bindings at once.
+func TestBindWindowYieldsToWaiters(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "badge.db")
+	s := openStore(t, path, &Options{bindWindow: time.Hour})
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	var serials []string
+	for i := range 3 {
+		serials = append(serials, testSerial(i, "spiffe://example.org/a", t0).Serial)
+	}
+	if err := s.ReserveSerials(ctx, storage.Reservation{Serials: serials, NotAfter: t0.Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := s.BindSerial(ctx, testSerial(0, "spiffe://example.org/a", t0)); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.SerialsFor(ctx, "spiffe://example.org/a", time.Time{}); err != nil || len(got) != 1 {
+		t.Fatalf("SerialsFor after a binding = %d serials, %v; want 1", len(got), err)
+	}
+
+	if err := s.BindSerial(ctx, testSerial(1, "spiffe://example.org/a", t0)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RecordSerial(ctx, testSerial(100, "spiffe://example.org/b", t0)); err != nil {
+		t.Fatalf("RecordSerial behind a binding: %v", err)
+	}
+
+	if err := s.BindSerial(ctx, testSerial(2, "spiffe://example.org/a", t0)); err != nil {
+		t.Fatal(err)
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- s.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-ctx.Done():
+		t.Fatal("Close waited for the bind window")
+	}
+	s = openStore(t, path, nil)
+	if got, err := s.SerialsFor(ctx, "spiffe://example.org/a", time.Time{}); err != nil || len(got) != 3 {
+		t.Errorf("after Close and reopen: %d serials, %v; want 3", len(got), err)
+	}
+}
