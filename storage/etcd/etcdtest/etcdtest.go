@@ -164,6 +164,10 @@ func (s *Server) serveProxy(l net.Listener) {
 				_, _ = io.Copy(dst, src)
 				dst.Close()
 				src.Close()
+				s.mu.Lock()
+				delete(s.conns, dst)
+				delete(s.conns, src)
+				s.mu.Unlock()
 			}
 			go pipe(b, c)
 			go pipe(c, b)
@@ -253,6 +257,14 @@ func (s *Server) Stop() {
 		s.e.Close()
 		s.e = nil
 	}
+}
+
+// Clients returns how many client connections are open through the
+// member's proxy.
+func (s *Server) Clients() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns) / 2 // each is two: the client's and the member's
 }
 
 // Running reports whether the member runs (not stopped).
