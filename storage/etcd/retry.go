@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -20,8 +21,9 @@ import (
 // How a call survives the loss of one etcd member.
 //
 // A call is bounded by Options.Timeout as a whole, and runs as attempts:
-// each request to etcd in an attempt is bounded by
-// Options.AttemptTimeout (attemptInterceptor), and an attempt that fails
+// each request to etcd in the first attempt is bounded by
+// Options.AttemptTimeout, in the next by twice that, and so on, the last
+// by what is left (attemptInterceptor); an attempt that fails
 // with a transient error (transient: no leader, leader changed, the
 // member stopped, a request timed out, a broken connection) is run again
 // after a backoff, until the call's bound or the caller's context ends.
@@ -66,15 +68,39 @@ func retryWait(n int) time.Duration {
 // errAttemptTimeout is the cause of an attempt's request timing out.
 var errAttemptTimeout = errors.New("storage/etcd: no answer within the attempt timeout")
 
+// attemptKey is the context key of an attempt's number (from 0), which
+// call sets for attemptInterceptor.
+type attemptKey struct{}
+
+// attemptTimeout returns the bound of a request of attempt n when the
+// first attempt's is d: it doubles with each attempt, so that a cluster
+// that is only slow (a loaded machine) is given the time it needs, and an
+// attempt that could not run another after it within the call's deadline
+// gets all the time left (0: no bound of its own).
+func attemptTimeout(ctx context.Context, d time.Duration) time.Duration {
+	n, _ := ctx.Value(attemptKey{}).(int)
+	d <<= min(n, 8)
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < 2*d {
+		return 0
+	}
+	return d
+}
+
 // attemptInterceptor bounds each unary request to etcd (not the watches
-// and lease keepalives, which are streams) by d. A request that got no
-// answer within it, while the caller's context still runs, fails with
-// Unavailable: the etcd client then sends a read again to the next
-// endpoint, and returns a write to Store.call, which sends it again
+// and lease keepalives, which are streams) by attemptTimeout. A request
+// that got no answer within it, while the caller's context still runs,
+// fails with Unavailable: the etcd client then sends a read again to the
+// next endpoint, and returns a write to Store.call, which sends it again
 // knowing it is safe to repeat. Without it a request in flight to a
-// member that stopped answering holds the whole call's timeout.
+// member that stopped answering, or a proposal forwarded to a leader that
+// died, holds the whole call's timeout (etcd itself gives up on such a
+// proposal only after 5 s and two election timeouts).
 func attemptInterceptor(d time.Duration) grpc.UnaryClientInterceptor {
 	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		d := attemptTimeout(ctx, d)
+		if d == 0 {
+			return invoker(ctx, method, req, reply, cc, opts...)
+		}
 		actx, cancel := context.WithTimeoutCause(ctx, d, errAttemptTimeout)
 		defer cancel()
 		err := invoker(actx, method, req, reply, cc, opts...)
@@ -113,6 +139,12 @@ func transient(err error) bool {
 		return errors.Is(err, rpctypes.ErrTooManyRequests)
 	case codes.Canceled:
 		return false
+	case codes.Unknown:
+		// A member with no leader drops a proposal without a code of
+		// its own: it was not applied.
+		if strings.Contains(err.Error(), "raft proposal dropped") {
+			return true
+		}
 	}
 	return errors.Is(err, context.DeadlineExceeded) || isNetErr(err) && !errors.Is(err, context.Canceled)
 }
@@ -127,7 +159,7 @@ func (s *Store) call(ctx context.Context, conflicts bool, what string, fn func(c
 	defer cancel()
 	lost, failed := 0, 0
 	for {
-		err := fn(cctx)
+		err := fn(context.WithValue(cctx, attemptKey{}, failed))
 		switch {
 		case err == nil:
 			if failed > 0 {

@@ -235,6 +235,8 @@ func TestTransient(t *testing.T) {
 		{"canceled", context.Canceled, false},
 		{"grpc canceled", status.Error(codes.Canceled, "the client connection is closing"), false},
 		{"compacted", rpctypes.ErrCompacted, false},
+		{"proposal dropped", status.Error(codes.Unknown, "raft proposal dropped"), true},
+		{"unknown", status.Error(codes.Unknown, "something else"), false},
 	} {
 		if got := transient(tc.err); got != tc.want {
 			t.Errorf("transient(%s: %v) = %v; want %v", tc.name, tc.err, got, tc.want)
@@ -256,5 +258,32 @@ func TestRetryWait(t *testing.T) {
 	}
 	if total > 2*time.Second {
 		t.Errorf("the first five backoffs add up to %s; want them within an election", total)
+	}
+}
+
+func TestAttemptTimeout(t *testing.T) {
+	const d = time.Second
+	for _, tc := range []struct {
+		attempt int
+		left    time.Duration // 0: no deadline
+		want    time.Duration
+	}{
+		{0, 0, d},
+		{0, 5 * time.Second, d},
+		{1, 0, 2 * d},
+		{1, 5 * time.Second, 2 * d},
+		{1, 3 * time.Second, 0}, // the last attempt: all that is left
+		{2, 0, 4 * d},
+		{0, 1500 * time.Millisecond, 0},
+	} {
+		ctx := context.WithValue(t.Context(), attemptKey{}, tc.attempt)
+		if tc.left > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, tc.left)
+			defer cancel()
+		}
+		if got := attemptTimeout(ctx, d); got != tc.want {
+			t.Errorf("attempt %d with %s left: timeout %s; want %s", tc.attempt, tc.left, got, tc.want)
+		}
 	}
 }

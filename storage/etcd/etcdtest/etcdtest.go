@@ -21,6 +21,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -99,7 +100,29 @@ func StartDurable(t testing.TB) *Server {
 	return s
 }
 
+// portTries is how many times a member or cluster is started on new
+// ports when one of the ports picked was taken meanwhile (freePort
+// releases the port it found; another process may bind it before etcd
+// does).
+const portTries = 3
+
+// portTaken reports whether err is a port taken by another process.
+func portTaken(err error) bool {
+	return errors.Is(err, syscall.EADDRINUSE) || err != nil && strings.Contains(err.Error(), "address already in use")
+}
+
 func newServer(dir string, tlsFiles *TLSFiles, fsync bool) (*Server, error) {
+	for try := 1; ; try++ {
+		// A member that failed to listen wrote nothing yet: the same dir
+		// serves again.
+		s, err := newServerOnce(dir, tlsFiles, fsync)
+		if !portTaken(err) || try == portTries {
+			return s, err
+		}
+	}
+}
+
+func newServerOnce(dir string, tlsFiles *TLSFiles, fsync bool) (*Server, error) {
 	s, l, err := newMember(dir, "badge-test", tlsFiles)
 	if err != nil {
 		return nil, err
@@ -321,6 +344,18 @@ func NewCluster(dir string, n int) (*Cluster, error) {
 	if n < 1 {
 		return nil, fmt.Errorf("etcdtest: a cluster of %d members", n)
 	}
+	for try := 1; ; try++ {
+		c, err := newCluster(dir, n)
+		if !portTaken(err) || try == portTries {
+			return c, err
+		}
+		// The members that started wrote the cluster's first state:
+		// start afresh in another directory.
+		dir = filepath.Join(dir, fmt.Sprintf("try%d", try+1))
+	}
+}
+
+func newCluster(dir string, n int) (*Cluster, error) {
 	c := &Cluster{}
 	var ls []net.Listener
 	fail := func(err error) (*Cluster, error) {
