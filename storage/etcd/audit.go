@@ -109,14 +109,14 @@ func (s *Store) AppendAudit(ctx context.Context, rec storage.AuditRecord, head s
 		return err
 	}
 	wid := newWriteID()
-	hval = tag(hval, wid)
+	val, hval = tag(val, wid), tag(hval, wid)
 	return s.do(ctx, func(ctx context.Context) error {
 		cur, headRev, _, curWID, err := s.readAuditHead(ctx, 0)
 		if err != nil {
 			return err
 		}
-		if curWID == wid {
-			return nil // appended by an earlier attempt
+		if mine, err := s.appended(ctx, rec.Seq, cur, curWID, wid); mine || err != nil {
+			return err
 		}
 		if rec.Seq != cur.Seq+1 || rec.Prev != cur.Hash {
 			return fmt.Errorf("storage/etcd: audit record %d does not follow the head (record %d): %w", rec.Seq, cur.Seq, storage.ErrExists)
@@ -135,6 +135,24 @@ func (s *Store) AppendAudit(ctx context.Context, rec storage.AuditRecord, head s
 	})
 }
 
+// appended reports whether the record seq was written by the call with
+// the write ID wid, given the head cur it read (written by curWID): the
+// head is still the one that call wrote, or other writers moved it on
+// and the record is the call's.
+func (s *Store) appended(ctx context.Context, seq uint64, cur storage.AuditHead, curWID, wid string) (bool, error) {
+	switch {
+	case curWID == wid:
+		return true, nil
+	case cur.Seq < seq:
+		return false, nil
+	}
+	resp, err := s.cli.Get(ctx, s.p.audit(seq))
+	if err != nil {
+		return false, err
+	}
+	return len(resp.Kvs) == 1 && taggedBy(resp.Kvs[0].Value, wid), nil
+}
+
 // PruneAudit deletes the records numbered up to through and appends rec
 // with head, in one transaction conditional on the head as read.
 func (s *Store) PruneAudit(ctx context.Context, through uint64, rec storage.AuditRecord, head storage.AuditHead) (int, error) {
@@ -150,15 +168,15 @@ func (s *Store) PruneAudit(ctx context.Context, through uint64, rec storage.Audi
 	}
 	n, sent := 0, 0
 	wid := newWriteID()
-	hval = tag(hval, wid)
+	val, hval = tag(val, wid), tag(hval, wid)
 	err = s.do(ctx, func(ctx context.Context) error {
 		cur, headRev, rev, curWID, err := s.readAuditHead(ctx, 0)
 		if err != nil {
 			return err
 		}
-		if curWID == wid {
+		if mine, err := s.appended(ctx, rec.Seq, cur, curWID, wid); mine || err != nil {
 			n = sent // pruned by an earlier attempt
-			return nil
+			return err
 		}
 		if rec.Seq != cur.Seq+1 || rec.Prev != cur.Hash {
 			return fmt.Errorf("storage/etcd: audit record %d does not follow the head (record %d): %w", rec.Seq, cur.Seq, storage.ErrExists)

@@ -31,14 +31,17 @@ const (
 	// DefaultTimeout bounds every call to etcd when Options.Timeout is
 	// zero: past it the call fails with storage.ErrUnavailable.
 	DefaultTimeout = 5 * time.Second
-	// DefaultAttemptTimeout bounds each request to etcd within a call
-	// when Options.AttemptTimeout is zero (and Timeout is the default;
-	// otherwise the default is a quarter of Timeout). A request answers
-	// in milliseconds on a healthy cluster; one that takes longer went to
-	// a member that died or lost its leader, and is sent again. It is
-	// longer than an election with etcd's defaults takes to start (a 1 s
-	// election timeout), so that the next attempt usually finds a leader,
-	// and leaves room for three attempts within DefaultTimeout.
+	// DefaultAttemptTimeout bounds the requests of a call's first attempt
+	// when Options.AttemptTimeout is zero and Timeout is the default
+	// (otherwise the default is a quarter of Timeout); each later attempt
+	// gets twice as long, the last one what the call has left. A request
+	// answers in milliseconds on a healthy cluster; one that takes longer
+	// went to a member that died, or is a proposal forwarded to a leader
+	// that died (etcd gives up on it only after 5 s and two election
+	// timeouts), and is sent again. 1.25 s is longer than an election in
+	// the tests' clusters (500 ms election timeout: 0.6 to 1.1 s
+	// measured) and about one with etcd's default 1 s election timeout,
+	// so that the next attempt finds the new leader, with 3.75 s left.
 	DefaultAttemptTimeout = DefaultTimeout / 4
 	// DefaultRunTTL is the lease of the key that says this run is alive.
 	DefaultRunTTL = 15 * time.Second
@@ -68,10 +71,11 @@ type Options struct {
 	// Timeout bounds every call, all its attempts included. Default
 	// DefaultTimeout.
 	Timeout time.Duration
-	// AttemptTimeout bounds each request to etcd: one that gets no answer
-	// within it is sent again, after a backoff, as long as Timeout allows
-	// (see Store.call). Default a quarter of Timeout
-	// (DefaultAttemptTimeout with the default Timeout).
+	// AttemptTimeout bounds each request of a call's first attempt: one
+	// that gets no answer within it is sent again, after a backoff, with
+	// twice the bound, as long as Timeout allows (see retry.go). Default
+	// a quarter of Timeout (DefaultAttemptTimeout with the default
+	// Timeout).
 	AttemptTimeout time.Duration
 	// RunTTL is the lease of this run's liveness key. Default
 	// DefaultRunTTL.

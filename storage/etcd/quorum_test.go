@@ -13,11 +13,12 @@ import (
 	"github.com/badge-dev/badge/storage/etcd/etcdtest"
 )
 
-// TestQuorum: a store given the endpoints of a three-member cluster.
-// Writers keep recording serials and creating entries while the leader
-// is killed: a write in flight then may fail, with storage.ErrUnavailable
-// only (its request went to the dead member, or its proposal was lost
-// with the leader), and every acknowledged write is kept; once another
+// TestQuorum: a store given the endpoints of a three-member cluster, with
+// a timeout of 1 s, about one election. Writers keep recording serials
+// and creating entries while the leader is killed: a write in flight
+// then may fail (TestQuorumMemberKilled shows none does with the default
+// timeout), with storage.ErrUnavailable only, and every acknowledged
+// write is kept; once another
 // member leads, writes, reads and revocations succeed with no error.
 // With a second member killed, quorum is lost: writes fail within the
 // timeout with storage.ErrUnavailable naming the endpoints. When the

@@ -287,3 +287,50 @@ func TestAttemptTimeout(t *testing.T) {
 		}
 	}
 }
+
+// TestLostAuditAppendHeadMoved: an audit append commits and its answer is
+// lost; before it is sent again another server appends the next record.
+// The append still succeeds: its record, not the head, tells it that it
+// committed. Each record is stored once.
+func TestLostAuditAppendHeadMoved(t *testing.T) {
+	td := newTrustDomain()
+	var hook atomic.Pointer[func()]
+	lose := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		err := invoker(ctx, method, req, reply, cc, opts...)
+		if method != "/etcdserverpb.KV/Txn" || err != nil {
+			return err
+		}
+		if f := hook.Swap(nil); f != nil {
+			(*f)()
+			return status.Error(codes.Unavailable, "test: the answer was lost after the commit")
+		}
+		return err
+	}
+	a := open(t, Options{TrustDomain: td, ReplicaID: "a", interceptor: lose})
+	defer a.Close()
+	b := open(t, Options{TrustDomain: td, ReplicaID: "b"})
+	defer b.Close()
+	ctx := t.Context()
+	r1 := storage.AuditRecord{Seq: 1, Time: t0, Action: "test", Result: "ok", Hash: fmt.Sprintf("%064x", 1)}
+	r2 := storage.AuditRecord{Seq: 2, Time: t0, Action: "test", Result: "ok", Prev: r1.Hash, Hash: fmt.Sprintf("%064x", 2)}
+	moved := func() {
+		if err := b.AppendAudit(ctx, r2, storage.AuditHead{Seq: 2, Hash: r2.Hash}); err != nil {
+			t.Errorf("the other server's append: %v", err)
+		}
+	}
+	hook.Store(&moved)
+	if err := a.AppendAudit(ctx, r1, storage.AuditHead{Seq: 1, Hash: r1.Hash}); err != nil {
+		t.Fatalf("AppendAudit whose answer was lost while the head moved on: %v", err)
+	}
+	if hook.Load() != nil {
+		t.Fatal("no answer was lost")
+	}
+	var seqs []uint64
+	head, err := a.ScanAudit(ctx, 0, func(r storage.AuditRecord, err error) bool {
+		seqs = append(seqs, r.Seq)
+		return err == nil
+	})
+	if err != nil || head.Seq != 2 || fmt.Sprint(seqs) != "[1 2]" {
+		t.Fatalf("audit trail: head %d, records %v, %v; want [1 2]", head.Seq, seqs, err)
+	}
+}
