@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -21,9 +22,9 @@ import (
 // How a call survives the loss of one etcd member.
 //
 // A call is bounded by Options.Timeout as a whole, and runs as attempts:
-// each request to etcd in the first attempt is bounded by
-// Options.AttemptTimeout, in the next by twice that, and so on, the last
-// by what is left (attemptInterceptor); an attempt that fails
+// each request to etcd is bounded by Options.AttemptTimeout, doubled
+// after each attempt that had a request time out, and by what is left in
+// the last attempt (attemptTimeout); an attempt that fails
 // with a transient error (transient: no leader, leader changed, the
 // member stopped, a request timed out, a broken connection) is run again
 // after a backoff, until the call's bound or the caller's context ends.
@@ -68,18 +69,32 @@ func retryWait(n int) time.Duration {
 // errAttemptTimeout is the cause of an attempt's request timing out.
 var errAttemptTimeout = errors.New("storage/etcd: no answer within the attempt timeout")
 
-// attemptKey is the context key of an attempt's number (from 0), which
-// call sets for attemptInterceptor.
+// attemptKey is the context key of an *attempt, which call sets for
+// attemptInterceptor.
 type attemptKey struct{}
 
-// attemptTimeout returns the bound of a request of attempt n when the
-// first attempt's is d: it doubles with each attempt, so that a cluster
-// that is only slow (a loaded machine) is given the time it needs, and an
-// attempt that could not run another after it within the call's deadline
-// gets all the time left (0: no bound of its own).
+// attempt is what attemptInterceptor knows of the attempt a request is
+// part of.
+type attempt struct {
+	// slow is how many earlier attempts of the call had a request time
+	// out.
+	slow int
+	// timedOut is set when a request of this attempt timed out.
+	timedOut atomic.Bool
+}
+
+// attemptTimeout returns the bound of a request when the first attempt's
+// is d: it doubles after each attempt that had a request time out, so
+// that a cluster that is only slow (a loaded machine) is given the time
+// it needs; an attempt that could not run another after it within the
+// call's deadline gets all the time left (0: no bound of its own).
+// Attempts that failed at once (a broken connection, no leader) do not
+// count: the next is as short, in case it meets the same trouble (a
+// proposal forwarded to a leader that just died) and needs a third.
 func attemptTimeout(ctx context.Context, d time.Duration) time.Duration {
-	n, _ := ctx.Value(attemptKey{}).(int)
-	d <<= min(n, 8)
+	if a, ok := ctx.Value(attemptKey{}).(*attempt); ok {
+		d <<= min(a.slow, 8)
+	}
 	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < 2*d {
 		return 0
 	}
@@ -105,6 +120,9 @@ func attemptInterceptor(d time.Duration) grpc.UnaryClientInterceptor {
 		defer cancel()
 		err := invoker(actx, method, req, reply, cc, opts...)
 		if err != nil && ctx.Err() == nil && errors.Is(context.Cause(actx), errAttemptTimeout) {
+			if a, ok := ctx.Value(attemptKey{}).(*attempt); ok {
+				a.timedOut.Store(true)
+			}
 			return status.Errorf(codes.Unavailable, "%v (%s)", errAttemptTimeout, d)
 		}
 		return err
@@ -157,9 +175,13 @@ func transient(err error) bool {
 func (s *Store) call(ctx context.Context, conflicts bool, what string, fn func(ctx context.Context) error) error {
 	cctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	lost, failed := 0, 0
+	lost, failed, slow := 0, 0, 0
 	for {
-		err := fn(context.WithValue(cctx, attemptKey{}, failed))
+		a := &attempt{slow: slow}
+		err := fn(context.WithValue(cctx, attemptKey{}, a))
+		if a.timedOut.Load() {
+			slow++
+		}
 		switch {
 		case err == nil:
 			if failed > 0 {

@@ -264,9 +264,9 @@ func TestRetryWait(t *testing.T) {
 func TestAttemptTimeout(t *testing.T) {
 	const d = time.Second
 	for _, tc := range []struct {
-		attempt int
-		left    time.Duration // 0: no deadline
-		want    time.Duration
+		slow int           // earlier attempts that timed out
+		left time.Duration // 0: no deadline
+		want time.Duration
 	}{
 		{0, 0, d},
 		{0, 5 * time.Second, d},
@@ -276,14 +276,14 @@ func TestAttemptTimeout(t *testing.T) {
 		{2, 0, 4 * d},
 		{0, 1500 * time.Millisecond, 0},
 	} {
-		ctx := context.WithValue(t.Context(), attemptKey{}, tc.attempt)
+		ctx := context.WithValue(t.Context(), attemptKey{}, &attempt{slow: tc.slow})
 		if tc.left > 0 {
 			var cancel context.CancelFunc
 			ctx, cancel = context.WithTimeout(ctx, tc.left)
 			defer cancel()
 		}
 		if got := attemptTimeout(ctx, d); got != tc.want {
-			t.Errorf("attempt %d with %s left: timeout %s; want %s", tc.attempt, tc.left, got, tc.want)
+			t.Errorf("after %d slow attempts with %s left: timeout %s; want %s", tc.slow, tc.left, got, tc.want)
 		}
 	}
 }
