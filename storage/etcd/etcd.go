@@ -33,15 +33,16 @@ const (
 	DefaultTimeout = 5 * time.Second
 	// DefaultAttemptTimeout bounds the requests of a call's first attempt
 	// when Options.AttemptTimeout is zero and Timeout is the default
-	// (otherwise the default is a quarter of Timeout); each later attempt
-	// gets twice as long, the last one what the call has left. A request
-	// answers in milliseconds on a healthy cluster; one that takes longer
-	// went to a member that died, or is a proposal forwarded to a leader
-	// that died (etcd gives up on it only after 5 s and two election
-	// timeouts), and is sent again. 1.25 s is longer than an election in
-	// the tests' clusters (500 ms election timeout: 0.6 to 1.1 s
-	// measured) and about one with etcd's default 1 s election timeout,
-	// so that the next attempt finds the new leader, with 3.75 s left.
+	// (otherwise the default is a quarter of Timeout); the attempt after
+	// one that timed out gets twice as long, the last one what the call
+	// has left. A request answers in milliseconds on a healthy cluster;
+	// one that takes longer went to a member that died, or is a proposal
+	// forwarded to a leader that died (etcd gives up on it only after 5 s
+	// and two election timeouts), and is sent again. 1.25 s is longer
+	// than an election in the tests' clusters (500 ms election timeout:
+	// 0.6 to 1.1 s measured) and about one with etcd's default 1 s
+	// election timeout, so that the next attempt finds the new leader,
+	// with 3.75 s left.
 	DefaultAttemptTimeout = DefaultTimeout / 4
 	// DefaultRunTTL is the lease of the key that says this run is alive.
 	DefaultRunTTL = 15 * time.Second
@@ -73,7 +74,8 @@ type Options struct {
 	Timeout time.Duration
 	// AttemptTimeout bounds each request of a call's first attempt: one
 	// that gets no answer within it is sent again, after a backoff, with
-	// twice the bound, as long as Timeout allows (see retry.go). Default
+	// twice the bound, as long as Timeout allows (see retry.go); an
+	// attempt that failed at once keeps the bound. Default
 	// a quarter of Timeout (DefaultAttemptTimeout with the default
 	// Timeout).
 	AttemptTimeout time.Duration
