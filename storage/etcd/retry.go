@@ -24,12 +24,12 @@ import (
 // A call is bounded by Options.Timeout as a whole, and runs as attempts:
 // each request to etcd is bounded by Options.AttemptTimeout, doubled
 // after each attempt that had a request time out, and by what is left in
-// the last attempt (attemptTimeout); an attempt that fails
-// with a transient error (transient: no leader, leader changed, the
-// member stopped, a request timed out, a broken connection) is run again
-// after a backoff, until the call's bound or the caller's context ends.
-// An answer of the store (ErrExists, ErrNotFound, ErrTokenUsed...) ends
-// the call at once.
+// the last attempt (attemptTimeout). An attempt that fails with a
+// transient error (transient: no leader, leader changed, the member
+// stopped, a request timed out, a broken connection) is run again after
+// a backoff, until the call's bound or the caller's context ends. An
+// answer of the store (ErrExists, ErrNotFound, ErrTokenUsed...) ends the
+// call at once.
 //
 // A write whose attempt failed that way may still have committed: the
 // member applied it and died before answering, or the leader committed it
@@ -47,10 +47,10 @@ const (
 	// retryMax, each drawn at random from its upper half. An election in
 	// a cluster with etcd's defaults (100 ms heartbeat, 1 s election
 	// timeout) takes 1 to 2 s after the leader dies, 0.5 to 1 s with the
-	// test clusters' 500 ms: backoffs of 50, 100, 200, 400, then 500 ms
-	// put five attempts in the first 1.25 s, and one every half second
-	// after, so a call retries a few times while the followers elect, and
-	// lands within half a second of the new leader.
+	// test clusters' 500 ms: backoffs of up to 50, 100, 200, 400, then
+	// 500 ms put five attempts in the first second, and one every half
+	// second or less after, so a call retries a few times while the
+	// followers elect, and lands within half a second of the new leader.
 	retryBase = 50 * time.Millisecond
 	retryMax  = 500 * time.Millisecond
 )
