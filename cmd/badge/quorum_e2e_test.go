@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -87,4 +88,135 @@ func TestE2EEtcdQuorum(t *testing.T) {
 		return d.runWorkload(1001, 1001, "fetch").Error == ""
 	})
 	t.Logf("issuance back %s after the members restarted", took.Round(time.Millisecond))
+}
+
+// TestE2EEtcdMemberKilled: two servers on a three-member etcd cluster.
+// go-spiffe workloads fetch fresh SVIDs from both continuously, and
+// entries are created and SPIFFE IDs revoked through both admin APIs,
+// while the etcd leader is killed and its followers elect another: no
+// fetch fails and every admin call succeeds. It reports the worst
+// latency a fetch and an admin call saw while the member was down.
+func TestE2EEtcdMemberKilled(t *testing.T) {
+	requireRoot(t)
+	c := etcdtest.StartCluster(t, 3)
+	args := []string{"--storage", "etcd://" + strings.Join(c.Endpoints(), ","), "--root-kek", writeKEK(t, t.TempDir())}
+	a := etcdReplica(t, args...)
+	b := etcdReplica(t, args...)
+	a.createEntry("spiffe://example.org/payments", "unix:uid:1001")
+	replicas := []*daemon{a, b}
+
+	var (
+		mu                    sync.Mutex
+		failures              []string
+		fetches, admins       int
+		worstFetch, worstCall time.Duration
+		killed                bool
+	)
+	note := func(what string, took time.Duration, fetch bool, failure string) {
+		mu.Lock()
+		defer mu.Unlock()
+		if failure != "" {
+			failures = append(failures, what+": "+failure)
+		}
+		if fetch {
+			fetches++
+			if killed {
+				worstFetch = max(worstFetch, took)
+			}
+		} else {
+			admins++
+			if killed {
+				worstCall = max(worstCall, took)
+			}
+		}
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, d := range replicas {
+		wg.Go(func() { // a workload fetching a fresh SVID, again and again
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				start := time.Now()
+				r := d.runWorkload(1001, 1001, "fetch")
+				failure := ""
+				if r.Error != "" || len(r.SVIDs) != 1 {
+					failure = fmt.Sprintf("%v %s: %s", ids(r), r.Code, r.Error)
+				}
+				note("fetch", time.Since(start), true, failure)
+			}
+		})
+	}
+	wg.Go(func() { // an admin creating entries and revoking IDs on both
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			d := replicas[i%2]
+			id := fmt.Sprintf("spiffe://example.org/load/%d", i)
+			for _, args := range [][]string{
+				{"entry", "create", "--id", id, "--selector", fmt.Sprintf("unix:uid:%d", 5000+i)},
+				{"revoke", "--id", id, "--reason", "load"},
+			} {
+				start := time.Now()
+				_, stderr, code := d.badge(args...)
+				failure := ""
+				if code != 0 {
+					failure = fmt.Sprintf("exit %d: %s", code, stderr)
+				}
+				note(strings.Join(args[:2], " "), time.Since(start), false, failure)
+			}
+		}
+	})
+	defer func() {
+		select {
+		case <-stop:
+		default:
+			close(stop)
+		}
+		wg.Wait()
+	}()
+	// progress waits until fetches and admin calls each went n further.
+	progress := func(what string, n int) {
+		t.Helper()
+		mu.Lock()
+		f, a := fetches+n, admins+n
+		mu.Unlock()
+		pollUntil(t, 30*time.Second, what, func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return fetches >= f && admins >= a
+		})
+	}
+
+	progress("calls before the kill", 4)
+	leader, err := c.WaitLeader(10 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	killed = true
+	mu.Unlock()
+	start := time.Now()
+	c.Members[leader].Stop()
+	if _, err := c.WaitLeader(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	elected := time.Since(start)
+	progress("calls with the leader killed", 8)
+	close(stop)
+	wg.Wait()
+
+	mu.Lock()
+	defer mu.Unlock()
+	for _, f := range failures {
+		t.Errorf("with one etcd member killed: %s", f)
+	}
+	t.Logf("leader killed, another elected within %s; %d fetches and %d admin calls, %d failed; worst latency while the member was down: fetch %s, admin call %s",
+		elected.Round(time.Millisecond), fetches, admins, len(failures), worstFetch.Round(time.Millisecond), worstCall.Round(time.Millisecond))
 }

@@ -14,21 +14,25 @@ import (
 )
 
 // readAuditHead reads the head at rev (0: the latest) and returns it with
-// its mod revision (0 if none is stored) and the revision read.
-func (s *Store) readAuditHead(ctx context.Context, rev int64) (storage.AuditHead, int64, int64, error) {
-	var head storage.AuditHead
+// its mod revision (0 if none is stored), the revision read, and the
+// write ID it was written with (see retry.go).
+func (s *Store) readAuditHead(ctx context.Context, rev int64) (head storage.AuditHead, modRev, readRev int64, wid string, err error) {
 	key := s.p.meta("audit-head")
 	resp, err := s.cli.Get(ctx, key, clientv3.WithRev(rev))
 	if err != nil {
-		return head, 0, 0, err
+		return head, 0, 0, "", err
 	}
 	if len(resp.Kvs) == 0 {
-		return head, 0, resp.Header.Revision, nil
+		return head, 0, resp.Header.Revision, "", nil
 	}
-	if err := json.Unmarshal(resp.Kvs[0].Value, &head); err != nil {
-		return storage.AuditHead{}, 0, 0, corrupt([]byte(key), "%v", err)
+	var w struct {
+		storage.AuditHead
+		WriteID string `json:"write_id"`
 	}
-	return head, resp.Kvs[0].ModRevision, resp.Header.Revision, nil
+	if err := json.Unmarshal(resp.Kvs[0].Value, &w); err != nil {
+		return storage.AuditHead{}, 0, 0, "", corrupt([]byte(key), "%v", err)
+	}
+	return w.AuditHead, resp.Kvs[0].ModRevision, resp.Header.Revision, w.WriteID, nil
 }
 
 func (s *Store) decodeAudit(kv *mvccpb.KeyValue) (storage.AuditRecord, error) {
@@ -55,7 +59,7 @@ func (s *Store) AuditHead(ctx context.Context) (storage.AuditHead, storage.Audit
 	err := s.do(ctx, func(ctx context.Context) error {
 		var rev int64
 		var err error
-		if head, _, rev, err = s.readAuditHead(ctx, 0); err != nil {
+		if head, _, rev, _, err = s.readAuditHead(ctx, 0); err != nil {
 			return err
 		}
 		dir := s.p.dir(kindAudit)
@@ -93,7 +97,9 @@ func encodeAudit(rec storage.AuditRecord, head storage.AuditHead) (val, hval str
 // AppendAudit stores rec as the next record and head as the new head, in
 // one transaction that commits only if the head is still the one rec
 // follows; otherwise the error wraps storage.ErrExists (another writer,
-// perhaps another server, moved the head).
+// perhaps another server, moved the head). The head carries the call's
+// write ID: an attempt that finds the head its own earlier attempt wrote
+// succeeds.
 func (s *Store) AppendAudit(ctx context.Context, rec storage.AuditRecord, head storage.AuditHead) error {
 	if err := s.check(ctx); err != nil {
 		return err
@@ -102,9 +108,14 @@ func (s *Store) AppendAudit(ctx context.Context, rec storage.AuditRecord, head s
 	if err != nil {
 		return err
 	}
+	wid := newWriteID()
+	val, hval = tag(val, wid), tag(hval, wid)
 	return s.do(ctx, func(ctx context.Context) error {
-		cur, headRev, _, err := s.readAuditHead(ctx, 0)
+		cur, headRev, _, curWID, err := s.readAuditHead(ctx, 0)
 		if err != nil {
+			return err
+		}
+		if mine, err := s.appended(ctx, rec.Seq, cur, curWID, wid); mine || err != nil {
 			return err
 		}
 		if rec.Seq != cur.Seq+1 || rec.Prev != cur.Hash {
@@ -124,6 +135,24 @@ func (s *Store) AppendAudit(ctx context.Context, rec storage.AuditRecord, head s
 	})
 }
 
+// appended reports whether the record seq was written by the call with
+// the write ID wid, given the head cur it read (written by curWID): the
+// head is still the one that call wrote, or other writers moved it on
+// and the record is the call's.
+func (s *Store) appended(ctx context.Context, seq uint64, cur storage.AuditHead, curWID, wid string) (bool, error) {
+	switch {
+	case curWID == wid:
+		return true, nil
+	case cur.Seq < seq:
+		return false, nil
+	}
+	resp, err := s.cli.Get(ctx, s.p.audit(seq))
+	if err != nil {
+		return false, err
+	}
+	return len(resp.Kvs) == 1 && taggedBy(resp.Kvs[0].Value, wid), nil
+}
+
 // PruneAudit deletes the records numbered up to through and appends rec
 // with head, in one transaction conditional on the head as read.
 func (s *Store) PruneAudit(ctx context.Context, through uint64, rec storage.AuditRecord, head storage.AuditHead) (int, error) {
@@ -137,10 +166,16 @@ func (s *Store) PruneAudit(ctx context.Context, through uint64, rec storage.Audi
 	if head.AnchorSeq != through {
 		return 0, fmt.Errorf("storage/etcd: %w: audit head anchored at %d, pruning through %d", storage.ErrInvalid, head.AnchorSeq, through)
 	}
-	n := 0
+	n, sent := 0, 0
+	wid := newWriteID()
+	val, hval = tag(val, wid), tag(hval, wid)
 	err = s.do(ctx, func(ctx context.Context) error {
-		cur, headRev, rev, err := s.readAuditHead(ctx, 0)
+		cur, headRev, rev, curWID, err := s.readAuditHead(ctx, 0)
 		if err != nil {
+			return err
+		}
+		if mine, err := s.appended(ctx, rec.Seq, cur, curWID, wid); mine || err != nil {
+			n = sent // pruned by an earlier attempt
 			return err
 		}
 		if rec.Seq != cur.Seq+1 || rec.Prev != cur.Hash {
@@ -160,6 +195,12 @@ func (s *Store) PruneAudit(ctx context.Context, through uint64, rec storage.Audi
 		if anchor.Hash != head.AnchorHash {
 			return fmt.Errorf("storage/etcd: %w: audit head anchor hash is not that of record %d", storage.ErrInvalid, through)
 		}
+		// What the deletion will delete, should its answer be lost.
+		cresp, err := s.cli.Get(ctx, s.p.dir(kindAudit), clientv3.WithRange(s.p.audit(through+1)), clientv3.WithCountOnly(), clientv3.WithRev(rev))
+		if err != nil {
+			return err
+		}
+		sent = int(cresp.Count)
 		hkey := s.p.meta("audit-head")
 		tresp, err := s.cli.Txn(ctx).
 			If(clientv3.Compare(clientv3.ModRevision(hkey), "=", headRev)).
@@ -192,7 +233,7 @@ func (s *Store) ScanAudit(ctx context.Context, after uint64, fn func(storage.Aud
 	err := s.do(ctx, func(ctx context.Context) error {
 		var rev int64
 		var err error
-		if head, _, rev, err = s.readAuditHead(ctx, 0); err != nil {
+		if head, _, rev, _, err = s.readAuditHead(ctx, 0); err != nil {
 			return err
 		}
 		if after == math.MaxUint64 {

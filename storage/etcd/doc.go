@@ -24,6 +24,10 @@
 //	meta/schema                        the layout version, "1"
 //
 // EXPIRY is the NotAfter in 24 hex digits whose order is time order.
+// A record written by a call that must recognise its own write when it
+// repeats it (a create, a join token's use, the audit head, a revoked
+// certificate...) has one more JSON field, "write_id", random per call;
+// readers ignore it.
 //
 // What bbolt does in one transaction is a transaction here too, with
 // comparisons on the mod revisions of what it read, so that it holds
@@ -42,8 +46,14 @@
 // reservations of an earlier run of the same replica (a restart after a
 // crash) and those of a replica whose lease expired.
 //
-// Every call has a deadline (Options.Timeout). When etcd cannot be
-// reached the error wraps storage.ErrUnavailable and names the endpoints.
+// Every call has a deadline (Options.Timeout), and runs as attempts
+// whose requests each have a shorter one (Options.AttemptTimeout): an
+// attempt that fails because a member died, the leader changed or no
+// leader is elected yet is run again after a backoff, so that losing one
+// member of three returns no error. Every write is safe to repeat, even
+// when an earlier attempt committed it and its answer was lost (see
+// retry.go). When etcd cannot be reached within the deadline the error
+// wraps storage.ErrUnavailable and names the endpoints.
 // What stays on each server's disk is what is per replica: the private
 // key files and the replica's identity.
 package etcd

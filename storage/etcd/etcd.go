@@ -22,7 +22,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/badge-dev/badge/storage"
 )
@@ -32,6 +31,19 @@ const (
 	// DefaultTimeout bounds every call to etcd when Options.Timeout is
 	// zero: past it the call fails with storage.ErrUnavailable.
 	DefaultTimeout = 5 * time.Second
+	// DefaultAttemptTimeout bounds the requests of a call's first attempt
+	// when Options.AttemptTimeout is zero and Timeout is the default
+	// (otherwise the default is a quarter of Timeout); the attempt after
+	// one that timed out gets twice as long, the last one what the call
+	// has left. A request answers in milliseconds on a healthy cluster;
+	// one that takes longer went to a member that died, or is a proposal
+	// forwarded to a leader that died (etcd gives up on it only after 5 s
+	// and two election timeouts), and is sent again. 1.25 s is longer
+	// than an election in the tests' clusters (500 ms election timeout:
+	// 0.6 to 1.1 s measured) and about one with etcd's default 1 s
+	// election timeout, so that the next attempt finds the new leader,
+	// with 3.75 s left.
+	DefaultAttemptTimeout = DefaultTimeout / 4
 	// DefaultRunTTL is the lease of the key that says this run is alive.
 	DefaultRunTTL = 15 * time.Second
 	// DefaultMaxTxnOps is etcd's own default of --max-txn-ops: the most
@@ -57,8 +69,16 @@ type Options struct {
 	// RevokeUnbound treats the reservations of earlier runs of this
 	// replica, and of replicas whose run lease has expired, as abandoned.
 	ReplicaID string
-	// Timeout bounds every call. Default DefaultTimeout.
+	// Timeout bounds every call, all its attempts included. Default
+	// DefaultTimeout.
 	Timeout time.Duration
+	// AttemptTimeout bounds each request of a call's first attempt: one
+	// that gets no answer within it is sent again, after a backoff, with
+	// twice the bound, as long as Timeout allows (see retry.go); an
+	// attempt that failed at once keeps the bound. Default
+	// a quarter of Timeout (DefaultAttemptTimeout with the default
+	// Timeout).
+	AttemptTimeout time.Duration
 	// RunTTL is the lease of this run's liveness key. Default
 	// DefaultRunTTL.
 	RunTTL time.Duration
@@ -67,6 +87,10 @@ type Options struct {
 	MaxTxnOps int
 	// Logger receives the store's log records. Nil discards them.
 	Logger *slog.Logger
+
+	// interceptor, for tests, sees each request after the attempt
+	// timeout is set: it can make a write commit and lose its answer.
+	interceptor grpc.UnaryClientInterceptor
 }
 
 // Store keeps badge's state in etcd. It is safe for concurrent use;
@@ -140,6 +164,10 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if opts.Timeout <= 0 {
 		opts.Timeout = DefaultTimeout
 	}
+	if opts.AttemptTimeout <= 0 {
+		opts.AttemptTimeout = opts.Timeout / 4
+	}
+	opts.AttemptTimeout = min(opts.AttemptTimeout, opts.Timeout)
 	if opts.RunTTL <= 0 {
 		opts.RunTTL = DefaultRunTTL
 	}
@@ -155,6 +183,10 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	}
 	eps := strings.Join(opts.Endpoints, ",")
 	log = log.With(slog.String("endpoints", eps))
+	interceptors := []grpc.UnaryClientInterceptor{attemptInterceptor(opts.AttemptTimeout)}
+	if opts.interceptor != nil {
+		interceptors = append(interceptors, opts.interceptor)
+	}
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:   opts.Endpoints,
 		TLS:         opts.TLS,
@@ -166,10 +198,13 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		DialKeepAliveTimeout: 2 * time.Second,
 		// Reconnect within a second of an endpoint coming back, rather
 		// than after gRPC's default backoff of up to two minutes.
-		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
-			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
-			MinConnectTimeout: opts.Timeout,
-		})},
+		DialOptions: []grpc.DialOption{
+			grpc.WithConnectParams(grpc.ConnectParams{
+				Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+				MinConnectTimeout: opts.Timeout,
+			}),
+			grpc.WithChainUnaryInterceptor(interceptors...),
+		},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("storage/etcd: connecting to %s: %w: %w", eps, storage.ErrUnavailable, err)
@@ -311,18 +346,16 @@ func (s *Store) check(ctx context.Context) error {
 	return nil
 }
 
-// do runs fn with a context bounded by the store's timeout, and maps
-// etcd's errors: the caller's own cancellation is returned as it is, a
-// timeout or a lost connection wraps storage.ErrUnavailable naming the
-// endpoints.
+// do runs fn in attempts (see Store.call) within the store's timeout,
+// and maps etcd's errors: the caller's own cancellation is returned as it
+// is, a timeout or a lost connection wraps storage.ErrUnavailable naming
+// the endpoints. fn must be safe to run again after an attempt whose
+// write may have committed (see the top of retry.go).
 func (s *Store) do(ctx context.Context, fn func(ctx context.Context) error) error {
 	if err := s.check(ctx); err != nil {
 		return err
 	}
-	cctx, cancel := context.WithTimeout(ctx, s.timeout)
-	defer cancel()
-	err := fn(cctx)
-	return s.mapErr(ctx, err)
+	return s.call(ctx, false, "", fn)
 }
 
 func (s *Store) mapErr(ctx context.Context, err error) error {
@@ -338,11 +371,10 @@ func (s *Store) mapErr(ctx context.Context, err error) error {
 	case s.closed.Load() && errors.Is(err, context.Canceled):
 		return s.closedErr()
 	}
-	st, _ := status.FromError(err)
-	switch {
+	switch code := grpcCode(err); {
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled),
-		st.Code() == codes.Unavailable, st.Code() == codes.DeadlineExceeded, st.Code() == codes.Canceled,
-		isNetErr(err):
+		code == codes.Unavailable, code == codes.DeadlineExceeded, code == codes.Canceled,
+		transient(err):
 		return fmt.Errorf("storage/etcd: %s: %w: %v", s.endpoints, storage.ErrUnavailable, err)
 	}
 	return fmt.Errorf("storage/etcd: %s: %w", s.endpoints, err)
@@ -373,15 +405,13 @@ var errConflict = errors.New("storage/etcd: concurrent change")
 // keeps losing to concurrent writers.
 const maxRetries = 16
 
-// retry runs fn until it returns something other than errConflict.
+// retry is do for a read-check-write transaction: fn returns errConflict
+// when a concurrent writer changed what it read, and runs again.
 func (s *Store) retry(ctx context.Context, what string, fn func(ctx context.Context) error) error {
-	for range maxRetries {
-		err := s.do(ctx, fn)
-		if !errors.Is(err, errConflict) {
-			return err
-		}
+	if err := s.check(ctx); err != nil {
+		return err
 	}
-	return fmt.Errorf("storage/etcd: %s: %w: gave up after %d conflicting concurrent changes", what, storage.ErrUnavailable, maxRetries)
+	return s.call(ctx, true, what, fn)
 }
 
 // ParseURL parses the value of --storage for etcd,

@@ -137,9 +137,11 @@ func cutKey(key []byte, dir string) (string, bool) {
 // putIfAbsent writes each value under its key unless the key exists, in
 // transactions of nested put-if-absent transactions (maxOps/2 to one, as
 // etcd counts a nested transaction's operations against the outer
-// limit). It reports which it wrote. A write that is interrupted leaves
-// some written: it is for writes that are safe to repeat.
-func (s *Store) putIfAbsent(ctx context.Context, keys, vals []string) ([]bool, error) {
+// limit). Each value is tagged with the write ID wid; it reports which
+// keys hold a value of wid afterwards: written now, or by an earlier
+// attempt of the same call. A write that is interrupted leaves some
+// written: it is for writes that are safe to repeat.
+func (s *Store) putIfAbsent(ctx context.Context, keys, vals []string, wid string) ([]bool, error) {
 	written := make([]bool, len(keys))
 	per := max(s.maxOps/2, 1)
 	for from := 0; from < len(keys); from += per {
@@ -148,14 +150,24 @@ func (s *Store) putIfAbsent(ctx context.Context, keys, vals []string) ([]bool, e
 		for i := from; i < to; i++ {
 			ops = append(ops, clientv3.OpTxn(
 				[]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(keys[i]), "=", 0)},
-				[]clientv3.Op{clientv3.OpPut(keys[i], vals[i])}, nil))
+				[]clientv3.Op{clientv3.OpPut(keys[i], tag(vals[i], wid))},
+				[]clientv3.Op{clientv3.OpGet(keys[i])}))
 		}
 		resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
 		if err != nil {
 			return written, err
 		}
 		for i, r := range resp.Responses {
-			written[from+i] = r.GetResponseTxn().GetSucceeded()
+			t := r.GetResponseTxn()
+			if t.GetSucceeded() {
+				written[from+i] = true
+				continue
+			}
+			for _, rr := range t.GetResponses() {
+				if kvs := rr.GetResponseRange().GetKvs(); len(kvs) == 1 && taggedBy(kvs[0].Value, wid) {
+					written[from+i] = true
+				}
+			}
 		}
 	}
 	return written, nil

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/badge-dev/badge/storage"
@@ -58,46 +59,54 @@ func (s *Store) ListJoinTokens(ctx context.Context) ([]storage.JoinToken, error)
 // its node's attestation in one transaction that commits only if neither
 // the token nor the node changed since they were read: of concurrent
 // calls with one token, on one server or several, exactly one succeeds
-// and the others see storage.ErrTokenUsed. See storage.Nodes.
+// and the others see storage.ErrTokenUsed. The used token carries the
+// call's write ID: an attempt that finds it used by an earlier attempt of
+// the same call (whose answer was lost) succeeds. See storage.Nodes.
 func (s *Store) ConsumeJoinToken(ctx context.Context, hash string, now time.Time) (storage.JoinToken, storage.Node, error) {
 	var tok storage.JoinToken
 	var node storage.Node
+	wid := newWriteID()
 	err := s.retry(ctx, "consuming a join token", func(ctx context.Context) error {
-		var tokRev int64
+		var kv *mvccpb.KeyValue
 		var err error
-		tok, tokRev, err = joinTokens.getIn(ctx, s, hash, 0)
+		tok, kv, err = joinTokens.getKV(ctx, s, hash, 0)
 		if errors.Is(err, storage.ErrNotFound) {
 			return fmt.Errorf("storage/etcd: join token: %w", storage.ErrNotFound)
 		}
 		if err != nil {
 			return err
 		}
+		tokRev := kv.ModRevision
 		switch {
+		case !tok.UsedAt.IsZero() && taggedBy(kv.Value, wid):
+			return nil // used by an earlier attempt of this call, with node
 		case !tok.UsedAt.IsZero():
 			return fmt.Errorf("storage/etcd: join token for node %s: %w (at %s)", tok.Node, storage.ErrTokenUsed, tok.UsedAt.UTC().Format(time.RFC3339))
 		case !now.Before(tok.ExpiresAt):
 			return fmt.Errorf("storage/etcd: join token for node %s: %w (at %s)", tok.Node, storage.ErrTokenExpired, tok.ExpiresAt.UTC().Format(time.RFC3339))
 		}
-		node = storage.Node{Name: tok.Node, FirstAttestedAt: now}
+		n := storage.Node{Name: tok.Node, FirstAttestedAt: now}
 		prev, nodeRev, err := nodes.getIn(ctx, s, tok.Node, 0)
 		switch {
 		case err == nil:
-			node.FirstAttestedAt = prev.FirstAttestedAt
+			n.FirstAttestedAt = prev.FirstAttestedAt
 		case !errors.Is(err, storage.ErrNotFound):
 			return err
 		}
-		node.Attestation, node.LastAttestedAt = storage.AttestJoinToken, now
+		n.Attestation, n.LastAttestedAt = storage.AttestJoinToken, now
 		used := tok
 		used.UsedAt = now
 		tval, err := joinTokens.encode(used)
 		if err != nil {
 			return err
 		}
-		nval, err := nodes.encode(node)
+		tval = tag(tval, wid)
+		nval, err := nodes.encode(n)
 		if err != nil {
 			return err
 		}
-		tkey, nkey := s.p.key(kindJoinTokens, hash), s.p.key(kindNodes, node.Name)
+		node = n // what an attempt that finds the token used by this call returns
+		tkey, nkey := s.p.key(kindJoinTokens, hash), s.p.key(kindNodes, n.Name)
 		resp, err := s.cli.Txn(ctx).If(
 			clientv3.Compare(clientv3.ModRevision(tkey), "=", tokRev),
 			clientv3.Compare(clientv3.ModRevision(nkey), "=", nodeRev),
@@ -151,12 +160,19 @@ func (s *Store) PruneJoinTokens(ctx context.Context, expiredBefore time.Time) (i
 // tokens deleted, or storage.ErrNotFound.
 func (s *Store) EvictNode(ctx context.Context, name string, at time.Time, adminUID uint32) (storage.Node, int, error) {
 	var out storage.Node
-	var cancelled int
+	var cancelled, sent int
+	wid := newWriteID()
 	err := s.retry(ctx, "evicting node "+name, func(ctx context.Context) error {
-		n, nodeRev, err := nodes.getIn(ctx, s, name, 0)
+		n, kv, err := nodes.getKV(ctx, s, name, 0)
 		if err != nil {
 			return err
 		}
+		if taggedBy(kv.Value, wid) {
+			// An earlier attempt committed, with sent tokens.
+			out, cancelled = n, sent
+			return nil
+		}
+		nodeRev := kv.ModRevision
 		toks, revs, _, err := joinTokens.listIn(ctx, s, 0)
 		if err != nil {
 			return err
@@ -166,6 +182,7 @@ func (s *Store) EvictNode(ctx context.Context, name string, at time.Time, adminU
 		if err != nil {
 			return err
 		}
+		val = tag(val, wid)
 		var ops []clientv3.Op
 		var cmps []clientv3.Cmp
 		for _, j := range toks {
@@ -178,6 +195,7 @@ func (s *Store) EvictNode(ctx context.Context, name string, at time.Time, adminU
 		nkey := s.p.key(kindNodes, name)
 		ops = append(ops, clientv3.OpPut(nkey, val))
 		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(nkey), "=", nodeRev))
+		sent = len(ops) - 1
 		if err := s.commitChunks(ctx, ops, cmps); err != nil {
 			return err
 		}

@@ -49,7 +49,9 @@ func (k jsonKind[T]) encode(v T) (string, error) {
 }
 
 // put stores v; unless replace, an existing record with its ID is
-// storage.ErrExists.
+// storage.ErrExists. A new record carries the call's write ID, so that an
+// attempt that finds it already there knows it as its own (an earlier
+// attempt committed it but its answer was lost).
 func (k jsonKind[T]) put(ctx context.Context, s *Store, v T, replace bool) error {
 	if err := s.check(ctx); err != nil {
 		return err
@@ -59,18 +61,26 @@ func (k jsonKind[T]) put(ctx context.Context, s *Store, v T, replace bool) error
 		return err
 	}
 	key := s.p.key(k.kind, k.id(v))
-	return s.do(ctx, func(ctx context.Context) error {
-		if replace {
+	if replace {
+		return s.do(ctx, func(ctx context.Context) error {
 			_, err := s.cli.Put(ctx, key, val)
 			return err
-		}
+		})
+	}
+	wid := newWriteID()
+	val = tag(val, wid)
+	return s.do(ctx, func(ctx context.Context) error {
 		resp, err := s.cli.Txn(ctx).
 			If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
-			Then(clientv3.OpPut(key, val)).Commit()
+			Then(clientv3.OpPut(key, val)).
+			Else(clientv3.OpGet(key)).Commit()
 		if err != nil {
 			return err
 		}
 		if !resp.Succeeded {
+			if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) == 1 && taggedBy(kvs[0].Value, wid) {
+				return nil
+			}
 			return fmt.Errorf("storage/etcd: %s %s: %w", k.what, k.id(v), storage.ErrExists)
 		}
 		return nil
@@ -92,16 +102,25 @@ func (k jsonKind[T]) get(ctx context.Context, s *Store, id string) (T, int64, er
 
 // getIn is get inside a call of s.do, at revision rev (0: the latest).
 func (k jsonKind[T]) getIn(ctx context.Context, s *Store, id string, rev int64) (T, int64, error) {
+	v, kv, err := k.getKV(ctx, s, id, rev)
+	if kv == nil {
+		return v, 0, err
+	}
+	return v, kv.ModRevision, err
+}
+
+// getKV is getIn returning the stored key-value (nil if there is none).
+func (k jsonKind[T]) getKV(ctx context.Context, s *Store, id string, rev int64) (T, *mvccpb.KeyValue, error) {
 	var zero T
 	resp, err := s.cli.Get(ctx, s.p.key(k.kind, id), clientv3.WithRev(rev))
 	if err != nil {
-		return zero, 0, err
+		return zero, nil, err
 	}
 	if len(resp.Kvs) == 0 {
-		return zero, 0, fmt.Errorf("storage/etcd: %s %q: %w", k.what, id, storage.ErrNotFound)
+		return zero, nil, fmt.Errorf("storage/etcd: %s %q: %w", k.what, id, storage.ErrNotFound)
 	}
 	v, err := k.decode(s.p, resp.Kvs[0])
-	return v, resp.Kvs[0].ModRevision, err
+	return v, resp.Kvs[0], err
 }
 
 // list returns every record in k.compare order, never nil, with the mod
@@ -143,15 +162,33 @@ func (k jsonKind[T]) listIn(ctx context.Context, s *Store, rev int64) ([]T, map[
 }
 
 // delete removes the record with the ID, or fails with
-// storage.ErrNotFound.
+// storage.ErrNotFound. It deletes the version it read, so that an attempt
+// that finds no record knows whether an earlier attempt may have deleted
+// it: then the record the call was asked to delete is gone, and the call
+// succeeds (as it does when a concurrent call deleted the same record).
 func (k jsonKind[T]) delete(ctx context.Context, s *Store, id string) error {
-	return s.do(ctx, func(ctx context.Context) error {
-		resp, err := s.cli.Delete(ctx, s.p.key(k.kind, id))
+	key := s.p.key(k.kind, id)
+	sent := false // an attempt sent the deletion
+	return s.retry(ctx, "deleting "+k.what+" "+id, func(ctx context.Context) error {
+		resp, err := s.cli.Get(ctx, key, clientv3.WithKeysOnly())
 		if err != nil {
 			return err
 		}
-		if resp.Deleted == 0 {
+		if len(resp.Kvs) == 0 {
+			if sent {
+				return nil
+			}
 			return fmt.Errorf("storage/etcd: %s %q: %w", k.what, id, storage.ErrNotFound)
+		}
+		sent = true
+		tresp, err := s.cli.Txn(ctx).
+			If(clientv3.Compare(clientv3.ModRevision(key), "=", resp.Kvs[0].ModRevision)).
+			Then(clientv3.OpDelete(key)).Commit()
+		if err != nil {
+			return err
+		}
+		if !tresp.Succeeded {
+			return errConflict
 		}
 		return nil
 	})
@@ -212,17 +249,23 @@ func (s *Store) CreateFirstKey(ctx context.Context, k storage.Key, idPrefix stri
 	if err != nil {
 		return err
 	}
-	dir := s.p.key(kindKeys, idPrefix)
+	dir, key := s.p.key(kindKeys, idPrefix), s.p.key(kindKeys, k.ID)
+	wid := newWriteID()
+	val = tag(val, wid)
 	return s.do(ctx, func(ctx context.Context) error {
 		// Every existing key has a create revision above 0, so the
 		// comparison over the range holds only when the range is empty.
 		resp, err := s.cli.Txn(ctx).
 			If(clientv3.Compare(clientv3.CreateRevision(dir), "=", 0).WithPrefix()).
-			Then(clientv3.OpPut(s.p.key(kindKeys, k.ID), val)).Commit()
+			Then(clientv3.OpPut(key, val)).
+			Else(clientv3.OpGet(key)).Commit()
 		if err != nil {
 			return err
 		}
 		if !resp.Succeeded {
+			if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) == 1 && taggedBy(kvs[0].Value, wid) {
+				return nil // an earlier attempt made it
+			}
 			return fmt.Errorf("storage/etcd: key %s: a key %s* %w", k.ID, idPrefix, storage.ErrExists)
 		}
 		return nil

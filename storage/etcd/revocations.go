@@ -54,15 +54,18 @@ func decodeRevocation(p prefix, kv *mvccpb.KeyValue) (storage.Revocation, error)
 	return r, nil
 }
 
-// getRevocation reads the revocation of an ID at rev; ok is false if the
-// ID is not revoked, and modRev is then 0.
-func (s *Store) getRevocation(ctx context.Context, id string, rev int64) (r storage.Revocation, modRev int64, ok bool, err error) {
+// getRevocation reads the revocation of an ID at rev; kv is nil if the ID
+// is not revoked.
+func (s *Store) getRevocation(ctx context.Context, id string, rev int64) (r storage.Revocation, kv *mvccpb.KeyValue, err error) {
 	resp, err := s.cli.Get(ctx, s.p.revokedID(id), clientv3.WithRev(rev))
 	if err != nil || len(resp.Kvs) == 0 {
-		return r, 0, false, err
+		return r, nil, err
 	}
 	r, err = decodeRevocation(s.p, resp.Kvs[0])
-	return r, resp.Kvs[0].ModRevision, err == nil, err
+	if err != nil {
+		return r, nil, err
+	}
+	return r, resp.Kvs[0], nil
 }
 
 // RevokeID records the revocation of a SPIFFE ID and revokes every
@@ -84,7 +87,10 @@ func (s *Store) RevokeID(ctx context.Context, r storage.Revocation, now time.Tim
 	if err := s.flush(ctx); err != nil {
 		return nil, err
 	}
-	var out []storage.RevokedSerial
+	// out is by serial: an attempt run again finds again, as its own,
+	// what an earlier one wrote.
+	out := map[string]storage.RevokedSerial{}
+	wid := newWriteID()
 	revoke := func(ctx context.Context, serials []storage.Serial) error {
 		keys := make([]string, 0, len(serials))
 		vals := make([]string, 0, len(serials))
@@ -97,10 +103,10 @@ func (s *Store) RevokeID(ctx context.Context, r storage.Revocation, now time.Tim
 			}
 			keys, vals, recs = append(keys, s.p.revokedSerial(sr.Serial)), append(vals, string(val)), append(recs, rs)
 		}
-		written, err := s.putIfAbsent(ctx, keys, vals)
+		written, err := s.putIfAbsent(ctx, keys, vals, wid)
 		for i, w := range written {
 			if w {
-				out = append(out, recs[i])
+				out[recs[i].Serial] = recs[i]
 			}
 		}
 		return err
@@ -120,12 +126,19 @@ func (s *Store) RevokeID(ctx context.Context, r storage.Revocation, now time.Tim
 	var since []storage.Serial
 	idKey, idx := s.p.revokedID(r.SPIFFEID), s.p.serialIDs(r.SPIFFEID)
 	err = s.retry(ctx, "revoking "+r.SPIFFEID, func(ctx context.Context) error {
-		prev, idRev, ok, err := s.getRevocation(ctx, r.SPIFFEID, 0)
+		// Run again after an attempt whose answer was lost, this reads
+		// the record that attempt wrote and writes it again, unchanged:
+		// the read of the certificates recorded since is what matters.
+		prev, kv, err := s.getRevocation(ctx, r.SPIFFEID, 0)
 		if err != nil {
 			return err
 		}
+		var idRev int64
+		if kv != nil {
+			idRev = kv.ModRevision
+		}
 		rec := r
-		rec.Blocked = r.Blocked || (ok && prev.Blocked)
+		rec.Blocked = r.Blocked || (kv != nil && prev.Blocked)
 		val, err := json.Marshal(rec)
 		if err != nil {
 			return err
@@ -161,11 +174,17 @@ func (s *Store) RevokeID(ctx context.Context, r storage.Revocation, now time.Tim
 	if err != nil {
 		return nil, err
 	}
-	slices.SortFunc(out, func(a, b storage.RevokedSerial) int { return strings.Compare(a.Serial, b.Serial) })
-	if out == nil {
-		out = []storage.RevokedSerial{}
+	return sortedRevoked(out), nil
+}
+
+// sortedRevoked returns the records of m ordered by serial, never nil.
+func sortedRevoked(m map[string]storage.RevokedSerial) []storage.RevokedSerial {
+	out := make([]storage.RevokedSerial, 0, len(m))
+	for _, r := range m {
+		out = append(out, r)
 	}
-	return out, nil
+	slices.SortFunc(out, func(a, b storage.RevokedSerial) int { return strings.Compare(a.Serial, b.Serial) })
+	return out
 }
 
 // RevokeSerial revokes one recorded certificate unexpired at now (else
@@ -177,12 +196,16 @@ func (s *Store) RevokeSerial(ctx context.Context, serial, reason string, adminUI
 	if err := s.flush(ctx); err != nil {
 		return out, err
 	}
+	wid := newWriteID()
 	err := s.do(ctx, func(ctx context.Context) error {
 		key := s.p.revokedSerial(serial)
-		if prev, ok, err := s.getRevokedSerial(ctx, key); err != nil {
+		if prev, kv, err := s.getRevokedSerial(ctx, key); err != nil {
 			return err
-		} else if ok {
+		} else if kv != nil {
 			out = prev
+			if taggedBy(kv.Value, wid) {
+				return nil // revoked by an earlier attempt of this call
+			}
 			return fmt.Errorf("storage/etcd: serial %s was revoked at %s: %w", serial, prev.RevokedAt.UTC().Format(time.RFC3339), storage.ErrExists)
 		}
 		dir := s.p.dir(kindSerials)
@@ -220,7 +243,7 @@ func (s *Store) RevokeSerial(ctx context.Context, serial, reason string, adminUI
 		}
 		tresp, err := s.cli.Txn(ctx).
 			If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
-			Then(clientv3.OpPut(key, string(val))).
+			Then(clientv3.OpPut(key, tag(string(val), wid))).
 			Else(clientv3.OpGet(key)).Commit()
 		if err != nil {
 			return err
@@ -231,6 +254,9 @@ func (s *Store) RevokeSerial(ctx context.Context, serial, reason string, adminUI
 				if out, err = decodeRevokedSerial(s.p, kvs[0]); err != nil {
 					return err
 				}
+				if taggedBy(kvs[0].Value, wid) {
+					return nil
+				}
 			}
 			return fmt.Errorf("storage/etcd: serial %s was revoked meanwhile: %w", serial, storage.ErrExists)
 		}
@@ -240,25 +266,33 @@ func (s *Store) RevokeSerial(ctx context.Context, serial, reason string, adminUI
 	return out, err
 }
 
-func (s *Store) getRevokedSerial(ctx context.Context, key string) (storage.RevokedSerial, bool, error) {
+// getRevokedSerial reads a revoked certificate; kv is nil if there is
+// none.
+func (s *Store) getRevokedSerial(ctx context.Context, key string) (storage.RevokedSerial, *mvccpb.KeyValue, error) {
 	resp, err := s.cli.Get(ctx, key)
 	if err != nil || len(resp.Kvs) == 0 {
-		return storage.RevokedSerial{}, false, err
+		return storage.RevokedSerial{}, nil, err
 	}
 	r, err := decodeRevokedSerial(s.p, resp.Kvs[0])
-	return r, err == nil, err
+	if err != nil {
+		return r, nil, err
+	}
+	return r, resp.Kvs[0], nil
 }
 
 // Unblock clears the block of a revoked SPIFFE ID; storage.ErrNotFound if
 // the ID is not blocked.
 func (s *Store) Unblock(ctx context.Context, spiffeID string) error {
+	wid := newWriteID()
 	return s.retry(ctx, "unblocking "+spiffeID, func(ctx context.Context) error {
-		r, modRev, ok, err := s.getRevocation(ctx, spiffeID, 0)
+		r, kv, err := s.getRevocation(ctx, spiffeID, 0)
 		switch {
 		case err != nil:
 			return err
-		case !ok:
+		case kv == nil:
 			return fmt.Errorf("storage/etcd: %s is not revoked: %w", spiffeID, storage.ErrNotFound)
+		case !r.Blocked && taggedBy(kv.Value, wid):
+			return nil // unblocked by an earlier attempt of this call
 		case !r.Blocked:
 			return fmt.Errorf("storage/etcd: %s is not blocked: %w", spiffeID, storage.ErrNotFound)
 		}
@@ -269,8 +303,8 @@ func (s *Store) Unblock(ctx context.Context, spiffeID string) error {
 		}
 		key := s.p.revokedID(spiffeID)
 		resp, err := s.cli.Txn(ctx).
-			If(clientv3.Compare(clientv3.ModRevision(key), "=", modRev)).
-			Then(clientv3.OpPut(key, string(val))).Commit()
+			If(clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision)).
+			Then(clientv3.OpPut(key, tag(string(val), wid))).Commit()
 		if err != nil {
 			return err
 		}
@@ -358,7 +392,9 @@ func (s *Store) PruneRevocations(ctx context.Context, now time.Time, keep time.D
 
 // NextCRLNumber returns a revocation-list number greater than every
 // number it returned before, on this server or any other sharing the
-// trust domain, and at least atLeast.
+// trust domain, and at least atLeast. An attempt run again after one
+// whose answer was lost reads the number that one may have written and
+// takes the next: a number may be skipped, none is returned twice.
 func (s *Store) NextCRLNumber(ctx context.Context, atLeast uint64) (uint64, error) {
 	var n uint64
 	key := s.p.meta("crl-number")

@@ -270,45 +270,59 @@ func (s *Store) commitSerials(batch []*serialWrite, closing bool) bool {
 
 // commitChunk writes the records of chunk in one transaction. The records
 // of RecordSerial must not exist yet: if one does, it gets ErrExists and
-// the others are written in another transaction.
+// the others are written in another transaction. They carry the write ID
+// of the chunk, so that an attempt run again after one whose answer was
+// lost knows the records that one wrote as its own.
 func (s *Store) commitChunk(chunk []*serialWrite) error {
-	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
-	defer cancel()
-	for {
-		var ops, elseOps []clientv3.Op
-		var cmps []clientv3.Cmp
-		var checked []*serialWrite
-		for _, w := range chunk {
-			if w.err != nil {
-				continue
+	wid := newWriteID()
+	own := map[*serialWrite]bool{} // written by an earlier attempt
+	var revoked []*mvccpb.KeyValue
+	err := s.call(context.Background(), false, "recording serials", func(ctx context.Context) error {
+		for {
+			var ops, elseOps []clientv3.Op
+			var cmps []clientv3.Cmp
+			var checked []*serialWrite
+			for _, w := range chunk {
+				if w.err != nil || own[w] {
+					continue
+				}
+				key, val := s.p.serial(w.rec.NotAfter, w.rec.Serial), w.val
+				if w.done != nil {
+					val = tag(val, wid)
+					cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(key), "=", 0))
+					elseOps = append(elseOps, clientv3.OpGet(key))
+					checked = append(checked, w)
+				}
+				ops = append(ops, clientv3.OpPut(key, val), clientv3.OpPut(s.indexKey(w.rec), val))
 			}
-			key := s.p.serial(w.rec.NotAfter, w.rec.Serial)
-			ops = append(ops, clientv3.OpPut(key, w.val), clientv3.OpPut(s.indexKey(w.rec), w.val))
-			if w.done != nil {
-				cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(key), "=", 0))
-				elseOps = append(elseOps, clientv3.OpGet(key, clientv3.WithKeysOnly()))
-				checked = append(checked, w)
+			// Also when every record is written: their revoked IDs are
+			// read after they were.
+			rdir := s.p.dir(kindRevokedIDs)
+			ops = append(ops, clientv3.OpGet(rdir, clientv3.WithRange(rangeEnd(rdir))))
+			s.serialTxns.Add(1)
+			resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Else(elseOps...).Commit()
+			if err != nil {
+				return err
+			}
+			if resp.Succeeded {
+				revoked = resp.Responses[len(ops)-1].GetResponseRange().Kvs
+				return nil
+			}
+			for i, w := range checked {
+				if kvs := resp.Responses[i].GetResponseRange().Kvs; len(kvs) > 0 {
+					if taggedBy(kvs[0].Value, wid) {
+						own[w] = true
+					} else {
+						w.err = fmt.Errorf("storage/etcd: serial %s: %w", w.rec.Serial, storage.ErrExists)
+					}
+				}
 			}
 		}
-		if len(ops) == 0 {
-			return nil
-		}
-		rdir := s.p.dir(kindRevokedIDs)
-		ops = append(ops, clientv3.OpGet(rdir, clientv3.WithRange(rangeEnd(rdir))))
-		s.serialTxns.Add(1)
-		resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Else(elseOps...).Commit()
-		if err != nil {
-			return s.mapErr(context.Background(), err)
-		}
-		if resp.Succeeded {
-			return s.revokeLate(ctx, chunk, resp.Responses[len(ops)-1].GetResponseRange().Kvs)
-		}
-		for i, w := range checked {
-			if len(resp.Responses[i].GetResponseRange().Kvs) > 0 {
-				w.err = fmt.Errorf("storage/etcd: serial %s: %w", w.rec.Serial, storage.ErrExists)
-			}
-		}
+	})
+	if err != nil {
+		return err
 	}
+	return s.revokeLate(chunk, revoked)
 }
 
 // revokeLate revokes the certificates just recorded whose SPIFFE ID was
@@ -316,7 +330,7 @@ func (s *Store) commitChunk(chunk []*serialWrite) error {
 // records landed after the revocation read the ID's certificates (their
 // server was cut off from etcd meanwhile, or slow), so the revocation
 // could not find them.
-func (s *Store) revokeLate(ctx context.Context, chunk []*serialWrite, revoked []*mvccpb.KeyValue) error {
+func (s *Store) revokeLate(chunk []*serialWrite, revoked []*mvccpb.KeyValue) error {
 	if len(revoked) == 0 {
 		return nil
 	}
@@ -344,7 +358,13 @@ func (s *Store) revokeLate(ctx context.Context, chunk []*serialWrite, revoked []
 	if len(keys) == 0 {
 		return nil
 	}
-	written, err := s.putIfAbsent(ctx, keys, vals)
+	wid := newWriteID()
+	var written []bool
+	err := s.call(context.Background(), false, "revoking serials recorded late", func(ctx context.Context) error {
+		var err error
+		written, err = s.putIfAbsent(ctx, keys, vals, wid)
+		return err
+	})
 	n := 0
 	for _, w := range written {
 		if w {
@@ -354,10 +374,7 @@ func (s *Store) revokeLate(ctx context.Context, chunk []*serialWrite, revoked []
 	if n > 0 {
 		s.log.Warn("revoked certificates recorded after the revocation of their SPIFFE ID", slog.Int("count", n))
 	}
-	if err != nil {
-		return s.mapErr(context.Background(), err)
-	}
-	return nil
+	return err
 }
 
 func (s *Store) indexKey(r storage.Serial) string {
@@ -392,13 +409,13 @@ func (s *Store) deleteReservations(keys []string) {
 	if len(keys) == 0 {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
-	defer cancel()
 	ops := make([]clientv3.Op, len(keys))
 	for i, k := range keys {
 		ops[i] = clientv3.OpDelete(k)
 	}
-	if err := s.commitChunks(ctx, ops, make([]clientv3.Cmp, len(ops))); err != nil {
+	if err := s.call(context.Background(), false, "deleting used reservations", func(ctx context.Context) error {
+		return s.commitChunks(ctx, ops, make([]clientv3.Cmp, len(ops)))
+	}); err != nil {
 		s.log.Warn("deleting used reservations failed; they are pruned when they expire", slog.Any("error", err))
 	}
 }
@@ -662,7 +679,8 @@ func (s *Store) RevokeUnbound(ctx context.Context, now time.Time, reason string)
 	if err := s.flush(ctx); err != nil {
 		return nil, err
 	}
-	var out []storage.RevokedSerial
+	out := map[string]storage.RevokedSerial{} // by serial: see RevokeID
+	wid := newWriteID()
 	err := s.do(ctx, func(ctx context.Context) error {
 		runs := map[string]string{}
 		dir := s.p.dir(kindRuns)
@@ -724,10 +742,10 @@ func (s *Store) RevokeUnbound(ctx context.Context, now time.Time, reason string)
 			}
 			keys, vals, recs = append(keys, s.p.revokedSerial(sr)), append(vals, string(val)), append(recs, rs)
 		}
-		written, err := s.putIfAbsent(ctx, keys, vals)
+		written, err := s.putIfAbsent(ctx, keys, vals, wid)
 		for i, w := range written {
 			if w {
-				out = append(out, recs[i])
+				out[recs[i].Serial] = recs[i]
 			}
 		}
 		if err != nil {
@@ -738,12 +756,8 @@ func (s *Store) RevokeUnbound(ctx context.Context, now time.Time, reason string)
 	if err != nil {
 		return nil, err
 	}
-	slices.SortFunc(out, func(a, b storage.RevokedSerial) int { return strings.Compare(a.Serial, b.Serial) })
-	if out == nil {
-		out = []storage.RevokedSerial{}
-	}
 	if len(out) > 0 {
 		s.log.Warn("revoked serials reserved before an unclean shutdown and never bound", slog.Int("count", len(out)))
 	}
-	return out, nil
+	return sortedRevoked(out), nil
 }

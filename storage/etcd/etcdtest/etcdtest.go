@@ -22,6 +22,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -102,7 +103,29 @@ func StartDurable(t testing.TB) *Server {
 	return s
 }
 
+// portTries is how many times a member or cluster is started on new
+// ports when one of the ports picked was taken meanwhile (freePort
+// releases the port it found; another process may bind it before etcd
+// does).
+const portTries = 3
+
+// portTaken reports whether err is a port taken by another process.
+func portTaken(err error) bool {
+	return errors.Is(err, syscall.EADDRINUSE) || err != nil && strings.Contains(err.Error(), "address already in use")
+}
+
 func newServer(dir string, tlsFiles *TLSFiles, fsync bool) (*Server, error) {
+	for try := 1; ; try++ {
+		// A member that failed to listen wrote nothing yet: the same dir
+		// serves again.
+		s, err := newServerOnce(dir, tlsFiles, fsync)
+		if !portTaken(err) || try == portTries {
+			return s, err
+		}
+	}
+}
+
+func newServerOnce(dir string, tlsFiles *TLSFiles, fsync bool) (*Server, error) {
 	s, l, err := newMember(dir, "badge-test", tlsFiles, 0, false)
 	if err != nil {
 		return nil, err
@@ -180,6 +203,10 @@ func (s *Server) serveProxy(l net.Listener) {
 				_, _ = io.Copy(dst, src)
 				dst.Close()
 				src.Close()
+				s.mu.Lock()
+				delete(s.conns, dst)
+				delete(s.conns, src)
+				s.mu.Unlock()
 			}
 			go pipe(b, c)
 			go pipe(c, b)
@@ -302,6 +329,14 @@ func (s *Server) Err() <-chan error {
 	return s.e.Err()
 }
 
+// Clients returns how many client connections are open through the
+// member's proxy.
+func (s *Server) Clients() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns) / 2 // each is two: the client's and the member's
+}
+
 // Running reports whether the member runs (not stopped).
 func (s *Server) Running() bool { return s.e != nil }
 
@@ -384,6 +419,18 @@ func NewClusterWith(dir string, n int, o ClusterOptions) (*Cluster, error) {
 	if len(o.ClientPorts) > n {
 		return nil, fmt.Errorf("etcdtest: %d client ports for %d members", len(o.ClientPorts), n)
 	}
+	for try := 1; ; try++ {
+		c, err := newCluster(dir, n, o)
+		if !portTaken(err) || try == portTries || len(o.ClientPorts) > 0 { // ports given: another try takes them again
+			return c, err
+		}
+		// The members that started wrote the cluster's first state:
+		// start afresh in another directory.
+		dir = filepath.Join(dir, fmt.Sprintf("try%d", try+1))
+	}
+}
+
+func newCluster(dir string, n int, o ClusterOptions) (*Cluster, error) {
 	c := &Cluster{}
 	var ls []net.Listener
 	fail := func(err error) (*Cluster, error) {
