@@ -56,6 +56,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 
+	"github.com/badge-dev/badge/ca/workload"
 	"github.com/badge-dev/badge/internal/keypool"
 	"github.com/badge-dev/badge/internal/localtrust"
 	"github.com/badge-dev/badge/internal/logkey"
@@ -122,8 +123,12 @@ var (
 	ErrAttestationRefused = errors.New("node attestation refused")
 )
 
-// errNoServer is what callers get while no server answers.
-var errNoServer = status.Error(codes.Unavailable, "the badge agent is not connected to any badge server; it keeps retrying")
+// errNoServer is what callers get while no server answers: Unavailable,
+// logged by the Workload API handler as a warning at most once a
+// LogInterval, since it is the expected state of an agent that is
+// starting or failing over.
+var errNoServer error = &workload.UnavailableError{
+	Reason: "the badge agent has no server yet: it is not connected to any badge server, and keeps retrying"}
 
 // Agent is a badge agent. Attest, then Run; Source serves the Workload API.
 type Agent struct {

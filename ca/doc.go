@@ -47,11 +47,11 @@
 // revoked since they were issued. OAuth clients ([Authority.CreateClient])
 // get tokens for their SPIFFE ID by secret, stored only as an argon2id hash.
 //
-// Nodes ([Authority.CreateJoinToken], [Authority.ConsumeJoinToken],
+// Nodes ([Authority.CreateJoinToken], [Authority.AttestJoinToken],
 // [Authority.RegisterNode], [Authority.EvictNode]) are the hosts of
 // agents, known by the node SVID spiffe://TRUST_DOMAIN/badge/node/NAME. A
 // join token is stored only as its SHA-256 and consumed once, in one store
-// transaction. Entries scoped to nodes are never matched on the server's
+// transaction, after its node SVID is signed. Entries scoped to nodes are never matched on the server's
 // own socket ([Snapshot.Match]); [Snapshot.EntriesForNode] is an agent's
 // view. Eviction revokes and blocks the node SVID ID like [Authority.RevokeID]
 // and publishes a snapshot in which [Snapshot.NodeEvicted] holds.

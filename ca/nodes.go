@@ -207,29 +207,154 @@ func hashJoinToken(token string) string {
 // sentinel of its reason (ErrNotFound, ErrTokenUsed, ErrTokenExpired); it
 // is logged with the reason, never with the token.
 //
-// The caller (the agent listener) then signs the node SVID, of ID
-// NodeID(node.Name), and records its serial with SetNodeSVID.
+// It spends the token before anything is signed: the agent listener uses
+// AttestJoinToken, which signs first.
 func (a *Authority) ConsumeJoinToken(ctx context.Context, token string) (storage.Node, error) {
-	ns := a.store
-	if token == "" || len(token) > MaxJoinTokenLen {
-		a.log.Warn("join token refused", slog.String("reason", "malformed"), slog.Bool(logkey.Audit, true))
-		return storage.Node{}, fmt.Errorf("%w: %w: a join token has 1 to %d bytes", ErrJoinTokenRefused, storage.ErrNotFound, MaxJoinTokenLen)
+	if err := a.checkJoinTokenLen(token); err != nil {
+		return storage.Node{}, err
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	tok, node, err := ns.ConsumeJoinToken(ctx, hashJoinToken(token), a.cfg.Time().UTC())
+	return a.consumeJoinTokenLocked(ctx, hashJoinToken(token))
+}
+
+// AttestJoinToken attests the node a join token was made for and signs
+// its node SVID for the public key of the certificate request csr, valid
+// for ttl, as SignNodeSVID does. The token is spent only once the node
+// SVID is signed: a refused CSR, a store that cannot reserve the serial or
+// a failed signature leave it usable. Of concurrent calls with one token
+// exactly one succeeds (the store's ConsumeJoinToken decides; the others'
+// certificates are dropped unsent, their serials reserved and never
+// used). Refusals are those of ConsumeJoinToken, and ErrNodeEvicted when
+// the node SVID ID is blocked other than by the node's eviction (which
+// the token lifts).
+//
+// The token is looked up among the stored ones first, a read; it is
+// spent in the store's one transaction afterwards. Once it is spent, the
+// node SVID is returned even if recording its serial in the node record
+// (SetNodeSVID) then fails: the serial is already reserved and bound to
+// the node's ID, so revocation and eviction reach it, and only the node
+// listing lacks it until the next renewal.
+func (a *Authority) AttestJoinToken(ctx context.Context, token string, csr []byte, ttl time.Duration) (storage.Node, *X509SVID, error) {
+	if ttl < MinNodeSVIDTTL || ttl > MaxNodeSVIDTTL {
+		return storage.Node{}, nil, invalid("node_svid_ttl", ttl.String(), "a node SVID lives from %s to %s", MinNodeSVIDTTL, MaxNodeSVIDTTL)
+	}
+	if err := a.checkJoinTokenLen(token); err != nil {
+		return storage.Node{}, nil, err
+	}
+	pub, err := ParseCSR(csr)
 	if err != nil {
-		reason := "unknown"
-		switch {
-		case errors.Is(err, storage.ErrTokenUsed):
-			reason = "used"
-		case errors.Is(err, storage.ErrTokenExpired):
-			reason = "expired"
-		case !errors.Is(err, storage.ErrNotFound):
-			return storage.Node{}, fmt.Errorf("consuming join token: %w", err)
+		return storage.Node{}, nil, err
+	}
+	hash := hashJoinToken(token)
+	tok, err := a.usableJoinToken(ctx, hash)
+	if err != nil {
+		return storage.Node{}, nil, a.joinTokenRefused(tok, err)
+	}
+	e, err := a.nodeEntry(tok.Node)
+	if err != nil {
+		return storage.Node{}, nil, err
+	}
+	// Eviction write-holds issueMu: none comes between the checks here and
+	// the token spent below.
+	a.issueMu.RLock()
+	defer a.issueMu.RUnlock()
+	s := a.Snapshot()
+	if err := s.CheckRevocation(X509Credential(e.ID, "")); err != nil && !(errors.Is(err, ErrBlocked) && s.NodeEvicted(tok.Node)) {
+		if errors.Is(err, ErrBlocked) {
+			return storage.Node{}, nil, fmt.Errorf("ca: node SVID for %s: %w (%w)", e.ID, ErrNodeEvicted, err)
 		}
-		a.log.Warn("join token refused", slog.String("reason", reason), slog.String(logkey.Node, tok.Node), slog.Bool(logkey.Audit, true))
-		return storage.Node{}, fmt.Errorf("%w (%s): %w", ErrJoinTokenRefused, reason, err)
+		return storage.Node{}, nil, fmt.Errorf("ca: node SVID for %s: %w", e.ID, err)
+	}
+	now := a.cfg.Time()
+	serials, hexes, err := newSerials(1)
+	if err != nil {
+		return storage.Node{}, nil, err
+	}
+	if err := a.store.ReserveSerials(ctx, storage.Reservation{Serials: hexes, NotAfter: now.Add(ttl)}); err != nil {
+		return storage.Node{}, nil, fmt.Errorf("ca: reserving the serial of a node SVID: %w", err)
+	}
+	svid, err := a.signLocked(ctx, s, e, pub, serials[0], now, ttl)
+	if err != nil {
+		return storage.Node{}, nil, err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	node, err := a.consumeJoinTokenLocked(ctx, hash)
+	if err != nil {
+		return storage.Node{}, nil, err
+	}
+	// node is the record the store just wrote: it gets the serial, as
+	// SetNodeSVID would give it.
+	rec := node
+	rec.SVIDSerial = svid.Serial
+	if err := a.store.PutNode(ctx, rec); err != nil {
+		a.log.Error("recording the serial of a node SVID failed; the node is attested and holds it", slog.String(logkey.Node, node.Name),
+			slog.String(logkey.Serial, svid.Serial), slog.Any(logkey.Error, err))
+		return node, svid, nil
+	}
+	return rec, svid, nil
+}
+
+// checkJoinTokenLen refuses, without hashing it, a token of a length no
+// token has.
+func (a *Authority) checkJoinTokenLen(token string) error {
+	if token == "" || len(token) > MaxJoinTokenLen {
+		a.log.Warn("join token refused", slog.String("reason", "malformed"), slog.Bool(logkey.Audit, true))
+		return fmt.Errorf("%w: %w: a join token has 1 to %d bytes", ErrJoinTokenRefused, storage.ErrNotFound, MaxJoinTokenLen)
+	}
+	return nil
+}
+
+// usableJoinToken returns the stored token of hash if it is unused and
+// unexpired, else the refusal the store's ConsumeJoinToken would give
+// (with the token, when known, for the log). Tokens are few (an admin
+// makes each, and they are pruned after expiry), so it reads them all.
+func (a *Authority) usableJoinToken(ctx context.Context, hash string) (storage.JoinToken, error) {
+	toks, err := a.store.ListJoinTokens(ctx)
+	if err != nil {
+		return storage.JoinToken{}, fmt.Errorf("reading join tokens: %w", err)
+	}
+	now := a.cfg.Time().UTC()
+	for _, j := range toks {
+		if j.Hash != hash {
+			continue
+		}
+		switch {
+		case !j.UsedAt.IsZero():
+			return j, fmt.Errorf("join token for node %s: %w (at %s)", j.Node, storage.ErrTokenUsed, utc(j.UsedAt))
+		case !now.Before(j.ExpiresAt):
+			return j, fmt.Errorf("join token for node %s: %w (at %s)", j.Node, storage.ErrTokenExpired, utc(j.ExpiresAt))
+		}
+		return j, nil
+	}
+	return storage.JoinToken{}, fmt.Errorf("join token: %w", storage.ErrNotFound)
+}
+
+// joinTokenRefused logs the refusal of token tok (zero when unknown) for
+// err, and returns the error that says so: ErrJoinTokenRefused and err's
+// storage sentinel. An error that is no refusal (the store failed) is
+// returned wrapped and not logged as one.
+func (a *Authority) joinTokenRefused(tok storage.JoinToken, err error) error {
+	reason := "unknown"
+	switch {
+	case errors.Is(err, storage.ErrTokenUsed):
+		reason = "used"
+	case errors.Is(err, storage.ErrTokenExpired):
+		reason = "expired"
+	case !errors.Is(err, storage.ErrNotFound):
+		return fmt.Errorf("consuming join token: %w", err)
+	}
+	a.log.Warn("join token refused", slog.String("reason", reason), slog.String(logkey.Node, tok.Node), slog.Bool(logkey.Audit, true))
+	return fmt.Errorf("%w (%s): %w", ErrJoinTokenRefused, reason, err)
+}
+
+// consumeJoinTokenLocked spends the token of hash in the store and lifts
+// its node's eviction; callers hold a.mu.
+func (a *Authority) consumeJoinTokenLocked(ctx context.Context, hash string) (storage.Node, error) {
+	tok, node, err := a.store.ConsumeJoinToken(ctx, hash, a.cfg.Time().UTC())
+	if err != nil {
+		return storage.Node{}, a.joinTokenRefused(tok, err)
 	}
 	wasEvicted := a.evictedNodes[node.Name]
 	if wasEvicted {

@@ -60,15 +60,20 @@ func (h *handler) Attest(ctx context.Context, req *nodeproto.AttestRequest) (*no
 		s.metrics.NodeAttestation(method, ResultInvalid)
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	var node storage.Node
-	var err error
+	var (
+		node storage.Node
+		svid *ca.X509SVID
+		err  error
+	)
 	switch p.class {
 	case Anonymous:
 		if req.GetJoinToken() == "" {
 			s.refuseAttest(ctx, p, method, "no proof", errors.New("no join token and no host certificate"))
 			return nil, status.Error(codes.PermissionDenied, "attestation refused: present a join token, or a host certificate of a node CA in the TLS handshake")
 		}
-		node, err = s.auth.ConsumeJoinToken(ctx, req.GetJoinToken())
+		// The node SVID is signed before the token is spent: a failure
+		// leaves the token usable.
+		node, svid, err = s.auth.AttestJoinToken(ctx, req.GetJoinToken(), req.GetCsr(), s.nodeTTL)
 		if errors.Is(err, ca.ErrJoinTokenRefused) {
 			s.refuseAttest(ctx, p, method, tokenReason(err), err)
 			return nil, errAttestRefused
@@ -79,22 +84,18 @@ func (h *handler) Attest(ctx context.Context, req *nodeproto.AttestRequest) (*no
 			return nil, status.Error(codes.InvalidArgument, "give a join token or a host certificate, not both")
 		}
 		node, err = s.auth.RegisterNode(ctx, ca.NodeAttestation{Name: p.node, Method: storage.AttestX509PoP, ProofNotBefore: p.proofNotBefore})
-		if errors.Is(err, ca.ErrNodeEvicted) {
-			s.refuseAttest(ctx, p, method, "evicted", err)
-			return nil, errAttestRefused
+		if err == nil {
+			svid, err = s.auth.SignNodeSVID(ctx, node.Name, req.GetCsr(), s.nodeTTL)
 		}
 	}
-	if err != nil {
-		return nil, s.internal(ctx, method, "attestation", err)
-	}
-	svid, err := s.auth.SignNodeSVID(ctx, node.Name, req.GetCsr(), s.nodeTTL)
 	if errors.Is(err, ca.ErrNodeEvicted) {
-		// Evicted between the attestation and the signing.
+		// Evicted (or its node SVID ID blocked), before or since the
+		// attestation.
 		s.refuseAttest(ctx, p, method, "evicted", err)
 		return nil, errAttestRefused
 	}
 	if err != nil {
-		return nil, s.internal(ctx, method, "signing the node SVID", err)
+		return nil, s.internal(ctx, method, "attestation", err)
 	}
 	s.attempts.succeed(p.addr)
 	s.metrics.NodeAttestation(method, ResultOK)

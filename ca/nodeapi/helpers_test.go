@@ -93,8 +93,17 @@ func openStore(t *testing.T, dir string) *bbolt.Store {
 
 func newFixture(t *testing.T, mod func(*nodeapi.Config)) *fixture {
 	t.Helper()
-	dir := t.TempDir()
-	store := openStore(t, dir)
+	return newFixtureIn(t, t.TempDir(), nil, mod)
+}
+
+// newFixtureIn is newFixture on the bbolt file and keys of dir, the
+// authority's store being wrap(store) if wrap is set.
+func newFixtureIn(t *testing.T, dir string, wrap func(*bbolt.Store) ca.Store, mod func(*nodeapi.Config)) *fixture {
+	t.Helper()
+	var store ca.Store = openStore(t, dir)
+	if wrap != nil {
+		store = wrap(store.(*bbolt.Store))
+	}
 	// The clock starts at the real time, since minica dates its CAs by
 	// the real clock; tests move it forward to expire things.
 	clock := testclock.New(time.Now().Truncate(time.Second))

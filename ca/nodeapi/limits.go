@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/time/rate"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -109,8 +110,10 @@ type limiter struct {
 
 type nodeState struct {
 	streams, calls int
-	tokens         float64
-	filled         time.Time
+	// bucket is the node's signing bucket, nil without a signing limit.
+	// It is kept while it is not full, so that reconnecting does not
+	// refill it.
+	bucket *rate.Limiter
 }
 
 type logState struct {
@@ -130,7 +133,10 @@ func (l *limiter) state(node string) *nodeState {
 		if now.Sub(l.lastSweep) > 10*time.Second {
 			l.sweep(now)
 		}
-		st = &nodeState{tokens: float64(l.lim.SignBurst), filled: now}
+		st = &nodeState{}
+		if l.lim.SignRate >= 0 {
+			st.bucket = rate.NewLimiter(rate.Limit(l.lim.SignRate), l.lim.SignBurst)
+		}
 		l.nodes[node] = st
 	}
 	return st
@@ -141,7 +147,7 @@ func (l *limiter) state(node string) *nodeState {
 func (l *limiter) sweep(now time.Time) {
 	l.lastSweep = now
 	for n, st := range l.nodes {
-		if st.streams == 0 && st.calls == 0 && l.refill(st, now) >= float64(l.lim.SignBurst) {
+		if st.streams == 0 && st.calls == 0 && full(st.bucket, now) {
 			delete(l.nodes, n)
 		}
 	}
@@ -155,12 +161,11 @@ func (l *limiter) sweep(now time.Time) {
 	}
 }
 
-func (l *limiter) refill(st *nodeState, now time.Time) float64 {
-	if d := now.Sub(st.filled); d > 0 {
-		st.tokens = min(st.tokens+d.Seconds()*l.lim.SignRate, float64(l.lim.SignBurst))
-		st.filled = now
-	}
-	return st.tokens
+// full reports whether bucket (nil: none) holds its whole burst at now: a
+// key with nothing else open can then be forgotten, since a new bucket
+// starts full.
+func full(bucket *rate.Limiter, now time.Time) bool {
+	return bucket == nil || bucket.TokensAt(now) >= float64(bucket.Burst())
 }
 
 // logOnce reports whether a refusal about key is to be logged now: at most
@@ -247,11 +252,9 @@ func (l *limiter) sign(node string) error {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	st := l.state(node)
-	if l.refill(st, l.now()) < 1 {
+	if !l.state(node).bucket.AllowN(l.now(), 1) {
 		return l.refuse(node, "node %s exceeded its signing rate limit of %g per second (burst %d); retry later", node, l.lim.SignRate, l.lim.SignBurst)
 	}
-	st.tokens--
 	return nil
 }
 

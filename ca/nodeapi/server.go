@@ -34,8 +34,9 @@ type Authority interface {
 	// ServerEntry and SignX509SVID give the listener its certificate.
 	ServerEntry(hosts []string) (*ca.Entry, error)
 	SignX509SVID(ctx context.Context, s *ca.Snapshot, e *ca.Entry) (*ca.X509SVID, error)
-	// ConsumeJoinToken and RegisterNode record an attestation.
-	ConsumeJoinToken(ctx context.Context, token string) (storage.Node, error)
+	// AttestJoinToken records an attestation by join token and signs its
+	// node SVID; RegisterNode records one by x509pop, SignNodeSVID signs.
+	AttestJoinToken(ctx context.Context, token string, csr []byte, ttl time.Duration) (storage.Node, *ca.X509SVID, error)
 	RegisterNode(ctx context.Context, att ca.NodeAttestation) (storage.Node, error)
 	SignNodeSVID(ctx context.Context, name string, csr []byte, ttl time.Duration) (*ca.X509SVID, error)
 	SignCSR(ctx context.Context, s *ca.Snapshot, e *ca.Entry, csr []byte) (*ca.X509SVID, error)

@@ -37,6 +37,7 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -150,8 +151,7 @@ type limiter struct {
 // not refill the bucket.
 type uidState struct {
 	conns, calls, refusing int
-	tokens                 float64
-	filled                 time.Time // when tokens was last brought up to date
+	bucket                 *rate.Limiter // signing bucket; nil without a signing limit
 
 	loggedAt   time.Time // last log line about this uid's refusals
 	suppressed int       // refusals since then
@@ -220,7 +220,10 @@ func (l *limiter) state(uid uint32) *uidState {
 		if now.Sub(l.lastSweep) > 10*time.Second {
 			l.sweep(now)
 		}
-		st = &uidState{tokens: float64(l.lim.SignBurst), filled: now}
+		st = &uidState{}
+		if l.lim.SignRate >= 0 {
+			st.bucket = rate.NewLimiter(rate.Limit(l.lim.SignRate), l.lim.SignBurst)
+		}
 		l.uids[uid] = st
 	}
 	return st
@@ -230,19 +233,17 @@ func (l *limiter) state(uid uint32) *uidState {
 func (l *limiter) sweep(now time.Time) {
 	l.lastSweep = now
 	for uid, st := range l.uids {
-		if st.conns == 0 && st.calls == 0 && st.refusing == 0 && st.suppressed == 0 && l.refill(st, now) >= float64(l.lim.SignBurst) {
+		if st.conns == 0 && st.calls == 0 && st.refusing == 0 && st.suppressed == 0 && full(st.bucket, now) {
 			delete(l.uids, uid)
 		}
 	}
 }
 
-// refill brings st's bucket up to date and returns its tokens; l.mu is held.
-func (l *limiter) refill(st *uidState, now time.Time) float64 {
-	if d := now.Sub(st.filled); d > 0 {
-		st.tokens = min(st.tokens+d.Seconds()*l.lim.SignRate, float64(l.lim.SignBurst))
-		st.filled = now
-	}
-	return st.tokens
+// full reports whether bucket (nil: none) holds its whole burst at now: a
+// uid with nothing else open can then be forgotten, since a new bucket
+// starts full.
+func full(bucket *rate.Limiter, now time.Time) bool {
+	return bucket == nil || bucket.TokensAt(now) >= float64(bucket.Burst())
 }
 
 // admission is the verdict on a new connection.
@@ -380,13 +381,11 @@ func (l *limiter) sign(ctx context.Context, x509, take bool) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	st := l.state(uid)
-	if l.refill(st, l.now()) < 1 {
+	now := l.now()
+	if take && !st.bucket.AllowN(now, 1) || !take && st.bucket.TokensAt(now) < 1 {
 		le := exhausted("uid %d exceeded its signing rate limit of %g SVIDs per second (burst %d); retry later", uid, l.lim.SignRate, l.lim.SignBurst)
 		l.noteRefusal(uid, st, le)
 		return le
-	}
-	if take {
-		st.tokens--
 	}
 	return nil
 }
@@ -399,9 +398,9 @@ func (l *limiter) charge(ctx context.Context) {
 		return
 	}
 	l.mu.Lock()
-	st := l.state(uid)
-	l.refill(st, l.now())
-	st.tokens--
+	// A reservation never cancelled: the tokens go below zero, and the
+	// next signature waits for them to come back.
+	l.state(uid).bucket.ReserveN(l.now(), 1)
 	l.mu.Unlock()
 }
 

@@ -55,16 +55,28 @@ func (s *Server) refuseBlocked(p *attest.Peer, ids []string) error {
 		attrs = append(attrs, slog.Int("suppressed", suppressed))
 		s.log.LogAttrs(context.Background(), slog.LevelWarn, "Workload API caller refused", attrs...)
 	}
-	return refusal(p, ids)
+	node := ""
+	if s.node != nil {
+		if node = s.node(); node == "" {
+			node = "NODE"
+		}
+	}
+	return refusal(p, ids, node)
 }
 
-// refusal is the error a refused caller receives.
-func refusal(p *attest.Peer, blockedIDs []string) error {
+// refusal is the error a refused caller receives; node is the node the
+// server serves ("": the server's own host), which an entry for the
+// caller must name.
+func refusal(p *attest.Peer, blockedIDs []string, node string) error {
 	who := fmt.Sprintf("(pid %d, uid %d, gid %d)", p.PID, p.UID, p.GID)
 	if len(blockedIDs) == 0 {
+		scope := ""
+		if node != "" {
+			scope = " --node " + node
+		}
 		return status.Errorf(codes.PermissionDenied,
-			"no identity issued: no registration entry matches the caller %s; an admin registers one with: badge entry create --id SPIFFE_ID --selector unix:uid:%d",
-			who, p.UID)
+			"no identity issued: no registration entry matches the caller %s; an admin registers one with: badge entry create --id SPIFFE_ID --selector unix:uid:%d%s",
+			who, p.UID, scope)
 	}
 	shown := blockedIDs[:min(len(blockedIDs), maxBlockedIDsShown)]
 	list := strings.Join(shown, ", ")

@@ -1,8 +1,13 @@
 package workload
 
 import (
+	"strings"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc/status"
+
+	"github.com/badge-dev/badge/attest"
 )
 
 func TestRefusalLimiter(t *testing.T) {
@@ -66,5 +71,23 @@ func TestRefusalLimiterBounded(t *testing.T) {
 	}
 	if len(l.marks) != 1 {
 		t.Errorf("after expiry the limiter holds %d uids, want 1", len(l.marks))
+	}
+}
+
+// TestRefusalHint: the command a refused caller is given registers an
+// entry that reaches the server that refused it: scoped to the node when
+// that is an agent's.
+func TestRefusalHint(t *testing.T) {
+	p := &attest.Peer{PID: 42, UID: 1002, GID: 1002}
+	tests := []struct {
+		node, want string
+	}{
+		{"", "an admin registers one with: badge entry create --id SPIFFE_ID --selector unix:uid:1002"},
+		{"web-1", "an admin registers one with: badge entry create --id SPIFFE_ID --selector unix:uid:1002 --node web-1"},
+	}
+	for _, tt := range tests {
+		if got := status.Convert(refusal(p, nil, tt.node)).Message(); !strings.HasSuffix(got, tt.want) {
+			t.Errorf("refusal on node %q = %q, want it to end %q", tt.node, got, tt.want)
+		}
 	}
 }

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/badge-dev/badge/attest"
 )
@@ -30,6 +32,7 @@ import (
 // the answer depends on selectors of kinds that Caller.Kinds lacks (an
 // entry was added since the caller was attested), it returns a *KindsError
 // instead: the handler attests the caller for those kinds and asks again.
+// While it cannot serve anyone yet it returns an *UnavailableError.
 type Source interface {
 	// Kinds returns the kinds of selectors that the entries of unblocked
 	// IDs use: the handler attests callers for those kinds only.
@@ -221,3 +224,19 @@ type InvalidError struct {
 
 func (e *InvalidError) Error() string { return e.Err.Error() }
 func (e *InvalidError) Unwrap() error { return e.Err }
+
+// UnavailableError says that the Source cannot serve yet, for a reason
+// that passes by itself and is the same for every caller: a badge agent
+// that has no server yet (not connected, or between servers). The caller
+// gets Unavailable with Reason; the handler logs it as a warning, at most
+// once per Limits.LogInterval, since it is an expected state and says
+// nothing about the caller.
+type UnavailableError struct{ Reason string }
+
+func (e *UnavailableError) Error() string { return e.Reason }
+
+// GRPCStatus is Unavailable with Reason, for the Source's own use of
+// status.Code.
+func (e *UnavailableError) GRPCStatus() *status.Status {
+	return status.New(codes.Unavailable, e.Reason)
+}

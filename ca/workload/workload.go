@@ -77,6 +77,13 @@ type Config struct {
 	// Metrics receives counts of signings, streams, attestation failures
 	// and refused callers (see metrics.go). Nil: nothing is counted.
 	Metrics Metrics
+	// Node returns the name of the node whose workloads the server
+	// serves, when it is a badge agent's (agent.Agent.Node; the name is
+	// known once the node has attested). A caller that matches no entry
+	// is then told to register one with --node NAME, since only entries
+	// scoped to the node reach its agent. Nil: the server's own host,
+	// whose entries name no node.
+	Node func() string
 }
 
 // Server is a Workload API server.
@@ -91,8 +98,10 @@ type Server struct {
 	now  func() time.Time
 	grpc *grpc.Server
 	mtr  Metrics
+	node func() string // nil: the server's own host
 
 	refusals refusalLimiter // rate limit of the log lines about refused callers
+	unavail  unavailableLog // rate limit of the log lines about an UnavailableError
 
 	quit     chan struct{}
 	quitOnce sync.Once
@@ -124,7 +133,8 @@ func New(cfg Config) (*Server, error) {
 	}
 	lim := newLimiter(cfg.Limits, log)
 	lim.metrics = mtr
-	s := &Server{src: observe(mtr, cfg.Source), att: cfg.Attestor, jwt: observeJWT(mtr, cfg.JWT), lim: lim, log: log, now: now, mtr: mtr, quit: make(chan struct{})}
+	s := &Server{src: observe(mtr, cfg.Source), att: cfg.Attestor, jwt: observeJWT(mtr, cfg.JWT), lim: lim, log: log, now: now, mtr: mtr, node: cfg.Node,
+		quit: make(chan struct{})}
 	s.grpc = grpc.NewServer(append(lim.serverOptions(),
 		// A stream carries a few kilobytes every couple of minutes: small
 		// per-connection buffers keep ten thousand streams cheap. A
@@ -296,9 +306,13 @@ func (s *Server) failed(c *caller, err error, what string) error {
 	var (
 		be  *BlockedError
 		inv *InvalidError
+		ue  *UnavailableError
 	)
 	p := c.peer
 	switch {
+	case errors.As(err, &ue):
+		s.unavailable(ue)
+		return status.Errorf(codes.Unavailable, "%s: %v", what, err)
 	case errors.Is(err, ErrNotRegistered):
 		return s.refuseBlocked(p, nil)
 	case errors.As(err, &be) && be.Held:
@@ -321,6 +335,31 @@ func (s *Server) failed(c *caller, err error, what string) error {
 	}
 	s.log.Error(what+" failed", slog.Int(logkey.PID, int(p.PID)), slog.Any(logkey.Error, err))
 	return status.Errorf(codes.Unavailable, "%s: %v", what, err)
+}
+
+// unavailableLog counts the calls answered Unavailable for an
+// UnavailableError since the last line about it.
+type unavailableLog struct {
+	mu         sync.Mutex
+	at         time.Time // of the last line
+	suppressed int
+}
+
+// unavailable logs that the Source cannot serve yet, at most once per
+// LogInterval: while it lasts every caller meets it alike.
+func (s *Server) unavailable(ue *UnavailableError) {
+	u := &s.unavail
+	interval := s.lim.lim.LogInterval
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	now := s.lim.now()
+	if !u.at.IsZero() && now.Sub(u.at) < interval && !now.Before(u.at) {
+		u.suppressed++
+		return
+	}
+	s.log.Warn("Workload API not serving yet; callers get Unavailable", slog.String("reason", ue.Reason),
+		slog.Int("refused_since_last_report", u.suppressed), slog.Duration("report_interval", interval))
+	u.at, u.suppressed = now, 0
 }
 
 var errShutdown = status.Error(codes.Unavailable, "server is shutting down")

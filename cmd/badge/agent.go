@@ -216,7 +216,7 @@ func serveAgent(ctx context.Context, st *agentSettings, log *slog.Logger) error 
 	src := a.Source()
 	wlConns, _, _ := connBudget(false, false, log)
 	wsrv, err := workload.New(workload.Config{Source: src, JWT: src, Attestor: attest.New(attest.Config{Logger: log}), Logger: log,
-		Limits: c.limits.workload(wlConns, nil)})
+		Limits: c.limits.workload(wlConns, nil), Node: a.Node})
 	if err != nil {
 		return err
 	}

@@ -206,6 +206,12 @@ func TestE2EAgentFleet(t *testing.T) {
 	if r := f.runWorkload(1001, 1001, "fetch"); r.Code != "PermissionDenied" {
 		t.Errorf("the server's own socket served an entry scoped to nodes: %+v", r)
 	}
+	// A workload behind an agent that matches no entry is told to
+	// register one for the agent's node.
+	if r := a.runWorkload(1003, 1003, "fetch"); r.Code != "PermissionDenied" ||
+		!strings.Contains(r.Error, "badge entry create --id SPIFFE_ID --selector unix:uid:1003 --node node-a") {
+		t.Errorf("unregistered workload behind an agent: %+v, want the hint to name --node node-a", r)
+	}
 
 	// badge healthcheck with only the agent's socket.
 	healthcheck := func(want int) {
@@ -251,6 +257,12 @@ func TestE2EAgentFleet(t *testing.T) {
 	a.waitLog(t, "lost the channel to the server")
 	if r := a.runWorkload(1001, 1001, "fetch"); r.Code != "Unavailable" || !strings.Contains(r.Error, "not connected to any badge server") {
 		t.Errorf("fetch behind an agent whose server is down: %+v", r)
+	}
+	// An expected state: a warning that the agent has no server, not an
+	// error per call.
+	a.waitLog(t, "WARN", "the badge agent has no server yet")
+	if logs := a.logs(); strings.Contains(logs, "checking the caller failed") || strings.Contains(logs, "signing X.509-SVID failed") {
+		t.Errorf("the agent logs an error for a caller while it has no server:\n%s", logs)
 	}
 	select {
 	case u := <-w.updates:
