@@ -58,51 +58,12 @@ const staleWait = 5 * time.Second
 func (s *Source) Kinds() attest.Kind { return s.a.State().Kinds() }
 
 // matchCaller returns the entries of st the caller matches, or the
-// refusal.
+// refusal: Unavailable before the first Sync update.
 func matchCaller(st *State, c *workload.Caller) ([]*entry, error) {
 	if !st.synced {
 		return nil, errNoServer
 	}
-	if k := st.kinds; k&^c.Kinds != 0 {
-		return nil, &workload.KindsError{Kinds: k}
-	}
-	if entries := st.match(c.Selectors); len(entries) > 0 {
-		return entries, nil
-	}
-	return nil, callerRefusal(st, c)
-}
-
-// callerRefusal says why the caller matches no entry of st: its IDs are
-// blocked, or it is not registered.
-func callerRefusal(st *State, c *workload.Caller) error {
-	k := st.blockedKinds
-	if k == 0 {
-		return workload.ErrNotRegistered
-	}
-	if k&^c.Kinds != 0 {
-		return &workload.KindsError{Kinds: k}
-	}
-	blocked := st.matchBlocked(c.Selectors)
-	if len(blocked) == 0 {
-		return workload.ErrNotRegistered
-	}
-	var ids []string
-	for i, e := range blocked {
-		if !dupID(blocked[:i], e) {
-			ids = append(ids, e.spiffeID.String())
-		}
-	}
-	return &workload.BlockedError{IDs: ids}
-}
-
-// dupID reports whether an entry of earlier has the SPIFFE ID of e.
-func dupID(earlier []*entry, e *entry) bool {
-	for _, o := range earlier {
-		if o.spiffeID == e.spiffeID {
-			return true
-		}
-	}
-	return false
+	return st.matcher.MatchCaller(c)
 }
 
 // Check answers whether the caller matches an entry of an unblocked ID.
@@ -324,18 +285,15 @@ func (s *Source) Bundles(context.Context) workload.Bundles {
 // req.ID), signed by the server.
 func (s *Source) SignJWT(ctx context.Context, req workload.JWTRequest) ([]workload.JWTSVID, error) {
 	st := s.a.State()
-	entries, err := matchCaller(st, &req.Caller)
+	if !st.synced {
+		return nil, errNoServer
+	}
+	entries, err := st.matcher.MatchPerID(&req.Caller, req.ID) // one token per SPIFFE ID
 	if err != nil {
 		return nil, err
 	}
 	out := make([]workload.JWTSVID, 0, 1)
-	for i, e := range entries {
-		if !req.ID.IsZero() && e.spiffeID != req.ID {
-			continue
-		}
-		if dupID(entries[:i], e) {
-			continue // one token per SPIFFE ID
-		}
+	for _, e := range entries {
 		l := s.a.conn.Load()
 		if l == nil {
 			return nil, errNoServer
@@ -363,7 +321,7 @@ func (s *Source) SignJWT(ctx context.Context, req workload.JWTRequest) ([]worklo
 		out = append(out, workload.JWTSVID{ID: e.spiffeID, Token: resp.GetToken()})
 	}
 	if len(out) == 0 && req.ID.IsZero() {
-		return nil, callerRefusal(s.a.State(), &req.Caller)
+		return nil, s.a.State().matcher.Refusal(&req.Caller)
 	}
 	return out, nil
 }

@@ -7,13 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"sync"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/badge-dev/badge/attest"
+	"github.com/badge-dev/badge/ca/workload"
 	"github.com/badge-dev/badge/internal/logkey"
 	"github.com/badge-dev/badge/internal/nodeproto"
 )
@@ -25,7 +25,6 @@ type entry struct {
 	revision  uint64
 	selectors []attest.Selector
 	blocked   bool
-	order     int // position in the update: lower is the default
 }
 
 // State is an immutable view of what the server last sent on the Sync
@@ -40,12 +39,11 @@ type State struct {
 	synced bool
 
 	entries []*entry
-	index   map[attest.Selector][]*entry // unblocked entries, each under its first selector
-	kinds   attest.Kind
-
-	blocked      map[attest.Selector][]*entry // entries of blocked IDs, indexed like index
-	blockedKinds attest.Kind
-	blockedIDs   map[spiffeid.ID]bool
+	// matcher holds the entries in the server's order, those of blocked
+	// IDs too, so that a refusal can say "blocked" rather than "not
+	// registered".
+	matcher workload.Matcher[*entry]
+	blocked map[spiffeid.ID]bool // the blocked IDs
 
 	roots     []*x509.Certificate
 	bundleDER []byte // the roots, concatenated DER
@@ -78,7 +76,6 @@ func newState(u *nodeproto.SyncUpdate, log *slog.Logger) (*State, error) {
 		td:        td,
 		revision:  u.GetRevision(),
 		synced:    true,
-		index:     make(map[attest.Selector][]*entry),
 		jwtBundle: u.GetJwtBundle(),
 		crl:       u.GetCrl(),
 		done:      make(chan struct{}),
@@ -107,26 +104,20 @@ func newState(u *nodeproto.SyncUpdate, log *slog.Logger) (*State, error) {
 			}
 		}
 	}
-	for i, pe := range u.GetEntries() {
+	for _, pe := range u.GetEntries() {
 		e, err := parseEntry(td, pe)
 		if err != nil {
 			log.Error("registration entry skipped", slog.String(logkey.EntryID, pe.GetId()), slog.Any(logkey.Error, err))
 			continue
 		}
-		e.order = i
 		s.entries = append(s.entries, e)
+		s.matcher.Add(e, e.spiffeID, e.selectors, e.blocked)
 		if e.blocked {
 			if s.blocked == nil {
-				s.blocked = make(map[attest.Selector][]*entry)
-				s.blockedIDs = make(map[spiffeid.ID]bool)
+				s.blocked = make(map[spiffeid.ID]bool)
 			}
-			s.blocked[e.selectors[0]] = append(s.blocked[e.selectors[0]], e)
-			s.blockedKinds |= attest.KindsOf(e.selectors)
-			s.blockedIDs[e.spiffeID] = true
-			continue
+			s.blocked[e.spiffeID] = true
 		}
-		s.index[e.selectors[0]] = append(s.index[e.selectors[0]], e)
-		s.kinds |= attest.KindsOf(e.selectors)
 	}
 	return s, nil
 }
@@ -192,7 +183,7 @@ func (s *State) TrustDomain() spiffeid.TrustDomain { return s.td }
 func (s *State) Roots() []*x509.Certificate { return s.roots }
 
 // Kinds returns the selector kinds the unblocked entries use.
-func (s *State) Kinds() attest.Kind { return s.kinds }
+func (s *State) Kinds() attest.Kind { return s.matcher.Kinds() }
 
 // Revoked reports whether the certificate of serial (big.Int.Text(16)) is
 // in the CRL.
@@ -240,33 +231,7 @@ func issuerDER(chainDER []byte) []byte {
 }
 
 // Blocked reports whether id is blocked.
-func (s *State) Blocked(id spiffeid.ID) bool { return s.blockedIDs[id] }
-
-// match returns the unblocked entries whose selectors are all among the
-// caller's, in the server's order: the first is the default SVID.
-func (s *State) match(caller attest.Set) []*entry { return matchIndex(s.index, caller) }
-
-// matchBlocked returns the entries of blocked IDs that would match the
-// caller were they not blocked.
-func (s *State) matchBlocked(caller attest.Set) []*entry {
-	if len(s.blocked) == 0 {
-		return nil
-	}
-	return matchIndex(s.blocked, caller)
-}
-
-func matchIndex(index map[attest.Selector][]*entry, caller attest.Set) []*entry {
-	var out []*entry
-	for sel := range caller {
-		for _, e := range index[sel] {
-			if caller.Matches(e.selectors) {
-				out = append(out, e)
-			}
-		}
-	}
-	slices.SortFunc(out, func(a, b *entry) int { return a.order - b.order })
-	return out
-}
+func (s *State) Blocked(id spiffeid.ID) bool { return s.blocked[id] }
 
 // refreshOf is when an SVID valid from notBefore to notAfter is due for
 // replacement: half-way through its life counted from issuance, which

@@ -47,6 +47,10 @@ type caKey struct {
 	cert   *x509.Certificate
 	signer crypto.Signer
 	rec    storage.Key
+	// until is, for a root of an upstream authority (no record: rec is
+	// zero), when the last unexpired intermediate it signed expires: it
+	// leaves the bundle then (upstreamRoots).
+	until time.Time
 }
 
 // rotateAt is when an intermediate should be replaced: half-way through
@@ -234,6 +238,14 @@ func loadKeysOnce(ctx context.Context, cfg *Config, retried bool) (*keySet, keyF
 			slog.String("expires", k.cert.NotAfter.UTC().Format(time.RFC3339)))
 		ks.root = k
 		ks.roots = append(ks.roots, k)
+	}
+	if cfg.Upstream == nil {
+		// After leaving an upstream, its roots stay in the bundle until
+		// the last intermediate it signed has expired; its active
+		// intermediate, in the bundle so, is replaced at once by the
+		// schedule, which finds it not under the active root, and retired
+		// until it expires.
+		ks.roots = upstreamRoots(ks, inters, now)
 	}
 	for _, rec := range inters {
 		if !cfg.owns(rec) {

@@ -135,12 +135,20 @@ func (a *Authority) advanceKeysLocked(ctx context.Context, force string) ([]keyE
 	if err == nil {
 		err = a.stepIntermediate(ctx, ks, now, force, &events)
 	}
-	if cfg.Upstream != nil {
+	if cfg.Upstream != nil || slices.ContainsFunc(ks.roots, isUpstreamRoot) {
+		// The upstream's roots follow the intermediates recorded with
+		// them, also after leaving the upstream, until they expire.
 		recs, lerr := cfg.Store.ListKeys(ctx)
 		if lerr != nil {
 			err = errors.Join(err, fmt.Errorf("ca: listing keys: %w", lerr))
 		} else {
 			ks.roots = upstreamRoots(ks, recs, now)
+			for _, r := range old.roots {
+				if isUpstreamRoot(r) && !slices.ContainsFunc(ks.roots, func(n *caKey) bool { return n.cert.Equal(r.cert) }) {
+					events = append(events, keyEvent{AuditKeyRemove, kindRoot, r.id,
+						"upstream root CA left the trust bundle: every intermediate chaining to it has expired", true})
+				}
+			}
 		}
 	}
 	if err == nil || errors.Is(err, ErrUpstream) {
@@ -511,6 +519,10 @@ func (a *Authority) removeKeys(ctx context.Context, ks *keySet, now time.Time, g
 	}
 }
 
+// isUpstreamRoot reports whether r is a root of an upstream authority,
+// which has no record of its own.
+func isUpstreamRoot(r *caKey) bool { return r.rec.ID == "" }
+
 // underActiveRoot reports whether inter is signed by the active root, or
 // under an upstream by the upstream.
 func (a *Authority) underActiveRoot(ks *keySet, inter *caKey) bool {
@@ -543,6 +555,9 @@ func (a *Authority) nextKeyEventLocked() time.Time {
 	for _, r := range ks.roots {
 		if r.rec.State == storage.KeyRetired {
 			t = earlierOf(t, removeAt(r.rec))
+		}
+		if isUpstreamRoot(r) && !r.until.IsZero() {
+			t = earlierOf(t, r.until)
 		}
 	}
 	for _, k := range ks.jwt.keys {
@@ -741,7 +756,7 @@ func (a *Authority) KeyStatuses(ctx context.Context) ([]KeyStatus, error) {
 	roots := a.keys.roots
 	a.mu.Unlock()
 	for _, r := range roots {
-		if r.rec.ID != "" {
+		if !isUpstreamRoot(r) {
 			continue // recorded: listed below
 		}
 		sum := sha256.Sum256(r.cert.RawSubjectPublicKeyInfo)

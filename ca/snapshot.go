@@ -12,6 +12,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/badge-dev/badge/attest"
+	"github.com/badge-dev/badge/ca/workload"
 	"github.com/badge-dev/badge/internal/logkey"
 	"github.com/badge-dev/badge/storage"
 )
@@ -35,13 +36,10 @@ type Entry struct {
 type Snapshot struct {
 	td      spiffeid.TrustDomain
 	entries []*Entry
-	index   map[attest.Selector][]*Entry // each entry under its first selector only
-	kinds   attest.Kind
-
-	// blocked indexes the entries of blocked IDs like index, so that a
-	// refusal can say "blocked" rather than "not registered".
-	blocked      map[attest.Selector][]*Entry
-	blockedKinds attest.Kind
+	// matcher holds the entries not scoped to nodes, those of blocked IDs
+	// too, so that a refusal can say "blocked" rather than "not
+	// registered".
+	matcher workload.Matcher[*Entry]
 
 	bundle    *x509bundle.Bundle
 	bundleDER []byte // the root certificates, concatenated DER
@@ -72,7 +70,6 @@ func newSnapshot(td spiffeid.TrustDomain, recs []storage.Entry, keys *keySet, re
 	s := &Snapshot{
 		td:        td,
 		byID:      new(entryIndex),
-		index:     make(map[attest.Selector][]*Entry),
 		bundle:    x509bundle.FromX509Authorities(td, roots),
 		bundleDER: bundleDER,
 		signer:    keys.current(),
@@ -109,17 +106,9 @@ func newSnapshot(td spiffeid.TrustDomain, recs []storage.Entry, keys *keySet, re
 			}
 			continue
 		}
-		if blocked {
-			// Listed, but matches no one until unblocked.
-			if s.blocked == nil {
-				s.blocked = make(map[attest.Selector][]*Entry)
-			}
-			s.blocked[e.selectors[0]] = append(s.blocked[e.selectors[0]], e)
-			s.blockedKinds |= attest.KindsOf(e.selectors)
-			continue
-		}
-		s.index[e.selectors[0]] = append(s.index[e.selectors[0]], e)
-		s.kinds |= attest.KindsOf(e.selectors)
+		// An entry of a blocked ID is listed, but matches no one until
+		// unblocked.
+		s.matcher.Add(e, e.ID, e.selectors, blocked)
 	}
 	return s
 }
@@ -160,7 +149,7 @@ func (s *Snapshot) Done() <-chan struct{} { return s.done }
 
 // Kinds returns the selector kinds that some entry uses: the attestor need
 // compute no others.
-func (s *Snapshot) Kinds() attest.Kind { return s.kinds }
+func (s *Snapshot) Kinds() attest.Kind { return s.matcher.Kinds() }
 
 // Entries returns all entries in (CreatedAt, ID) order, those scoped to
 // nodes included. The slice must not be modified.
@@ -178,19 +167,7 @@ func (s *Snapshot) BundleDER() []byte { return s.bundleDER }
 // IDs never match, nor do entries scoped to nodes: Match answers for the
 // server's own socket.
 func (s *Snapshot) Match(caller attest.Set) []*Entry {
-	return match(s.index, caller)
-}
-
-// MatchBlocked returns the entries of blocked IDs that would match the
-// caller were they not blocked, in (CreatedAt, ID) order. It serves to tell
-// a refused caller (and the operator) that its ID is blocked rather than
-// not registered; it costs what Match costs. The caller's selectors must
-// include the kinds of BlockedKinds.
-func (s *Snapshot) MatchBlocked(caller attest.Set) []*Entry {
-	if len(s.blocked) == 0 {
-		return nil
-	}
-	return match(s.blocked, caller)
+	return s.matcher.Match(caller)
 }
 
 // EntriesForNode returns the entries the agent of the named node serves:
@@ -211,19 +188,3 @@ func (s *Snapshot) EntriesForNode(name string) []*Entry {
 // NodeEvicted reports whether the named node is evicted: its channel must
 // be closed, and it is served nothing until it attests with new proof.
 func (s *Snapshot) NodeEvicted(name string) bool { return s.evictedNodes[name] }
-
-// BlockedKinds returns the selector kinds that entries of blocked IDs use.
-func (s *Snapshot) BlockedKinds() attest.Kind { return s.blockedKinds }
-
-func match(index map[attest.Selector][]*Entry, caller attest.Set) []*Entry {
-	var out []*Entry
-	for sel := range caller {
-		for _, e := range index[sel] {
-			if caller.Matches(e.selectors) {
-				out = append(out, e)
-			}
-		}
-	}
-	slices.SortFunc(out, func(a, b *Entry) int { return a.order - b.order })
-	return out
-}

@@ -14,7 +14,10 @@ package ca
 //     restart serves the same chain and bundle with no upstream reachable.
 //   - The roots of every intermediate that has not expired, the retired
 //     ones included, stay in the bundle: an SVID verifies until it expires
-//     even when the upstream changed its root meanwhile.
+//     even when the upstream changed its root meanwhile, or the authority
+//     left the upstream for a root of its own. They leave it when the last
+//     of those intermediates expires (caKey.until), read from the
+//     intermediates' records, so a restart keeps them as long.
 //   - A failing upstream never stops issuance while the current
 //     intermediate is valid: the rotation is tried again with exponential
 //     backoff (rotateLoop) and a warning, and New starts on the recorded
@@ -207,20 +210,25 @@ func checkUpstreamChain(cfg *Config, next *caKey, chain, roots []*x509.Certifica
 	return cert, inters, rootDER, nil
 }
 
-// upstreamRoots returns the roots of the bundle under an upstream: the
-// roots recorded with every intermediate that has not expired at now
-// (recs, and the active intermediate), each once, in the order of the
-// records; an own root of the authority from before the upstream, still
-// in ks.roots and retired, is kept until its removal.
+// upstreamRoots returns the roots of the bundle: the authority's own roots
+// still in ks.roots (under an upstream only retired ones, kept until their
+// removal), then the roots recorded with every intermediate that has not
+// expired at now (recs, and the active intermediate), each once, in the
+// order of the records. An upstream root stays until the last of those
+// intermediates expires (caKey.until), also once the authority left the
+// upstream for a root of its own: the SVIDs of those intermediates, held
+// by workloads, verify until they expire.
 func upstreamRoots(ks *keySet, recs []storage.Key, now time.Time) []*caKey {
 	var out []*caKey
 	seen := map[string]bool{}
 	for _, r := range ks.roots {
-		if r.rec.ID != "" {
-			out = append(out, r) // an own root, retired
+		if !isUpstreamRoot(r) {
+			out = append(out, r) // an own root
 			seen[string(r.cert.Raw)] = true
 		}
 	}
+	var ups []*x509.Certificate
+	until := map[string]time.Time{}
 	add := func(rec storage.Key) {
 		if rec.Kind != kindIntermediate || rec.State == storage.KeyPrepared || !now.Before(rec.NotAfter) {
 			return
@@ -229,16 +237,16 @@ func upstreamRoots(ks *keySet, recs []storage.Key, now time.Time) []*caKey {
 			if seen[string(der)] {
 				continue
 			}
+			if t, ok := until[string(der)]; ok {
+				until[string(der)] = laterOf(t, rec.NotAfter)
+				continue
+			}
 			c, err := x509.ParseCertificate(der)
 			if err != nil {
 				continue
 			}
-			seen[string(der)] = true
-			if i := slices.IndexFunc(ks.roots, func(r *caKey) bool { return r.cert.Equal(c) }); i >= 0 {
-				out = append(out, ks.roots[i]) // unchanged: the bundle is not republished
-				continue
-			}
-			out = append(out, &caKey{id: upstreamRootID(c), kind: kindRoot, cert: c})
+			ups = append(ups, c)
+			until[string(der)] = rec.NotAfter
 		}
 	}
 	if ks.inter != nil {
@@ -246,6 +254,14 @@ func upstreamRoots(ks *keySet, recs []storage.Key, now time.Time) []*caKey {
 	}
 	for _, rec := range recs {
 		add(rec)
+	}
+	for _, c := range ups {
+		t := until[string(c.Raw)]
+		if i := slices.IndexFunc(ks.roots, func(r *caKey) bool { return isUpstreamRoot(r) && r.cert.Equal(c) }); i >= 0 && ks.roots[i].until.Equal(t) {
+			out = append(out, ks.roots[i]) // unchanged: the bundle is not republished
+			continue
+		}
+		out = append(out, &caKey{id: upstreamRootID(c), kind: kindRoot, cert: c, until: t})
 	}
 	return out
 }

@@ -13,6 +13,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -458,5 +459,75 @@ func TestUpstreamSlowHoldsNothing(t *testing.T) {
 	}
 	if n := flaky.calls.Load(); n != 1 {
 		t.Fatalf("the upstream was asked %d times in one step, want 1", n)
+	}
+}
+
+// TestLeavingUpstreamKeepsItsRoots: a data dir made under an upstream,
+// reopened with badge's own root, keeps the upstream's root in the bundle
+// (also across a restart) until the last intermediate the upstream
+// signed has expired, so that SVIDs issued before still verify; the
+// schedule wakes for that expiry, and the root then leaves the bundle.
+func TestLeavingUpstreamKeepsItsRoots(t *testing.T) {
+	env := newEnv(t)
+	root := newTestCA(t, "operator root", nil)
+	up := &flakyUpstream{Upstream: writeDisk(t, env, root.key, root.cert)}
+	// JWT keys live long here, so that only the intermediates schedule.
+	own := func(c *Config) { scheduleConfig(c); c.JWTKeyTTL = 4 * time.Hour }
+	a := env.open(t, func(c *Config) { own(c); c.Upstream = up })
+	upInter := a.keys.inter
+	env.clock.Advance(20 * time.Minute) // the intermediate rotates at 30m
+	old := derOf(issue(t, a))
+	a.Close()
+
+	inBundle := func(a *Authority) bool {
+		return slices.ContainsFunc(a.Snapshot().Bundle().X509Authorities(), root.cert.Equal)
+	}
+	for _, when := range []string{"after leaving the upstream", "after a restart"} {
+		a = env.open(t, own)
+		if a.keys.root == nil || a.keys.inter.id == upInter.id || a.keys.inter.cert.CheckSignatureFrom(a.keys.root.cert) != nil {
+			t.Fatalf("%s: the intermediate %s does not chain to an own root", when, a.keys.inter.id)
+		}
+		if !inBundle(a) {
+			t.Fatalf("%s: the upstream's root left the bundle while its intermediate is valid until %s", when, upInter.cert.NotAfter)
+		}
+		if err := verifySVID(t, a, env, old); err != nil {
+			t.Fatalf("%s: an SVID of the upstream's intermediate no longer verifies: %v", when, err)
+		}
+		if err := verifySVID(t, a, env, derOf(issue(t, a))); err != nil {
+			t.Fatalf("%s: a new SVID does not verify: %v", when, err)
+		}
+		if rec, _ := recordOf(t, env.store, upInter.id); rec.State != storage.KeyRetired || !rec.RemoveAt.Equal(upInter.cert.NotAfter) {
+			t.Errorf("%s: the upstream's intermediate is recorded %s until %s, want retired until %s", when, rec.State, rec.RemoveAt, upInter.cert.NotAfter)
+		}
+		a.Close()
+	}
+	a = env.open(t, own)
+	// Past the own intermediate's rotation, the next step is the expiry of
+	// the upstream's intermediate.
+	step(t, a, env, a.keys.inter.rotateAt().Sub(env.clock.Now()))
+	a.mu.Lock()
+	next := a.nextKeyEventLocked()
+	a.mu.Unlock()
+	if !next.Equal(upInter.cert.NotAfter) {
+		t.Errorf("next key event at %s, want the expiry of the upstream's intermediate %s", next, upInter.cert.NotAfter)
+	}
+	step(t, a, env, upInter.cert.NotAfter.Sub(env.clock.Now())-time.Second)
+	if !inBundle(a) {
+		t.Fatal("the upstream's root left the bundle a second before its intermediate expired")
+	}
+	events := step(t, a, env, time.Second)
+	if inBundle(a) {
+		t.Fatal("the upstream's root is still in the bundle after its last intermediate expired")
+	}
+	if !slices.ContainsFunc(events, func(ev keyEvent) bool { return ev.action == AuditKeyRemove && ev.id == upstreamRootID(root.cert) }) {
+		t.Errorf("events %+v: want the removal of the upstream root", events)
+	}
+	if got := a.Snapshot().Bundle().X509Authorities(); len(got) != 1 || !got[0].Equal(a.keys.root.cert) {
+		t.Errorf("bundle of %d certificates, want the own root alone", len(got))
+	}
+	a.Close()
+	a = env.open(t, own)
+	if inBundle(a) {
+		t.Error("the upstream's root is back in the bundle after a restart")
 	}
 }

@@ -43,53 +43,9 @@ var (
 // Kinds returns the selector kinds the entries of unblocked IDs use.
 func (w *WorkloadSource) Kinds() attest.Kind { return w.a.Snapshot().Kinds() }
 
-// matchCaller returns the entries of s the caller matches, or the refusal.
-func matchCaller(s *Snapshot, c *workload.Caller) ([]*Entry, error) {
-	if k := s.Kinds(); k&^c.Kinds != 0 {
-		return nil, &workload.KindsError{Kinds: k}
-	}
-	if entries := s.Match(c.Selectors); len(entries) > 0 {
-		return entries, nil
-	}
-	return nil, callerRefusal(s, c)
-}
-
-// callerRefusal says why the caller matches no entry of s: its IDs are blocked,
-// or it is not registered.
-func callerRefusal(s *Snapshot, c *workload.Caller) error {
-	k := s.BlockedKinds()
-	if k == 0 {
-		return workload.ErrNotRegistered
-	}
-	if k&^c.Kinds != 0 {
-		return &workload.KindsError{Kinds: k}
-	}
-	blocked := s.MatchBlocked(c.Selectors)
-	if len(blocked) == 0 {
-		return workload.ErrNotRegistered
-	}
-	var ids []string
-	for i, e := range blocked {
-		if !dupID(blocked[:i], e) {
-			ids = append(ids, e.ID.String())
-		}
-	}
-	return &workload.BlockedError{IDs: ids}
-}
-
-// dupID reports whether an entry of earlier has the SPIFFE ID of e.
-func dupID(earlier []*Entry, e *Entry) bool {
-	for _, o := range earlier {
-		if o.ID == e.ID {
-			return true
-		}
-	}
-	return false
-}
-
 // Check answers whether the caller matches an entry of an unblocked ID.
 func (w *WorkloadSource) Check(_ context.Context, c workload.Caller) error {
-	_, err := matchCaller(w.a.Snapshot(), &c)
+	_, err := w.a.Snapshot().matcher.MatchCaller(&c)
 	return err
 }
 
@@ -102,7 +58,7 @@ func (w *WorkloadSource) X509(ctx context.Context, req workload.X509Request) (wo
 				return workload.X509Update{}, &workload.BlockedError{IDs: []string{h.ID.String()}, Held: true}
 			}
 		}
-		entries, err := matchCaller(s, &req.Caller)
+		entries, err := s.matcher.MatchCaller(&req.Caller)
 		if err != nil {
 			return workload.X509Update{}, err
 		}
@@ -184,18 +140,12 @@ func (w *WorkloadSource) Bundles(context.Context) workload.Bundles {
 // req.ID); tokens are cached by the authority (SignJWTSVID).
 func (w *WorkloadSource) SignJWT(ctx context.Context, req workload.JWTRequest) ([]workload.JWTSVID, error) {
 	s := w.a.Snapshot()
-	entries, err := matchCaller(s, &req.Caller)
+	entries, err := s.matcher.MatchPerID(&req.Caller, req.ID) // one token per SPIFFE ID
 	if err != nil {
 		return nil, err
 	}
 	out := make([]workload.JWTSVID, 0, 1)
-	for i, e := range entries {
-		if !req.ID.IsZero() && e.ID != req.ID {
-			continue
-		}
-		if dupID(entries[:i], e) {
-			continue // one token per SPIFFE ID
-		}
+	for _, e := range entries {
 		if req.Budget != nil {
 			if err := req.Budget.SignJWT(ctx); err != nil {
 				return nil, err
@@ -218,7 +168,7 @@ func (w *WorkloadSource) SignJWT(ctx context.Context, req workload.JWTRequest) (
 	}
 	if len(out) == 0 && req.ID.IsZero() {
 		// Every matching ID was blocked after the snapshot was taken.
-		return nil, callerRefusal(w.a.Snapshot(), &req.Caller)
+		return nil, w.a.Snapshot().matcher.Refusal(&req.Caller)
 	}
 	return out, nil
 }

@@ -9,7 +9,9 @@ package workload
 // and when it must be replaced, and the bundles and CRL. Everything that
 // crosses the seam is plain data, so that a Source can live anywhere:
 // ca.WorkloadSource serves the server's own socket from the authority, and
-// an agent serves its socket from what its server streams to it.
+// an agent serves its socket from what its server streams to it. Both
+// match callers with a Matcher (match.go), so that the same caller gets
+// the same entries and the same refusal from either.
 
 import (
 	"context"

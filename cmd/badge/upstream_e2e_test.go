@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -13,6 +14,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -161,6 +163,57 @@ func TestE2EUpstreamDisk(t *testing.T) {
 	}
 	if _, errOut, code := d.badge("keys", "rotate", "--kind", "root"); code == 0 || !strings.Contains(errOut, "upstream") {
 		t.Fatalf("badge keys rotate --kind root under an upstream: exit %d, %q; want a refusal naming the upstream", code, errOut)
+	}
+}
+
+// TestE2ELeavingUpstreamKeepsItsRoot: a server started with `--upstream
+// disk`, restarted without it, signs under a root of its own, and keeps
+// the upstream's root in the Workload API bundle (shown by `badge keys
+// list`, and across a further restart), so that an SVID issued under the
+// upstream, as its holder and its peers hold it, still verifies against
+// the bundle peers fetch. (Its removal once the upstream's intermediate
+// has expired: ca's TestLeavingUpstreamKeepsItsRoots.)
+func TestE2ELeavingUpstreamKeepsItsRoot(t *testing.T) {
+	requireRoot(t)
+	dir := t.TempDir()
+	root := newE2ECA(t, "operator root", nil)
+	certFile := writeCerts(t, filepath.Join(dir, "ca.crt"), root.cert)
+	keyFile := writeKey(t, filepath.Join(dir, "ca.key"), root.key)
+	d := startDaemon(t, "--upstream", "disk", "--upstream-cert", certFile, "--upstream-key", keyFile)
+	d.createEntry("spiffe://example.org/w", "unix:uid:1001")
+	old := svidChain(t, d.runWorkload(1001, 1001, "fetch"))
+
+	d.args = nil
+	for _, when := range []string{"after leaving the upstream", "after a restart"} {
+		d.restart()
+		r := d.runWorkload(1001, 1001, "fetch")
+		bundle, err := x509.ParseCertificates(bytes.Join(r.Bundle, nil))
+		if err != nil {
+			t.Fatalf("%s: the Workload API bundle: %v", when, err)
+		}
+		if !slices.ContainsFunc(bundle, root.cert.Equal) || len(bundle) != 2 {
+			t.Fatalf("%s: the Workload API bundle holds %d certificates; want badge's own root and the upstream's", when, len(bundle))
+		}
+		b := x509bundle.FromX509Authorities(spiffeid.RequireTrustDomainFromString("example.org"), bundle)
+		if _, _, err := x509svid.Verify(old, b); err != nil {
+			t.Fatalf("%s: the SVID issued under the upstream does not verify against the bundle: %v", when, err)
+		}
+		chain := svidChain(t, r)
+		if len(chain) != 2 || chain[1].CheckSignatureFrom(root.cert) == nil {
+			t.Fatalf("%s: a new SVID chain of %d certificates, or still under the upstream; want leaf and badge's own intermediate", when, len(chain))
+		}
+		if _, _, err := x509svid.Verify(chain, b); err != nil {
+			t.Fatalf("%s: a new SVID does not verify against the bundle: %v", when, err)
+		}
+		upstreamListed := false
+		for _, line := range strings.Split(strings.TrimSpace(d.mustBadge("keys", "list")), "\n")[1:] {
+			if f := strings.Fields(line); f[0] == "root" && f[2] == "upstream" {
+				upstreamListed = true
+			}
+		}
+		if !upstreamListed {
+			t.Errorf("%s: badge keys list shows no upstream root", when)
+		}
 	}
 }
 
