@@ -307,9 +307,13 @@ func (st *serverSettings) values() map[string]string {
 	out := map[string]string{}
 	st.fs.VisitAll(func(f *flag.Flag) { out[f.Name] = f.Value.String() })
 	out["data-dir"], out["socket"], out["admin-socket"] = st.c.dataDir, st.c.socket, st.c.adminSocket
-	if base, query, ok := strings.Cut(out["key-manager"], "?"); ok && query != "" {
-		// The query holds the PIN (pin-value): never printed or logged.
-		out["key-manager"] = base + "?(redacted)"
+	if v := out["key-manager"]; v != "" {
+		// The query holds the PIN (pin-value), and a cloud credential
+		// (refused) would be an attribute: never printed or logged.
+		out["key-manager"] = ca.RedactKeyManager(v)
+		if _, query, _ := strings.Cut(v, "?"); query != "" {
+			out["key-manager"] += "?(redacted)"
+		}
 	}
 	delete(out, "check-config")
 	return out
