@@ -72,7 +72,8 @@ func (e *env) serverFlags(c *serverConfig) *flag.FlagSet {
 		"(at least jwt-ttl, at most jwt-key-ttl; default 10m)")
 	fs.StringVar(&c.keyManager, "key-manager", "", "`URI` of the key manager that makes and holds the CA and JWT private keys, "+
 		"e.g. pkcs11:module-path=/usr/lib/softhsm/libsofthsm2.so;token=badge?pin-source=/etc/badge/pin (default: files in the data dir); "+
-		"chosen with the data dir")
+		"with -tags cloudkms also awskms:region=R, cloudkms:key-ring=projects/P/locations/L/keyRings/R, azurekms:vault=V "+
+		"(credentials from the environment); chosen with the data dir")
 	fs.Var(durationFlag{&c.auditRetention}, "audit-retention", "how long audit records are kept; older ones are pruned hourly and the trail still verifies")
 	fs.StringVar(&c.logLevel, "log-level", c.logLevel, "debug, info, warn or error; SIGHUP may change it")
 	fs.StringVar(&c.logFormat, "log-format", c.logFormat, "text or json")
