@@ -4,10 +4,15 @@ package ca
 // default each is a file in Config.KeyDir (PKCS#8 PEM, mode 0600, written
 // atomically, refused if anyone else can read or replace it). With
 // Config.KeyManager a key is generated in, and used from, a key manager
-// of go.step.sm/crypto/kms (a PKCS#11 token: an HSM), and never leaves
-// it: the daemon holds only signers, and the record's private key
-// reference is the key's URI, without the PIN. The backend must be linked
-// into the binary by its blank import (cmd/badge links PKCS#11).
+// of go.step.sm/crypto/kms (a PKCS#11 token: an HSM; AWS KMS, Google
+// Cloud KMS, Azure Key Vault), and never leaves it: the daemon holds only
+// signers, and the record's private key reference is the key's URI,
+// without the PIN and without credentials, which is all a restart needs
+// to open the same key. The backend must be linked into the binary by its
+// blank import (cmd/badge links PKCS#11 always, the cloud ones with
+// -tags cloudkms). A retired key is deleted from a PKCS#11 token; the
+// library cannot delete cloud keys, so those are left in place with a
+// warning that names them.
 
 import (
 	"context"
@@ -19,14 +24,19 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 
 	"go.step.sm/crypto/kms"
 	"go.step.sm/crypto/kms/apiv1"
 	"go.step.sm/crypto/kms/uri"
+
+	"github.com/badge-dev/badge/internal/logkey"
 )
 
 // ErrKeyManager is wrapped by the errors of a key manager URI that cannot
@@ -98,9 +108,9 @@ func (fileStore) close() error         { return nil }
 
 // kmsStore keeps the private keys in a key manager of go.step.sm/crypto/kms.
 type kmsStore struct {
-	km     apiv1.KeyManager
-	scheme string
-	base   string // the reference prefix: scheme and the path attributes of the URI, without the PIN
+	km  apiv1.KeyManager
+	b   *kmsBackend
+	log *slog.Logger
 }
 
 // openKeyStore returns the store of Config.KeyManager: files in KeyDir
@@ -109,72 +119,242 @@ func openKeyStore(ctx context.Context, c *Config) (keyStore, error) {
 	if c.KeyManager == "" {
 		return fileStore{dir: c.KeyDir}, nil
 	}
-	base, err := CheckKeyManager(c.KeyManager)
+	b, err := checkKeyManager(c.KeyManager)
 	if err != nil {
 		return nil, err
 	}
 	km, err := kms.New(ctx, apiv1.Options{URI: c.KeyManager})
 	if err != nil {
-		return nil, fmt.Errorf("%w: opening %s: %v", ErrKeyManager, base, err)
+		return nil, fmt.Errorf("%w: opening %s: %v", ErrKeyManager, b.display, err)
 	}
-	return &kmsStore{km: km, scheme: strings.SplitN(base, ":", 2)[0], base: base}, nil
+	return &kmsStore{km: km, b: b, log: c.Logger}, nil
 }
 
-// CheckKeyManager checks a Config.KeyManager URI: a PKCS#11 URI naming its
-// token (pkcs11:module-path=...;token=...?pin-value=... or pin-source=...).
-// It returns the URI without its query (where the PIN is), fit for logs.
+// CloudKMSTag is the build tag with which cmd/badge links the cloud key
+// managers (awskms, cloudkms, azurekms); a binary without them refuses
+// their URIs, naming it.
+const CloudKMSTag = "cloudkms"
+
+// CheckKeyManager checks a Config.KeyManager URI, and that this binary
+// links its backend. It returns the URI without its query (where PKCS#11
+// takes the PIN), fit for logs. Badge names the keys it makes, so a URI
+// names where they go, never a key:
+//
+//   - pkcs11:module-path=...;token=...?pin-value=... (or serial, slot-id;
+//     pin-source=FILE): a PKCS#11 token, an HSM.
+//   - awskms:region=REGION (and profile=, credentials-file=): AWS KMS, with
+//     the SDK's credentials from the environment (AWS_ACCESS_KEY_ID...,
+//     AWS_PROFILE, an instance role).
+//   - cloudkms:key-ring=projects/P/locations/L/keyRings/R (and
+//     credentials-file=): Google Cloud KMS; the key ring is made if
+//     missing; credentials from GOOGLE_APPLICATION_CREDENTIALS or the
+//     metadata server.
+//   - azurekms:vault=NAME (and environment=, ?hsm=true): Azure Key Vault,
+//     with credentials from the environment (AZURE_TENANT_ID,
+//     AZURE_CLIENT_ID, AZURE_CLIENT_SECRET..., a managed identity).
+//
+// No URI may carry a cloud credential: badge logs the URI and records
+// keys under it.
 func CheckKeyManager(raw string) (string, error) {
+	b, err := checkKeyManager(raw)
+	if err != nil {
+		return "", err
+	}
+	return b.display, nil
+}
+
+// checkKeyManager is CheckKeyManager, returning the backend's naming.
+func checkKeyManager(raw string) (*kmsBackend, error) {
+	b, err := parseKeyManager(raw)
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := apiv1.LoadKeyManagerNewFunc(apiv1.Type(b.scheme)); !ok {
+		if b.scheme == "pkcs11" {
+			return nil, fmt.Errorf("%w %q: this binary does not link the pkcs11 key manager (import go.step.sm/crypto/kms/pkcs11)", ErrKeyManager, b.display)
+		}
+		return nil, fmt.Errorf("%w %q: this badge is built without the %s key manager: build it with -tags %s (go build -tags %s ./cmd/badge)",
+			ErrKeyManager, b.display, b.scheme, CloudKMSTag, CloudKMSTag)
+	}
+	return b, nil
+}
+
+// kmsBackend is how badge names keys in one key manager and records them.
+type kmsBackend struct {
+	scheme  string
+	display string // the URI without its query, for logs and errors
+	// prefix starts the reference of every key of this key manager.
+	prefix string
+	// request is the Name of the CreateKeyRequest of a new key called
+	// name, with id a random 16 bytes.
+	request func(name string, id []byte) string
+	// ref is the reference to record of a key made by request req.
+	ref func(req string, resp *apiv1.CreateKeyResponse) (string, error)
+}
+
+// The key ring of Google Cloud KMS, as its API names it.
+var gcpKeyRing = regexp.MustCompile(`^projects/[a-z][a-z0-9.:-]{4,61}[a-z0-9]/locations/[a-zA-Z0-9_-]{1,63}/keyRings/[a-zA-Z0-9_-]{1,63}$`)
+
+// An Azure Key Vault name.
+var azureVault = regexp.MustCompile(`^[a-zA-Z][a-zA-Z0-9-]{1,22}[a-zA-Z0-9]$`)
+
+// An AWS region.
+var awsRegion = regexp.MustCompile(`^[a-z]{2}(-[a-z0-9]+)+-[0-9]+$`)
+
+// parseKeyManager checks the syntax of a key manager URI and returns its
+// backend's naming; it does not look at what the binary links.
+func parseKeyManager(raw string) (*kmsBackend, error) {
+	display := RedactKeyManager(raw)
 	u, err := uri.Parse(raw)
 	if err != nil {
-		return "", fmt.Errorf("%w %q: not a key manager URI: %v", ErrKeyManager, redactQuery(raw), err)
+		return nil, fmt.Errorf("%w %q: not a key manager URI: %v", ErrKeyManager, display, err)
 	}
-	switch u.Scheme {
+	bad := func(format string, args ...any) (*kmsBackend, error) {
+		return nil, fmt.Errorf("%w %q: "+format, append([]any{ErrKeyManager, display}, args...)...)
+	}
+	for _, secret := range cloudSecrets {
+		if u.Has(secret) {
+			return bad("%s in the URI: give cloud credentials through the environment, as the provider's SDK reads them", secret)
+		}
+	}
+	scheme := strings.ToLower(u.Scheme)
+	b := &kmsBackend{scheme: scheme, display: display}
+	switch scheme {
 	case "pkcs11":
 		if u.Get("token") == "" && u.Get("serial") == "" && u.Get("slot-id") == "" {
-			return "", fmt.Errorf("%w %q: a pkcs11 URI needs token, serial or slot-id", ErrKeyManager, redactQuery(raw))
+			return bad("a pkcs11 URI needs token, serial or slot-id")
 		}
 		if u.Get("id") != "" || u.Get("object") != "" {
-			return "", fmt.Errorf("%w %q: name the token, not a key (no id or object): badge names its keys", ErrKeyManager, redactQuery(raw))
+			return bad("name the token, not a key (no id or object): badge names its keys")
+		}
+		b.prefix = display + ";"
+		b.request = func(name string, id []byte) string {
+			// The CKA_ID is random, so that no two keys share it; the
+			// label says whose key it is.
+			return display + ";id=" + hex.EncodeToString(id) + ";object=" + url.PathEscape(name)
+		}
+		b.ref = func(req string, _ *apiv1.CreateKeyResponse) (string, error) { return req, nil }
+	case "awskms":
+		region := u.Get("region")
+		if !awsRegion.MatchString(region) {
+			return bad("an awskms URI needs region=REGION (such as us-east-1), which the keys are made in; got %q", region)
+		}
+		if u.Has("key-id") || u.Has("name") {
+			return bad("name the region, not a key (no key-id or name): badge names its keys")
+		}
+		b.prefix = "awskms:region=" + region + ";key-id="
+		// The library makes the key with name as its description and
+		// tag, and the alias alias/NAME-KEYID8.
+		b.request = func(name string, _ []byte) string { return name }
+		b.ref = func(_ string, resp *apiv1.CreateKeyResponse) (string, error) {
+			k, err := uri.ParseWithScheme("awskms", resp.Name)
+			if err != nil || k.Get("key-id") == "" {
+				return "", fmt.Errorf("the key manager named the new key %q, without a key-id", resp.Name)
+			}
+			return b.prefix + k.Get("key-id"), nil
+		}
+	case "cloudkms":
+		ring := u.Get("key-ring")
+		if !gcpKeyRing.MatchString(ring) {
+			return bad("a cloudkms URI needs key-ring=projects/PROJECT/locations/LOCATION/keyRings/RING; got %q", ring)
+		}
+		if u.Has("resource") {
+			return bad("name the key ring, not a key (no resource): badge names its keys")
+		}
+		b.prefix = "cloudkms:" + ring + "/cryptoKeys/"
+		b.request = func(name string, _ []byte) string { return ring + "/cryptoKeys/" + name }
+		b.ref = func(req string, resp *apiv1.CreateKeyResponse) (string, error) {
+			// The first version of the key: cloudkms:projects/.../cryptoKeys/NAME/cryptoKeyVersions/1.
+			if !strings.HasPrefix(resp.Name, "cloudkms:"+req+"/cryptoKeyVersions/") {
+				return "", fmt.Errorf("the key manager named the new key %q, not a version of %s", resp.Name, req)
+			}
+			return resp.Name, nil
+		}
+	case "azurekms":
+		vault := u.Get("vault")
+		if !azureVault.MatchString(vault) {
+			return bad("an azurekms URI needs vault=NAME, the key vault the keys are made in; got %q", vault)
+		}
+		if u.Has("name") || u.Has("version") {
+			return bad("name the vault, not a key (no name or version): badge names its keys")
+		}
+		hsm := ""
+		if u.GetBool("hsm") {
+			hsm = "?hsm=true"
+		}
+		b.prefix = "azurekms:vault=" + vault + ";name="
+		b.request = func(name string, _ []byte) string { return b.prefix + name + hsm }
+		b.ref = func(req string, resp *apiv1.CreateKeyResponse) (string, error) {
+			// The version the vault gave the key, when it says.
+			ref := strings.TrimSuffix(req, hsm)
+			if k, err := uri.ParseWithScheme("azurekms", resp.Name); err == nil && k.Get("version") != "" {
+				ref += "?version=" + url.QueryEscape(k.Get("version"))
+			}
+			return ref, nil
 		}
 	default:
-		return "", fmt.Errorf("%w %q: unsupported type %q (this badge supports pkcs11; files in the data dir without --key-manager)",
-			ErrKeyManager, redactQuery(raw), u.Scheme)
+		return bad("unsupported type %q (badge supports pkcs11, and awskms, cloudkms and azurekms when built with -tags %s; files in the data dir without --key-manager)",
+			u.Scheme, CloudKMSTag)
 	}
-	return redactQuery(raw), nil
+	return b, nil
 }
 
-// redactQuery drops the query of a URI, where key managers take the PIN.
-func redactQuery(raw string) string {
-	if i := strings.IndexByte(raw, '?'); i >= 0 {
-		return raw[:i]
+// cloudSecrets are the URI attributes that would carry a cloud credential:
+// refused, and never shown.
+var cloudSecrets = []string{"client-secret", "access-key", "secret-access-key", "session-token"}
+
+// RedactKeyManager returns a key manager URI fit for logs: without its
+// query (where PKCS#11 takes the PIN), and with the value of any attribute
+// that carries a credential replaced.
+func RedactKeyManager(raw string) string {
+	raw, _, _ = strings.Cut(raw, "?")
+	scheme, opaque, ok := strings.Cut(raw, ":")
+	if !ok {
+		return raw
 	}
-	return raw
+	parts := strings.Split(opaque, ";")
+	for i, p := range parts {
+		k, _, _ := strings.Cut(p, "=")
+		k, _ = url.QueryUnescape(k)
+		if slices.Contains(cloudSecrets, strings.ToLower(strings.TrimSpace(k))) {
+			parts[i] = k + "=(redacted)"
+		}
+	}
+	return scheme + ":" + strings.Join(parts, ";")
 }
 
 func (s *kmsStore) create(_ context.Context, kind string, _ func([]byte) (string, error)) (crypto.Signer, string, error) {
-	// The PKCS#11 CKA_ID: random, so that no two keys share it; the
-	// label says whose key it is.
 	id := make([]byte, 16)
 	if _, err := rand.Read(id); err != nil {
 		return nil, "", err
 	}
-	name := "badge-" + kind + "-" + hex.EncodeToString(id[:8])
-	ref := s.base + ";id=" + hex.EncodeToString(id) + ";object=" + url.PathEscape(name)
-	resp, err := s.km.CreateKey(&apiv1.CreateKeyRequest{Name: ref, SignatureAlgorithm: apiv1.ECDSAWithSHA256})
+	name := kmsKeyName(kind, id)
+	resp, err := s.km.CreateKey(&apiv1.CreateKeyRequest{Name: s.b.request(name, id), SignatureAlgorithm: apiv1.ECDSAWithSHA256})
 	if err != nil {
 		return nil, "", fmt.Errorf("%w: creating key %s: %v", ErrKeyManager, name, err)
 	}
-	signer, err := s.km.CreateSigner(&resp.CreateSignerRequest)
+	ref, err := s.b.ref(s.b.request(name, id), resp)
 	if err != nil {
 		return nil, "", fmt.Errorf("%w: key %s: %v", ErrKeyManager, name, err)
 	}
+	signer, err := s.km.CreateSigner(&apiv1.CreateSignerRequest{SigningKey: ref})
+	if err != nil {
+		return nil, "", fmt.Errorf("%w: key %s (%s): %v", ErrKeyManager, name, ref, err)
+	}
 	return signer, ref, nil
+}
+
+// kmsKeyName is the name of a new key of kind in a key manager (its
+// PKCS#11 label, AWS alias, Google key id, Azure key name): whose key it
+// is, and 8 random bytes of id.
+func kmsKeyName(kind string, id []byte) string {
+	return "badge-" + kind + "-" + hex.EncodeToString(id[:8])
 }
 
 func (s *kmsStore) open(rec keyRef, pub crypto.PublicKey) (crypto.Signer, error) {
 	if !s.owns(rec.ref) {
 		return nil, fmt.Errorf("%w: key %s is %q, not a key of %s; a key manager is set when the data dir is made and kept",
-			ErrKeyManager, rec.id, rec.ref, s.base)
+			ErrKeyManager, rec.id, rec.ref, s.b.display)
 	}
 	signer, err := s.km.CreateSigner(&apiv1.CreateSignerRequest{SigningKey: rec.ref})
 	if err != nil {
@@ -200,10 +380,17 @@ func (s *kmsStore) remove(rec keyRef) error {
 		if err := d.DeleteKey(&apiv1.DeleteKeyRequest{Name: rec.ref}); err != nil && !errors.Is(err, apiv1.NotFoundError{}) {
 			return fmt.Errorf("%w: deleting key %s: %v", ErrKeyManager, rec.id, err)
 		}
+	default:
+		// go.step.sm/crypto cannot delete, disable or schedule the
+		// deletion of a key in this key manager: the key stays, unused.
+		s.log.Warn("the key manager cannot delete keys: the retired key is left in it; disable it or schedule its deletion there",
+			slog.String(logkey.KeyID, rec.id), slog.String("key", rec.ref))
 	}
 	return nil
 }
 
-func (s *kmsStore) owns(ref string) bool { return strings.HasPrefix(ref, s.base+";") }
+func (s *kmsStore) owns(ref string) bool {
+	return strings.HasPrefix(ref, s.b.prefix) && len(ref) > len(s.b.prefix)
+}
 
 func (s *kmsStore) close() error { return s.km.Close() }

@@ -93,6 +93,8 @@ type daemon struct {
 	admin    string
 	args     []string
 	wrap     []string            // a command (and its arguments) that runs the daemon
+	bin      string              // the daemon's binary (a real badge); empty: the test binary
+	env      []string            // more environment for the daemon
 	fileLog  bool                // leave --log-level to the config file (default: --log-level debug)
 	cred     *syscall.Credential // run the daemon as this user; nil: as root
 	agent    bool                // `badge agent` rather than `badge server` (admin: its server's)
@@ -160,11 +162,15 @@ func (d *daemon) start() {
 		args = append(args, "--log-level", "debug")
 	}
 	args = append(args, d.args...)
-	cmd := exec.Command(testBinary, args...)
-	if len(d.wrap) > 0 {
-		cmd = exec.Command(d.wrap[0], append(append(d.wrap[1:len(d.wrap):len(d.wrap)], testBinary), args...)...)
+	bin := testBinary
+	if d.bin != "" {
+		bin = d.bin
 	}
-	cmd.Env = append(os.Environ(), "BADGE_E2E_ROLE=badge", noRaceExitPause)
+	cmd := exec.Command(bin, args...)
+	if len(d.wrap) > 0 {
+		cmd = exec.Command(d.wrap[0], append(append(d.wrap[1:len(d.wrap):len(d.wrap)], bin), args...)...)
+	}
+	cmd.Env = append(append(os.Environ(), "BADGE_E2E_ROLE=badge", noRaceExitPause), d.env...)
 	if d.cred != nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: d.cred}
 	}

@@ -10,7 +10,6 @@ import (
 	"testing"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/badge-dev/badge/ca"
@@ -58,33 +57,7 @@ func TestE2EKeyManagerPKCS11(t *testing.T) {
 	uri := softHSM2(t)
 	d := startDaemon(t, "--key-manager", uri)
 	d.createEntry("spiffe://example.org/orders", "unix:uid:1001")
-	td := spiffeid.RequireTrustDomainFromString("example.org")
-	fetch := func() {
-		t.Helper()
-		r := d.runWorkload(1001, 1001, "fetch")
-		if r.Error != "" || len(r.SVIDs) != 1 {
-			t.Fatalf("fetch: %s %s, %d SVIDs", r.Code, r.Error, len(r.SVIDs))
-		}
-		var chain []*x509.Certificate
-		for _, der := range r.SVIDs[0].Chain {
-			c, err := x509.ParseCertificate(der)
-			if err != nil {
-				t.Fatal(err)
-			}
-			chain = append(chain, c)
-		}
-		var roots []*x509.Certificate
-		for _, der := range r.Bundle {
-			c, err := x509.ParseCertificate(der)
-			if err != nil {
-				t.Fatal(err)
-			}
-			roots = append(roots, c)
-		}
-		if _, _, err := x509svid.Verify(chain, x509bundle.FromX509Authorities(td, roots)); err != nil {
-			t.Errorf("the SVID signed with the token's intermediate does not verify: %v", err)
-		}
-	}
+	fetch := func() { verifyFetch(t, d) }
 	keys := func() []ca.KeyStatus {
 		t.Helper()
 		var ks []ca.KeyStatus
@@ -119,5 +92,34 @@ func TestE2EKeyManagerPKCS11(t *testing.T) {
 	fetch()
 	if got := keys(); len(got) != len(before)+1 {
 		t.Errorf("%d keys after a rotation, want %d", len(got), len(before)+1)
+	}
+}
+
+// verifyFetch has uid 1001 fetch its X.509-SVID and verifies it against
+// the bundle the Workload API gave with it.
+func verifyFetch(t *testing.T, d *daemon) {
+	t.Helper()
+	r := d.runWorkload(1001, 1001, "fetch")
+	if r.Error != "" || len(r.SVIDs) != 1 {
+		t.Fatalf("fetch: %s %s, %d SVIDs", r.Code, r.Error, len(r.SVIDs))
+	}
+	var chain []*x509.Certificate
+	for _, der := range r.SVIDs[0].Chain {
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			t.Fatal(err)
+		}
+		chain = append(chain, c)
+	}
+	var roots []*x509.Certificate
+	for _, der := range r.Bundle {
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			t.Fatal(err)
+		}
+		roots = append(roots, c)
+	}
+	if _, _, err := x509svid.Verify(chain, x509bundle.FromX509Authorities(td, roots)); err != nil {
+		t.Errorf("the SVID signed with the key manager's intermediate does not verify: %v", err)
 	}
 }

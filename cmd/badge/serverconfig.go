@@ -72,7 +72,8 @@ func (e *env) serverFlags(c *serverConfig) *flag.FlagSet {
 		"(at least jwt-ttl, at most jwt-key-ttl; default 10m)")
 	fs.StringVar(&c.keyManager, "key-manager", "", "`URI` of the key manager that makes and holds the CA and JWT private keys, "+
 		"e.g. pkcs11:module-path=/usr/lib/softhsm/libsofthsm2.so;token=badge?pin-source=/etc/badge/pin (default: files in the data dir); "+
-		"chosen with the data dir")
+		"with -tags cloudkms also awskms:region=R, cloudkms:key-ring=projects/P/locations/L/keyRings/R, azurekms:vault=V "+
+		"(credentials from the environment); chosen with the data dir")
 	fs.Var(durationFlag{&c.auditRetention}, "audit-retention", "how long audit records are kept; older ones are pruned hourly and the trail still verifies")
 	fs.StringVar(&c.logLevel, "log-level", c.logLevel, "debug, info, warn or error; SIGHUP may change it")
 	fs.StringVar(&c.logFormat, "log-format", c.logFormat, "text or json")
@@ -307,9 +308,13 @@ func (st *serverSettings) values() map[string]string {
 	out := map[string]string{}
 	st.fs.VisitAll(func(f *flag.Flag) { out[f.Name] = f.Value.String() })
 	out["data-dir"], out["socket"], out["admin-socket"] = st.c.dataDir, st.c.socket, st.c.adminSocket
-	if base, query, ok := strings.Cut(out["key-manager"], "?"); ok && query != "" {
-		// The query holds the PIN (pin-value): never printed or logged.
-		out["key-manager"] = base + "?(redacted)"
+	if v := out["key-manager"]; v != "" {
+		// The query holds the PIN (pin-value), and a cloud credential
+		// (refused) would be an attribute: never printed or logged.
+		out["key-manager"] = ca.RedactKeyManager(v)
+		if _, query, _ := strings.Cut(v, "?"); query != "" {
+			out["key-manager"] += "?(redacted)"
+		}
 	}
 	delete(out, "check-config")
 	return out

@@ -287,8 +287,8 @@ func TestCheckConfigAgreesWithAuthority(t *testing.T) {
 }
 
 // TestCheckConfigKeyManager: --key-manager is checked as the authority
-// checks it, and its PIN is never printed, whether the URI is accepted or
-// refused.
+// checks it, and its PIN (or a cloud credential, which is refused) is
+// never printed, whether the URI is accepted or refused.
 func TestCheckConfigKeyManager(t *testing.T) {
 	dir := t.TempDir()
 	paths := []string{"--data-dir", filepath.Join(dir, "data"), "--socket", filepath.Join(dir, "w.sock"), "--admin-socket", filepath.Join(dir, "a.sock")}
@@ -297,13 +297,14 @@ func TestCheckConfigKeyManager(t *testing.T) {
 	if code != exitOK || !containsFields(out, []string{"key-manager", "pkcs11:module-path=/usr/lib/softhsm/libsofthsm2.so;token=badge?(redacted)", "environment", "BADGE_KEY_MANAGER"}) {
 		t.Errorf("exit %d, stdout:\n%s\nstderr: %s", code, out, errOut)
 	}
-	for _, bad := range []string{"awskms:key-id=1?pin-value=s3cret", "pkcs11:token=badge;object=root?pin-value=s3cret", "pkcs11:?pin-value=s3cret"} {
+	for _, bad := range []string{"awskms:key-id=1?pin-value=s3cret", "pkcs11:token=badge;object=root?pin-value=s3cret", "pkcs11:?pin-value=s3cret",
+		"azurekms:vault=badge-keys;tenant-id=t;client-id=c;client-secret=s3cret"} {
 		out, errOut, code := checkConfig(t, nil, append(paths, "--key-manager", bad)...)
 		if code != exitUsage || !strings.Contains(errOut, "command line: key-manager: ca: key manager") {
 			t.Errorf("--key-manager %s: exit %d, stderr %q; want exit 2 naming key-manager", bad, code, errOut)
 		}
 		if strings.Contains(out+errOut, "s3cret") {
-			t.Errorf("--key-manager %s: the PIN is printed:\n%s%s", bad, out, errOut)
+			t.Errorf("--key-manager %s: the PIN or secret is printed:\n%s%s", bad, out, errOut)
 		}
 	}
 }

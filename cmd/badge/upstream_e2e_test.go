@@ -73,6 +73,29 @@ func newE2ECA(t *testing.T, cn string, parent *e2eCA) *e2eCA {
 	return &e2eCA{cert, key}
 }
 
+// newE2ELeaf makes a client certificate (digital signature, client auth)
+// issued by parent.
+func newE2ELeaf(t *testing.T, cn string, parent *e2eCA) *e2eCA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
+	tmpl := &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: cn},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent.cert, key.Public(), parent.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &e2eCA{cert, key}
+}
+
 // writeCerts writes certs as PEM to path, mode 0644.
 func writeCerts(t *testing.T, path string, certs ...*x509.Certificate) string {
 	t.Helper()
@@ -219,16 +242,18 @@ func TestE2ELeavingUpstreamKeepsItsRoot(t *testing.T) {
 
 // stepCA is a real step-ca (smallstep/certificates' ca and authority
 // packages) run in the test process on 127.0.0.1, with a JWK provisioner
-// "badge" whose template signs intermediate CAs.
+// "badge" and an X5C provisioner "badge-x5c" (trusting a CA of the test's
+// own, which issued x5cCert) whose templates sign intermediate CAs.
 type stepCA struct {
-	t            *testing.T
-	config       string // ca.json
-	url          string
-	rootFile     string
-	passwordFile string
-	root, inter  *x509.Certificate
-	srv          *stepserver.CA
-	done         chan error
+	t               *testing.T
+	config          string // ca.json
+	url             string
+	rootFile        string
+	passwordFile    string
+	x5cCert, x5cKey string // files of a certificate the X5C provisioner trusts, and its key
+	root, inter     *x509.Certificate
+	srv             *stepserver.CA
+	done            chan error
 }
 
 // stepCATemplate is the provisioner's X.509 template: an intermediate CA
@@ -255,6 +280,10 @@ func startStepCA(t *testing.T) *stepCA {
 		t.Fatal(err)
 	}
 	pub := jwk.Public()
+	// The X5C provisioner trusts x5cCA, which issued the client
+	// certificate badge signs its requests with.
+	x5cCA := newE2ECA(t, "x5c provisioner CA", nil)
+	x5cLeaf := newE2ELeaf(t, "badge", x5cCA)
 	// A free port, kept across restarts of the step-ca.
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -265,6 +294,8 @@ func startStepCA(t *testing.T) *stepCA {
 	s := &stepCA{t: t, url: "https://" + addr, root: root.cert, inter: inter.cert,
 		rootFile:     writeCerts(t, filepath.Join(dir, "root.crt"), root.cert),
 		passwordFile: filepath.Join(dir, "password"),
+		x5cCert:      writeCerts(t, filepath.Join(dir, "x5c.crt"), x5cLeaf.cert),
+		x5cKey:       writeKey(t, filepath.Join(dir, "x5c.key"), x5cLeaf.key),
 		config:       filepath.Join(dir, "ca.json")}
 	if err := os.WriteFile(s.passwordFile, append(password, '\n'), 0o600); err != nil {
 		t.Fatal(err)
@@ -277,6 +308,11 @@ func startStepCA(t *testing.T) *stepCA {
 		"authority": map[string]any{
 			"provisioners": []any{map[string]any{
 				"type": "JWK", "name": "badge", "key": &pub, "encryptedKey": encKey,
+				"claims":  map[string]any{"minTLSCertDuration": "10s", "maxTLSCertDuration": "24h", "defaultTLSCertDuration": "1h"},
+				"options": map[string]any{"x509": map[string]any{"template": stepCATemplate}},
+			}, map[string]any{
+				"type": "X5C", "name": "badge-x5c",
+				"roots":   pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: x5cCA.cert.Raw}),
 				"claims":  map[string]any{"minTLSCertDuration": "10s", "maxTLSCertDuration": "24h", "defaultTLSCertDuration": "1h"},
 				"options": map[string]any{"x509": map[string]any{"template": stepCATemplate}},
 			}},
@@ -394,5 +430,38 @@ func TestE2EUpstreamStepCA(t *testing.T) {
 	next := checkUnderRoot(t, d.runWorkload(1001, 1001, "fetch"), s.root, s.inter, "after the step-ca came back")
 	if next.Equal(first) {
 		t.Fatal("the intermediate did not change once the step-ca was back")
+	}
+}
+
+// TestE2EUpstreamStepCAX5C: `badge server --upstream stepca` under a real
+// step-ca with an X5C provisioner (trusting a CA of the test's own, which
+// issued badge's client certificate): badge's intermediate is signed
+// through it, chains to the step-ca's intermediate and root, and SVIDs
+// verify against that root alone; a rotation signs the next intermediate
+// the same way. With a certificate from a CA the provisioner does not
+// trust, the step-ca refuses and the server does not start.
+func TestE2EUpstreamStepCAX5C(t *testing.T) {
+	requireRoot(t)
+	s := startStepCA(t)
+	up := func(cert, key string) []string {
+		return []string{"--upstream", "stepca", "--upstream-url", s.url, "--upstream-root", s.rootFile,
+			"--upstream-provisioner", "badge-x5c", "--upstream-x5c-cert", cert, "--upstream-x5c-key", key}
+	}
+	d := startDaemon(t, up(s.x5cCert, s.x5cKey)...)
+	d.createEntry("spiffe://example.org/w", "unix:uid:1001")
+	first := checkUnderRoot(t, d.runWorkload(1001, 1001, "fetch"), s.root, s.inter, "first intermediate")
+	d.mustBadge("keys", "rotate", "--kind", "intermediate")
+	next := checkUnderRoot(t, d.runWorkload(1001, 1001, "fetch"), s.root, s.inter, "after a rotation")
+	if next.Equal(first) {
+		t.Fatal("the intermediate did not change after badge keys rotate --kind intermediate")
+	}
+
+	// A client certificate the provisioner does not trust.
+	dir := t.TempDir()
+	rogue := newE2ELeaf(t, "badge", newE2ECA(t, "another CA", nil))
+	cert, key := writeCerts(t, filepath.Join(dir, "rogue.crt"), rogue.cert), writeKey(t, filepath.Join(dir, "rogue.key"), rogue.key)
+	args := append([]string{"--data-dir", filepath.Join(dir, "data"), "--socket", filepath.Join(dir, "w.sock"), "--admin-socket", filepath.Join(dir, "a.sock")}, up(cert, key)...)
+	if code, errOut := runServerOnce(t, args...); code == 0 || !strings.Contains(errOut, "upstream authority") || !strings.Contains(errOut, "authorization") {
+		t.Errorf("badge server with a certificate the X5C provisioner does not trust: exit %d, %q; want a failure naming the upstream's refusal", code, errOut)
 	}
 }
