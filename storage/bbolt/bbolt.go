@@ -42,9 +42,9 @@ type Options struct {
 	bindWindow time.Duration
 }
 
-// DefaultBindWindow is how long BindSerial records may gather before the
-// committer writes them, when nothing queued waits for its outcome. See
-// the package documentation ("Serial records").
+// DefaultBindWindow is the least time between two transactions of the
+// serial committer while only BindSerial records are queued. See the
+// package documentation ("Durability and group commit").
 const DefaultBindWindow = 20 * time.Millisecond
 
 // bindBatch is the number of queued records that ends the window early.
@@ -76,6 +76,7 @@ type Store struct {
 	wake          chan struct{} // capacity 1
 	hurry         chan struct{} // capacity 1: ends the bind window
 	bindWindow    time.Duration
+	lastCommit    time.Time // start of the committer's last transaction; committer only
 	committerDone chan struct{}
 
 	// ownReservations is the first sequence number of the reservations

@@ -72,16 +72,18 @@
 // authority's path, only queues the record: its serial was reserved
 // durably beforehand (ReserveSerials, one sync per block of serials), and
 // after a crash RevokeUnbound revokes every reserved serial whose record
-// was lost. While only such bindings are queued, the committer lets them
-// gather for DefaultBindWindow (20 ms) or 1,024 records before it commits,
-// so steady issuance costs one transaction per window rather than one per
-// certificate or two: at a thousand issuances a second that is 50 commits
-// instead of several hundred, each rewriting the freelist and the tree's
-// right edge. A caller that waits (RecordSerial, and the flush with which
+// was lost. While only such bindings are queued, the committer spaces its
+// transactions at least DefaultBindWindow (20 ms) apart, or until 1,024
+// records wait: a binding after a quiet spell is committed at once, and
+// steady issuance costs one transaction per window rather than one per
+// certificate or two (at a thousand issuances a second, 50 commits instead
+// of several hundred, each rewriting the freelist and the tree's right
+// edge). A caller that waits (RecordSerial, and the flush with which
 // SerialsFor, RevokeID and RevokeSerial first wait for the queue, so that
-// revocation finds every record queued before it) ends the window at once;
-// so does Close. A crash loses at most one window of bindings, whose
-// serials RevokeUnbound revokes at the next start.
+// revocation finds every record queued before it) commits at once; so
+// does Close. A crash loses at most one window of bindings, whose serials
+// RevokeUnbound revokes at the next start; their holders then get fresh
+// SVIDs from the restarted daemon.
 //
 // The freelist is stored on every commit (bbolt's hashmap freelist, which
 // allocates runs of pages without sorting). It holds every free page: a

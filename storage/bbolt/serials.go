@@ -127,10 +127,11 @@ func signal(c chan struct{}) {
 	}
 }
 
-// gather holds the committer for up to the bind window while only
-// BindSerial records are queued, so that steady issuance costs one
-// transaction (one copy of the freelist, one sync) per window instead of
-// one per record or two. It returns at once when a caller waits for the
+// gather spaces the committer's transactions at least the bind window
+// apart while only BindSerial records are queued, so that steady issuance
+// costs one transaction (one copy of the freelist, one sync) per window
+// instead of one per record or two. A binding after a quiet spell is
+// committed at once. It returns at once when a caller waits for the
 // outcome (RecordSerial, and the flush before SerialsFor and revocation),
 // when bindBatch records are queued, or when the store is closing.
 func (s *Store) gather(t *time.Timer) {
@@ -141,10 +142,11 @@ func (s *Store) gather(t *time.Timer) {
 	s.mu.Lock()
 	now := s.waiting || s.closing || len(s.pending) == 0 || len(s.pending) >= bindBatch
 	s.mu.Unlock()
-	if now {
+	wait := s.bindWindow - time.Since(s.lastCommit)
+	if now || wait <= 0 {
 		return
 	}
-	t.Reset(s.bindWindow)
+	t.Reset(wait)
 	select {
 	case <-t.C:
 	case <-s.hurry:
@@ -183,6 +185,7 @@ func (s *Store) commitLoop() {
 			s.mu.Unlock()
 			ok := true
 			if len(batch) > 0 {
+				s.lastCommit = time.Now()
 				ok = s.commitSerials(batch, closing)
 				clear(batch)
 			}
