@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strings"
 	"sync"
@@ -198,18 +199,24 @@ type creds struct{ s *Server }
 
 func (c creds) ServerHandshake(raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
 	var v verdict
+	var refused bool
 	cfg := c.s.tlsBase.Clone()
 	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
 		var err error
 		v, err = c.s.classify(cs.PeerCertificates)
 		if err != nil {
+			refused = true
 			c.s.refusedHandshake(raw.RemoteAddr(), err)
 		}
 		return err
 	}
 	conn := tls.Server(raw, cfg)
 	if err := conn.Handshake(); err != nil {
-		conn.Close()
+		if refused {
+			lingerClose(raw)
+		} else {
+			conn.Close()
+		}
 		return nil, nil, err
 	}
 	info := &peerInfo{
@@ -228,6 +235,27 @@ func (c creds) ServerHandshake(raw net.Conn) (net.Conn, credentials.AuthInfo, er
 	}
 	info.conn = tc
 	return tc, info, nil
+}
+
+// refusalLinger bounds how long a refused client's connection is drained
+// before it is closed. In TLS 1.3 the client finishes its side of the
+// handshake before the server judges its certificate, and gRPC writes at
+// once: closing with that data unread makes the kernel reset the
+// connection, and the client sees a broken pipe instead of the alert that
+// says why, so an agent with a wrong host certificate takes the server
+// for down and retries instead of stopping with "refused".
+const refusalLinger = time.Second
+
+// lingerClose closes a connection whose handshake was refused (the alert
+// already sent): it ends the writing side, drains what the client still
+// sends for at most refusalLinger (and 64 KiB), then closes.
+func lingerClose(raw net.Conn) {
+	if cw, ok := raw.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	}
+	_ = raw.SetReadDeadline(time.Now().Add(refusalLinger))
+	_, _ = io.Copy(io.Discard, io.LimitReader(raw, 64<<10))
+	_ = raw.Close()
 }
 
 func (creds) ClientHandshake(context.Context, string, net.Conn) (net.Conn, credentials.AuthInfo, error) {
