@@ -1,7 +1,6 @@
 package bbolt
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -37,18 +36,7 @@ type Options struct {
 	// NoSync skips fdatasync after each commit, so a crash may lose or
 	// corrupt recent writes. For tests and benchmarks only.
 	NoSync bool
-
-	// bindWindow replaces DefaultBindWindow, for tests.
-	bindWindow time.Duration
 }
-
-// DefaultBindWindow is the least time between two transactions of the
-// serial committer while only BindSerial records are queued. See the
-// package documentation ("Durability and group commit").
-const DefaultBindWindow = 20 * time.Millisecond
-
-// bindBatch is the number of queued records that ends the window early.
-const bindBatch = 1024
 
 // Store implements the storage contract, and the optional online backup.
 var (
@@ -66,17 +54,12 @@ type Store struct {
 	// writeTxs counts write transactions, for tests and later metrics.
 	writeTxs atomic.Uint64
 
-	// Group commit of RecordSerial and BindSerial: callers append to
-	// pending and wake the committer, which writes all of pending in one
-	// transaction.
+	// Group commit of RecordSerial: callers append to pending and wake the
+	// committer, which writes all of pending in one transaction.
 	mu            sync.Mutex
 	pending       []*serialWrite
-	waiting       bool // pending holds a write whose caller waits for it
 	closing       bool
 	wake          chan struct{} // capacity 1
-	hurry         chan struct{} // capacity 1: ends the bind window
-	bindWindow    time.Duration
-	lastCommit    time.Time // start of the committer's last transaction; committer only
 	committerDone chan struct{}
 
 	// ownReservations is the first sequence number of the reservations
@@ -137,8 +120,6 @@ func Open(path string, opts *Options) (*Store, error) {
 		path:          path,
 		log:           log,
 		wake:          make(chan struct{}, 1),
-		hurry:         make(chan struct{}, 1),
-		bindWindow:    cmp.Or(opts.bindWindow, DefaultBindWindow),
 		committerDone: make(chan struct{}),
 		unbound:       make(map[string]*reservation),
 	}
@@ -239,8 +220,10 @@ func (s *Store) Close() error {
 	s.closing = true
 	s.mu.Unlock()
 	s.closed.Store(true)
-	signal(s.wake)
-	signal(s.hurry)
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
 	<-s.committerDone
 	if err := protect(s.path, s.db.Close); err != nil {
 		return fmt.Errorf("storage/bbolt: closing %s: %w", s.path, err)

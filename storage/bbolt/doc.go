@@ -66,32 +66,19 @@
 //
 // Every method that writes returns after its transaction is on disk
 // (fdatasync), unless Options.NoSync is set. Serial records are written by
-// one goroutine, the committer, in one transaction per batch. RecordSerial
-// waits for its record's commit: a lone caller is committed at once, with
-// no timer, and N concurrent callers share about one sync. BindSerial, the
+// one goroutine, the committer, which writes everything queued in one
+// transaction while the previous one is being synced: a lone caller is
+// committed at once, with no timer; N concurrent callers share about one
+// sync. RecordSerial waits for its record's commit. BindSerial, the
 // authority's path, only queues the record: its serial was reserved
 // durably beforehand (ReserveSerials, one sync per block of serials), and
 // after a crash RevokeUnbound revokes every reserved serial whose record
-// was lost. While only such bindings are queued, the committer spaces its
-// transactions at least DefaultBindWindow (20 ms) apart, or until 1,024
-// records wait: a binding after a quiet spell is committed at once, and
-// steady issuance costs one transaction per window rather than one per
-// certificate or two (at a thousand issuances a second, 50 commits instead
-// of several hundred, each rewriting the freelist and the tree's right
-// edge). A caller that waits (RecordSerial, and the flush with which
-// SerialsFor, RevokeID and RevokeSerial first wait for the queue, so that
-// revocation finds every record queued before it) commits at once; so
-// does Close. A crash loses at most one window of bindings, whose serials
-// RevokeUnbound revokes at the next start; their holders then get fresh
-// SVIDs from the restarted daemon.
+// was lost. SerialsFor, RevokeID and RevokeSerial first wait for the queue,
+// so revocation finds every record queued before it.
 //
 // The freelist is stored on every commit (bbolt's hashmap freelist, which
-// allocates runs of pages without sorting). It holds every free page: a
-// file that grew while its first generation of serials was live keeps
-// those pages free once pruning keeps pace (measured after an hour at full
-// rate: 16,000 pages in the file, 5,000 in use), so the freelist written on
-// each commit is tens of kilobytes; the bind window keeps that cost to a
-// few commits a second.
+// allocates runs of pages without sorting): with pruning freeing pages at
+// the front as inserts use them, it stays a few kilobytes.
 //
 // # Damaged files
 //

@@ -109,49 +109,12 @@ func (s *Store) enqueue(w *serialWrite) error {
 		return fmt.Errorf("storage/bbolt: %s: %w", s.path, storage.ErrClosed)
 	}
 	s.pending = append(s.pending, w)
-	hurry := w.done != nil || len(s.pending) >= bindBatch
-	s.waiting = s.waiting || w.done != nil
 	s.mu.Unlock()
-	signal(s.wake) // the committer may already be awake; it will see w
-	if hurry {
-		signal(s.hurry)
+	select {
+	case s.wake <- struct{}{}:
+	default: // the committer is already awake and will see w
 	}
 	return nil
-}
-
-// signal sends on a channel of capacity 1 unless a send is already there.
-func signal(c chan struct{}) {
-	select {
-	case c <- struct{}{}:
-	default:
-	}
-}
-
-// gather spaces the committer's transactions at least the bind window
-// apart while only BindSerial records are queued, so that steady issuance
-// costs one transaction (one copy of the freelist, one sync) per window
-// instead of one per record or two. A binding after a quiet spell is
-// committed at once. It returns at once when a caller waits for the
-// outcome (RecordSerial, and the flush before SerialsFor and revocation),
-// when bindBatch records are queued, or when the store is closing.
-func (s *Store) gather(t *time.Timer) {
-	select { // a hurry meant for a batch already taken
-	case <-s.hurry:
-	default:
-	}
-	s.mu.Lock()
-	now := s.waiting || s.closing || len(s.pending) == 0 || len(s.pending) >= bindBatch
-	s.mu.Unlock()
-	wait := s.bindWindow - time.Since(s.lastCommit)
-	if now || wait <= 0 {
-		return
-	}
-	t.Reset(wait)
-	select {
-	case <-t.C:
-	case <-s.hurry:
-		t.Stop()
-	}
 }
 
 func (s *Store) await(ctx context.Context, w *serialWrite) error {
@@ -165,27 +128,22 @@ func (s *Store) await(ctx context.Context, w *serialWrite) error {
 }
 
 // commitLoop is the one goroutine that writes queued serial records. Each
-// round takes everything queued so far: at once when a caller waits for
-// its outcome, else after the bind window (gather). It exits after Close,
-// once the queue is empty.
+// round takes everything queued so far, so the batch size follows the
+// number of concurrent callers with no timer. It exits after Close, once
+// the queue is empty.
 func (s *Store) commitLoop() {
 	defer close(s.committerDone)
 	var spare []*serialWrite
-	window := time.NewTimer(time.Hour)
-	window.Stop()
 	for range s.wake {
 		for {
-			s.gather(window)
 			// Swap the queue with the spare slice, so that callers append
 			// to one array while the committer reads the other.
 			s.mu.Lock()
 			batch, closing := s.pending, s.closing
 			s.pending, spare = spare, nil
-			s.waiting = false
 			s.mu.Unlock()
 			ok := true
 			if len(batch) > 0 {
-				s.lastCommit = time.Now()
 				ok = s.commitSerials(batch, closing)
 				clear(batch)
 			}
