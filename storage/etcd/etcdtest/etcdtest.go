@@ -281,7 +281,19 @@ func (s *Server) waitReady(e *embed.Etcd) error {
 // another after their election timeout. Its data stays for Restart.
 // Stopping a stopped member does nothing.
 func (s *Server) Stop() {
+	s.cutClients()
+	if s.e != nil {
+		s.e.Server.HardStop() // before Close, which would hand over leadership
+		s.e.Close()
+		s.e = nil
+	}
+}
+
+// cutClients closes the member's proxy and every client connection
+// through it.
+func (s *Server) cutClients() {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.proxy != nil {
 		s.proxy.Close()
 		s.proxy = nil
@@ -290,12 +302,6 @@ func (s *Server) Stop() {
 		c.Close()
 	}
 	clear(s.conns)
-	s.mu.Unlock()
-	if s.e != nil {
-		s.e.Server.HardStop() // before Close, which would hand over leadership
-		s.e.Close()
-		s.e = nil
-	}
 }
 
 // Close stops the member as an operator would: it stops serving its
@@ -304,16 +310,7 @@ func (s *Server) Stop() {
 // connected, and stops. Its data stays. Closing a stopped member does
 // nothing.
 func (s *Server) Close() {
-	s.mu.Lock()
-	if s.proxy != nil {
-		s.proxy.Close()
-		s.proxy = nil
-	}
-	for c := range s.conns {
-		c.Close()
-	}
-	clear(s.conns)
-	s.mu.Unlock()
+	s.cutClients()
 	if s.e != nil {
 		s.e.Close()
 		s.e = nil
