@@ -248,13 +248,13 @@ const refusalLinger = time.Second
 
 // lingerClose closes a connection whose handshake was refused (the alert
 // already sent): it ends the writing side, drains what the client still
-// sends for at most refusalLinger (and 64 KiB), then closes.
+// sends for at most refusalLinger (and 1 MiB), then closes.
 func lingerClose(raw net.Conn) {
 	if cw, ok := raw.(interface{ CloseWrite() error }); ok {
 		_ = cw.CloseWrite()
 	}
 	_ = raw.SetReadDeadline(time.Now().Add(refusalLinger))
-	_, _ = io.Copy(io.Discard, io.LimitReader(raw, 64<<10))
+	_, _ = io.Copy(io.Discard, io.LimitReader(raw, 1<<20))
 	_ = raw.Close()
 }
 
