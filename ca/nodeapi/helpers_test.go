@@ -105,7 +105,13 @@ func newFixtureIn(t *testing.T, dir string, wrap func(*bbolt.Store) ca.Store, mo
 		store = wrap(store.(*bbolt.Store))
 	}
 	// The clock starts at the real time, since minica dates its CAs by
-	// the real clock; tests move it forward to expire things.
+	// the real clock (NotBefore is that time, whole seconds in the
+	// certificate); tests move it forward to expire things. The host CA
+	// is made first, so that the clock is never a second before it.
+	hostCA, err := minica.New(minica.WithName("hosts"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	clock := testclock.New(time.Now().Truncate(time.Second))
 	logs := &logBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -115,10 +121,6 @@ func newFixtureIn(t *testing.T, dir string, wrap func(*bbolt.Store) ca.Store, mo
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { auth.Close() })
-	hostCA, err := minica.New(minica.WithName("hosts"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	cfg := nodeapi.Config{Authority: auth, NodeCAs: []*x509.Certificate{hostCA.Root}, Time: clock.Now, Logger: log,
 		Limits: nodeapi.Limits{AttestBackoff: -1}}
 	if mod != nil {
