@@ -149,9 +149,13 @@ func openDB(path string, timeout time.Duration, noSync bool) (db *bolt.DB, err e
 	bopts.NoSync = noSync
 	// The hashmap freelist finds a run of free pages without scanning a
 	// sorted array; with pruning freeing whole ranges of pages, allocation
-	// stays cheap as the file ages. The freelist is still written on every
-	// commit (see the package documentation).
+	// stays cheap as the file ages. It is not written on every commit: an
+	// aged file holds thousands of free pages, and writing and sorting
+	// them on each of several hundred commits a second was the largest
+	// cost that grew with the file's age. bbolt rebuilds it at open by
+	// walking the tree, which preflight has checked; Close stores it.
 	bopts.FreelistType = bolt.FreelistMapType
+	bopts.NoFreelistSync = true
 	bopts.OpenFile = func(name string, flag int, perm os.FileMode) (*os.File, error) {
 		f, err := os.OpenFile(name, flag, perm)
 		file = f
@@ -225,6 +229,19 @@ func (s *Store) Close() error {
 	default:
 	}
 	<-s.committerDone
+	// Store the freelist on a clean close, so that a release that
+	// expects one can open the file. bbolt reads NoFreelistSync only
+	// when a write transaction commits, and writers are serialised, so
+	// it is set inside one.
+	err := protect(s.path, func() error {
+		return s.db.Update(func(*bolt.Tx) error {
+			s.db.NoFreelistSync = false
+			return nil
+		})
+	})
+	if err != nil {
+		s.log.Warn("could not store the freelist on close; the next open rebuilds it", slog.Any("err", err))
+	}
 	if err := protect(s.path, s.db.Close); err != nil {
 		return fmt.Errorf("storage/bbolt: closing %s: %w", s.path, err)
 	}

@@ -210,7 +210,7 @@ func TestFixtureErrors(t *testing.T) {
 		{"bad-page.db", storage.ErrCorrupt, nil},
 		{"bad-version.db", storage.ErrCorrupt, []string{"schema_version"}},
 		{"not-badge.db", storage.ErrSchema, []string{"widgets"}},
-		{"no-freelist.db", storage.ErrSchema, []string{"freelist"}},
+		{"no-freelist.db", storage.ErrCorrupt, []string{"page"}},
 		{"future-schema.db", storage.ErrSchema, []string{strconv.Itoa(futureSchema), strconv.Itoa(schemaVersion)}},
 		{"bad-record.db", nil, nil},
 	} {

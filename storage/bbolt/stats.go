@@ -46,7 +46,7 @@ func (s *Store) Stats(ctx context.Context) (Stats, error) {
 
 // Ping commits an empty write transaction: it returns nil only when the
 // database is open and its file can be written and synced (the commit
-// writes the freelist and a meta page). Readiness checks call it; it costs
+// writes a meta page). Readiness checks call it; it costs
 // one sync, so they rate-limit it.
 func (s *Store) Ping(ctx context.Context) error {
 	err := s.update(ctx, func(*bolt.Tx) error { return nil })
