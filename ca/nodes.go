@@ -34,7 +34,9 @@ import (
 // can guess whatever the hash costs, and would let anyone who can reach
 // the agent listener spend 19 MiB and tens of milliseconds of the server
 // per attempt. SHA-256 is also deterministic, so the hash is the lookup
-// key: one read, no scan, no per-token salt.
+// key: one read, no scan, no per-token salt. The lookup's timing may tell
+// something of the stored hashes, never of a token: a hash does not lead
+// back to its token, so no constant-time comparison is needed.
 //
 // Evicting a node revokes and blocks its node SVID ID, cancels its unused
 // tokens and publishes a snapshot in which [Snapshot.NodeEvicted] is true,
@@ -229,8 +231,8 @@ func (a *Authority) ConsumeJoinToken(ctx context.Context, token string) (storage
 // the node SVID ID is blocked other than by the node's eviction (which
 // the token lifts).
 //
-// The token is looked up among the stored ones first, a read; it is
-// spent in the store's one transaction afterwards. Once it is spent, the
+// The token is looked up by its hash first, a read; it is spent in the
+// store's one transaction afterwards. Once it is spent, the
 // node SVID is returned even if recording its serial in the node record
 // (SetNodeSVID) then fails: the serial is already reserved and bound to
 // the node's ID, so revocation and eviction reach it, and only the node
@@ -308,27 +310,26 @@ func (a *Authority) checkJoinTokenLen(token string) error {
 
 // usableJoinToken returns the stored token of hash if it is unused and
 // unexpired, else the refusal the store's ConsumeJoinToken would give
-// (with the token, when known, for the log). Tokens are few (an admin
-// makes each, and they are pruned after expiry), so it reads them all.
+// (with the token, when known, for the log). It reads that one record:
+// a damaged record of another token does not stop this one.
 func (a *Authority) usableJoinToken(ctx context.Context, hash string) (storage.JoinToken, error) {
-	toks, err := a.store.ListJoinTokens(ctx)
-	if err != nil {
-		return storage.JoinToken{}, fmt.Errorf("reading join tokens: %w", err)
+	j, err := a.store.GetJoinToken(ctx, hash)
+	switch {
+	case errors.Is(err, storage.ErrNotFound):
+		// The refusal is the one ConsumeJoinToken gives, without the
+		// hash the store's error names.
+		return storage.JoinToken{}, fmt.Errorf("join token: %w", storage.ErrNotFound)
+	case err != nil:
+		return storage.JoinToken{}, fmt.Errorf("reading join token: %w", err)
 	}
 	now := a.cfg.Time().UTC()
-	for _, j := range toks {
-		if j.Hash != hash {
-			continue
-		}
-		switch {
-		case !j.UsedAt.IsZero():
-			return j, fmt.Errorf("join token for node %s: %w (at %s)", j.Node, storage.ErrTokenUsed, utc(j.UsedAt))
-		case !now.Before(j.ExpiresAt):
-			return j, fmt.Errorf("join token for node %s: %w (at %s)", j.Node, storage.ErrTokenExpired, utc(j.ExpiresAt))
-		}
-		return j, nil
+	switch {
+	case !j.UsedAt.IsZero():
+		return j, fmt.Errorf("join token for node %s: %w (at %s)", j.Node, storage.ErrTokenUsed, utc(j.UsedAt))
+	case !now.Before(j.ExpiresAt):
+		return j, fmt.Errorf("join token for node %s: %w (at %s)", j.Node, storage.ErrTokenExpired, utc(j.ExpiresAt))
 	}
-	return storage.JoinToken{}, fmt.Errorf("join token: %w", storage.ErrNotFound)
+	return j, nil
 }
 
 // joinTokenRefused logs the refusal of token tok (zero when unknown) for

@@ -3,15 +3,19 @@ package ca
 import (
 	"bytes"
 	"context"
+	"crypto/elliptic"
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/badge-dev/badge/attest"
 	"github.com/badge-dev/badge/storage"
@@ -339,6 +343,83 @@ func TestJoinTokenRace(t *testing.T) {
 	}
 	if wins != 1 {
 		t.Errorf("%d agents attested with one token, want 1", wins)
+	}
+}
+
+// TestAttestJoinToken: the agent listener's path refuses unknown, used and
+// expired tokens as ConsumeJoinToken does, reading only the presented
+// token: a damaged record of another token is reported for that token
+// alone, as a store failure, and does not stop the others.
+func TestAttestJoinToken(t *testing.T) {
+	env := newEnv(t)
+	ctx := context.Background()
+	a := env.open(t, nil)
+	var tokens []string
+	for _, node := range []string{"web-1", "web-2", "web-3", "damaged"} {
+		_, tok, err := a.CreateJoinToken(ctx, JoinTokenRequest{Node: node, TTL: MinJoinTokenTTL})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tokens = append(tokens, tok)
+	}
+	web1, web2, web3, damaged := tokens[0], tokens[1], tokens[2], tokens[3]
+	a.Close()
+	env.store.Close()
+	dir := filepath.Dir(env.keyDir)
+	db, err := bolt.Open(filepath.Join(dir, "badge.db"), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hash := hashJoinToken(damaged)
+	err = db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket([]byte("join_tokens")).Put([]byte(hash), []byte(`{"hash":"`+hash+`","node":7}`))
+	})
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	env.store = openStore(t, dir, true)
+	logs := &logRecords{}
+	a = env.open(t, withLog(logs))
+	attest := func(token string) (storage.Node, error) {
+		node, _, err := a.AttestJoinToken(ctx, token, csrOf(t, ecKey(t, elliptic.P256())), DefaultNodeSVIDTTL)
+		return node, err
+	}
+
+	if node, err := attest(web1); err != nil || node.Name != "web-1" {
+		t.Fatalf("AttestJoinToken(sound token beside a damaged one) = %+v, %v; want node web-1", node, err)
+	}
+	_, err = attest(damaged)
+	if !errors.Is(err, storage.ErrCorrupt) || errors.Is(err, ErrJoinTokenRefused) {
+		t.Errorf("AttestJoinToken(damaged) = %v, want ErrCorrupt and no refusal", err)
+	}
+	if node, err := attest(web2); err != nil || node.Name != "web-2" {
+		t.Errorf("AttestJoinToken(sound token after the damaged one) = %+v, %v; want node web-2", node, err)
+	}
+	env.clock.Advance(MinJoinTokenTTL)
+	for _, tt := range []struct {
+		name, token string
+		is          error
+	}{
+		{"unknown", strings.Repeat("A", 43), storage.ErrNotFound},
+		{"used", web1, storage.ErrTokenUsed},
+		{"expired", web3, storage.ErrTokenExpired},
+	} {
+		_, err := attest(tt.token)
+		if !errors.Is(err, ErrJoinTokenRefused) || !errors.Is(err, tt.is) {
+			t.Errorf("AttestJoinToken(%s) = %v, want ErrJoinTokenRefused and %v", tt.name, err, tt.is)
+		} else if h := hashJoinToken(tt.token); strings.Contains(err.Error(), h) {
+			t.Errorf("AttestJoinToken(%s) = %v: the refusal names the token's hash", tt.name, err)
+		}
+	}
+	var reasons []string
+	for _, r := range logs.find(t, "join token refused") {
+		reasons = append(reasons, r["reason"].(string))
+	}
+	if want := []string{"unknown", "used", "expired"}; !slices.Equal(reasons, want) {
+		t.Errorf("refusals logged with reasons %v, want %v", reasons, want)
 	}
 }
 

@@ -3,15 +3,10 @@ package ca
 import (
 	"context"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"math/big"
-	"os"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -21,45 +16,17 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
-	"go.step.sm/crypto/pemutil"
 
 	"github.com/badge-dev/badge/ca/upstream"
+	"github.com/badge-dev/badge/internal/testpki"
 	"github.com/badge-dev/badge/storage"
 )
 
-// testCA is a CA certificate and its key, made for the tests.
-type testCA struct {
-	cert *x509.Certificate
-	key  crypto.Signer
-}
-
 // newTestCA makes a CA certificate valid around testStart for ten years,
 // signed by parent (self-signed when nil).
-func newTestCA(t *testing.T, cn string, parent *testCA) *testCA {
+func newTestCA(t *testing.T, cn string, parent *testpki.Cert) *testpki.Cert {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{
-		SerialNumber: serial, Subject: pkix.Name{CommonName: cn},
-		NotBefore: testStart.Add(-time.Hour), NotAfter: testStart.Add(10 * 365 * 24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-	}
-	signerCert, signer := tmpl, crypto.Signer(key)
-	if parent != nil {
-		signerCert, signer = parent.cert, parent.key
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, signerCert, key.Public(), signer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &testCA{cert: cert, key: key}
+	return testpki.NewCA(t, cn, parent, testpki.Options{NotBefore: testStart.Add(-time.Hour), NotAfter: testStart.Add(10 * 365 * 24 * time.Hour)})
 }
 
 // writeDisk writes the certificate file (certs, in order) and the key
@@ -68,22 +35,7 @@ func newTestCA(t *testing.T, cn string, parent *testCA) *testCA {
 func writeDisk(t *testing.T, env *testEnv, key crypto.Signer, certs ...*x509.Certificate) *upstream.Disk {
 	t.Helper()
 	dir := t.TempDir()
-	var pemCerts []byte
-	for _, c := range certs {
-		pemCerts = append(pemCerts, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
-	}
-	certFile, keyFile := filepath.Join(dir, "ca.crt"), filepath.Join(dir, "ca.key")
-	if err := os.WriteFile(certFile, pemCerts, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	block, err := pemutil.Serialize(key, pemutil.WithPKCS8(true))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(block), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	d, err := upstream.LoadDisk(certFile, keyFile)
+	d, err := upstream.LoadDisk(testpki.WriteCerts(t, filepath.Join(dir, "ca.crt"), certs...), testpki.WriteKey(t, filepath.Join(dir, "ca.key"), key))
 	if err != nil {
 		t.Fatalf("LoadDisk: %v", err)
 	}
@@ -143,10 +95,10 @@ func TestUpstreamDisk(t *testing.T) {
 	env := newEnv(t)
 	root := newTestCA(t, "operator root", nil)
 	opInter := newTestCA(t, "operator intermediate", root)
-	up := &flakyUpstream{Upstream: writeDisk(t, env, opInter.key, opInter.cert, root.cert)}
+	up := &flakyUpstream{Upstream: writeDisk(t, env, opInter.Key, opInter.Cert, root.Cert)}
 	a := env.open(t, func(c *Config) { scheduleConfig(c); c.Upstream = up })
 
-	if got := a.Snapshot().Bundle().X509Authorities(); len(got) != 1 || !got[0].Equal(root.cert) {
+	if got := a.Snapshot().Bundle().X509Authorities(); len(got) != 1 || !got[0].Equal(root.Cert) {
 		t.Fatalf("bundle holds %d certificates, want the operator's root alone", len(got))
 	}
 	sts, err := a.KeyStatuses(context.Background())
@@ -158,17 +110,17 @@ func TestUpstreamDisk(t *testing.T) {
 			t.Errorf("a root key %s (%s) was made under an upstream", s.ID, s.State)
 		}
 	}
-	if len(sts) == 0 || sts[0].State != KeyUpstream || !sts[0].NotAfter.Equal(root.cert.NotAfter) {
+	if len(sts) == 0 || sts[0].State != KeyUpstream || !sts[0].NotAfter.Equal(root.Cert.NotAfter) {
 		t.Errorf("key statuses %+v: want the upstream root first", sts)
 	}
 	if n := up.calls.Load(); n != 1 {
 		t.Errorf("the upstream was asked %d times for the first intermediate, want 1", n)
 	}
-	onlyRoot := x509bundle.FromX509Authorities(a.TrustDomain(), []*x509.Certificate{root.cert})
+	onlyRoot := x509bundle.FromX509Authorities(a.TrustDomain(), []*x509.Certificate{root.Cert})
 	check := func(when string) {
 		t.Helper()
 		chain := issue(t, a)
-		if len(chain) != 3 || !chain[2].Equal(opInter.cert) {
+		if len(chain) != 3 || !chain[2].Equal(opInter.Cert) {
 			t.Fatalf("%s: SVID chain of %d certificates, want leaf, badge's intermediate, the operator's intermediate", when, len(chain))
 		}
 		if _, _, err := x509svid.Verify(chain, onlyRoot, x509svid.WithTime(env.clock.Now())); err != nil {
@@ -191,7 +143,7 @@ func TestUpstreamDisk(t *testing.T) {
 	a.Close()
 	up.down.Store(true)
 	a = env.open(t, func(c *Config) { scheduleConfig(c); c.Upstream = up })
-	if got := a.Snapshot().Bundle().X509Authorities(); len(got) != 1 || !got[0].Equal(root.cert) {
+	if got := a.Snapshot().Bundle().X509Authorities(); len(got) != 1 || !got[0].Equal(root.Cert) {
 		t.Fatalf("after a restart the bundle holds %d certificates, want the operator's root alone", len(got))
 	}
 	check("after a restart")
@@ -206,7 +158,7 @@ func TestUpstreamDisk(t *testing.T) {
 func TestUpstreamUnavailable(t *testing.T) {
 	env := newEnv(t)
 	root := newTestCA(t, "operator root", nil)
-	up := &flakyUpstream{Upstream: writeDisk(t, env, root.key, root.cert)}
+	up := &flakyUpstream{Upstream: writeDisk(t, env, root.Key, root.Cert)}
 	mod := func(c *Config) { scheduleConfig(c); c.Upstream = up }
 	a := env.open(t, mod)
 	cur := a.keys.inter
@@ -258,16 +210,16 @@ func TestUpstreamAnswerChecked(t *testing.T) {
 		{"no certificate", func(_, roots []*x509.Certificate) ([]*x509.Certificate, []*x509.Certificate) { return nil, roots }},
 		{"no root", func(chain, _ []*x509.Certificate) ([]*x509.Certificate, []*x509.Certificate) { return chain, nil }},
 		{"another key", func(_, roots []*x509.Certificate) ([]*x509.Certificate, []*x509.Certificate) {
-			return []*x509.Certificate{other.cert}, roots
+			return []*x509.Certificate{other.Cert}, roots
 		}},
 		{"another root", func(chain, _ []*x509.Certificate) ([]*x509.Certificate, []*x509.Certificate) {
-			return chain, []*x509.Certificate{other.cert}
+			return chain, []*x509.Certificate{other.Cert}
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			env := newEnv(t)
 			root := newTestCA(t, "operator root", nil)
-			up := &flakyUpstream{Upstream: writeDisk(t, env, root.key, root.cert), bad: tc.bad}
+			up := &flakyUpstream{Upstream: writeDisk(t, env, root.Key, root.Cert), bad: tc.bad}
 			if _, err := New(context.Background(), env.config(func(c *Config) { c.Upstream = up })); !errors.Is(err, ErrUpstream) {
 				t.Fatalf("New with an upstream answering %s: %v, want ErrUpstream", tc.name, err)
 			}
@@ -287,7 +239,7 @@ func TestUpstreamReplacesOwnRoot(t *testing.T) {
 	old := derOf(issue(t, a))
 	a.Close()
 	root := newTestCA(t, "operator root", nil)
-	up := &flakyUpstream{Upstream: writeDisk(t, env, root.key, root.cert)}
+	up := &flakyUpstream{Upstream: writeDisk(t, env, root.Key, root.Cert)}
 	a = env.open(t, func(c *Config) { scheduleConfig(c); c.Upstream = up })
 	if a.keys.inter.id == oldInter.id || len(a.keys.inter.rec.UpstreamRoots) == 0 {
 		t.Fatal("the intermediate of the own root still signs under an upstream")
@@ -305,7 +257,7 @@ func TestUpstreamReplacesOwnRoot(t *testing.T) {
 			t.Fatal("the own root is still in the bundle after its last intermediate expired")
 		}
 	}
-	if len(got) != 1 || !got[0].Equal(root.cert) {
+	if len(got) != 1 || !got[0].Equal(root.Cert) {
 		t.Fatalf("bundle of %d certificates, want the operator's root alone", len(got))
 	}
 }
@@ -345,7 +297,7 @@ func derOf(chain []*x509.Certificate) []byte {
 // backdatingUpstream signs intermediates under root with a NotBefore far
 // in the past, as step-ca backdates by a minute.
 type backdatingUpstream struct {
-	root     *testCA
+	root     *testpki.Cert
 	now      func() time.Time
 	backdate time.Duration
 	calls    atomic.Int32
@@ -358,12 +310,12 @@ func (b *backdatingUpstream) SignIntermediate(_ context.Context, csr *x509.Certi
 	tmpl := &x509.Certificate{SerialNumber: serial, Subject: csr.Subject, URIs: csr.URIs,
 		NotBefore: now.Add(-b.backdate), NotAfter: now.Add(lifetime),
 		IsCA: true, BasicConstraintsValid: true, MaxPathLenZero: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, b.root.cert, csr.PublicKey, b.root.key)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, b.root.Cert, csr.PublicKey, b.root.Key)
 	if err != nil {
 		return nil, nil, err
 	}
 	c, err := x509.ParseCertificate(der)
-	return []*x509.Certificate{c}, []*x509.Certificate{b.root.cert}, err
+	return []*x509.Certificate{c}, []*x509.Certificate{b.root.Cert}, err
 }
 
 // TestUpstreamBackdatedRotation: an intermediate the upstream backdated
@@ -419,7 +371,7 @@ func (h *hangingUpstream) SignIntermediate(ctx context.Context, csr *x509.Certif
 func TestUpstreamSlowHoldsNothing(t *testing.T) {
 	env := newEnv(t)
 	root := newTestCA(t, "operator root", nil)
-	disk := writeDisk(t, env, root.key, root.cert)
+	disk := writeDisk(t, env, root.Key, root.Cert)
 	up := &hangingUpstream{Upstream: disk, entered: make(chan struct{}, 1), release: make(chan struct{})}
 	close(up.release) // the first intermediate is signed at once
 	a := env.open(t, func(c *Config) { scheduleConfig(c); c.Upstream = up })
@@ -470,7 +422,7 @@ func TestUpstreamSlowHoldsNothing(t *testing.T) {
 func TestLeavingUpstreamKeepsItsRoots(t *testing.T) {
 	env := newEnv(t)
 	root := newTestCA(t, "operator root", nil)
-	up := &flakyUpstream{Upstream: writeDisk(t, env, root.key, root.cert)}
+	up := &flakyUpstream{Upstream: writeDisk(t, env, root.Key, root.Cert)}
 	// JWT keys live long here, so that only the intermediates schedule.
 	own := func(c *Config) { scheduleConfig(c); c.JWTKeyTTL = 4 * time.Hour }
 	a := env.open(t, func(c *Config) { own(c); c.Upstream = up })
@@ -480,7 +432,7 @@ func TestLeavingUpstreamKeepsItsRoots(t *testing.T) {
 	a.Close()
 
 	inBundle := func(a *Authority) bool {
-		return slices.ContainsFunc(a.Snapshot().Bundle().X509Authorities(), root.cert.Equal)
+		return slices.ContainsFunc(a.Snapshot().Bundle().X509Authorities(), root.Cert.Equal)
 	}
 	for _, when := range []string{"after leaving the upstream", "after a restart"} {
 		a = env.open(t, own)
@@ -519,7 +471,7 @@ func TestLeavingUpstreamKeepsItsRoots(t *testing.T) {
 	if inBundle(a) {
 		t.Fatal("the upstream's root is still in the bundle after its last intermediate expired")
 	}
-	if !slices.ContainsFunc(events, func(ev keyEvent) bool { return ev.action == AuditKeyRemove && ev.id == upstreamRootID(root.cert) }) {
+	if !slices.ContainsFunc(events, func(ev keyEvent) bool { return ev.action == AuditKeyRemove && ev.id == upstreamRootID(root.Cert) }) {
 		t.Errorf("events %+v: want the removal of the upstream root", events)
 	}
 	if got := a.Snapshot().Bundle().X509Authorities(); len(got) != 1 || !got[0].Equal(a.keys.root.cert) {

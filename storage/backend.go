@@ -145,6 +145,9 @@ type Clients interface {
 type Nodes interface {
 	// CreateJoinToken stores a new token; ErrExists if the hash is taken.
 	CreateJoinToken(ctx context.Context, j JoinToken) error
+	// GetJoinToken returns the token with the hash, used or not, or
+	// ErrNotFound.
+	GetJoinToken(ctx context.Context, hash string) (JoinToken, error)
 	// ListJoinTokens returns every token ordered by (CreatedAt, Hash).
 	ListJoinTokens(ctx context.Context) ([]JoinToken, error)
 	// ConsumeJoinToken uses a token at now and records its node's

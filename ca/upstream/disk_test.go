@@ -2,15 +2,12 @@ package upstream
 
 import (
 	"context"
-	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
-	"math/big"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -18,55 +15,11 @@ import (
 	"testing"
 	"time"
 
-	"go.step.sm/crypto/pemutil"
+	"github.com/badge-dev/badge/internal/testpki"
 )
 
-type testCA struct {
-	cert *x509.Certificate
-	key  crypto.Signer
-}
-
-func newCA(t testing.TB, cn string, parent *testCA, pathLenZero bool, notAfter time.Time) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{
-		SerialNumber: serial, Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: notAfter,
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-		MaxPathLenZero: pathLenZero,
-	}
-	signerCert, signer := tmpl, crypto.Signer(key)
-	if parent != nil {
-		signerCert, signer = parent.cert, parent.key
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, signerCert, key.Public(), signer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	return &testCA{cert, key}
-}
-
-func pemCerts(certs ...*x509.Certificate) []byte {
-	var out []byte
-	for _, c := range certs {
-		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
-	}
-	return out
-}
-
-func pemKey(t testing.TB, k crypto.Signer) []byte {
-	b, err := pemutil.Serialize(k, pemutil.WithPKCS8(true))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(b)
-}
-
+// write writes data to path with exactly mode, past the umask (the
+// tests give files modes LoadDisk must refuse), and returns path.
 func write(t *testing.T, path string, data []byte, mode os.FileMode) string {
 	t.Helper()
 	if err := os.WriteFile(path, data, mode); err != nil {
@@ -84,11 +37,11 @@ func write(t *testing.T, path string, data []byte, mode os.FileMode) string {
 // server's uid (or root) controls.
 func TestLoadDisk(t *testing.T) {
 	year := time.Now().Add(365 * 24 * time.Hour)
-	root := newCA(t, "root", nil, false, year)
-	inter := newCA(t, "intermediate", root, false, year)
-	leafCA := newCA(t, "path length 0", root, true, year)
-	expired := newCA(t, "expired", root, false, time.Now().Add(-time.Minute))
-	other := newCA(t, "other root", nil, false, year)
+	root := testpki.NewCA(t, "root", nil, testpki.Options{NotAfter: year})
+	inter := testpki.NewCA(t, "intermediate", root, testpki.Options{NotAfter: year})
+	leafCA := testpki.NewCA(t, "path length 0", root, testpki.Options{NotAfter: year, MaxPathLenZero: true})
+	expired := testpki.NewCA(t, "expired", root, testpki.Options{NotAfter: time.Now().Add(-time.Minute)})
+	other := testpki.NewCA(t, "other root", nil, testpki.Options{NotAfter: year})
 	for _, tc := range []struct {
 		name     string
 		certs    []byte
@@ -98,18 +51,18 @@ func TestLoadDisk(t *testing.T) {
 		symlink  bool
 		want     string // "" for success
 	}{
-		{name: "root", certs: pemCerts(root.cert), key: pemKey(t, root.key)},
-		{name: "intermediate and root", certs: pemCerts(inter.cert, root.cert), key: pemKey(t, inter.key)},
-		{name: "no root", certs: pemCerts(inter.cert), key: pemKey(t, inter.key), want: "no self-signed root"},
-		{name: "wrong root", certs: pemCerts(inter.cert, other.cert), key: pemKey(t, inter.key), want: "does not chain"},
-		{name: "path length 0", certs: pemCerts(leafCA.cert, root.cert), key: pemKey(t, leafCA.key), want: "path length 0"},
-		{name: "expired", certs: pemCerts(expired.cert, root.cert), key: pemKey(t, expired.key), want: "expired"},
-		{name: "key of another", certs: pemCerts(root.cert), key: pemKey(t, other.key), want: "does not match"},
-		{name: "not PEM", certs: []byte("hello"), key: pemKey(t, root.key), want: "no PEM CERTIFICATE"},
-		{name: "key in cert file", certs: pemKey(t, root.key), key: pemKey(t, root.key), want: "unexpected PEM block"},
-		{name: "key readable by group", certs: pemCerts(root.cert), key: pemKey(t, root.key), keyMode: 0o640, want: "chmod 600"},
-		{name: "cert writable by others", certs: pemCerts(root.cert), key: pemKey(t, root.key), certMode: 0o666, want: "no one but its owner may write"},
-		{name: "key a symbolic link", certs: pemCerts(root.cert), key: pemKey(t, root.key), symlink: true, want: "symbolic link"},
+		{name: "root", certs: testpki.PEMCerts(root.Cert), key: testpki.PEMKey(t, root.Key)},
+		{name: "intermediate and root", certs: testpki.PEMCerts(inter.Cert, root.Cert), key: testpki.PEMKey(t, inter.Key)},
+		{name: "no root", certs: testpki.PEMCerts(inter.Cert), key: testpki.PEMKey(t, inter.Key), want: "no self-signed root"},
+		{name: "wrong root", certs: testpki.PEMCerts(inter.Cert, other.Cert), key: testpki.PEMKey(t, inter.Key), want: "does not chain"},
+		{name: "path length 0", certs: testpki.PEMCerts(leafCA.Cert, root.Cert), key: testpki.PEMKey(t, leafCA.Key), want: "path length 0"},
+		{name: "expired", certs: testpki.PEMCerts(expired.Cert, root.Cert), key: testpki.PEMKey(t, expired.Key), want: "expired"},
+		{name: "key of another", certs: testpki.PEMCerts(root.Cert), key: testpki.PEMKey(t, other.Key), want: "does not match"},
+		{name: "not PEM", certs: []byte("hello"), key: testpki.PEMKey(t, root.Key), want: "no PEM CERTIFICATE"},
+		{name: "key in cert file", certs: testpki.PEMKey(t, root.Key), key: testpki.PEMKey(t, root.Key), want: "unexpected PEM block"},
+		{name: "key readable by group", certs: testpki.PEMCerts(root.Cert), key: testpki.PEMKey(t, root.Key), keyMode: 0o640, want: "chmod 600"},
+		{name: "cert writable by others", certs: testpki.PEMCerts(root.Cert), key: testpki.PEMKey(t, root.Key), certMode: 0o666, want: "no one but its owner may write"},
+		{name: "key a symbolic link", certs: testpki.PEMCerts(root.Cert), key: testpki.PEMKey(t, root.Key), symlink: true, want: "symbolic link"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -153,10 +106,10 @@ func TestLoadDisk(t *testing.T) {
 // own certificate, and returns the chain without the root, and the root.
 func TestDiskSignIntermediate(t *testing.T) {
 	soon := time.Now().Add(3 * time.Hour)
-	root := newCA(t, "root", nil, false, time.Now().Add(365*24*time.Hour))
-	inter := newCA(t, "intermediate", root, false, soon)
+	root := testpki.NewCA(t, "root", nil, testpki.Options{NotAfter: time.Now().Add(365 * 24 * time.Hour)})
+	inter := testpki.NewCA(t, "intermediate", root, testpki.Options{NotAfter: soon})
 	dir := t.TempDir()
-	d, err := LoadDisk(write(t, filepath.Join(dir, "c"), pemCerts(inter.cert, root.cert), 0o644), write(t, filepath.Join(dir, "k"), pemKey(t, inter.key), 0o600))
+	d, err := LoadDisk(write(t, filepath.Join(dir, "c"), testpki.PEMCerts(inter.Cert, root.Cert), 0o644), write(t, filepath.Join(dir, "k"), testpki.PEMKey(t, inter.Key), 0o600))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,13 +123,13 @@ func TestDiskSignIntermediate(t *testing.T) {
 	for _, tc := range []struct {
 		life time.Duration
 		want time.Time
-	}{{time.Hour, time.Now().Add(time.Hour)}, {24 * time.Hour, inter.cert.NotAfter}} {
+	}{{time.Hour, time.Now().Add(time.Hour)}, {24 * time.Hour, inter.Cert.NotAfter}} {
 		chain, roots, err := d.SignIntermediate(context.Background(), csr, tc.life)
 		if err != nil {
 			t.Fatal(err)
 		}
 		c := chain[0]
-		if len(chain) != 2 || !chain[1].Equal(inter.cert) || len(roots) != 1 || !roots[0].Equal(root.cert) {
+		if len(chain) != 2 || !chain[1].Equal(inter.Cert) || len(roots) != 1 || !roots[0].Equal(root.Cert) {
 			t.Fatalf("chain of %d, roots of %d: want [new, operator intermediate] and [root]", len(chain), len(roots))
 		}
 		if !c.IsCA || c.KeyUsage&x509.KeyUsageCertSign == 0 || !c.MaxPathLenZero || c.Subject.CommonName != "badge" ||
@@ -196,9 +149,9 @@ func TestDiskSignIntermediate(t *testing.T) {
 // FuzzParseCerts: the certificate file parser never panics, and what it
 // returns parsed.
 func FuzzParseCerts(f *testing.F) {
-	root := newCA(f, "root", nil, false, time.Now().Add(time.Hour))
-	f.Add(pemCerts(root.cert))
-	f.Add(pemCerts(root.cert, root.cert))
+	root := testpki.NewCA(f, "root", nil, testpki.Options{NotAfter: time.Now().Add(time.Hour)})
+	f.Add(testpki.PEMCerts(root.Cert))
+	f.Add(testpki.PEMCerts(root.Cert, root.Cert))
 	f.Add([]byte("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"))
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, data []byte) {

@@ -2,15 +2,9 @@ package main
 
 import (
 	"bytes"
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -25,10 +19,10 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"go.step.sm/crypto/jose"
-	"go.step.sm/crypto/pemutil"
 
 	"github.com/badge-dev/badge/ca"
 	"github.com/badge-dev/badge/ca/upstream/stepca"
+	"github.com/badge-dev/badge/internal/testpki"
 )
 
 // The test binary is the daemon of the end-to-end tests: it has the
@@ -40,86 +34,6 @@ func init() {
 				PasswordFile: c.passwordFile, X5CCertFile: c.x5cCert, X5CKeyFile: c.x5cKey})
 		}
 	}
-}
-
-// e2eCA is a CA certificate and key made for a test.
-type e2eCA struct {
-	cert *x509.Certificate
-	key  crypto.Signer
-}
-
-func newE2ECA(t *testing.T, cn string, parent *e2eCA) *e2eCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign}
-	signerCert, signer := tmpl, crypto.Signer(key)
-	if parent != nil {
-		signerCert, signer = parent.cert, parent.key
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, signerCert, key.Public(), signer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &e2eCA{cert, key}
-}
-
-// newE2ELeaf makes a client certificate (digital signature, client auth)
-// issued by parent.
-func newE2ELeaf(t *testing.T, cn string, parent *e2eCA) *e2eCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent.cert, key.Public(), parent.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &e2eCA{cert, key}
-}
-
-// writeCerts writes certs as PEM to path, mode 0644.
-func writeCerts(t *testing.T, path string, certs ...*x509.Certificate) string {
-	t.Helper()
-	var out []byte
-	for _, c := range certs {
-		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
-	}
-	if err := os.WriteFile(path, out, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
-// writeKey writes key as PKCS#8 PEM to path, mode 0600.
-func writeKey(t *testing.T, path string, key crypto.Signer) string {
-	t.Helper()
-	b, err := pemutil.Serialize(key, pemutil.WithPKCS8(true))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, pem.EncodeToMemory(b), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
 }
 
 // svidChain returns the certificates of the first SVID of r.
@@ -166,13 +80,13 @@ func checkUnderRoot(t *testing.T, r workloadResult, root, upInter *x509.Certific
 func TestE2EUpstreamDisk(t *testing.T) {
 	requireRoot(t)
 	dir := t.TempDir()
-	root := newE2ECA(t, "operator root", nil)
-	opInter := newE2ECA(t, "operator intermediate", root)
-	certFile := writeCerts(t, filepath.Join(dir, "ca.crt"), opInter.cert, root.cert)
-	keyFile := writeKey(t, filepath.Join(dir, "ca.key"), opInter.key)
+	root := testpki.NewCA(t, "operator root", nil, testpki.Options{})
+	opInter := testpki.NewCA(t, "operator intermediate", root, testpki.Options{})
+	certFile := testpki.WriteCerts(t, filepath.Join(dir, "ca.crt"), opInter.Cert, root.Cert)
+	keyFile := testpki.WriteKey(t, filepath.Join(dir, "ca.key"), opInter.Key)
 	d := startDaemon(t, "--upstream", "disk", "--upstream-cert", certFile, "--upstream-key", keyFile)
 	d.createEntry("spiffe://example.org/w", "unix:uid:1001")
-	first := checkUnderRoot(t, d.runWorkload(1001, 1001, "fetch"), root.cert, opInter.cert, "first intermediate")
+	first := checkUnderRoot(t, d.runWorkload(1001, 1001, "fetch"), root.Cert, opInter.Cert, "first intermediate")
 
 	for _, line := range strings.Split(strings.TrimSpace(d.mustBadge("keys", "list")), "\n")[1:] {
 		if f := strings.Fields(line); f[0] == "root" && f[2] != "upstream" {
@@ -180,7 +94,7 @@ func TestE2EUpstreamDisk(t *testing.T) {
 		}
 	}
 	d.mustBadge("keys", "rotate", "--kind", "intermediate")
-	next := checkUnderRoot(t, d.runWorkload(1001, 1001, "fetch"), root.cert, opInter.cert, "after a rotation")
+	next := checkUnderRoot(t, d.runWorkload(1001, 1001, "fetch"), root.Cert, opInter.Cert, "after a rotation")
 	if next.Equal(first) {
 		t.Fatal("the intermediate did not change after badge keys rotate --kind intermediate")
 	}
@@ -199,9 +113,9 @@ func TestE2EUpstreamDisk(t *testing.T) {
 func TestE2ELeavingUpstreamKeepsItsRoot(t *testing.T) {
 	requireRoot(t)
 	dir := t.TempDir()
-	root := newE2ECA(t, "operator root", nil)
-	certFile := writeCerts(t, filepath.Join(dir, "ca.crt"), root.cert)
-	keyFile := writeKey(t, filepath.Join(dir, "ca.key"), root.key)
+	root := testpki.NewCA(t, "operator root", nil, testpki.Options{})
+	certFile := testpki.WriteCerts(t, filepath.Join(dir, "ca.crt"), root.Cert)
+	keyFile := testpki.WriteKey(t, filepath.Join(dir, "ca.key"), root.Key)
 	d := startDaemon(t, "--upstream", "disk", "--upstream-cert", certFile, "--upstream-key", keyFile)
 	d.createEntry("spiffe://example.org/w", "unix:uid:1001")
 	old := svidChain(t, d.runWorkload(1001, 1001, "fetch"))
@@ -214,7 +128,7 @@ func TestE2ELeavingUpstreamKeepsItsRoot(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: the Workload API bundle: %v", when, err)
 		}
-		if !slices.ContainsFunc(bundle, root.cert.Equal) || len(bundle) != 2 {
+		if !slices.ContainsFunc(bundle, root.Cert.Equal) || len(bundle) != 2 {
 			t.Fatalf("%s: the Workload API bundle holds %d certificates; want badge's own root and the upstream's", when, len(bundle))
 		}
 		b := x509bundle.FromX509Authorities(spiffeid.RequireTrustDomainFromString("example.org"), bundle)
@@ -222,7 +136,7 @@ func TestE2ELeavingUpstreamKeepsItsRoot(t *testing.T) {
 			t.Fatalf("%s: the SVID issued under the upstream does not verify against the bundle: %v", when, err)
 		}
 		chain := svidChain(t, r)
-		if len(chain) != 2 || chain[1].CheckSignatureFrom(root.cert) == nil {
+		if len(chain) != 2 || chain[1].CheckSignatureFrom(root.Cert) == nil {
 			t.Fatalf("%s: a new SVID chain of %d certificates, or still under the upstream; want leaf and badge's own intermediate", when, len(chain))
 		}
 		if _, _, err := x509svid.Verify(chain, b); err != nil {
@@ -264,8 +178,8 @@ const stepCATemplate = `{"subject": {{ toJson .Subject }}, "sans": {{ toJson .SA
 func startStepCA(t *testing.T) *stepCA {
 	t.Helper()
 	dir := t.TempDir()
-	root := newE2ECA(t, "step-ca root", nil)
-	inter := newE2ECA(t, "step-ca intermediate", root)
+	root := testpki.NewCA(t, "step-ca root", nil, testpki.Options{})
+	inter := testpki.NewCA(t, "step-ca intermediate", root, testpki.Options{})
 	password := []byte("provisioner password")
 	jwk, err := jose.GenerateJWK("EC", "P-256", "ES256", "sig", "", 0)
 	if err != nil {
@@ -282,8 +196,8 @@ func startStepCA(t *testing.T) *stepCA {
 	pub := jwk.Public()
 	// The X5C provisioner trusts x5cCA, which issued the client
 	// certificate badge signs its requests with.
-	x5cCA := newE2ECA(t, "x5c provisioner CA", nil)
-	x5cLeaf := newE2ELeaf(t, "badge", x5cCA)
+	x5cCA := testpki.NewCA(t, "x5c provisioner CA", nil, testpki.Options{})
+	x5cLeaf := testpki.NewClient(t, "badge", x5cCA, testpki.Options{})
 	// A free port, kept across restarts of the step-ca.
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -291,18 +205,18 @@ func startStepCA(t *testing.T) *stepCA {
 	}
 	addr := l.Addr().String()
 	l.Close()
-	s := &stepCA{t: t, url: "https://" + addr, root: root.cert, inter: inter.cert,
-		rootFile:     writeCerts(t, filepath.Join(dir, "root.crt"), root.cert),
+	s := &stepCA{t: t, url: "https://" + addr, root: root.Cert, inter: inter.Cert,
+		rootFile:     testpki.WriteCerts(t, filepath.Join(dir, "root.crt"), root.Cert),
 		passwordFile: filepath.Join(dir, "password"),
-		x5cCert:      writeCerts(t, filepath.Join(dir, "x5c.crt"), x5cLeaf.cert),
-		x5cKey:       writeKey(t, filepath.Join(dir, "x5c.key"), x5cLeaf.key),
+		x5cCert:      testpki.WriteCerts(t, filepath.Join(dir, "x5c.crt"), x5cLeaf.Cert),
+		x5cKey:       testpki.WriteKey(t, filepath.Join(dir, "x5c.key"), x5cLeaf.Key),
 		config:       filepath.Join(dir, "ca.json")}
 	if err := os.WriteFile(s.passwordFile, append(password, '\n'), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	cfg := map[string]any{
-		"root": s.rootFile, "crt": writeCerts(t, filepath.Join(dir, "inter.crt"), inter.cert),
-		"key":     writeKey(t, filepath.Join(dir, "inter.key"), inter.key),
+		"root": s.rootFile, "crt": testpki.WriteCerts(t, filepath.Join(dir, "inter.crt"), inter.Cert),
+		"key":     testpki.WriteKey(t, filepath.Join(dir, "inter.Key"), inter.Key),
 		"address": addr, "dnsNames": []string{"127.0.0.1"},
 		"logger": map[string]any{"format": "text"},
 		"authority": map[string]any{
@@ -312,7 +226,7 @@ func startStepCA(t *testing.T) *stepCA {
 				"options": map[string]any{"x509": map[string]any{"template": stepCATemplate}},
 			}, map[string]any{
 				"type": "X5C", "name": "badge-x5c",
-				"roots":   pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: x5cCA.cert.Raw}),
+				"roots":   pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: x5cCA.Cert.Raw}),
 				"claims":  map[string]any{"minTLSCertDuration": "10s", "maxTLSCertDuration": "24h", "defaultTLSCertDuration": "1h"},
 				"options": map[string]any{"x509": map[string]any{"template": stepCATemplate}},
 			}},
@@ -458,8 +372,8 @@ func TestE2EUpstreamStepCAX5C(t *testing.T) {
 
 	// A client certificate the provisioner does not trust.
 	dir := t.TempDir()
-	rogue := newE2ELeaf(t, "badge", newE2ECA(t, "another CA", nil))
-	cert, key := writeCerts(t, filepath.Join(dir, "rogue.crt"), rogue.cert), writeKey(t, filepath.Join(dir, "rogue.key"), rogue.key)
+	rogue := testpki.NewClient(t, "badge", testpki.NewCA(t, "another CA", nil, testpki.Options{}), testpki.Options{})
+	cert, key := testpki.WriteCerts(t, filepath.Join(dir, "rogue.crt"), rogue.Cert), testpki.WriteKey(t, filepath.Join(dir, "rogue.Key"), rogue.Key)
 	args := append([]string{"--data-dir", filepath.Join(dir, "data"), "--socket", filepath.Join(dir, "w.sock"), "--admin-socket", filepath.Join(dir, "a.sock")}, up(cert, key)...)
 	if code, errOut := runServerOnce(t, args...); code == 0 || !strings.Contains(errOut, "upstream authority") || !strings.Contains(errOut, "authorization") {
 		t.Errorf("badge server with a certificate the X5C provisioner does not trust: exit %d, %q; want a failure naming the upstream's refusal", code, errOut)

@@ -279,6 +279,9 @@ func TestFutureSchemaUntouched(t *testing.T) {
 	}
 }
 
+// testTokenHash is the stored form of a join token.
+const testTokenHash = "0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a"
+
 // TestCorruptRecords puts damaged values into each bucket of a sound file:
 // every read reports ErrCorrupt naming the key, and nothing panics.
 func TestCorruptRecords(t *testing.T) {
@@ -299,6 +302,8 @@ func TestCorruptRecords(t *testing.T) {
 		{"entry id mismatch", bucketEntries, []byte("e-bad"), []byte(`{"id":"e-other"}`), ""},
 		{"key not JSON", bucketKeys, []byte("k-bad"), []byte("\x00\x01"), ""},
 		{"key id mismatch", bucketKeys, []byte("k-bad"), []byte(`{"id":"k"}`), ""},
+		{"join token not JSON", bucketJoinTokens, []byte(testTokenHash), []byte("{"), ""},
+		{"join token hash mismatch", bucketJoinTokens, []byte(testTokenHash), []byte(`{"hash":"0b"}`), ""},
 		{"record unknown format", bucketSerialRecords, goodKeys.key, append([]byte{9}, goodKeys.val[1:]...), "spr"},
 		{"record truncated", bucketSerialRecords, goodKeys.key, goodKeys.val[:len(goodKeys.val)-1], "sr"},
 		{"record long spiffe id", bucketSerialRecords, goodKeys.key, []byte{1, 0xff, 0x7f}, "spr"},
@@ -330,6 +335,11 @@ func TestCorruptRecords(t *testing.T) {
 				errs = append(errs, err)
 			case string(bucketKeys):
 				_, err := s.ListKeys(ctx)
+				errs = append(errs, err)
+			case string(bucketJoinTokens):
+				_, err := s.GetJoinToken(ctx, string(tc.key))
+				errs = append(errs, err)
+				_, err = s.ListJoinTokens(ctx)
 				errs = append(errs, err)
 			default:
 				for _, r := range tc.reads {

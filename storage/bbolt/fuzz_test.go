@@ -122,13 +122,14 @@ func FuzzStoredValue(f *testing.F) {
 	f.Add(uint8(3), append(append([]byte(id), 0), "0b"...), []byte("short"))
 	f.Add(uint8(4), append(appendTime(nil, t0), 0, 0, 0, 0, 0, 0, 0, 1), []byte{1, 2, 'a'})
 	f.Add(uint8(4), []byte{0x80, 0}, []byte{})
+	f.Add(uint8(5), []byte(testTokenHash), []byte(`{"hash":"`+testTokenHash+`","node":"n1","created_at":1}`))
 
 	s, err := Open(filepath.Join(f.TempDir(), "badge.db"), &Options{NoSync: true})
 	if err != nil {
 		f.Fatal(err)
 	}
 	f.Cleanup(func() { s.Close() })
-	targets := [][]byte{bucketEntries, bucketKeys, bucketSerialRecords, bucketSerialIDs, bucketSerialReservations}
+	targets := [][]byte{bucketEntries, bucketKeys, bucketSerialRecords, bucketSerialIDs, bucketSerialReservations, bucketJoinTokens}
 
 	f.Fuzz(func(t *testing.T, which uint8, key, val []byte) {
 		if len(key) == 0 || len(key) > bolt.MaxKeySize {
@@ -174,6 +175,10 @@ func FuzzStoredValue(f *testing.F) {
 		check("ListEntries", err)
 		_, err = s.ListKeys(ctx)
 		check("ListKeys", err)
+		_, err = s.GetJoinToken(ctx, string(key))
+		check("GetJoinToken", err)
+		_, err = s.ListJoinTokens(ctx)
+		check("ListJoinTokens", err)
 		for _, spiffeID := range []string{id, string(key[:max(0, bytes.IndexByte(key, 0))])} {
 			_, err = s.SerialsFor(ctx, spiffeID, t0)
 			check("SerialsFor", err)

@@ -117,6 +117,12 @@ func (s *Store) CreateJoinToken(ctx context.Context, j storage.JoinToken) error 
 	return joinTokens.put(ctx, s, j, false)
 }
 
+// GetJoinToken returns the join token with the given hash, used or not,
+// or storage.ErrNotFound; storage.ErrCorrupt if its record is damaged.
+func (s *Store) GetJoinToken(ctx context.Context, hash string) (storage.JoinToken, error) {
+	return joinTokens.get(ctx, s, hash)
+}
+
 // ListJoinTokens returns every stored join token, used or not, ordered by
 // (CreatedAt, Hash).
 func (s *Store) ListJoinTokens(ctx context.Context) ([]storage.JoinToken, error) {

@@ -74,6 +74,7 @@ func Run(t *testing.T, open func(t *testing.T) Store) {
 		{"Client/Delete", testClientDelete},
 		{"Client/Invalid", testClientInvalid},
 		{"Entry/Nodes", testEntryNodes},
+		{"JoinToken/Get", testJoinTokenGet},
 		{"JoinToken/Consume", testJoinTokenConsume},
 		{"JoinToken/ConsumeRace", testJoinTokenConsumeRace},
 		{"JoinToken/Invalid", testJoinTokenInvalid},
@@ -581,6 +582,7 @@ func calls(ctx context.Context, s Store) map[string]error {
 	_, errs["ListClients"] = s.ListClients(ctx)
 	errs["DeleteClient"] = s.DeleteClient(ctx, "spiffe://example.org/c1")
 	errs["CreateJoinToken"] = s.CreateJoinToken(ctx, joinToken(9, "n9", t0))
+	_, errs["GetJoinToken"] = s.GetJoinToken(ctx, tokenHash(1))
 	_, errs["ListJoinTokens"] = s.ListJoinTokens(ctx)
 	_, _, errs["ConsumeJoinToken"] = s.ConsumeJoinToken(ctx, tokenHash(1), t0)
 	_, errs["PruneJoinTokens"] = s.PruneJoinTokens(ctx, t0.Add(time.Hour))
@@ -1179,6 +1181,11 @@ func joinToken(n int, node string, created time.Time) storage.JoinToken {
 	return storage.JoinToken{Hash: tokenHash(n), Node: node, CreatedAt: created, ExpiresAt: created.Add(time.Hour), AdminUID: 0}
 }
 
+func normJoinToken(j storage.JoinToken) storage.JoinToken {
+	j.CreatedAt, j.ExpiresAt, j.UsedAt = j.CreatedAt.UTC(), j.ExpiresAt.UTC(), j.UsedAt.UTC()
+	return j
+}
+
 func node(name string, at time.Time) storage.Node {
 	return storage.Node{Name: name, Attestation: storage.AttestX509PoP, FirstAttestedAt: at, LastAttestedAt: at, SVIDSerial: "0a1b"}
 }
@@ -1213,6 +1220,55 @@ func testEntryNodes(t *testing.T, s Store) {
 	bad.Nodes = []string{"a\x00b"}
 	if err := s.CreateEntry(ctx, bad); !errors.Is(err, storage.ErrInvalid) {
 		t.Errorf("CreateEntry with a NUL in a node name = %v, want ErrInvalid", err)
+	}
+}
+
+// testJoinTokenGet: a token reads back by its hash as stored, used or not,
+// expired or not; an unknown hash, or one of a pruned token, is
+// ErrNotFound; a read changes nothing.
+func testJoinTokenGet(t *testing.T, s Store) {
+	ctx := t.Context()
+	if _, err := s.GetJoinToken(ctx, tokenHash(1)); !errors.Is(err, storage.ErrNotFound) {
+		t.Errorf("GetJoinToken on an empty store = %v, want ErrNotFound", err)
+	}
+	a, b := joinToken(1, "web-1", t0), joinToken(2, "web-2", t0.Add(time.Second))
+	a.AdminUID = 1000
+	for _, j := range []storage.JoinToken{a, b} {
+		if err := s.CreateJoinToken(ctx, j); err != nil {
+			t.Fatalf("CreateJoinToken: %v", err)
+		}
+	}
+	for _, want := range []storage.JoinToken{a, b} {
+		if got, err := s.GetJoinToken(ctx, want.Hash); err != nil || !reflect.DeepEqual(normJoinToken(got), normJoinToken(want)) {
+			t.Errorf("GetJoinToken(%s) = %+v, %v; want %+v", want.Node, got, err, want)
+		}
+	}
+	for name, hash := range map[string]string{"unknown": tokenHash(3), "empty": "", "upper-case": strings.ToUpper(tokenHash(0xab))} {
+		if _, err := s.GetJoinToken(ctx, hash); !errors.Is(err, storage.ErrNotFound) {
+			t.Errorf("GetJoinToken(%s) = %v, want ErrNotFound", name, err)
+		}
+	}
+	// A read does not spend the token.
+	at := t0.Add(time.Minute)
+	if _, _, err := s.ConsumeJoinToken(ctx, a.Hash, at); err != nil {
+		t.Fatalf("ConsumeJoinToken after reads: %v", err)
+	}
+	used := a
+	used.UsedAt = at
+	if got, err := s.GetJoinToken(ctx, a.Hash); err != nil || !reflect.DeepEqual(normJoinToken(got), normJoinToken(used)) {
+		t.Errorf("GetJoinToken(used) = %+v, %v; want %+v", got, err, used)
+	}
+	// Expired tokens read back until they are pruned.
+	if got, err := s.GetJoinToken(ctx, b.Hash); err != nil || got.Hash != b.Hash {
+		t.Errorf("GetJoinToken(expired, not pruned) = %+v, %v; want it", got, err)
+	}
+	if n, err := s.PruneJoinTokens(ctx, b.ExpiresAt.Add(time.Second)); err != nil || n != 2 {
+		t.Fatalf("PruneJoinTokens = %d, %v; want 2", n, err)
+	}
+	for _, j := range []storage.JoinToken{a, b} {
+		if _, err := s.GetJoinToken(ctx, j.Hash); !errors.Is(err, storage.ErrNotFound) {
+			t.Errorf("GetJoinToken(%s, pruned) = %v, want ErrNotFound", j.Node, err)
+		}
 	}
 }
 
