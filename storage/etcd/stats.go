@@ -15,12 +15,17 @@ type Stats struct {
 	DBBytes int64
 	// Serials is the number of serial records of this trust domain.
 	Serials int
+	// Compactions is how many times this store compacted etcd's history
+	// while it led (see compact.go); CompactedRevision is the revision
+	// the last one compacted to, 0 before the first.
+	Compactions       uint64
+	CompactedRevision int64
 }
 
 // Stats counts the serial records and asks an endpoint for its database
 // size.
 func (s *Store) Stats(ctx context.Context) (Stats, error) {
-	var st Stats
+	st := Stats{Compactions: s.compactions.Load(), CompactedRevision: s.compactedRev.Load()}
 	err := s.do(ctx, func(ctx context.Context) error {
 		dir := s.p.dir(kindSerials)
 		resp, err := s.cli.Get(ctx, dir, clientv3.WithRange(rangeEnd(dir)), clientv3.WithCountOnly())
