@@ -79,7 +79,12 @@ func openStore(ctx context.Context, c serverConfig, trustDomain string, log *slo
 	if err != nil {
 		return nil, storeOps{}, err
 	}
-	store, err := etcd.Open(ctx, etcd.Options{Endpoints: endpoints, TLS: tlsCfg, TrustDomain: trustDomain, ReplicaID: replica, Logger: log})
+	compact := c.etcdCompact
+	if compact == 0 {
+		compact = -1 // never
+	}
+	store, err := etcd.Open(ctx, etcd.Options{Endpoints: endpoints, TLS: tlsCfg, TrustDomain: trustDomain, ReplicaID: replica,
+		CompactInterval: compact, Logger: log})
 	if err != nil {
 		return nil, storeOps{}, fmt.Errorf("opening the etcd store: %w", err)
 	}

@@ -250,7 +250,12 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		_ = cli.Close()
 		return nil, err
 	}
-	log.Info("connected to etcd", slog.String("prefix", string(s.p)), slog.String("replica", s.replica))
+	compact := "off"
+	if s.compactEvery > 0 {
+		compact = s.compactEvery.String()
+	}
+	log.Info("connected to etcd", slog.String("prefix", string(s.p)), slog.String("replica", s.replica),
+		slog.String("compact_interval", compact))
 	go s.commitLoop()
 	return s, nil
 }
