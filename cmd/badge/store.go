@@ -39,6 +39,9 @@ type storeOps struct {
 	// replica is this server's replica id on a store several servers
 	// share; empty for bbolt.
 	replica string
+	// compactions reports the etcd store's compactions of its history
+	// (see etcd.Store.Compactions); nil for bbolt.
+	compactions func() (uint64, int64)
 }
 
 // openStore opens the store --storage names: the bbolt file in the data
@@ -94,7 +97,8 @@ func openStore(ctx context.Context, c serverConfig, trustDomain string, log *slo
 			st, err := store.Stats(ctx)
 			return metrics.DBStats{SizeBytes: st.DBBytes, Serials: st.Serials}, err
 		},
-		replica: replica,
+		replica:     replica,
+		compactions: store.Compactions,
 	}, nil
 }
 

@@ -40,7 +40,9 @@ import (
 //
 // Only the leader compacts, from when it wins the election until its
 // session ends or the store closes. A new leader starts afresh: it reads
-// the revision at once, and compacts one interval later. A failure (etcd
+// the revision at once, and compacts one interval later. A cluster
+// written nothing since the last compaction is not compacted again (the
+// call would go through the cluster's log for nothing). A failure (etcd
 // unreachable, no quorum) is logged, at most once per compactLogEvery,
 // and the next interval tries again; it never stops the server.
 

@@ -15,17 +15,12 @@ type Stats struct {
 	DBBytes int64
 	// Serials is the number of serial records of this trust domain.
 	Serials int
-	// Compactions is how many times this store compacted etcd's history
-	// while it led (see compact.go); CompactedRevision is the revision
-	// the last one compacted to, 0 before the first.
-	Compactions       uint64
-	CompactedRevision int64
 }
 
 // Stats counts the serial records and asks an endpoint for its database
 // size.
 func (s *Store) Stats(ctx context.Context) (Stats, error) {
-	st := Stats{Compactions: s.compactions.Load(), CompactedRevision: s.compactedRev.Load()}
+	var st Stats
 	err := s.do(ctx, func(ctx context.Context) error {
 		dir := s.p.dir(kindSerials)
 		resp, err := s.cli.Get(ctx, dir, clientv3.WithRange(rangeEnd(dir)), clientv3.WithCountOnly())
@@ -45,6 +40,13 @@ func (s *Store) Stats(ctx context.Context) (Stats, error) {
 		return Stats{}, fmt.Errorf("storage/etcd: statistics: %w", err)
 	}
 	return st, nil
+}
+
+// Compactions returns how many times this store compacted etcd's history
+// while it led (see compact.go), and the revision the last compaction
+// went to (0 before the first). It asks etcd nothing.
+func (s *Store) Compactions() (n uint64, revision int64) {
+	return s.compactions.Load(), s.compactedRev.Load()
 }
 
 // Ping checks that the cluster answers a linearizable read, which needs a
