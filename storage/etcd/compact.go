@@ -65,7 +65,7 @@ func (s *Store) compactLoop(ctx context.Context) {
 		warned   time.Time
 	)
 	fail := func(what string, err error) {
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || s.closed.Load() {
 			return // stopped leading, or closing: not a failure
 		}
 		failures++
