@@ -164,6 +164,29 @@ func (f durationFlag) Set(s string) error {
 	return nil
 }
 
+// intervalFlag is a time.Duration flag of something done periodically,
+// where 0 turns it off; a negative value is refused.
+type intervalFlag struct{ d *time.Duration }
+
+func (f intervalFlag) String() string {
+	if f.d == nil {
+		return ""
+	}
+	return f.d.String()
+}
+
+func (f intervalFlag) Set(s string) error {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return errors.New("want a duration such as 5m or 1h, or 0 (off)")
+	}
+	if d < 0 {
+		return errors.New("must be 0 (off) or positive")
+	}
+	*f.d = d
+	return nil
+}
+
 // durationVar defines a durationFlag with a default value.
 func durationVar(fs *flag.FlagSet, name string, value time.Duration, usage string) *time.Duration {
 	d := value

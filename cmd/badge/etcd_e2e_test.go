@@ -22,6 +22,10 @@ func TestE2EEtcdStorage(t *testing.T) {
 	requireRoot(t)
 	srv := etcdtest.Start(t, nil)
 	d := startDaemon(t, "--storage", "etcd://"+srv.Endpoint, "--root-kek", writeKEK(t, t.TempDir()))
+	// The leader compacts etcd's history, every 5 minutes by default.
+	if logs := d.logs(); !strings.Contains(logs, "compact_interval=5m0s") {
+		t.Errorf("the server's log does not say it compacts etcd every 5m (compact_interval=5m0s):\n%s", logs)
+	}
 	d.createEntry("spiffe://example.org/payments", "unix:uid:1001")
 	fetch := func() workloadResult {
 		t.Helper()

@@ -73,11 +73,12 @@ func newOps(auth *ca.Authority, store storeOps, minFree uint64, errLog *metrics.
 		metrics.Check{Name: "crl", Run: func(context.Context) error { return auth.CheckCRL() }},
 	)
 	m := metrics.New(metrics.Config{
-		Authority: auth,
-		DBStats:   store.stats,
-		Readiness: r,
-		Errors:    errLog,
-		Version:   version,
+		Authority:   auth,
+		DBStats:     store.stats,
+		Compactions: store.compactions,
+		Readiness:   r,
+		Errors:      errLog,
+		Version:     version,
 	})
 	return &ops{metrics: m, readiness: r}
 }

@@ -39,6 +39,7 @@ type serverConfig struct {
 	etcdCA          string
 	etcdCert        string
 	etcdKey         string
+	etcdCompact     time.Duration
 	rootKEK         string
 	trustDomain     string
 	socket          string

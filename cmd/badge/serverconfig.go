@@ -37,7 +37,7 @@ func (e *env) serverFlags(c *serverConfig) *flag.FlagSet {
 	*c = serverConfig{
 		trustDomain: "example.org", svidTTL: ca.DefaultSVIDTTL, maxSVIDTTL: ca.DefaultMaxSVIDTTL, jwtTTL: ca.DefaultJWTTTL,
 		rootTTL: ca.DefaultRootTTL, intermediateTTL: ca.DefaultIntermediateTTL, jwtKeyTTL: ca.DefaultJWTKeyTTL, auditRetention: ca.DefaultAuditRetention,
-		logLevel: "info", logFormat: "text", storage: storageDefault,
+		logLevel: "info", logFormat: "text", storage: storageDefault, etcdCompact: etcd.DefaultCompactInterval,
 	}
 	fs := e.flagSet("server", "[flags]")
 	fs.StringVar(&c.config, "config", "", "TOML `file` whose keys are these flag names (env BADGE_CONFIG); SIGHUP reads it again")
@@ -49,6 +49,8 @@ func (e *env) serverFlags(c *serverConfig) *flag.FlagSet {
 	fs.StringVar(&c.etcdCA, "etcd-ca", "", "PEM `file` of the CA certificates that verify the etcd servers; set, the connection uses TLS (default: plain text)")
 	fs.StringVar(&c.etcdCert, "etcd-cert", "", "PEM `file` of the client certificate (chain) badge presents to etcd; with --etcd-key")
 	fs.StringVar(&c.etcdKey, "etcd-key", "", "PEM `file` of the private key of --etcd-cert")
+	fs.Var(intervalFlag{&c.etcdCompact}, "etcd-compact-interval", "how often the server that leads compacts etcd's history, "+
+		"to the revision of one interval before (0: never, for a cluster compacted by other means; else at least "+minEtcdCompact.String()+"; ignored with bbolt)")
 	fs.StringVar(&c.rootKEK, "root-kek", "", "`file` of 32 random bytes (mode 0600) that seals the shared root key in etcd; "+
 		"the same file on every server of an etcd store (required with --storage etcd://, unless --key-manager holds the root)")
 	fs.StringVar(&c.trustDomain, "trust-domain", c.trustDomain, "SPIFFE trust `domain` of this authority")
@@ -233,10 +235,17 @@ func (st *serverSettings) check(getenv func(string) string) {
 	}
 }
 
+// minEtcdCompact is the shortest --etcd-compact-interval: a watch or
+// read that far behind would find its history gone.
+const minEtcdCompact = time.Minute
+
 // checkStorage checks --storage and the etcd connection's files, which it
 // reads, so that --check-config finds a missing or unreadable one.
 func (st *serverSettings) checkStorage(bad func(key, value, format string, args ...any), from func(string) string) {
 	c := &st.c
+	if c.etcdCompact != 0 && c.etcdCompact < minEtcdCompact {
+		bad("etcd-compact-interval", c.etcdCompact.String(), "want 0 (never compact) or at least %s", minEtcdCompact)
+	}
 	if c.storage == storageDefault || c.storage == "" {
 		for _, k := range []struct{ key, v string }{{"etcd-ca", c.etcdCA}, {"etcd-cert", c.etcdCert}, {"etcd-key", c.etcdKey}, {"root-kek", c.rootKEK}} {
 			if k.v != "" {
@@ -315,6 +324,9 @@ func (st *serverSettings) values() map[string]string {
 		if _, query, _ := strings.Cut(v, "?"); query != "" {
 			out["key-manager"] += "?(redacted)"
 		}
+	}
+	if st.c.storage == storageDefault || st.c.storage == "" {
+		out["etcd-compact-interval"] += " (ignored: bbolt)"
 	}
 	delete(out, "check-config")
 	return out

@@ -121,6 +121,20 @@ func TestCheckConfigProblems(t *testing.T) {
 			want: []string{`command line: etcd-ca = "/etc/badge/etcd-ca.pem": applies to an etcd store only, not storage = bbolt (default)`},
 		},
 		{
+			name: "etcd compaction interval too short, or negative",
+			file: "etcd-compact-interval = \"-5m\"\n",
+			args: []string{"--etcd-compact-interval", "30s"},
+			want: []string{
+				`c.toml:1: etcd-compact-interval = "-5m": must be 0 (off) or positive (overridden by the command line or environment)`,
+				`command line: etcd-compact-interval = "30s": want 0 (never compact) or at least 1m0s`,
+			},
+		},
+		{
+			name: "etcd compaction interval not a duration",
+			vars: map[string]string{"BADGE_ETCD_COMPACT_INTERVAL": "often"},
+			want: []string{`environment BADGE_ETCD_COMPACT_INTERVAL: etcd-compact-interval = "often": want a duration such as 5m or 1h, or 0 (off)`},
+		},
+		{
 			name: "etcd certificate without key",
 			args: []string{"--storage", "etcd://127.0.0.1:2379", "--etcd-cert", "/etc/badge/etcd.pem"},
 			want: []string{`command line: etcd-cert = "/etc/badge/etcd.pem": needs --etcd-key, the certificate's private key`},
@@ -203,6 +217,7 @@ func TestCheckConfigOK(t *testing.T) {
 		{"log-level", "debug", "environment BADGE_LOG_LEVEL"},
 		{"data-dir", data, "command line"},
 		{"max-svid-ttl", "5m0s", "default"},
+		{"etcd-compact-interval", "5m0s", "(ignored:", "bbolt)", "default"},
 	} {
 		if !containsFields(out, want) {
 			t.Errorf("no line %q in:\n%s", want, out)
@@ -213,6 +228,40 @@ func TestCheckConfigOK(t *testing.T) {
 	}
 	if _, err := os.Stat(data); !os.IsNotExist(err) {
 		t.Errorf("--check-config created the data dir: %v", err)
+	}
+}
+
+// TestCheckConfigEtcdCompact: --etcd-compact-interval, from each source,
+// is printed as in force with an etcd store; 0 turns compaction off.
+func TestCheckConfigEtcdCompact(t *testing.T) {
+	dir := t.TempDir()
+	base := []string{"--data-dir", filepath.Join(dir, "data"), "--socket", filepath.Join(dir, "w.sock"), "--admin-socket", filepath.Join(dir, "a.sock"),
+		"--storage", "etcd://127.0.0.1:2379", "--root-kek", writeKEK(t, dir)}
+	cfg := filepath.Join(dir, "c.toml")
+	if err := os.WriteFile(cfg, []byte("etcd-compact-interval = \"1h\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		vars map[string]string
+		want []string
+	}{
+		{"default", nil, nil, []string{"etcd-compact-interval", "5m0s", "default"}},
+		{"off", []string{"--etcd-compact-interval", "0"}, nil, []string{"etcd-compact-interval", "0s", "command line"}},
+		{"the minimum", []string{"--etcd-compact-interval", "1m"}, nil, []string{"etcd-compact-interval", "1m0s", "command line"}},
+		{"environment", nil, map[string]string{"BADGE_ETCD_COMPACT_INTERVAL": "10m"}, []string{"etcd-compact-interval", "10m0s", "environment BADGE_ETCD_COMPACT_INTERVAL"}},
+		{"config file", []string{"--config", cfg}, nil, []string{"etcd-compact-interval", "1h0m0s", cfg + ":1"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, errOut, code := checkConfig(t, tc.vars, append(base, tc.args...)...)
+			if code != exitOK || errOut != "" {
+				t.Fatalf("exit %d, stderr %q", code, errOut)
+			}
+			if !containsFields(out, tc.want) {
+				t.Errorf("no line %q in:\n%s", tc.want, out)
+			}
+		})
 	}
 }
 

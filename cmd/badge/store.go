@@ -39,6 +39,9 @@ type storeOps struct {
 	// replica is this server's replica id on a store several servers
 	// share; empty for bbolt.
 	replica string
+	// compactions reports the etcd store's compactions of its history
+	// (see etcd.Store.Compactions); nil for bbolt.
+	compactions func() (uint64, int64)
 }
 
 // openStore opens the store --storage names: the bbolt file in the data
@@ -79,7 +82,12 @@ func openStore(ctx context.Context, c serverConfig, trustDomain string, log *slo
 	if err != nil {
 		return nil, storeOps{}, err
 	}
-	store, err := etcd.Open(ctx, etcd.Options{Endpoints: endpoints, TLS: tlsCfg, TrustDomain: trustDomain, ReplicaID: replica, Logger: log})
+	compact := c.etcdCompact
+	if compact == 0 {
+		compact = -1 // never
+	}
+	store, err := etcd.Open(ctx, etcd.Options{Endpoints: endpoints, TLS: tlsCfg, TrustDomain: trustDomain, ReplicaID: replica,
+		CompactInterval: compact, Logger: log})
 	if err != nil {
 		return nil, storeOps{}, fmt.Errorf("opening the etcd store: %w", err)
 	}
@@ -89,7 +97,8 @@ func openStore(ctx context.Context, c serverConfig, trustDomain string, log *slo
 			st, err := store.Stats(ctx)
 			return metrics.DBStats{SizeBytes: st.DBBytes, Serials: st.Serials}, err
 		},
-		replica: replica,
+		replica:     replica,
+		compactions: store.Compactions,
 	}, nil
 }
 

@@ -29,6 +29,10 @@ var (
 		"Stored serial records: certificates issued and not yet pruned (pruned 30s after expiry).", nil, nil)
 	descDBErrors = prometheus.NewDesc("badge_database_stats_errors",
 		"1 when the last reading of the database statistics failed, else 0.", nil, nil)
+	descCompactions = prometheus.NewDesc("badge_etcd_compactions_total",
+		"Compactions of the etcd store's history this server made while it led its trust domain's servers.", nil, nil)
+	descCompacted = prometheus.NewDesc("badge_etcd_compacted_revision",
+		"The etcd revision this server's last compaction went to; 0 before the first.", nil, nil)
 	descReady = prometheus.NewDesc("badge_ready",
 		"1 when every readiness check passes (see /readyz), else 0.", nil, nil)
 	descStart = prometheus.NewDesc("badge_start_time_seconds",
@@ -40,7 +44,7 @@ type stateCollector struct{ m *Metrics }
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descRevocations, descEntries, descCRLNumber, descCRLAge, descCRLNext,
-		descKeyExpiry, descDBSize, descSerials, descDBErrors, descReady, descStart} {
+		descKeyExpiry, descDBSize, descSerials, descDBErrors, descCompactions, descCompacted, descReady, descStart} {
 		ch <- d
 	}
 }
@@ -80,6 +84,11 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 			gauge(descSerials, float64(st.Serials))
 		}
 		gauge(descDBErrors, failed)
+	}
+	if f := m.cfg.Compactions; f != nil {
+		n, rev := f()
+		ch <- prometheus.MustNewConstMetric(descCompactions, prometheus.CounterValue, float64(n))
+		gauge(descCompacted, float64(rev))
 	}
 	if r := m.cfg.Readiness; r != nil {
 		ready := 0.0

@@ -55,6 +55,12 @@ type Config struct {
 	Authority *ca.Authority
 	// DBStats returns the database statistics. Nil: none are reported.
 	DBStats func(ctx context.Context) (DBStats, error)
+	// Compactions, if set, returns how many times this server compacted
+	// the history of its etcd store and the revision of the last
+	// compaction (see storage/etcd), reported as
+	// badge_etcd_compactions_total and badge_etcd_compacted_revision.
+	// Nil (a store with no such history): neither is reported.
+	Compactions func() (count uint64, revision int64)
 	// Readiness, if set, is reported as badge_ready and in the status.
 	Readiness *Readiness
 	// Errors, if set, supplies the last errors of the status.

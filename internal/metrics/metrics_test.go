@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync/atomic"
@@ -168,5 +169,38 @@ func TestReadinessHungCheck(t *testing.T) {
 			t.Fatal("not ready after the hung check returned")
 		}
 		time.Sleep(50 * time.Millisecond) // polling: the cache expiry is the only event
+	}
+}
+
+// TestEtcdCompactions: with Config.Compactions set, the compactions of
+// the etcd store's history are reported as a counter and the revision of
+// the last as a gauge; without it (bbolt), neither series exists.
+func TestEtcdCompactions(t *testing.T) {
+	a, _ := newAuthority(t)
+	var n atomic.Uint64
+	var rev atomic.Int64
+	m := metrics.New(metrics.Config{Authority: a, Compactions: func() (uint64, int64) { return n.Load(), rev.Load() }})
+	names := []string{"badge_etcd_compactions_total", "badge_etcd_compacted_revision"}
+	want := func(count, revision int) string {
+		return fmt.Sprintf(`
+# HELP badge_etcd_compacted_revision The etcd revision this server's last compaction went to; 0 before the first.
+# TYPE badge_etcd_compacted_revision gauge
+badge_etcd_compacted_revision %d
+# HELP badge_etcd_compactions_total Compactions of the etcd store's history this server made while it led its trust domain's servers.
+# TYPE badge_etcd_compactions_total counter
+badge_etcd_compactions_total %d
+`, revision, count)
+	}
+	if err := testutil.GatherAndCompare(m.Registry(), strings.NewReader(want(0, 0)), names...); err != nil {
+		t.Errorf("before any compaction: %v", err)
+	}
+	n.Store(3)
+	rev.Store(12345)
+	if err := testutil.GatherAndCompare(m.Registry(), strings.NewReader(want(3, 12345)), names...); err != nil {
+		t.Errorf("after three compactions: %v", err)
+	}
+	bolt := metrics.New(metrics.Config{Authority: a})
+	if c := testutil.CollectAndCount(bolt.Registry(), names...); c != 0 {
+		t.Errorf("without Compactions: %d series, want none", c)
 	}
 }

@@ -54,6 +54,12 @@
 // when an earlier attempt committed it and its answer was lost (see
 // retry.go). When etcd cannot be reached within the deadline the error
 // wraps storage.ErrUnavailable and names the endpoints.
+//
+// The server that leads (Lead) compacts etcd's history every
+// Options.CompactInterval, to the revision it read one interval earlier
+// (see compact.go): the serial records written and deleted at the rate
+// of issuance would otherwise fill etcd's quota.
+//
 // What stays on each server's disk is what is per replica: the private
 // key files and the replica's identity.
 package etcd

@@ -22,7 +22,8 @@ const electRetry = time.Second
 // /badge/TRUST_DOMAIN/election/ on a session whose lease is the run TTL.
 // The leader leads until its session ends: Close resigns at once; a
 // leader that dies or loses etcd loses its lease, and another server's
-// campaign wins, within the run TTL.
+// campaign wins, within the run TTL. The leader also compacts etcd's
+// history, every Options.CompactInterval (see compact.go).
 func (s *Store) Lead() (bool, <-chan struct{}) {
 	s.electOnce.Do(func() {
 		ctx, cancel := context.WithCancel(context.Background())
@@ -86,11 +87,24 @@ func (s *Store) campaign(ctx context.Context) {
 		if err == nil {
 			s.setLeading(true)
 			s.log.Info("this server leads the singleton work of the trust domain")
+			// The leader compacts etcd's history while it leads.
+			lctx, stopCompact := context.WithCancel(ctx)
+			compactDone := make(chan struct{})
+			if s.compactEvery > 0 {
+				go func() {
+					defer close(compactDone)
+					s.compactLoop(lctx)
+				}()
+			} else {
+				close(compactDone)
+			}
 			select {
 			case <-sess.Done():
 				s.log.Warn("the election session ended; this server no longer leads")
 			case <-ctx.Done():
 			}
+			stopCompact()
+			<-compactDone
 			s.setLeading(false)
 		}
 		cancel()

@@ -85,9 +85,17 @@ type Options struct {
 	// MaxTxnOps is the most operations put in one transaction; it must not
 	// exceed the servers' --max-txn-ops. Default DefaultMaxTxnOps.
 	MaxTxnOps int
+	// CompactInterval is how often the server that leads (see Lead)
+	// compacts etcd's history, to the revision it read one interval
+	// earlier (see compact.go). Zero: DefaultCompactInterval; negative:
+	// never (the operator compacts the cluster by other means).
+	CompactInterval time.Duration
 	// Logger receives the store's log records. Nil discards them.
 	Logger *slog.Logger
 
+	// onCompact, for tests, is called by the compaction loop after each
+	// compaction, with the revision compacted to.
+	onCompact func(rev int64)
 	// interceptor, for tests, sees each request after the attempt
 	// timeout is set: it can make a write commit and lose its answer.
 	interceptor grpc.UnaryClientInterceptor
@@ -137,6 +145,12 @@ type Store struct {
 	electMu     sync.Mutex
 	leading     bool
 	leadChanged chan struct{} // closed when leading changes
+
+	// Compaction (see compact.go), while this server leads.
+	compactEvery time.Duration // 0: never
+	onCompact    func(rev int64)
+	compactions  atomic.Uint64 // compactions done by this store
+	compactedRev atomic.Int64  // the revision of the last one
 }
 
 // Store implements the storage contract.
@@ -173,6 +187,12 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	}
 	if opts.MaxTxnOps <= 0 {
 		opts.MaxTxnOps = DefaultMaxTxnOps
+	}
+	switch {
+	case opts.CompactInterval == 0:
+		opts.CompactInterval = DefaultCompactInterval
+	case opts.CompactInterval < 0:
+		opts.CompactInterval = 0
 	}
 	if opts.MaxTxnOps < 4 {
 		return nil, fmt.Errorf("storage/etcd: MaxTxnOps %d: want at least 4", opts.MaxTxnOps)
@@ -223,12 +243,19 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		unbound:       make(map[string]*reservation),
 		runTTL:        opts.RunTTL,
 		leadChanged:   make(chan struct{}),
+		compactEvery:  opts.CompactInterval,
+		onCompact:     opts.onCompact,
 	}
 	if err := s.setup(ctx, opts.RunTTL); err != nil {
 		_ = cli.Close()
 		return nil, err
 	}
-	log.Info("connected to etcd", slog.String("prefix", string(s.p)), slog.String("replica", s.replica))
+	compact := "off"
+	if s.compactEvery > 0 {
+		compact = s.compactEvery.String()
+	}
+	log.Info("connected to etcd", slog.String("prefix", string(s.p)), slog.String("replica", s.replica),
+		slog.String("compact_interval", compact))
 	go s.commitLoop()
 	return s, nil
 }
