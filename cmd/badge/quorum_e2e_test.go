@@ -103,6 +103,12 @@ func TestE2EEtcdMemberKilled(t *testing.T) {
 	a := etcdReplica(t, args...)
 	b := etcdReplica(t, args...)
 	a.createEntry("spiffe://example.org/payments", "unix:uid:1001")
+	// b learns of the entry through its watch; the fetches measured below
+	// start once it has (on a loaded machine that took 170 ms, and a
+	// fetch refused before then is not what this test is about).
+	pollUntil(t, 10*time.Second, "replica b serving the entry made through a", func() bool {
+		return b.runWorkload(1001, 1001, "fetch").Error == ""
+	})
 	replicas := []*daemon{a, b}
 
 	var (
