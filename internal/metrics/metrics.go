@@ -23,6 +23,7 @@ package metrics
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"runtime"
 	"sync"
@@ -85,10 +86,11 @@ type Metrics struct {
 	denied  map[string]prometheus.Counter
 	open    atomic.Int64  // streams open, all methods
 	lastMin [2]rateWindow // successful signings per kind (x509, jwt) over the last minute
-	dbMu    sync.Mutex
-	dbAt    time.Time
-	dbStats DBStats
-	dbErr   error
+	dbMu     sync.Mutex
+	dbAt     time.Time
+	dbStats  DBStats
+	dbErr    error
+	dbFlight *dbRead // the read of the statistics in progress, if any
 	nodes   nodeMetrics
 }
 
@@ -212,19 +214,52 @@ func (m *Metrics) CallerDenied(reason string) {
 	}
 }
 
+// dbRead is one read of the database statistics; done is closed once st
+// and err are set.
+type dbRead struct {
+	done chan struct{}
+	st   DBStats
+	err  error
+}
+
 // dbStatistics returns the database statistics, read at most once per
 // DBStatsInterval; ok is false when the Config has no DBStats.
+//
+// A scrape never waits on the database beyond ctx: a store that does not
+// answer (a filesystem frozen or hung under a commit, whose bbolt then
+// holds the lock every read takes) gives an error naming the wait, and
+// the figures last read. One read at a time is in progress, whoever
+// waits on it, so a stuck store holds one goroutine, not one per scrape;
+// when it answers, the figures it read serve the next scrape.
 func (m *Metrics) dbStatistics(ctx context.Context) (st DBStats, ok bool, err error) {
 	if m.cfg.DBStats == nil {
 		return DBStats{}, false, nil
 	}
 	m.dbMu.Lock()
-	defer m.dbMu.Unlock()
-	if now := m.cfg.Time(); m.dbAt.IsZero() || now.Sub(m.dbAt) >= DBStatsInterval || now.Before(m.dbAt) {
-		m.dbStats, m.dbErr = m.cfg.DBStats(ctx)
-		m.dbAt = now
+	if now := m.cfg.Time(); m.dbFlight == nil && (m.dbAt.IsZero() || now.Sub(m.dbAt) >= DBStatsInterval || now.Before(m.dbAt)) {
+		r := &dbRead{done: make(chan struct{})}
+		m.dbFlight = r
+		go func() {
+			// Not ctx: a late answer still refreshes the figures.
+			st, err := m.cfg.DBStats(context.Background())
+			m.dbMu.Lock()
+			m.dbStats, m.dbErr, m.dbAt, m.dbFlight = st, err, m.cfg.Time(), nil
+			m.dbMu.Unlock()
+			r.st, r.err = st, err
+			close(r.done)
+		}()
 	}
-	return m.dbStats, true, m.dbErr
+	r, st, err := m.dbFlight, m.dbStats, m.dbErr
+	m.dbMu.Unlock()
+	if r == nil {
+		return st, true, err
+	}
+	select {
+	case <-r.done:
+		return r.st, true, r.err
+	case <-ctx.Done():
+		return st, true, fmt.Errorf("metrics: the database did not answer for its statistics: %w", ctx.Err())
+	}
 }
 
 // rateWindow counts events in each of the last 60 seconds. Counting is

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/badge-dev/badge/ca/workload"
 	"github.com/badge-dev/badge/internal/metrics"
@@ -203,4 +204,58 @@ badge_etcd_compactions_total %d
 	if c := testutil.CollectAndCount(bolt.Registry(), names...); c != 0 {
 		t.Errorf("without Compactions: %d series, want none", c)
 	}
+}
+
+// TestDBStatisticsStuckStore: a store that does not answer (bbolt under
+// a commit on a frozen filesystem holds the lock every read takes) costs
+// a status or a scrape no more than its own deadline, and one read in
+// progress, however many ask; once the store answers, its figures serve.
+func TestDBStatisticsStuckStore(t *testing.T) {
+	release := make(chan struct{})
+	var calls atomic.Int32
+	m := metrics.New(metrics.Config{
+		DBStats: func(ctx context.Context) (metrics.DBStats, error) {
+			calls.Add(1)
+			<-release
+			return metrics.DBStats{SizeBytes: 4096, Serials: 7}, nil
+		},
+		Version: "test",
+	})
+	for i := range 3 {
+		ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+		start := time.Now()
+		st := m.Status(ctx)
+		cancel()
+		if took := time.Since(start); took > 5*time.Second {
+			t.Fatalf("status %d took %s with the store stuck", i, took)
+		}
+		if !strings.Contains(st.Database.Error, "did not answer") {
+			t.Errorf("status %d: database error %q, want one saying the store did not answer", i, st.Database.Error)
+		}
+	}
+	// A scrape, too, answers: badge_database_stats_errors is 1.
+	mfs, err := m.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, ok := gaugeValue(mfs, "badge_database_stats_errors"); !ok || v != 1 {
+		t.Errorf("badge_database_stats_errors = %g (present %v), want 1", v, ok)
+	}
+	if n := calls.Load(); n != 1 {
+		t.Errorf("%d reads of the stuck store, want 1", n)
+	}
+	close(release)
+	st := m.Status(t.Context())
+	if st.Database.Error != "" || st.Database.Serials != 7 {
+		t.Errorf("after the store answered: %+v, want 7 serials and no error", st.Database)
+	}
+}
+
+func gaugeValue(mfs []*dto.MetricFamily, name string) (float64, bool) {
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) > 0 {
+			return mf.GetMetric()[0].GetGauge().GetValue(), true
+		}
+	}
+	return 0, false
 }
