@@ -79,19 +79,19 @@ type Metrics struct {
 	reg   *prometheus.Registry
 	start time.Time
 
-	issued  map[string]map[string]prometheus.Counter // kind → result
-	latency map[string]prometheus.Observer           // kind
-	streams map[string]prometheus.Gauge
-	attest  map[string]prometheus.Counter
-	denied  map[string]prometheus.Counter
-	open    atomic.Int64  // streams open, all methods
-	lastMin [2]rateWindow // successful signings per kind (x509, jwt) over the last minute
+	issued   map[string]map[string]prometheus.Counter // kind → result
+	latency  map[string]prometheus.Observer           // kind
+	streams  map[string]prometheus.Gauge
+	attest   map[string]prometheus.Counter
+	denied   map[string]prometheus.Counter
+	open     atomic.Int64  // streams open, all methods
+	lastMin  [2]rateWindow // successful signings per kind (x509, jwt) over the last minute
 	dbMu     sync.Mutex
 	dbAt     time.Time
 	dbStats  DBStats
 	dbErr    error
 	dbFlight *dbRead // the read of the statistics in progress, if any
-	nodes   nodeMetrics
+	nodes    nodeMetrics
 }
 
 // New returns the metrics of the authority in cfg, registered in a
